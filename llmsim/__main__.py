@@ -1,0 +1,3 @@
+from llmsim.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``llmsim`` command line."""

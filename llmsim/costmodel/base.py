@@ -1,0 +1,91 @@
+"""The contract between the serving loop and every cost model.
+
+A step is described by what the GPU computes in one forward pass: the prefill chunks (new
+prompt tokens over already-cached KV) and the decodes (one new token each over their
+context). Values are frozen and hashable so cost models can memoize on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefillChunk:
+    """One request's prompt tokens computed in this step.
+
+    Attributes:
+        num_new_tokens: prompt tokens computed in this step (> 0).
+        num_cached_tokens: tokens whose KV is already in the cache before this step
+            (prefix-cache hits plus earlier chunks of the same prompt).
+        emits_token: the chunk completes the prompt, so the step samples a token for it.
+    """
+
+    num_new_tokens: int
+    num_cached_tokens: int = 0
+    emits_token: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepBatch:
+    """Everything a cost model needs to know about one engine step.
+
+    Attributes:
+        prefills: prefill chunks, in scheduling order.
+        decode_context_lens: per decode request, the number of KV tokens its new token
+            attends to, *including* that token (= tokens computed so far + 1).
+        tp: tensor-parallel degree of the instance.
+    """
+
+    prefills: tuple[PrefillChunk, ...] = ()
+    decode_context_lens: tuple[int, ...] = ()
+    tp: int = 1
+
+    @property
+    def num_decodes(self) -> int:
+        """Decode requests in the step."""
+        return len(self.decode_context_lens)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens computed in the step (prefill chunk tokens + one per decode)."""
+        return sum(p.num_new_tokens for p in self.prefills) + len(self.decode_context_lens)
+
+    @property
+    def num_sampled(self) -> int:
+        """Sequences that emit a token this step (lm_head / sampler rows)."""
+        return sum(1 for p in self.prefills if p.emits_token) + len(self.decode_context_lens)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCost:
+    """The cost of one step.
+
+    Attributes:
+        duration_ns: wall time of the forward pass on the device (kernel time), ns.
+        breakdown_ns: per-op contribution to ``duration_ns`` (summed over layers), ns.
+        energy_j: device energy of the step in joules, ``None`` when the model has none.
+    """
+
+    duration_ns: int
+    breakdown_ns: Mapping[str, int] = field(default_factory=dict)
+    energy_j: float | None = None
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """Anything that prices an engine step.
+
+    Implementations must be deterministic: the same batch gives the same cost.
+    """
+
+    def step_cost(self, batch: StepBatch) -> StepCost:
+        """Return the cost of ``batch``.
+
+        Raises:
+            ProfileRangeError: the model cannot price this batch (e.g. absent TP degree).
+            CostModelUnavailable: an external cost model failed.
+        """
+        ...

@@ -1,0 +1,162 @@
+"""Decompose an engine step into operators, from the model architecture.
+
+This is the one place that says which operators a step runs, how many times, and at what
+shape. The profile cost model looks each operator up in its tables by ``name``; the gRPC
+bridge turns each into a query for an external simulator. Both use this list, so their
+results are comparable operator by operator.
+
+Composition (VLLM_SEMANTICS.md, "How the published profiles are meant to be combined"):
+per decoder layer, every ``scope == "layer"`` op runs once per layer (``count`` times) at
+the step's total tokens, plus attention over the step's batch; ``scope == "step"`` ops run
+once per step; ``lm_head`` and ``sampler`` run at the number of sequences that emit a token.
+With TP > 1 there is an all-reduce of ``tokens x hidden_size x dtype_bytes`` after
+``o_proj`` and after the FFN (Megatron-style sharding).
+
+Operator names match the LLMServingSim profile bundle (``dense.csv``/``per_sequence.csv``):
+``embedding, layernorm, qkv_proj, qk_norm, rotary_emb, o_proj, gate_up_proj, act_fn,
+down_proj, final_layernorm, lm_head, sampler``; plus ``attention``, ``moe`` (routed experts,
+``moe.csv``), ``moe_gate`` (router GEMM) and ``all_reduce``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+from llmsim.model.config import ModelConfig
+
+
+class OpClass(StrEnum):
+    """What kind of computation an operator is (how an analytical model prices it)."""
+
+    GEMM = "gemm"                # (M x K) @ (K x N); M = rows (tokens or sequences)
+    ELEMENTWISE = "elementwise"  # norms, activations, rotary: elements touched
+    EMBEDDING = "embedding"      # table gather: rows x hidden
+    ATTENTION = "attention"      # paged attention over the step's batch
+    MOE = "moe"                  # routed expert FFNs
+    SAMPLER = "sampler"          # sampling over the vocabulary per sequence
+    COLLECTIVE = "collective"    # TP communication
+
+
+class Scope(StrEnum):
+    """How often an operator runs per step."""
+
+    LAYER = "layer"  # once per decoder layer (x count)
+    STEP = "step"    # once per step
+
+
+class Rows(StrEnum):
+    """Which batch dimension an operator scales with."""
+
+    TOKENS = "tokens"        # all tokens computed in the step
+    SEQUENCES = "sequences"  # sequences that emit a token
+    BATCH = "batch"          # the whole batch structure (attention)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpSpec:
+    """One operator of the step.
+
+    Attributes:
+        name: profile operator name.
+        op_class: computation kind.
+        scope: per layer or per step.
+        count: times it runs per scope (e.g. 2 layernorms per layer).
+        rows: the batch dimension it scales with.
+        n: GEMM output columns per rank (elements), or elements per row for
+            element-wise ops; 0 when not applicable.
+        k: GEMM reduction dimension per rank (elements); 0 when not applicable.
+    """
+
+    name: str
+    op_class: OpClass
+    scope: Scope
+    count: int
+    rows: Rows
+    n: int = 0
+    k: int = 0
+
+    def gemm_mnk(self, rows: int) -> tuple[int, int, int]:
+        """``(M, N, K)`` of this GEMM at ``rows`` rows."""
+        return rows, self.n, self.k
+
+    def elements(self, rows: int) -> int:
+        """Elements touched by an element-wise op at ``rows`` rows."""
+        return rows * self.n
+
+
+def _is_qwen3(model: ModelConfig) -> bool:
+    return "qwen3" in model.architecture.lower()
+
+
+@lru_cache(maxsize=64)
+def step_ops(model: ModelConfig, tp: int = 1) -> tuple[OpSpec, ...]:
+    """The operators of one engine step for ``model`` at TP degree ``tp``.
+
+    Shapes are one rank's share: column-parallel GEMMs (qkv, gate_up) split N by ``tp``,
+    row-parallel GEMMs (o_proj, down_proj) split K by ``tp``; KV heads are replicated when
+    ``tp`` exceeds them.
+
+    Returns:
+        Operators in execution order (per-layer ops first, then per-step ops).
+    """
+    h, d = model.hidden_size, model.head_dim
+    q_heads = max(1, model.num_attention_heads // tp)
+    kv_heads = max(1, model.num_key_value_heads // tp)
+    L, S = Scope.LAYER, Scope.STEP
+    T, Q = Rows.TOKENS, Rows.SEQUENCES
+    ops: list[OpSpec] = [
+        OpSpec(name="layernorm", op_class=OpClass.ELEMENTWISE, scope=L, count=2, rows=T, n=h),
+        OpSpec(name="qkv_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T,
+               n=(q_heads + 2 * kv_heads) * d, k=h),
+    ]
+    if _is_qwen3(model):
+        ops.append(OpSpec(name="qk_norm", op_class=OpClass.ELEMENTWISE, scope=L, count=1,
+                          rows=T, n=(q_heads + kv_heads) * d))
+    ops += [
+        OpSpec(name="rotary_emb", op_class=OpClass.ELEMENTWISE, scope=L, count=1, rows=T,
+               n=(q_heads + kv_heads) * d),
+        OpSpec(name="attention", op_class=OpClass.ATTENTION, scope=L, count=1,
+               rows=Rows.BATCH, n=q_heads * d, k=kv_heads * d),
+        OpSpec(name="o_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T, n=h,
+               k=q_heads * d),
+    ]
+    if tp > 1:
+        ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
+                          rows=T, n=h))
+    if model.is_moe:
+        inter = model.moe_intermediate_size // tp
+        ops += [
+            OpSpec(name="moe_gate", op_class=OpClass.GEMM, scope=L, count=1, rows=T,
+                   n=model.num_experts, k=h),
+            OpSpec(name="moe", op_class=OpClass.MOE, scope=L, count=1, rows=T, n=inter, k=h),
+        ]
+    else:
+        inter = model.intermediate_size // tp
+        ops += [
+            OpSpec(name="gate_up_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T,
+                   n=2 * inter, k=h),
+            OpSpec(name="act_fn", op_class=OpClass.ELEMENTWISE, scope=L, count=1, rows=T,
+                   n=inter),
+            OpSpec(name="down_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T, n=h,
+                   k=inter),
+        ]
+    if tp > 1:
+        ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
+                          rows=T, n=h))
+    ops += [
+        OpSpec(name="embedding", op_class=OpClass.EMBEDDING, scope=S, count=1, rows=T, n=h),
+        OpSpec(name="final_layernorm", op_class=OpClass.ELEMENTWISE, scope=S, count=1,
+               rows=T, n=h),
+        OpSpec(name="lm_head", op_class=OpClass.GEMM, scope=S, count=1, rows=Q,
+               n=model.vocab_size // tp, k=h),
+        OpSpec(name="sampler", op_class=OpClass.SAMPLER, scope=S, count=1, rows=Q,
+               n=model.vocab_size),
+    ]
+    return tuple(ops)
+
+
+def all_reduce_bytes(model: ModelConfig, tokens: int) -> int:
+    """Bytes of one TP all-reduce of the hidden states: ``tokens x hidden x dtype_bytes``."""
+    return tokens * model.hidden_size * model.dtype_bytes
