@@ -1,0 +1,208 @@
+"""Piecewise-linear lookups on measured grids, built once and evaluated in pure Python.
+
+The hot path of the profile cost model runs tens of thousands of lookups per second, so
+tables are turned into sorted Python lists at construction and evaluated with ``bisect``
+and scalar arithmetic (a numpy call per lookup costs more than the whole lookup).
+
+Rules (shared by every table):
+
+* **On a grid point** the measured value is returned exactly.
+* **Between grid points** values are interpolated linearly along each axis; an N-D grid is
+  interpolated axis by axis (nested: the first axis brackets two sub-grids, each evaluated
+  recursively), which is multilinear interpolation on full tensor grids and still exact on
+  every measured point of a ragged one.
+* **Above the grid** an axis is extrapolated linearly through its last two points, with the
+  slope floored at 0 (every axis here measures work: more of it never takes less time); a
+  1-D grid may instead scale proportionally, ``y(x) = y(x_max) * x / x_max``, the rule for
+  token-scaled operators, whose kernels are throughput-bound at the top of the grid.
+* **Below the grid** the first value is held: the smallest measured points are launch-bound
+  (e.g. one attention layer costs 7.77-8.57 us for 16-64 new tokens on RTXPRO6000), so
+  a slope extrapolated below them would only amplify noise.
+* Every lookup that leaves the grid on any axis reports it, and the cost model counts it.
+
+Ragged grids (the LLMServingSim attention grid is a x2 grid overlaid with a x1.5 grid that
+covers fewer KV lengths) are handled by *coverage groups*: at each node, children whose
+sub-grids span different boxes are grouped, and a query only brackets among children whose
+box contains its remaining coordinates, so no sub-grid is asked to extrapolate while a
+neighbour covers the point.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Coord = float | int
+
+
+class Grid1D:
+    """A 1-D table ``y(x)`` (sorted, unique ``xs``).
+
+    Attributes:
+        xs: ascending grid coordinates.
+        ys: values at ``xs``.
+        proportional_above: above the grid, scale ``ys[-1]`` by ``x / xs[-1]`` instead of
+            extrapolating through the last two points.
+    """
+
+    __slots__ = ("xs", "ys", "proportional_above", "x_min", "x_max")
+
+    def __init__(self, xs: Sequence[Coord], ys: Sequence[float], *,
+                 proportional_above: bool = False) -> None:
+        if len(xs) != len(ys) or not xs:
+            raise ValueError("xs and ys must be non-empty and of equal length")
+        pairs = sorted(zip(xs, ys))
+        self.xs = [float(x) for x, _ in pairs]
+        self.ys = [float(y) for _, y in pairs]
+        for a, b in zip(self.xs, self.xs[1:]):
+            if a == b:
+                raise ValueError(f"duplicate grid coordinate {a}")
+        self.proportional_above = proportional_above
+        self.x_min = self.xs[0]
+        self.x_max = self.xs[-1]
+
+    def __call__(self, x: Coord) -> tuple[float, bool]:
+        """``(y, extrapolated)`` at ``x``."""
+        xs = self.xs
+        i = bisect_left(xs, x)
+        n = len(xs)
+        if i < n:
+            xi = xs[i]
+            if xi == x:
+                return self.ys[i], False
+            if i == 0:
+                return self.ys[0], True
+            x0 = xs[i - 1]
+            y0 = self.ys[i - 1]
+            return y0 + (self.ys[i] - y0) * (x - x0) / (xi - x0), False
+        return self.above(x), True
+
+    def above(self, x: Coord) -> float:
+        """Value above the grid (``x > x_max``) by this grid's rule."""
+        ys = self.ys
+        if self.proportional_above:
+            return ys[-1] * x / self.x_max if self.x_max > 0 else ys[-1]
+        if len(ys) == 1:
+            return ys[-1]
+        slope = (ys[-1] - ys[-2]) / (self.xs[-1] - self.xs[-2])
+        return ys[-1] + max(slope, 0.0) * (x - self.xs[-1])
+
+
+@dataclass(slots=True)
+class _Node:
+    """An internal node: children along one axis (``leaf`` when it is the last axis)."""
+
+    keys: list[float]
+    kids: list  # _Node children, or float values for the last axis
+    leaf: bool
+    # coverage groups: (los, his, bit) boxes over the remaining axes; None = one group
+    groups: list[tuple[tuple[float, ...], tuple[float, ...], int]] | None = None
+    merged: dict[int, tuple[list[float], list]] | None = None
+
+
+def _box(points: list[tuple[tuple[float, ...], float]], depth: int
+         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    dims = len(points[0][0])
+    los = tuple(min(p[0][d] for p in points) for d in range(depth, dims))
+    his = tuple(max(p[0][d] for p in points) for d in range(depth, dims))
+    return los, his
+
+
+def _build(points: list[tuple[tuple[float, ...], float]], depth: int) -> _Node:
+    dims = len(points[0][0])
+    if depth == dims - 1:
+        pts = sorted((p[0][depth], p[1]) for p in points)
+        for a, b in zip(pts, pts[1:]):
+            if a[0] == b[0]:
+                raise ValueError(f"duplicate grid point at {points[0][0][:depth]} + {a[0]}")
+        return _Node(keys=[k for k, _ in pts], kids=[v for _, v in pts], leaf=True)
+    by_key: dict[float, list] = {}
+    for p in points:
+        by_key.setdefault(p[0][depth], []).append(p)
+    keys = sorted(by_key)
+    kids = [_build(by_key[k], depth + 1) for k in keys]
+    boxes = [_box(by_key[k], depth + 1) for k in keys]
+    distinct = sorted(set(boxes))
+    node = _Node(keys=keys, kids=kids, leaf=False)
+    if len(distinct) > 1:
+        bit_of = {box: 1 << i for i, box in enumerate(distinct)}
+        node.groups = [(los, his, bit_of[(los, his)]) for los, his in distinct]
+        node.merged = {}
+        for mask in range(1, 1 << len(distinct)):
+            sel = [(k, kid) for k, kid, box in zip(keys, kids, boxes) if bit_of[box] & mask]
+            node.merged[mask] = ([k for k, _ in sel], [kid for _, kid in sel])
+    return node
+
+
+def _eval(node: _Node, q: tuple[Coord, ...], depth: int, ex: list[int]) -> float:
+    keys, kids = node.keys, node.kids
+    if node.groups is not None:
+        mask = 0
+        for los, his, bit in node.groups:
+            d = depth + 1
+            for lo, hi in zip(los, his):
+                v = q[d]
+                if v < lo or v > hi:
+                    break
+                d += 1
+            else:
+                mask |= bit
+        if mask:
+            keys, kids = node.merged[mask]
+    x = q[depth]
+    i = bisect_left(keys, x)
+    n = len(keys)
+    leaf = node.leaf
+    if i < n and keys[i] == x:
+        return kids[i] if leaf else _eval(kids[i], q, depth + 1, ex)
+    if i == 0:
+        ex[0] += 1
+        return kids[0] if leaf else _eval(kids[0], q, depth + 1, ex)
+    if i == n:
+        ex[0] += 1
+        if n == 1:
+            return kids[0] if leaf else _eval(kids[0], q, depth + 1, ex)
+        i = n - 1
+        x0, x1 = keys[i - 1], keys[i]
+        y0 = kids[i - 1] if leaf else _eval(kids[i - 1], q, depth + 1, ex)
+        y1 = kids[i] if leaf else _eval(kids[i], q, depth + 1, ex)
+        return y1 + max((y1 - y0) / (x1 - x0), 0.0) * (x - x1)
+    x0, x1 = keys[i - 1], keys[i]
+    y0 = kids[i - 1] if leaf else _eval(kids[i - 1], q, depth + 1, ex)
+    y1 = kids[i] if leaf else _eval(kids[i], q, depth + 1, ex)
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+class GridND:
+    """An N-D table on a (possibly ragged) grid of measured points.
+
+    Args:
+        coords: one tuple of N coordinates per point.
+        values: the measured value at each point.
+
+    Raises:
+        ValueError: empty input, mismatched lengths or a duplicated point.
+    """
+
+    __slots__ = ("_root", "ndim", "num_points")
+
+    def __init__(self, coords: Sequence[Sequence[Coord]], values: Sequence[float]) -> None:
+        if not coords or len(coords) != len(values):
+            raise ValueError("coords and values must be non-empty and of equal length")
+        points = [(tuple(float(c) for c in xs), float(v)) for xs, v in zip(coords, values)]
+        self.ndim = len(points[0][0])
+        if any(len(p[0]) != self.ndim for p in points):
+            raise ValueError("every point needs the same number of coordinates")
+        self.num_points = len(points)
+        self._root = _build(points, 0)
+
+    def __call__(self, *q: Coord) -> tuple[float, bool]:
+        """``(value, extrapolated)`` at coordinates ``q``."""
+        ex = [0]
+        value = _eval(self._root, q, 0, ex)
+        return value, ex[0] > 0
+
+    def axis_range(self) -> tuple[float, float]:
+        """Range of the first axis."""
+        return self._root.keys[0], self._root.keys[-1]

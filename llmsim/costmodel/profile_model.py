@@ -1,0 +1,554 @@
+"""The profile cost model: price an engine step from measured operator tables.
+
+Composition (VLLM_SEMANTICS.md, "How the published profiles are meant to be combined";
+operator list from :func:`llmsim.costmodel.decompose.step_ops`)::
+
+    step = L x [ sum_dense_layer_ops  count x op(T)  +  attention(batch)  +  moe(T)
+                 + 2 x all_reduce(T x hidden x dtype_bytes)   (TP > 1) ]
+         + embedding(T) + final_layernorm(T) + lm_head(S) + sampler(S)
+
+with ``L`` = ``num_hidden_layers`` of the served model (the bundles profile one layer),
+``T`` = tokens computed in the step (prefill chunk tokens + one per decode) and ``S`` =
+sequences that emit a token. Kernel time only (the profiles were taken with CUDA graphs off);
+CPU overheads and CUDA-graph padding belong to the serving loop.
+
+Decisions, with the data behind them (figures from the RTXPRO6000 Llama-3.1-8B TP1 bundle):
+
+* **Statistic.** A table's ``mean_ns`` is used as is when present (the LLMServingSim bundles
+  report the mean of 3 runs), else ``median_ns``. No scaling or fudge factors.
+* **layernorm counts twice per layer**, as ``step_ops`` says (input and post-attention RMSNorm
+  of every decoder layer). The bundle's single ``layernorm`` entry is one call's time, not the
+  pair's sum: at 1 token it is 2.416 us vs 2.422 us for ``final_layernorm`` (one call of the
+  same kind and shape), at 2048 tokens 15.7 us vs 19.6 us; a sum of two such kernels could not
+  be below one of them.
+* **Attention regimes.** The 4-D grid ``(prefill_chunk, kv_prefill, n_decode, kv_decode)``
+  holds three physically different kernels, interpolated separately (so that e.g. a 5-token
+  chunk is never interpolated towards "no prefill"):
+  decode-only ``(0, 0, n, kv)``, prefill-only ``(pc, kp, 0, 0)`` and mixed ``(pc, kp, n, kv)``.
+  The mixed kernel is not the sum of the other two (with one prefill chunk present, 128
+  decodes at KV 16384 cost 21.7 ms vs 5.65 ms decode-only), so a mixed step is always looked
+  up in the mixed sub-grid.
+* **Several prefill chunks in one step.** LLMServingSim collapses them into one virtual chunk,
+  which prices attention as if every chunk attended to every other chunk's tokens
+  (quadratic in the summed length: two fresh 1024-token chunks would cost T(2048, 0) =
+  172.6 us). Attention is per-request work in a varlen kernel, and the data shows the kernel
+  time is close to additive in per-request work: adding 32 decodes at KV 4096 to a prefill
+  chunk adds 547 +- 32 us (mean +- std over 96 (pc, kp) points whose prefill-only cost spans
+  7.8-2138 us). So each chunk is priced against its own cached KV: the chunk with the
+  largest prefill-only cost is the *primary* chunk and is looked up together with the decodes
+  (mixed regime); every other chunk adds its prefill-only cost minus the launch floor
+  ``P(16, 0)`` (the smallest measured prefill, 7.77 us), floored at 0. Two fresh 1024-token
+  chunks: 61.1 + 61.1 - 7.8 = 114.4 us.
+* **Decode skew.** Decodes with unequal KV lengths are priced
+  ``t_mean + alpha (t_max - t_mean)`` with ``t_mean``/``t_max`` the lookups at the mean/max
+  KV length and ``alpha`` from the ``skew_fit`` bucket of (primary chunk's pc mapped to the
+  nearest profiled pc in log scale, n decodes, skew rate, max KV, primary chunk's cached KV).
+  The skew rate is ``(kv_mean - kv_min) / (kv_max - kv_min)``: for the profiled two-level
+  batches (``nb`` of ``n`` decodes at ``kv_big``, the rest at ``kvs``) this equals
+  ``nb / n``, the quantity the buckets were cut on (it reproduces the published per-bucket
+  sample counts for 3961 of 3982 buckets). A missing bucket uses ``alpha_default``; a bundle
+  that defines no buckets in ``meta.yaml`` (RTX4090) has them read from the label text
+  (``n<=8``, ``sr>70%``, ``kvB<=4k`` with k = 1024, ``kp=0``) and, lacking an
+  ``alpha_default``, uses the sample-weighted mean of its bucket alphas. Alpha is clamped to
+  [0, 1]: the skewed batch does the work of the all-at-mean batch and less than the
+  all-at-max one; values outside come from buckets where ``t_max ~ t_mean`` and the ratio is
+  noise (e.g. -735 in RTXPRO6000 Llama TP2).
+* **lm_head / sampler** at ``S`` sequences (per-sequence table).
+* **MoE** experts per layer from the ``moe`` table at ``(T, E_active)`` with the expected
+  number of distinct experts hit under uniform routing, ``E (1 - (1 - k/E)^T)``, capped at
+  ``T k``. A missing ``moe_gate`` (router GEMM; the LLMServingSim bundles do not profile it)
+  costs 0 and is reported in :attr:`ProfileCostModel.missing_optional_ops`; any other missing
+  op raises :class:`~llmsim.errors.ProfileRangeError`.
+* **TP all-reduce** from a collectives table when given, else the ring link model
+  (:mod:`llmsim.costmodel.collectives`).
+* **Off-grid** lookups follow :mod:`llmsim.costmodel.interp`: linear between points; above
+  the grid linear through the last two points (attention, per-sequence ops, MoE) or
+  proportional to tokens (dense per-token ops); below it the first value is held. Every
+  step that needed an extrapolation increments :attr:`ProfileCostModel.extrapolations`
+  for that op (memoized repeats included).
+* **Rounding.** Each op's total (over layers) is rounded to integer ns; ``duration_ns`` is
+  the sum of the breakdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from bisect import bisect_left
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from llmsim.costmodel.base import PrefillChunk, StepBatch, StepCost
+from llmsim.costmodel.collectives import LinkModel, collective_grid, table_values
+from llmsim.costmodel.decompose import OpClass, Rows, Scope, step_ops
+from llmsim.costmodel.interp import GridND
+from llmsim.errors import ConfigError, ProfileError, ProfileRangeError
+from llmsim.model.config import ModelConfig
+from llmsim.v1 import profile_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+OPTIONAL_OPS = frozenset({"moe_gate"})
+"""Ops priced at 0 when the profile lacks them (reported, never silent)."""
+
+_MEMO_MAX = 1 << 17
+
+
+def model_from_profile(profile: pb.Profile, source: str | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` recorded in ``profile``.
+
+    Raises:
+        ConfigError: the profile carries no architecture (pass ``model=`` instead).
+    """
+    m = profile.model
+    if not m.num_hidden_layers or not m.hidden_size:
+        raise ConfigError("profile carries no model architecture; pass model=",
+                          path=source, field="model")
+    return ModelConfig(
+        name=m.name, architecture=m.architecture, num_hidden_layers=m.num_hidden_layers,
+        hidden_size=m.hidden_size, num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_key_value_heads, head_dim=m.head_dim,
+        intermediate_size=m.intermediate_size, vocab_size=m.vocab_size,
+        num_experts=m.num_experts, num_experts_per_token=m.num_experts_per_token,
+        moe_intermediate_size=m.moe_intermediate_size, dtype_bytes=m.dtype_bytes or 2,
+        tie_word_embeddings=m.tie_word_embeddings, config_sha256=m.config_sha256,
+    )
+
+
+# --------------------------------------------------------------------------- skew fit
+
+_LABEL = re.compile(r"^[A-Za-z_]+\s*(<=|>|=)\s*([0-9.]+)\s*(k|%)?$")
+
+
+def _label_edges(labels: list[str]) -> tuple[list[float], list[str]]:
+    """Bucket edges read from labels such as ``n<=8``, ``sr>70%``, ``kvB<=4k``, ``kp=0``.
+
+    Returns ``(edges, labels)`` in ascending order with ``len(edges) == len(labels) + 1``;
+    the outer edges are +-inf.
+    """
+    uppers: list[tuple[float, str]] = []
+    tail: str | None = None
+    for lab in set(labels):
+        m = _LABEL.match(lab)
+        if m is None:
+            raise ValueError(f"cannot read bucket label {lab!r}")
+        op, num, unit = m.groups()
+        value = float(num) * (1024 if unit == "k" else 1) / (100 if unit == "%" else 1)
+        if op == ">":
+            tail = lab
+        else:
+            uppers.append((value, lab))
+    uppers.sort()
+    edges = [-math.inf] + [u for u, _ in uppers]
+    names = [lab for _, lab in uppers]
+    if tail is not None:
+        edges.append(math.inf)
+        names.append(tail)
+    return edges, names
+
+
+def _bucket(edges: list[float], x: float) -> int:
+    """Index ``i`` with ``edges[i] < x <= edges[i+1]``, or -1 when outside."""
+    i = bisect_left(edges, x) - 1
+    return i if 0 <= i < len(edges) - 1 else -1
+
+
+class _SkewFit:
+    """Per-bucket alpha of the decode-skew correction (see the module docstring)."""
+
+    __slots__ = ("axes", "alphas", "pcs", "alpha_default")
+
+    def __init__(self, fit: pb.SkewFit) -> None:
+        axes = []
+        for name, col in (("n", "n_label"), ("skew_rate", "skew_rate_label"),
+                          ("kv_big", "kv_big_label"), ("kp", "kp_label")):
+            edges = list(getattr(fit, f"{name}_edges"))
+            labels = list(getattr(fit, f"{name}_labels"))
+            if not edges:
+                edges, labels = _label_edges(list(getattr(fit, col)))
+            axes.append((edges, {lab: i for i, lab in enumerate(labels)}))
+        self.axes = [edges for edges, _ in axes]
+        self.alphas: dict[tuple[int, int, int, int, int], float] = {}
+        cols = (fit.n_label, fit.skew_rate_label, fit.kv_big_label, fit.kp_label)
+        weight = total = 0.0
+        for r in range(len(fit.pc)):
+            idx = []
+            for (edges, index), col in zip(axes, cols):
+                i = index.get(col[r])
+                if i is None:
+                    raise ProfileError(f"skew_fit row {r + 1}: unknown bucket label {col[r]!r}",
+                                       field="skew_fit")
+                idx.append(i)
+            alpha = fit.bucket_alpha[r]
+            self.alphas[(fit.pc[r], *idx)] = min(max(alpha, 0.0), 1.0)
+            w = fit.bucket_num_samples[r] if r < len(fit.bucket_num_samples) else 1
+            weight += w
+            total += w * alpha
+        self.pcs = sorted({pc for pc in fit.pc if pc > 0})
+        if fit.method or fit.alpha_default:
+            default = fit.alpha_default
+        else:
+            default = total / weight if weight else 0.0
+        self.alpha_default = min(max(default, 0.0), 1.0)
+
+    def pc_key(self, pc: int) -> int:
+        """The profiled pc nearest to ``pc`` in log scale (0 stays 0)."""
+        pcs = self.pcs
+        if pc <= 0 or not pcs:
+            return 0
+        i = bisect_left(pcs, pc)
+        if i == 0:
+            return pcs[0]
+        if i == len(pcs):
+            return pcs[-1]
+        lo, hi = pcs[i - 1], pcs[i]
+        return hi if hi * lo <= pc * pc else lo
+
+    def alpha(self, pc: int, kp: int, n: int, skew_rate: float, kv_big: float) -> float:
+        """Alpha of the bucket holding the query, else ``alpha_default``."""
+        a = self.axes
+        key = (self.pc_key(pc), _bucket(a[0], n), _bucket(a[1], skew_rate),
+               _bucket(a[2], kv_big), _bucket(a[3], kp))
+        alpha = self.alphas.get(key)
+        return self.alpha_default if alpha is None else alpha
+
+
+# --------------------------------------------------------------------------- per TP degree
+
+
+class _TpCost:
+    """Precomputed tables of one TP degree (see :class:`ProfileCostModel`)."""
+
+    def __init__(self, profile: pb.Profile, model: ModelConfig, tp: int, source: str,
+                 collectives, link: LinkModel) -> None:
+        tpp = next((t for t in profile.tp if t.tp_degree == tp), None)
+        if tpp is None:
+            have = ", ".join(str(t.tp_degree) for t in profile.tp) or "none"
+            raise ProfileRangeError(f"TP degree {tp} is not in the profile (has: {have})",
+                                    path=source, field="tp")
+        self.tp = tp
+        self.layers = model.num_hidden_layers
+        tables = {t.op: t for t in tpp.ops}
+        self.missing_optional: list[str] = []
+        where = f"tp{tp}"
+
+        def need(name: str) -> pb.OpTable:
+            t = tables.get(name)
+            if t is None:
+                raise ProfileRangeError(f"operator '{name}' is not in the profile at TP {tp}",
+                                        path=source, field=f"{where}/{name}")
+            return t
+
+        dense: dict[tuple[float, ...], list[tuple[str, list[float]]]] = {}
+        seq: dict[tuple[float, ...], list[tuple[str, list[float]]]] = {}
+        self.has_moe = False
+        self.n_all_reduce = 0
+        for op in step_ops(model, tp):
+            if op.op_class is OpClass.ATTENTION:
+                continue
+            if op.op_class is OpClass.MOE:
+                self.has_moe = True
+                continue
+            if op.op_class is OpClass.COLLECTIVE:
+                self.n_all_reduce += op.count * (self.layers if op.scope is Scope.LAYER else 1)
+                continue
+            if op.name not in tables and op.name in OPTIONAL_OPS:
+                self.missing_optional.append(op.name)
+                continue
+            table = need(op.name)
+            weight = op.count * (self.layers if op.scope is Scope.LAYER else 1)
+            pairs = sorted(zip(table.axes[0].values, table_values(table)))
+            xs = tuple(float(x) for x, _ in pairs)
+            ys = [weight * y for _, y in pairs]
+            group = seq if op.rows is Rows.SEQUENCES else dense
+            entries = group.setdefault(xs, [])
+            for i, (name, prev) in enumerate(entries):
+                if name == op.name:  # the same op listed twice: add up
+                    entries[i] = (name, [a + b for a, b in zip(prev, ys)])
+                    break
+            else:
+                entries.append((op.name, ys))
+        self.dense = [(list(xs), ops) for xs, ops in dense.items()]
+        self.seq = [(list(xs), ops) for xs, ops in seq.items()]
+        self._build_attention(need("attention"), source, where)
+        self.skew = _SkewFit(tpp.skew_fit) if tpp.HasField("skew_fit") and len(
+            tpp.skew_fit.pc) else None
+        self.moe = None
+        if self.has_moe:
+            moe = need("moe")
+            axes = [list(a.values) for a in moe.axes]
+            self.moe = GridND(list(zip(*axes)), table_values(moe))
+            self.experts = model.num_experts
+            self.experts_per_token = model.num_experts_per_token
+        self.ar_bytes_per_token = model.hidden_size * model.dtype_bytes
+        self.ar_grid = collective_grid(collectives, "all_reduce", tp) if tp > 1 else None
+        self.link = link
+
+    def _build_attention(self, table: pb.OpTable, source: str, where: str) -> None:
+        names = [a.name for a in table.axes]
+        expected = ["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"]
+        if names != expected:
+            raise ProfileError(f"attention axes must be {expected}, got {names}",
+                               path=source, field=f"{where}/attention")
+        values = table_values(table)
+        cols = [list(a.values) for a in table.axes]
+        dec: tuple[list, list] = ([], [])
+        pre: tuple[list, list] = ([], [])
+        mix: tuple[list, list] = ([], [])
+        for pc, kp, n, kv, t in zip(*cols, values):
+            if pc == 0 and n > 0:
+                dec[0].append((n, kv))
+                dec[1].append(t)
+            elif pc > 0 and n == 0:
+                pre[0].append((pc, kp))
+                pre[1].append(t)
+            elif pc > 0 and n > 0:
+                mix[0].append((pc, kp, n, kv))
+                mix[1].append(t)
+        for label, part in (("decode-only", dec), ("prefill-only", pre), ("mixed", mix)):
+            if not part[0]:
+                raise ProfileError(f"attention table has no {label} points",
+                                   path=source, field=f"{where}/attention")
+        self.att_dec = GridND(*dec)
+        self.att_pre = GridND(*pre)
+        self.att_mix = GridND(*mix)
+        # launch floor: the cheapest measured prefill-only call
+        self.att_floor = min(pre[1])
+
+    # ------------------------------------------------------------------ evaluation
+
+    def cost(self, batch: StepBatch) -> tuple[StepCost, tuple[str, ...]]:
+        prefills = batch.prefills
+        decodes = batch.decode_context_lens
+        tokens = len(decodes)
+        sampled = tokens
+        for p in prefills:
+            tokens += p.num_new_tokens
+            if p.emits_token:
+                sampled += 1
+        if tokens <= 0:
+            return StepCost(duration_ns=0, breakdown_ns={}), ()
+        bd: dict[str, float] = {}
+        ex: list[str] = []
+        for xs, ops in self.dense:
+            _eval_ops(xs, ops, tokens, True, bd, ex)
+        if sampled:
+            for xs, ops in self.seq:
+                _eval_ops(xs, ops, sampled, False, bd, ex)
+        attn, attn_ex = self.attention(prefills, decodes)
+        bd["attention"] = attn * self.layers
+        if attn_ex:
+            ex.append("attention")
+        if self.moe is not None:
+            e, k = self.experts, self.experts_per_token
+            active = min(e * (1.0 - (1.0 - k / e) ** tokens), float(tokens * k))
+            t, moe_ex = self.moe(tokens, active)
+            bd["moe"] = t * self.layers
+            if moe_ex:
+                ex.append("moe")
+        if self.n_all_reduce:
+            nbytes = tokens * self.ar_bytes_per_token
+            if self.ar_grid is not None:
+                t, ar_ex = self.ar_grid(nbytes)
+                if ar_ex:
+                    ex.append("all_reduce")
+            else:
+                t = self.link.all_reduce_ns(nbytes, self.tp)
+            bd["all_reduce"] = t * self.n_all_reduce
+        out = {k: int(v + 0.5) for k, v in bd.items()}
+        return StepCost(duration_ns=sum(out.values()), breakdown_ns=out), tuple(ex)
+
+    def attention(self, prefills: tuple[PrefillChunk, ...], decodes: tuple[int, ...]
+                  ) -> tuple[float, bool]:
+        """One layer's attention time (ns) for the batch, and whether it extrapolated."""
+        n = len(decodes)
+        if not prefills:
+            if not n:
+                return 0.0, False
+            return self._decodes(None, 0, 0, decodes)
+        pre = self.att_pre
+        if len(prefills) == 1:
+            p = prefills[0]
+            pc, kp = p.num_new_tokens, p.num_cached_tokens
+            if not n:
+                return pre(pc, kp)
+            return self._decodes(self.att_mix, pc, kp, decodes)
+        # several chunks: the costliest is primary, the others add their own work
+        costs = []
+        any_ex = False
+        for p in prefills:
+            t, e = pre(p.num_new_tokens, p.num_cached_tokens)
+            costs.append(t)
+            any_ex = any_ex or e
+        j = costs.index(max(costs))
+        floor = self.att_floor
+        extra = sum(max(t - floor, 0.0) for i, t in enumerate(costs) if i != j)
+        if not n:
+            return costs[j] + extra, any_ex
+        p = prefills[j]
+        t, e = self._decodes(self.att_mix, p.num_new_tokens, p.num_cached_tokens, decodes)
+        return t + extra, any_ex or e
+
+    def _decodes(self, mix: GridND | None, pc: int, kp: int, decodes: tuple[int, ...]
+                 ) -> tuple[float, bool]:
+        n = len(decodes)
+        kv_max = max(decodes)
+        kv_min = min(decodes)
+        if mix is None:
+            grid = self.att_dec
+            if kv_max == kv_min:
+                return grid(n, kv_max)
+            kv_mean = sum(decodes) / n
+            t_mean, e1 = grid(n, kv_mean)
+            t_max, e2 = grid(n, kv_max)
+        else:
+            if kv_max == kv_min:
+                return mix(pc, kp, n, kv_max)
+            kv_mean = sum(decodes) / n
+            t_mean, e1 = mix(pc, kp, n, kv_mean)
+            t_max, e2 = mix(pc, kp, n, kv_max)
+        skew = self.skew
+        if skew is None:
+            return t_mean, e1
+        alpha = skew.alpha(pc, kp, n, (kv_mean - kv_min) / (kv_max - kv_min), kv_max)
+        return t_mean + alpha * (t_max - t_mean), e1 or e2
+
+
+def _eval_ops(xs: list[float], ops: list[tuple[str, list[float]]], x: int,
+              proportional: bool, bd: dict[str, float], ex: list[str]) -> None:
+    """Add every op of one shared-grid group at ``x`` rows to ``bd``."""
+    i = bisect_left(xs, x)
+    n = len(xs)
+    if i < n:
+        xi = xs[i]
+        if xi == x:
+            for name, ys in ops:
+                bd[name] = ys[i]
+            return
+        if i == 0:
+            for name, ys in ops:
+                bd[name] = ys[0]
+                ex.append(name)
+            return
+        x0 = xs[i - 1]
+        f = (x - x0) / (xi - x0)
+        for name, ys in ops:
+            y0 = ys[i - 1]
+            bd[name] = y0 + (ys[i] - y0) * f
+        return
+    x1 = xs[-1]
+    for name, ys in ops:
+        ex.append(name)
+        if proportional or n == 1:
+            bd[name] = ys[-1] * x / x1
+        else:
+            slope = (ys[-1] - ys[-2]) / (x1 - xs[-2])
+            bd[name] = ys[-1] + max(slope, 0.0) * (x - x1)
+
+
+# --------------------------------------------------------------------------- public model
+
+
+class ProfileCostModel:
+    """Step cost from a ``llmsim.v1.Profile`` (kernel time, ns), memoized per batch.
+
+    Args:
+        profile: the operator profile.
+        model: the served model; defaults to the architecture recorded in the profile.
+        tp: tensor-parallel degree of the instance (batches may name another one present in
+            the profile; each degree's tables are built on first use).
+        collectives: collective tables (``OpTable``) to price TP all-reduces, e.g. from a
+            Vidur import; defaults to the profile's own ``collectives``.
+        link: the link model used when no all-reduce table covers the TP degree.
+        source: where the profile came from, for error messages.
+
+    Attributes:
+        extrapolations: op name -> number of :meth:`step_cost` calls whose lookup of that op
+            left the measured grid.
+        missing_optional_ops: optional ops (``moe_gate``) the profile lacks, priced at 0.
+
+    Raises:
+        ProfileRangeError: the TP degree or a needed operator is not in the profile.
+        ConfigError: no model architecture available.
+    """
+
+    def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None, tp: int = 1,
+                 collectives=None, link: LinkModel | None = None,
+                 source: str | Path | None = None) -> None:
+        self.source = str(source) if source is not None else (
+            profile.provenance.source.path or "<profile>")
+        self.profile = profile
+        self.model = model if model is not None else model_from_profile(profile, self.source)
+        recorded = profile.model.config_sha256
+        if model is not None and recorded and model.config_sha256 and (
+                recorded != model.config_sha256):
+            logger.warning("%s: profiled model config %s differs from the served model %s",
+                           self.source, recorded[:12], model.config_sha256[:12])
+        self.tp = tp
+        self.collectives = list(collectives) if collectives is not None else list(
+            profile.collectives)
+        self.link = link or LinkModel()
+        self.extrapolations: Counter[str] = Counter()
+        self._tps: dict[int, _TpCost] = {}
+        self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...]]] = {}
+        main = self._tp(tp)
+        self.missing_optional_ops = tuple(main.missing_optional)
+        for name in self.missing_optional_ops:
+            logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
+        if tp > 1 and main.ar_grid is None:
+            logger.info("%s: no all_reduce table for %d ranks; using %s", self.source, tp,
+                        self.link)
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, model: ModelConfig | None = None, tp: int = 1,
+                  **kwargs: Any) -> ProfileCostModel:
+        """Build from a ``.pb`` file or an LLMServingSim bundle directory."""
+        from llmsim.profile import load_profile
+
+        return cls(load_profile(path), model=model, tp=tp, source=path, **kwargs)
+
+    def _tp(self, tp: int) -> _TpCost:
+        tpc = self._tps.get(tp)
+        if tpc is None:
+            tpc = self._tps[tp] = _TpCost(self.profile, self.model, tp, self.source,
+                                          self.collectives, self.link)
+        return tpc
+
+    def step_cost(self, batch: StepBatch) -> StepCost:
+        """Kernel time of ``batch`` with a per-op breakdown (see the module docstring).
+
+        Raises:
+            ProfileRangeError: ``batch.tp`` is not in the profile.
+        """
+        hit = self._memo.get(batch)
+        if hit is None:
+            tpc = self._tps.get(batch.tp) or self._tp(batch.tp)
+            hit = tpc.cost(batch)
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            self._memo[batch] = hit
+        if hit[1]:
+            self.extrapolations.update(hit[1])
+        return hit[0]
+
+    def attention_ns(self, batch: StepBatch) -> float:
+        """One layer's attention time for ``batch`` (ns, unrounded; for tests and tools)."""
+        return self._tp(batch.tp).attention(batch.prefills, batch.decode_context_lens)[0]
+
+    def clear_cache(self) -> None:
+        """Forget memoized step costs."""
+        self._memo.clear()
+
+
+def from_context(spec: str, context) -> ProfileCostModel:
+    """Factory for :mod:`llmsim.costmodel.registry` (spec ``profile``).
+
+    Raises:
+        ConfigError: the experiment names no profile.
+    """
+    if context.profile_path is None:
+        raise ConfigError("cost model 'profile' needs a profile (.pb or bundle dir)",
+                          field="profile")
+    return ProfileCostModel.from_path(context.profile_path, model=context.model, tp=context.tp)

@@ -1,0 +1,70 @@
+"""``llmsim profile import ...`` and ``llmsim profile show ...``.
+
+Usage::
+
+    llmsim profile import llmservingsim <bundle dir> -o out.pb
+    llmsim profile import vidur <dir> -o out.pb
+    llmsim profile show file.pb            (a bundle directory works too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``import`` and ``show`` sub-commands to ``llmsim profile``."""
+    imp = subparsers.add_parser("import", help="import published profile data into a .pb")
+    sources = imp.add_subparsers(dest="import_source", metavar="SOURCE", required=True)
+
+    lss = sources.add_parser("llmservingsim", help="an LLMServingSim profile bundle directory")
+    lss.add_argument("bundle", help="bundle dir holding meta.yaml and tpN/")
+    lss.add_argument("-o", "--output", required=True, help="output .pb file")
+    lss.add_argument("--model-config", help="HF config.json of the model (default: found "
+                     "next to the bundle's profiles/ tree)")
+    lss.add_argument("--source-commit", default="", help="source revision for the provenance")
+    lss.set_defaults(func=_import_llmservingsim)
+
+    vid = sources.add_parser("vidur", help="Vidur NCCL collectives of one hardware setup")
+    vid.add_argument("directory", help="e.g. vidur/network/h100_dgx")
+    vid.add_argument("-o", "--output", required=True, help="output .pb file")
+    vid.add_argument("--source-commit", default="", help="source revision for the provenance")
+    vid.set_defaults(func=_import_vidur)
+
+    show = subparsers.add_parser("show", help="summarize a profile (.pb or bundle dir)")
+    show.add_argument("profile", help=".pb file or LLMServingSim bundle directory")
+    show.set_defaults(func=_show)
+
+
+def _import_llmservingsim(args: argparse.Namespace) -> int:
+    from llmsim.profile.importers.llmservingsim import import_bundle
+    from llmsim.profile.io import write_profile
+
+    profile = import_bundle(args.bundle, model_config=args.model_config,
+                            source_commit=args.source_commit)
+    path = write_profile(profile, args.output)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; TP "
+          f"{', '.join(str(t.tp_degree) for t in profile.tp)})")
+    return 0
+
+
+def _import_vidur(args: argparse.Namespace) -> int:
+    from llmsim.profile.importers.vidur import import_vidur
+    from llmsim.profile.io import write_profile
+
+    profile = import_vidur(args.directory, source_commit=args.source_commit)
+    path = write_profile(profile, args.output)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; collectives "
+          f"{', '.join(t.op for t in profile.collectives)})")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from llmsim.profile.io import load_profile
+    from llmsim.profile.show import format_profile
+
+    print(format_profile(load_profile(args.profile)))
+    return 0

@@ -1,0 +1,1 @@
+"""Importers that turn published profile data into ``llmsim.v1.Profile`` messages."""

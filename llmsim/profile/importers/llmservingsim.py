@@ -1,0 +1,367 @@
+"""Import an LLMServingSim 2.0 profile bundle into a :class:`llmsim.v1.Profile` (and back).
+
+Bundle layout (casys-kaist/LLMServingSim, ``profiles/<HW>/<org>/<model>/<dtype>/``)::
+
+    meta.yaml                       how the profile was taken (GPU, grid, skew-fit buckets)
+    tpN/dense.csv                   layer,tokens,time_us          per-layer ops vs tokens
+    tpN/per_sequence.csv            layer,sequences,time_us       lm_head / sampler
+    tpN/attention.csv               prefill_chunk,kv_prefill,n_decode,kv_decode,time_us
+    tpN/moe.csv          (MoE)      tokens,activated_experts,time_us
+    tpN/skew.csv         (optional) regime,n,nb,ratio,skew,pc,kp,kvs,kv_big,kv_mean,
+                                    t_mean_us,t_max_us,t_skew_us,alpha
+    tpN/skew_fit.csv     (optional) pc,n_label,skew_rate_label,kv_big_label,kp_label,alpha,n_samples
+
+The bundle reports the mean of ``measurement_iterations`` runs (kernel time, CUDA graphs
+off), so every latency lands in ``mean_ns``; the other statistic columns stay empty.
+``meta.yaml`` is kept verbatim in ``provenance.attributes["source_meta_yaml"]`` so that
+:func:`export_bundle` can write the bundle back; a round trip reproduces every CSV value
+exactly (see :mod:`llmsim.profile.importers._csv`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmsim.errors import DataNotFoundError, ProfileError
+from llmsim.model.config import ModelConfig, load_model_config
+from llmsim.profile.importers._csv import (
+    float_text,
+    ns_to_us_text,
+    parse_float,
+    parse_float_or_nan,
+    parse_int,
+    read_csv,
+    us_to_ns,
+    us_to_ns_or_nan,
+)
+from llmsim.v1 import profile_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+SOURCE_NAME = "LLMServingSim profile bundle"
+SOURCE_URI = "https://github.com/casys-kaist/LLMServingSim"
+META_ATTR = "source_meta_yaml"
+
+ATTENTION_AXES = ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode")
+# profile axis name -> bundle CSV column for the MoE table
+MOE_AXES = (("tokens", "tokens"), ("active_experts", "activated_experts"))
+SKEW_INT = ("n", "nb", "pc", "kp", "kvs", "kv_big", "kv_mean")
+SKEW_FLOAT = ("ratio", "skew", "alpha")
+SKEW_US = (("t_mean_us", "t_mean_ns"), ("t_max_us", "t_max_ns"), ("t_skew_us", "t_skew_ns"))
+SKEW_COLUMNS = ("regime", "n", "nb", "ratio", "skew", "pc", "kp", "kvs", "kv_big", "kv_mean",
+                "t_mean_us", "t_max_us", "t_skew_us", "alpha")
+SKEW_FIT_COLUMNS = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha",
+                    "n_samples")
+# meta.yaml skew_fit.bucket_axes key -> SkewFit field prefix
+_BUCKET_AXES = (("n", "n"), ("skew_rate", "skew_rate"), ("kv_big", "kv_big"), ("kp", "kp"))
+
+
+def is_bundle(path: Path) -> bool:
+    """True when ``path`` is a bundle directory (holds ``meta.yaml``)."""
+    return path.is_dir() and (path / "meta.yaml").is_file()
+
+
+def _load_meta(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ProfileError(f"cannot read: {exc}", path=path) from exc
+    try:
+        meta = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ProfileError(f"invalid YAML: {exc}", path=path,
+                           line=mark.line + 1 if mark else None) from exc
+    if not isinstance(meta, dict):
+        raise ProfileError("meta.yaml must be a mapping", path=path)
+    for key in ("model", "hardware", "tp_degrees"):
+        if key not in meta:
+            raise ProfileError("required field missing", path=path, field=key)
+    if not isinstance(meta["tp_degrees"], list) or not all(
+        isinstance(t, int) and t > 0 for t in meta["tp_degrees"]
+    ):
+        raise ProfileError("must be a list of positive integers", path=path, field="tp_degrees")
+    return meta, text
+
+
+def _find_model_config(bundle: Path, model_name: str) -> Path | None:
+    """The HF config of ``model_name`` next to the bundle's ``profiles/`` tree, if any."""
+    rel = Path("configs") / "model" / f"{model_name}.json"
+    for parent in bundle.resolve().parents:
+        if parent.name == "profiles" and (parent.parent / rel).is_file():
+            return parent.parent / rel
+    try:
+        return _dataset(f"llmservingsim/{rel}")
+    except DataNotFoundError:
+        return None
+
+
+def _dataset(relpath: str) -> Path:
+    from llmsim.data import dataset_path
+
+    return dataset_path(relpath)
+
+
+def architecture_from_config(cfg: ModelConfig) -> pb.ModelArchitecture:
+    """The profile's copy of a model config."""
+    return pb.ModelArchitecture(
+        name=cfg.name, architecture=cfg.architecture, num_hidden_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
+        intermediate_size=cfg.intermediate_size, vocab_size=cfg.vocab_size,
+        num_experts=cfg.num_experts, num_experts_per_token=cfg.num_experts_per_token,
+        moe_intermediate_size=cfg.moe_intermediate_size, dtype_bytes=cfg.dtype_bytes,
+        config_sha256=cfg.config_sha256, tie_word_embeddings=cfg.tie_word_embeddings,
+    )
+
+
+def _provenance(meta: dict[str, Any], meta_text: str, bundle: Path,
+                source_commit: str) -> pb.Provenance:
+    engine = meta.get("engine_effective") or {}
+    prov = pb.Provenance(
+        device_name=str(meta.get("gpu", "")),
+        hardware=str(meta.get("hardware", "")),
+        runtime_version=str(meta.get("cuda_version", "")),
+        framework="vllm",
+        framework_version=str(meta.get("vllm_version", "")),
+        profiler_name="LLMServingSim profiler",
+        profiler_version=str(meta.get("profiler_version", "")),
+        measured_at=str(meta.get("profiled_at", "")),
+        method=pb.MeasurementMethod(
+            timer="kernel",
+            timed_iterations=int(meta.get("measurement_iterations") or 0),
+            cuda_graphs=not bool(engine.get("enforce_eager", True)),
+            statistic="mean",
+            notes="one decoder layer with dummy weights, kernel time, mean of "
+                  f"{meta.get('measurement_iterations', '?')} runs",
+        ),
+        source=pb.Source(kind="imported", name=SOURCE_NAME, uri=SOURCE_URI,
+                         commit=source_commit, path=str(bundle), license="MIT"),
+    )
+    prov.attributes[META_ATTR] = meta_text
+    if "architecture_sha256" in meta:
+        prov.attributes["architecture_sha256"] = str(meta["architecture_sha256"])
+    return prov
+
+
+def _op_tables_by_name(path: Path, axis: str, kind: int) -> list[pb.OpTable]:
+    table = read_csv(path, ("layer", axis, "time_us"))
+    names = [c.strip() for c in table.column("layer", str)]
+    xs = table.column(axis, parse_int)
+    ys = table.column("time_us", us_to_ns)
+    ops: dict[str, pb.OpTable] = {}
+    for name, line, x, y in zip(names, table.lines, xs, ys):
+        if not name:
+            raise ProfileError("empty operator name", path=path, line=line, field="layer")
+        op = ops.get(name)
+        if op is None:
+            op = ops[name] = pb.OpTable(op=name, kind=kind)
+            op.axes.add(name=axis)
+        op.axes[0].values.append(x)
+        op.mean_ns.append(y)
+    return list(ops.values())
+
+
+def _grid_table(path: Path, op: str, kind: int, axes: tuple[tuple[str, str], ...]) -> pb.OpTable:
+    table = read_csv(path, [col for _, col in axes] + ["time_us"])
+    out = pb.OpTable(op=op, kind=kind)
+    for name, col in axes:
+        out.axes.add(name=name, values=table.column(col, parse_int))
+    out.mean_ns.extend(table.column("time_us", us_to_ns))
+    return out
+
+
+def _skew_table(path: Path) -> pb.SkewTable:
+    table = read_csv(path, SKEW_COLUMNS)
+    skew = pb.SkewTable(regime=table.column("regime", str))
+    for col in SKEW_INT:
+        getattr(skew, col).extend(table.column(col, parse_int))
+    for col in SKEW_FLOAT:
+        getattr(skew, col).extend(table.column(col, parse_float_or_nan))
+    for col, field in SKEW_US:
+        getattr(skew, field).extend(table.column(col, us_to_ns_or_nan))
+    return skew
+
+
+def _skew_fit(path: Path, meta: dict[str, Any], meta_path: Path, tp: int) -> pb.SkewFit:
+    table = read_csv(path, SKEW_FIT_COLUMNS)
+    fit_meta = meta.get("skew_fit") or {}
+    per_tp = (fit_meta.get("per_tp") or {}).get(tp) or {}
+    axes = fit_meta.get("bucket_axes") or {}
+    fit = pb.SkewFit(method=str(per_tp.get("method", "")),
+                     alpha_default=float(per_tp.get("alpha_default", 0.0)),
+                     num_samples=int(per_tp.get("n_samples", 0)))
+    for key, field in _BUCKET_AXES:
+        edges, labels = axes.get(f"{key}_bins"), axes.get(f"{key}_labels")
+        if edges is None and labels is None:
+            # Some bundles (RTX4090) ship skew_fit.csv while meta.yaml says the fit is
+            # disabled and defines no buckets: keep the rows, leave the edges empty.
+            continue
+        if edges is None or labels is None:
+            raise ProfileError("skew_fit bucket definition incomplete", path=meta_path,
+                               field=f"skew_fit.bucket_axes.{key}_bins")
+        if len(edges) != len(labels) + 1:
+            raise ProfileError("needs one more edge than labels", path=meta_path,
+                               field=f"skew_fit.bucket_axes.{key}_bins")
+        getattr(fit, f"{field}_edges").extend(float(e) for e in edges)
+        getattr(fit, f"{field}_labels").extend(str(lab) for lab in labels)
+    for key, value in per_tp.items():
+        if key not in ("method", "alpha_default", "n_samples", "bucket_table") and isinstance(
+            value, (int, float)
+        ):
+            fit.fit_stats[str(key)] = float(value)
+    fit.pc.extend(table.column("pc", parse_int))
+    for col in ("n_label", "skew_rate_label", "kv_big_label", "kp_label"):
+        getattr(fit, col).extend(c.strip() for c in table.column(col, str))
+    fit.bucket_alpha.extend(table.column("alpha", parse_float))
+    fit.bucket_num_samples.extend(table.column("n_samples", parse_int))
+    return fit
+
+
+def _tp_profile(bundle: Path, tp: int, meta: dict[str, Any]) -> pb.TpProfile:
+    d = bundle / f"tp{tp}"
+    if not d.is_dir():
+        raise ProfileError(f"tp_degrees lists {tp} but {d} does not exist",
+                           path=bundle / "meta.yaml", field="tp_degrees")
+    tpp = pb.TpProfile(tp_degree=tp)
+    tpp.ops.extend(_op_tables_by_name(d / "dense.csv", "tokens", pb.OP_KIND_DENSE))
+    tpp.ops.extend(_op_tables_by_name(d / "per_sequence.csv", "sequences",
+                                      pb.OP_KIND_PER_SEQUENCE))
+    tpp.ops.append(_grid_table(d / "attention.csv", "attention", pb.OP_KIND_ATTENTION,
+                               tuple((a, a) for a in ATTENTION_AXES)))
+    if (d / "moe.csv").is_file():
+        tpp.ops.append(_grid_table(d / "moe.csv", "moe", pb.OP_KIND_MOE, MOE_AXES))
+    if (d / "skew.csv").is_file():
+        tpp.skew.CopyFrom(_skew_table(d / "skew.csv"))
+    if (d / "skew_fit.csv").is_file():
+        tpp.skew_fit.CopyFrom(_skew_fit(d / "skew_fit.csv", meta, bundle / "meta.yaml", tp))
+    return tpp
+
+
+def import_bundle(bundle: str | Path, *, model_config: str | Path | None = None,
+                  source_commit: str = "") -> pb.Profile:
+    """Read an LLMServingSim bundle directory into a Profile.
+
+    Args:
+        bundle: the ``<dtype>`` directory holding ``meta.yaml`` and ``tpN/``.
+        model_config: HF ``config.json`` of the profiled model; by default
+            ``<data root>/configs/model/<meta.model>.json`` when it exists (otherwise the
+            profile carries no architecture and cost models need one passed in).
+        source_commit: revision of the published bundle, recorded in the provenance.
+
+    Raises:
+        ProfileError: a missing file, column or field, or a malformed cell (file, line, field).
+        ConfigError: the model config is malformed.
+    """
+    from llmsim.profile.io import SCHEMA_VERSION
+
+    bundle = Path(bundle)
+    meta_path = bundle / "meta.yaml"
+    if not bundle.is_dir() or not meta_path.is_file():
+        raise ProfileError("not an LLMServingSim bundle (no meta.yaml)", path=bundle)
+    meta, meta_text = _load_meta(meta_path)
+    profile = pb.Profile(schema_version=SCHEMA_VERSION, dtype=str(meta.get("variant", "")),
+                         provenance=_provenance(meta, meta_text, bundle, source_commit))
+    cfg_path = Path(model_config) if model_config else _find_model_config(bundle, meta["model"])
+    if cfg_path is not None:
+        cfg = load_model_config(cfg_path, name=str(meta["model"]))
+        profile.model.CopyFrom(architecture_from_config(cfg))
+    else:
+        logger.warning("%s: no model config found for %s; the profile has no architecture",
+                       bundle, meta["model"])
+        profile.model.name = str(meta["model"])
+    for tp in sorted(meta["tp_degrees"]):
+        profile.tp.append(_tp_profile(bundle, tp, meta))
+    return profile
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def _write_rows(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as fh:
+        fh.write(",".join(header) + "\n")
+        for row in rows:
+            fh.write(",".join(row) + "\n")
+
+
+def _export_tp(tpp: pb.TpProfile, d: Path) -> None:
+    d.mkdir()
+    dense = [op for op in tpp.ops if op.kind == pb.OP_KIND_DENSE]
+    per_seq = [op for op in tpp.ops if op.kind == pb.OP_KIND_PER_SEQUENCE]
+    for path, axis, ops in ((d / "dense.csv", "tokens", dense),
+                            (d / "per_sequence.csv", "sequences", per_seq)):
+        _write_rows(path, ["layer", axis, "time_us"], (
+            (op.op, str(x), ns_to_us_text(y))
+            for op in ops for x, y in zip(op.axes[0].values, op.mean_ns)))
+    for op in tpp.ops:
+        if op.kind == pb.OP_KIND_ATTENTION:
+            cols = [a.values for a in op.axes]
+            _write_rows(d / "attention.csv", [*ATTENTION_AXES, "time_us"], (
+                (*(str(c[i]) for c in cols), ns_to_us_text(op.mean_ns[i]))
+                for i in range(len(op.mean_ns))))
+        elif op.kind == pb.OP_KIND_MOE:
+            cols = [a.values for a in op.axes]
+            _write_rows(d / "moe.csv", [col for _, col in MOE_AXES] + ["time_us"], (
+                (*(str(c[i]) for c in cols), ns_to_us_text(op.mean_ns[i]))
+                for i in range(len(op.mean_ns))))
+    if tpp.HasField("skew"):
+        s = tpp.skew
+
+        def skew_row(i: int) -> list[str]:
+            row = [s.regime[i]]
+            for col in SKEW_COLUMNS[1:]:
+                if col in SKEW_INT:
+                    row.append(str(getattr(s, col)[i]))
+                elif col in SKEW_FLOAT:
+                    row.append(float_text(getattr(s, col)[i]))
+                else:
+                    row.append(ns_to_us_text(getattr(s, dict(SKEW_US)[col])[i]))
+            return row
+
+        _write_rows(d / "skew.csv", list(SKEW_COLUMNS), (skew_row(i) for i in range(len(s.n))))
+    if tpp.HasField("skew_fit"):
+        f = tpp.skew_fit
+        _write_rows(d / "skew_fit.csv", list(SKEW_FIT_COLUMNS), (
+            (str(f.pc[i]), f.n_label[i], f.skew_rate_label[i], f.kv_big_label[i],
+             f.kp_label[i], float_text(f.bucket_alpha[i]), str(f.bucket_num_samples[i]))
+            for i in range(len(f.pc))))
+
+
+def export_bundle(profile: pb.Profile, out_dir: str | Path) -> Path:
+    """Write ``profile`` as an LLMServingSim bundle directory (atomically).
+
+    The directory is assembled next to ``out_dir`` and renamed into place, so a failure
+    leaves nothing that looks complete.
+
+    Raises:
+        ProfileError: ``out_dir`` already exists, or the profile did not come from a bundle.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ProfileError("output directory already exists", path=out_dir)
+    meta_text = profile.provenance.attributes.get(META_ATTR)
+    if meta_text is None:
+        raise ProfileError("profile has no source meta.yaml (not imported from a bundle)",
+                           field=f"provenance.attributes.{META_ATTR}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "meta.yaml").write_text(meta_text)
+        for tpp in profile.tp:
+            _export_tp(tpp, tmp / f"tp{tpp.tp_degree}")
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+__all__ = ["import_bundle", "export_bundle", "is_bundle", "architecture_from_config"]
