@@ -52,7 +52,13 @@ Decisions, with the data behind them (figures from the RTXPRO6000 Llama-3.1-8B T
   ``alpha_default``, uses the sample-weighted mean of its bucket alphas. Alpha is clamped to
   [0, 1]: the skewed batch does the work of the all-at-mean batch and less than the
   all-at-max one; values outside come from buckets where ``t_max ~ t_mean`` and the ratio is
-  noise (e.g. -735 in RTXPRO6000 Llama TP2).
+  noise (e.g. -735 in RTXPRO6000 Llama TP2). A fit its source declares disabled
+  (``SkewFit.disabled_by_source``: the RTX4090 bundle's ``meta.yaml`` says
+  ``skew_profile.enabled: false`` and ``skew_fit.enabled: false``) is not applied unless the
+  caller forces it with ``skew=True``; decodes are then priced at the mean KV length
+  (``skew=False`` forces that for any profile). On the two measured Llama-3.1-8B runs this
+  choice moves the mean |error| by several points (see the validation notes in README), so
+  it is a property recorded in the profile, never a per-run switch.
 * **lm_head / sampler** at ``S`` sequences (per-sequence table).
 * **MoE** experts per layer from the ``moe`` table at ``(T, E_active)`` with the expected
   number of distinct experts hit under uniform routing, ``E (1 - (1 - k/E)^T)``, capped at
@@ -222,7 +228,7 @@ class _TpCost:
     """Precomputed tables of one TP degree (see :class:`ProfileCostModel`)."""
 
     def __init__(self, profile: pb.Profile, model: ModelConfig, tp: int, source: str,
-                 collectives, link: LinkModel) -> None:
+                 collectives, link: LinkModel, skew: bool | None = None) -> None:
         tpp = next((t for t in profile.tp if t.tp_degree == tp), None)
         if tpp is None:
             have = ", ".join(str(t.tp_degree) for t in profile.tp) or "none"
@@ -273,8 +279,9 @@ class _TpCost:
         self.dense = [(list(xs), ops) for xs, ops in dense.items()]
         self.seq = [(list(xs), ops) for xs, ops in seq.items()]
         self._build_attention(need("attention"), source, where)
-        self.skew = _SkewFit(tpp.skew_fit) if tpp.HasField("skew_fit") and len(
-            tpp.skew_fit.pc) else None
+        has_fit = tpp.HasField("skew_fit") and len(tpp.skew_fit.pc) > 0
+        use_fit = has_fit and (not tpp.skew_fit.disabled_by_source if skew is None else skew)
+        self.skew = _SkewFit(tpp.skew_fit) if use_fit else None
         self.moe = None
         if self.has_moe:
             moe = need("moe")
@@ -463,6 +470,8 @@ class ProfileCostModel:
             Vidur import; defaults to the profile's own ``collectives``.
         link: the link model used when no all-reduce table covers the TP degree.
         source: where the profile came from, for error messages.
+        skew: apply the decode-skew fit: ``None`` follows the profile
+            (``SkewFit.disabled_by_source``), ``True``/``False`` force it.
 
     Attributes:
         extrapolations: op name -> number of :meth:`step_cost` calls whose lookup of that op
@@ -476,7 +485,8 @@ class ProfileCostModel:
 
     def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None, tp: int = 1,
                  collectives=None, link: LinkModel | None = None,
-                 source: str | Path | None = None) -> None:
+                 source: str | Path | None = None, skew: bool | None = None) -> None:
+        self.skew = skew
         self.source = str(source) if source is not None else (
             profile.provenance.source.path or "<profile>")
         self.profile = profile
@@ -513,7 +523,7 @@ class ProfileCostModel:
         tpc = self._tps.get(tp)
         if tpc is None:
             tpc = self._tps[tp] = _TpCost(self.profile, self.model, tp, self.source,
-                                          self.collectives, self.link)
+                                          self.collectives, self.link, self.skew)
         return tpc
 
     def step_cost(self, batch: StepBatch) -> StepCost:

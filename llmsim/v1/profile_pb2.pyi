@@ -239,7 +239,7 @@ class SkewTable(_message.Message):
     def __init__(self, regime: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., nb: _Optional[_Iterable[int]] = ..., ratio: _Optional[_Iterable[float]] = ..., skew: _Optional[_Iterable[float]] = ..., pc: _Optional[_Iterable[int]] = ..., kp: _Optional[_Iterable[int]] = ..., kvs: _Optional[_Iterable[int]] = ..., kv_big: _Optional[_Iterable[int]] = ..., kv_mean: _Optional[_Iterable[int]] = ..., t_mean_ns: _Optional[_Iterable[float]] = ..., t_max_ns: _Optional[_Iterable[float]] = ..., t_skew_ns: _Optional[_Iterable[float]] = ..., alpha: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SkewFit(_message.Message):
-    __slots__ = ("method", "alpha_default", "num_samples", "n_edges", "n_labels", "skew_rate_edges", "skew_rate_labels", "kv_big_edges", "kv_big_labels", "kp_edges", "kp_labels", "pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "bucket_alpha", "bucket_num_samples", "fit_stats")
+    __slots__ = ("method", "alpha_default", "num_samples", "n_edges", "n_labels", "skew_rate_edges", "skew_rate_labels", "kv_big_edges", "kv_big_labels", "kp_edges", "kp_labels", "pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "bucket_alpha", "bucket_num_samples", "fit_stats", "disabled_by_source")
     class FitStatsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,7 @@ class SkewFit(_message.Message):
     BUCKET_ALPHA_FIELD_NUMBER: _ClassVar[int]
     BUCKET_NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     FIT_STATS_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_BY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     method: str
     alpha_default: float
     num_samples: int
@@ -285,4 +286,5 @@ class SkewFit(_message.Message):
     bucket_alpha: _containers.RepeatedScalarFieldContainer[float]
     bucket_num_samples: _containers.RepeatedScalarFieldContainer[int]
     fit_stats: _containers.ScalarMap[str, float]
-    def __init__(self, method: _Optional[str] = ..., alpha_default: _Optional[float] = ..., num_samples: _Optional[int] = ..., n_edges: _Optional[_Iterable[float]] = ..., n_labels: _Optional[_Iterable[str]] = ..., skew_rate_edges: _Optional[_Iterable[float]] = ..., skew_rate_labels: _Optional[_Iterable[str]] = ..., kv_big_edges: _Optional[_Iterable[float]] = ..., kv_big_labels: _Optional[_Iterable[str]] = ..., kp_edges: _Optional[_Iterable[float]] = ..., kp_labels: _Optional[_Iterable[str]] = ..., pc: _Optional[_Iterable[int]] = ..., n_label: _Optional[_Iterable[str]] = ..., skew_rate_label: _Optional[_Iterable[str]] = ..., kv_big_label: _Optional[_Iterable[str]] = ..., kp_label: _Optional[_Iterable[str]] = ..., bucket_alpha: _Optional[_Iterable[float]] = ..., bucket_num_samples: _Optional[_Iterable[int]] = ..., fit_stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    disabled_by_source: bool
+    def __init__(self, method: _Optional[str] = ..., alpha_default: _Optional[float] = ..., num_samples: _Optional[int] = ..., n_edges: _Optional[_Iterable[float]] = ..., n_labels: _Optional[_Iterable[str]] = ..., skew_rate_edges: _Optional[_Iterable[float]] = ..., skew_rate_labels: _Optional[_Iterable[str]] = ..., kv_big_edges: _Optional[_Iterable[float]] = ..., kv_big_labels: _Optional[_Iterable[str]] = ..., kp_edges: _Optional[_Iterable[float]] = ..., kp_labels: _Optional[_Iterable[str]] = ..., pc: _Optional[_Iterable[int]] = ..., n_label: _Optional[_Iterable[str]] = ..., skew_rate_label: _Optional[_Iterable[str]] = ..., kv_big_label: _Optional[_Iterable[str]] = ..., kp_label: _Optional[_Iterable[str]] = ..., bucket_alpha: _Optional[_Iterable[float]] = ..., bucket_num_samples: _Optional[_Iterable[int]] = ..., fit_stats: _Optional[_Mapping[str, float]] = ..., disabled_by_source: _Optional[bool] = ...) -> None: ...

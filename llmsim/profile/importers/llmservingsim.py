@@ -197,7 +197,8 @@ def _skew_fit(path: Path, meta: dict[str, Any], meta_path: Path, tp: int) -> pb.
     axes = fit_meta.get("bucket_axes") or {}
     fit = pb.SkewFit(method=str(per_tp.get("method", "")),
                      alpha_default=float(per_tp.get("alpha_default", 0.0)),
-                     num_samples=int(per_tp.get("n_samples", 0)))
+                     num_samples=int(per_tp.get("n_samples", 0)),
+                     disabled_by_source=fit_meta.get("enabled") is False)
     for key, field in _BUCKET_AXES:
         edges, labels = axes.get(f"{key}_bins"), axes.get(f"{key}_labels")
         if edges is None and labels is None:

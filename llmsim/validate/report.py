@@ -1,0 +1,450 @@
+"""Write a validation report: ``report.md``, ``report.json``, PNG plots, per-request CSV.
+
+The whole directory is built in a temporary sibling and moved into place at the end, so an
+interrupted run never leaves a half-written report that looks complete.
+
+``report.json`` schema (``"schema": "llmsim.validation/1"``)::
+
+    {
+      "schema": "llmsim.validation/1",
+      "experiment": str, "measured_source": str, "measured_format": "vllm_dir"|"bench_json",
+      "num_requests": int,
+      "metrics": {                       # the 15 headline metrics, then itl_* when measured
+        "<metric>_<stat>": {             # metric: ttft|tpot|e2e|itl; stat: mean|p50|p90|p95|p99
+          "unit": "ms", "measured": float, "simulated": float, "error_pct": float,
+          "llmservingsim": {"measured": float, "simulated": float, "error_pct": float} | null,
+          "no_worse_than_llmservingsim": bool | null
+        }, ...
+      },
+      "mean_abs_error_pct": float,       # mean |error_pct| over the 15 ttft/tpot/e2e metrics
+      "llmservingsim_mean_abs_error_pct": float | null,
+      "all_no_worse_than_llmservingsim": bool | null,
+      "paired": {"ttft"|"tpot"|"e2e": {"num_pairs", "median_abs_error_ms", "p90_abs_error_ms",
+                 "median_abs_error_pct", "p90_abs_error_pct", "mean_signed_error_ms"}},
+      "timeseries": {"<series>": {"measured": float|null (mean), "simulated": float (mean),
+                     "error_pct": float|null (error of the mean), "nmae_pct": float|null,
+                     "pearson_r": float|null, "recorded": bool, "num_ticks": int}},
+      "totals": {"<key>": {"measured": float|null, "simulated": float|null,
+                 "error_pct": float|null}},       # makespan_s, *_throughput_*, num_preemptions, ...
+      "measurement": {"clock_offset_s", "frontend_delay_median_s", "frontend_delay_p99_s",
+                      "timeline_shift_s", "kv_usage_recorded", "engine": {...}},
+      "simulation": {"wall_time_s": float|null, "num_steps": int|null},
+      "notes": [str], "files": [str]
+    }
+
+NaN values are written as ``null``. Error definitions are in :mod:`llmsim.validate.compare`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmsim.validate.compare import Comparison, MetricRow
+
+__all__ = ["SCHEMA", "ReportFiles", "format_table", "report_dict", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "llmsim.validation/1"
+MAE_TARGET_PCT = 1.0
+_SERIES_LABEL = {
+    "prompt_throughput": "prompt throughput (tok/s)",
+    "gen_throughput": "generation throughput (tok/s)",
+    "running": "running requests",
+    "waiting": "waiting requests",
+    "kv_cache_pct": "KV-cache usage (%)",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportFiles:
+    """Where the report landed.
+
+    Attributes:
+        out_dir: the report directory.
+        markdown: ``report.md``.
+        json: ``report.json``.
+        plots: PNG files, in report order.
+    """
+
+    out_dir: Path
+    markdown: Path
+    json: Path
+    plots: tuple[Path, ...]
+
+
+def _num(x: Any) -> Any:
+    """JSON-safe number: NaN/inf -> None, numpy scalars -> Python."""
+    if x is None:
+        return None
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _metric_entry(row: MetricRow) -> dict[str, Any]:
+    ref = None
+    if row.reference_error_pct is not None:
+        ref = {
+            "measured": _num(row.reference_measured_ms),
+            "simulated": _num(row.reference_simulated_ms),
+            "error_pct": _num(row.reference_error_pct),
+        }
+    return {
+        "unit": "ms",
+        "measured": _num(row.measured_ms),
+        "simulated": _num(row.simulated_ms),
+        "error_pct": _num(row.error_pct),
+        "llmservingsim": ref,
+        "no_worse_than_llmservingsim": row.no_worse_than_reference,
+    }
+
+
+def report_dict(comp: Comparison, files: list[str] | None = None) -> dict[str, Any]:
+    """The ``report.json`` content (schema in the module docstring)."""
+    m = comp.measured
+    delay = m.requests["frontend_delay_s"].to_numpy(dtype=np.float64)
+    delay = delay[np.isfinite(delay)]
+    return {
+        "schema": SCHEMA,
+        "experiment": comp.name,
+        "measured_source": str(m.source),
+        "measured_format": str(m.format),
+        "num_requests": m.num_requests,
+        "metrics": {row.key: _metric_entry(row) for row in (*comp.latency, *comp.itl)},
+        "mean_abs_error_pct": _num(comp.mean_abs_error_pct),
+        "llmservingsim_mean_abs_error_pct": _num(comp.reference_mean_abs_error_pct),
+        "all_no_worse_than_llmservingsim": comp.all_no_worse_than_reference,
+        "paired": {
+            p.metric: {
+                "num_pairs": p.num_pairs,
+                "median_abs_error_ms": _num(p.median_abs_error_ms),
+                "p90_abs_error_ms": _num(p.p90_abs_error_ms),
+                "median_abs_error_pct": _num(p.median_abs_error_pct),
+                "p90_abs_error_pct": _num(p.p90_abs_error_pct),
+                "mean_signed_error_ms": _num(p.mean_signed_error_ms),
+            }
+            for p in comp.paired
+        },
+        "timeseries": {
+            s.name: {
+                "measured": _num(s.measured_mean) if s.measured else None,
+                "simulated": _num(s.simulated_mean),
+                "error_pct": _num(s.error_pct),
+                "nmae_pct": _num(s.nmae_pct),
+                "pearson_r": _num(s.pearson_r),
+                "recorded": s.measured,
+                "num_ticks": s.num_ticks,
+            }
+            for s in comp.series
+        },
+        "totals": {
+            t.key: {"measured": _num(t.measured), "simulated": _num(t.simulated), "error_pct": _num(t.error_pct)}
+            for t in comp.totals
+        },
+        "measurement": {
+            "clock_offset_s": _num(m.clock_offset_s),
+            "frontend_delay_median_s": _num(np.median(delay)) if delay.size else None,
+            "frontend_delay_p99_s": _num(np.percentile(delay, 99)) if delay.size else None,
+            "timeline_shift_s": _num(comp.timeline_shift_s),
+            "kv_usage_recorded": m.kv_usage_measured,
+            "engine": m.engine,
+        },
+        "simulation": {"wall_time_s": _num(comp.sim_wall_time_s), "num_steps": _num(comp.sim_num_steps)},
+        "notes": list(comp.notes),
+        "files": files or [],
+    }
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _f(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def _pct(x: float | None) -> str:
+    return _f(x, "{:+.2f}%")
+
+
+_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E", "itl": "ITL"}
+_STAT = {"mean": "mean", "p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99"}
+
+
+def format_table(comp: Comparison) -> str:
+    """The terminal summary: latency metrics both sides plus LLMServingSim 2.0 when known."""
+    has_ref = comp.reference_mean_abs_error_pct is not None
+    head = f"{'metric':<10}{'measured ms':>13}{'llmsim ms':>12}{'error':>10}"
+    if has_ref:
+        head += f"{'LLMServingSim':>15}{'its error':>11}"
+    lines = [f"validation: {comp.name or '-'} vs {comp.measured.source}", head, "-" * len(head)]
+    for row in (*comp.latency, *comp.itl):
+        line = (
+            f"{_LABEL[row.metric] + ' ' + _STAT[row.stat]:<10}{_f(row.measured_ms):>13}"
+            f"{_f(row.simulated_ms):>12}{_pct(row.error_pct):>10}"
+        )
+        if has_ref:
+            line += f"{_f(row.reference_simulated_ms):>15}{_pct(row.reference_error_pct):>11}"
+        lines.append(line)
+    lines.append("-" * len(head))
+    summary = f"mean |error| over 15 metrics: {comp.mean_abs_error_pct:.2f}% (target <= {MAE_TARGET_PCT:.1f}%)"
+    if has_ref:
+        summary += f"; LLMServingSim 2.0: {comp.reference_mean_abs_error_pct:.2f}%"
+        better = comp.all_no_worse_than_reference
+        summary += f"; every metric no worse than LLMServingSim: {'yes' if better else 'no'}"
+    lines.append(summary)
+    for p in comp.paired:
+        if p.metric in ("ttft", "e2e"):
+            lines.append(
+                f"paired {_LABEL[p.metric]}: median |error| {_f(p.median_abs_error_ms)} ms "
+                f"({_f(p.median_abs_error_pct, '{:.2f}')}%), p90 {_f(p.p90_abs_error_ms)} ms "
+                f"({_f(p.p90_abs_error_pct, '{:.2f}')}%)"
+            )
+    for t in comp.totals[:2]:
+        lines.append(f"{t.key}: measured {_f(t.measured, '{:.2f}')}, simulated {_f(t.simulated, '{:.2f}')} ({_pct(t.error_pct)})")
+    if comp.sim_wall_time_s is not None:
+        lines.append(f"simulation wall time: {comp.sim_wall_time_s:.2f} s ({comp.sim_num_steps} steps)")
+    return "\n".join(lines)
+
+
+def _markdown(comp: Comparison, plots: list[str]) -> str:
+    m = comp.measured
+    has_ref = comp.reference_mean_abs_error_pct is not None
+    out = [f"# Validation report: {comp.name or 'experiment'}", ""]
+    out.append(f"- Measured run: `{m.source}` ({m.format}, {m.num_requests} requests)")
+    if comp.sim_wall_time_s is not None:
+        out.append(f"- Simulation: {comp.sim_num_steps} engine steps in {comp.sim_wall_time_s:.2f} s of host time")
+    verdict = "met" if comp.mean_abs_error_pct <= MAE_TARGET_PCT else "NOT met"
+    out.append(
+        f"- **Mean |error| over the 15 TTFT/TPOT/E2E metrics: {comp.mean_abs_error_pct:.2f}%** "
+        f"(target <= {MAE_TARGET_PCT:.1f}%: {verdict})"
+    )
+    if has_ref:
+        out.append(f"- LLMServingSim 2.0 on the same run (its published summary): {comp.reference_mean_abs_error_pct:.2f}%")
+        ok = comp.all_no_worse_than_reference
+        worse = [r.key for r in comp.latency if r.no_worse_than_reference is False]
+        out.append(
+            "- Every metric no worse than LLMServingSim 2.0: "
+            + ("yes" if ok else f"no (worse on {', '.join(worse)})")
+        )
+    out += ["", "## Latency (ms; error = (simulated - measured) / measured)", ""]
+    head = "| metric | measured | llmsim | error |"
+    rule = "|---|---:|---:|---:|"
+    if has_ref:
+        head += " LLMServingSim | its error | no worse |"
+        rule += "---:|---:|:---:|"
+    out += [head, rule]
+    for row in (*comp.latency, *comp.itl):
+        line = f"| {_LABEL[row.metric]} {row.stat} | {_f(row.measured_ms)} | {_f(row.simulated_ms)} | {_pct(row.error_pct)} |"
+        if has_ref:
+            flag = {True: "yes", False: "**no**", None: "-"}[row.no_worse_than_reference]
+            line += f" {_f(row.reference_simulated_ms)} | {_pct(row.reference_error_pct)} | {flag} |"
+        out.append(line)
+    if not comp.itl:
+        out += ["", "ITL: not measured in this run format (per-token times absent)."]
+    out += ["", "## Per-request errors (pairing: see the notes below)", ""]
+    out += ["| metric | pairs | median abs error ms | p90 abs error ms | median abs error % | p90 abs error % | mean signed error ms |"]
+    out += ["|---|---:|---:|---:|---:|---:|---:|"]
+    for p in comp.paired:
+        out.append(
+            f"| {_LABEL[p.metric]} | {p.num_pairs} | {_f(p.median_abs_error_ms)} | {_f(p.p90_abs_error_ms)} | "
+            f"{_f(p.median_abs_error_pct, '{:.2f}')} | {_f(p.p90_abs_error_pct, '{:.2f}')} | {_f(p.mean_signed_error_ms, '{:+.1f}')} |"
+        )
+    if comp.series:
+        out += ["", "## Time series (1 s grid)", ""]
+        out += [
+            "NMAE = sum|sim - measured| / sum|measured|; r = Pearson correlation; the mean columns "
+            "average each series over the grid (for the throughputs they agree by construction when "
+            "both sides process the same tokens: NMAE and r measure the timing).",
+            "",
+            "| series | measured mean | simulated mean | error of mean | NMAE | r |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for s in comp.series:
+            if not s.measured:
+                out.append(f"| {_SERIES_LABEL[s.name]} | not recorded | {_f(s.simulated_mean)} | - | - | - |")
+                continue
+            out.append(
+                f"| {_SERIES_LABEL[s.name]} | {_f(s.measured_mean)} | {_f(s.simulated_mean)} | {_pct(s.error_pct)} | "
+                f"{_f(s.nmae_pct, '{:.1f}%')} | {_f(s.pearson_r, '{:.3f}')} |"
+            )
+    out += ["", "## Run totals", "", "| total | measured | simulated | error |", "|---|---:|---:|---:|"]
+    for t in comp.totals:
+        meas = "not measured" if t.measured is None else _f(t.measured, "{:.2f}")
+        out.append(f"| {t.key} | {meas} | {_f(t.simulated, '{:.2f}')} | {_pct(t.error_pct)} |")
+    out += ["", "## How the measured values were read", ""]
+    if m.clock_offset_s is not None:
+        d = m.requests["frontend_delay_s"].to_numpy(dtype=np.float64)
+        out.append(
+            "- `requests.jsonl` mixes clocks: `arrival_time` is epoch, `*_ts` monotonic. Offset "
+            f"monotonic - epoch = min(queued_ts - arrival_time) = {m.clock_offset_s:.6f} s. Frontend "
+            f"delay (frontend arrival -> engine queue): median {np.median(d) * 1e3:.1f} ms, "
+            f"p99 {np.percentile(d, 99) * 1e3:.1f} ms."
+        )
+        out.append(
+            "- Latencies are measured from `queued_ts` (engine arrival), the reference point of "
+            "LLMServingSim 2.0's published vLLM numbers, so both simulators are judged on the same values."
+        )
+    if comp.timeline_shift_s is not None:
+        out.append(f"- Measured timeline shifted by {comp.timeline_shift_s * 1e3:+.1f} ms onto the simulation clock (median arrival gap).")
+    if m.timeseries is not None and not m.kv_usage_measured:
+        out.append("- KV-cache usage was not recorded by this run (all zero while requests ran): not compared.")
+    if m.engine:
+        out.append("- Engine settings recorded by the run: " + ", ".join(f"`{k}={v}`" for k, v in m.engine.items() if k != "cudagraph_capture_sizes"))
+    for note in comp.notes:
+        out.append(f"- {note}")
+    if plots:
+        out += ["", "## Plots", ""]
+        out += [f"![{Path(p).stem}]({p})" for p in plots]
+    out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _cdf(ax: Any, values_s: np.ndarray, label: str, style: str) -> None:
+    v = np.sort(np.asarray(values_s, dtype=np.float64))
+    v = v[np.isfinite(v)] * 1e3
+    if v.size:
+        ax.plot(v, np.arange(1, v.size + 1) / v.size, style, label=label)
+
+
+def _plots(comp: Comparison, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
+    metrics = [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E latency")]
+    if comp.itl:
+        metrics.append(("itl", "ITL"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        if key == "itl":
+            _cdf(ax, comp.measured_itls_s, "measured", "k-")
+            _cdf(ax, comp.simulated_itls_s, "llmsim", "C1--")
+        else:
+            _cdf(ax, comp.pairs[f"{key}_measured_s"], "measured", "k-")
+            _cdf(ax, comp.pairs[f"{key}_simulated_s"], "llmsim", "C1--")
+        ax.set(title=f"{title} CDF", xlabel="ms", ylabel="fraction of requests")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save(fig, "latency_cdf.png")
+
+    fig, axes = plt.subplots(1, 3, figsize=(12.6, 3.8))
+    for ax, (key, title) in zip(axes, metrics[:3], strict=True):
+        m = comp.pairs[f"{key}_measured_s"].to_numpy(dtype=np.float64) * 1e3
+        s = comp.pairs[f"{key}_simulated_s"].to_numpy(dtype=np.float64) * 1e3
+        ax.scatter(m, s, s=6, alpha=0.6)
+        both = np.concatenate([m, s])
+        both = both[np.isfinite(both)]
+        if both.size:
+            ax.plot([both.min(), both.max()], [both.min(), both.max()], "k:", lw=1)
+        ax.set(title=f"{title} per request", xlabel="measured ms", ylabel="llmsim ms")
+        ax.grid(alpha=0.3)
+    save(fig, "latency_scatter.png")
+
+    grid = comp.grid
+    if grid is None:
+        return files
+    t = grid["t"].to_numpy()
+    panels = [
+        ("throughput.png", ["prompt_throughput", "gen_throughput"]),
+        ("running_waiting.png", ["running", "waiting"]),
+    ]
+    kv = next((s for s in comp.series if s.name == "kv_cache_pct"), None)
+    panels.append(("kv_usage.png", ["kv_cache_pct"]))
+    for name, series in panels:
+        fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.8 * len(series)), squeeze=False)
+        for ax, col in zip(axes[:, 0], series, strict=True):
+            if col != "kv_cache_pct" or (kv is not None and kv.measured):
+                ax.plot(t, grid[f"{col}_measured"], "k-", lw=1.2, label="measured")
+            ax.plot(t, grid[f"{col}_simulated"], "C1-", lw=1.0, alpha=0.85, label="llmsim")
+            title = _SERIES_LABEL[col]
+            if col == "kv_cache_pct" and not (kv is not None and kv.measured):
+                title += " (not recorded by the measured run)"
+            ax.set(title=title, xlabel="time (s)")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right")
+        save(fig, name)
+    return files
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
+    """Write report.md, report.json, plots and ``requests.csv`` into ``out_dir`` atomically.
+
+    The directory is assembled under a temporary name next to ``out_dir`` and renamed into
+    place; an existing ``out_dir`` is replaced only once the new report is complete.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        OSError: the directory cannot be written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        plots = _plots(comparison, tmp)
+        comparison.pairs.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
+        if comparison.grid is not None:
+            comparison.grid.to_csv(tmp / "timeseries.csv", index=False, float_format="%.3f")
+        files = ["report.md", "report.json", "requests.csv", *plots]
+        if comparison.grid is not None:
+            files.insert(3, "timeseries.csv")
+        (tmp / "report.md").write_text(_markdown(comparison, plots))
+        (tmp / "report.json").write_text(json.dumps(report_dict(comparison, files), indent=2, allow_nan=False) + "\n")
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("validation report written to %s", out_dir)
+    return ReportFiles(
+        out_dir=out_dir,
+        markdown=out_dir / "report.md",
+        json=out_dir / "report.json",
+        plots=tuple(out_dir / p for p in plots),
+    )
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``, replacing an existing directory only at the end."""
+    os.chmod(tmp, 0o755)
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.rmdir(old)
+    os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""Report writing: files, JSON schema, NaN handling, atomic replacement, terminal table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from validate_factories import FIXTURES, FakeReplay, make_requests, make_timeseries
+
+from llmsim.validate import compare, format_table, load_measured, write_report
+from llmsim.validate import report as report_mod
+
+
+def _comparison():
+    run = load_measured(FIXTURES / "vllm_run")
+    sim = make_requests(
+        [0.11, 0.2, 0.3, 0.42],
+        [1.2, 2.2, 0.3, 2.5],
+        [11, 21, 1, 5],
+        arrival_s=[0.0, 0.51, 1.0, 1.5],
+        input_tokens=[100, 50, 30, 80],
+        ids=["r0", "r1", "r2", "r3"],
+    )
+    ts = make_timeseries(running=[2, 3, 3, 1], prompt_throughput=[150, 100, 10, 0], kv_cache_pct=[1, 2, 2, 1])
+    fake = FakeReplay(
+        requests=sim,
+        itls_s=[np.full(k - 1, 0.1) for k in sim["output_tokens"]],
+        timeseries=ts,
+        num_steps=42,
+        wall_time_s=0.01,
+    )
+    return compare(run, fake, name="fixture")
+
+
+def test_write_report_files_and_schema(tmp_path):
+    comp = _comparison()
+    files = write_report(comp, tmp_path / "rep")
+    names = sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert names == sorted(
+        [
+            "report.md",
+            "report.json",
+            "requests.csv",
+            "timeseries.csv",
+            "latency_cdf.png",
+            "latency_scatter.png",
+            "throughput.png",
+            "running_waiting.png",
+            "kv_usage.png",
+        ]
+    )
+    for png in files.plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(files.json.read_text())
+    assert data["schema"] == "llmsim.validation/1"
+    assert len([k for k in data["metrics"] if not k.startswith("itl")]) == 15
+    for entry in data["metrics"].values():
+        assert {"measured", "simulated", "error_pct"} <= entry.keys()
+    ttft = data["metrics"]["ttft_mean"]
+    assert ttft["measured"] == pytest.approx(250.25)
+    assert ttft["llmservingsim"] == {"measured": 250.2, "simulated": 240.0, "error_pct": -4.1}
+    assert data["mean_abs_error_pct"] == pytest.approx(comp.mean_abs_error_pct)
+    assert data["llmservingsim_mean_abs_error_pct"] == pytest.approx(comp.reference_mean_abs_error_pct)
+    assert data["timeseries"]["running"]["nmae_pct"] == pytest.approx(1 / 8 * 100)
+    assert data["totals"]["num_preemptions"]["measured"] is None  # NaN/None -> null
+    assert data["simulation"] == {"wall_time_s": 0.01, "num_steps": 42}
+    assert data["measurement"]["engine"]["max_num_seqs"] == 8
+    md = files.markdown.read_text()
+    assert "Mean |error| over the 15 TTFT/TPOT/E2E metrics" in md and "![latency_cdf](latency_cdf.png)" in md
+
+
+def test_report_replaces_existing_dir_only_when_complete(tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    write_report(_comparison(), out)
+    before = (out / "report.json").read_text()
+
+    def boom(*_a, **_k):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report_mod, "_plots", boom)
+    with pytest.raises(RuntimeError):
+        write_report(_comparison(), out)
+    assert (out / "report.json").read_text() == before  # old report intact
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp dirs left behind
+
+
+def test_terminal_table_lists_every_metric_and_reference():
+    text = format_table(_comparison())
+    for label in ("TTFT mean", "TPOT p99", "E2E p50"):
+        assert label in text
+    assert "LLMServingSim" in text and "mean |error| over 15 metrics" in text
+    assert "simulation wall time: 0.01 s (42 steps)" in text
