@@ -1,0 +1,108 @@
+"""``llmsim trace``: characterize (``stats``) and transform (``convert``) request traces."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from llmsim.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``trace stats`` and ``trace convert``."""
+    parser = subparsers.add_parser("trace", help="characterize and transform request traces")
+    sub = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+
+    stats = sub.add_parser("stats", help="request count, rate, burstiness, lengths, prefix reuse")
+    _input_args(stats)
+    stats.add_argument("--out", type=Path, help="directory for stats.json, rate.csv, trace_stats.png")
+    stats.add_argument("--bin-s", type=float, default=1.0, help="arrival-rate bin width, s (default 1)")
+    stats.add_argument("--block-size", type=int, default=16,
+                       help="block size for token-id prefix reuse, tokens (default 16)")
+    stats.set_defaults(func=run_stats)
+
+    conv = sub.add_parser("convert", help="transform a trace and write it as LLMServingSim JSONL")
+    _input_args(conv)
+    conv.add_argument("--out", type=Path, required=True, help="output .jsonl file")
+    conv.set_defaults(func=run_convert)
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", help="trace file, or a catalog trace name (e.g. azure-conv-2023)")
+    p.add_argument("--format", help="trace format (default: detected from the file)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows and count them")
+    p.add_argument("--sort", action="store_true", help="sort by arrival instead of rejecting unsorted files")
+    p.add_argument("--transform", action="append", default=[], metavar="JSON",
+                   help='transform to apply, repeatable, e.g. \'{"window": {"end_s": 600}}\'')
+
+
+def _load(args: argparse.Namespace):
+    from llmsim.data.catalog import load_catalog, named_trace_path
+    from llmsim.trace.registry import detect_format, load_trace_frame, resolve_trace_path
+    from llmsim.trace.transforms import apply_transforms
+
+    fmt = args.format
+    if not Path(args.trace).exists() and args.trace in load_catalog().traces:
+        path, cat_fmt = named_trace_path(args.trace)
+        fmt = fmt or cat_fmt
+    else:
+        path = resolve_trace_path(args.trace)
+    fmt = fmt or detect_format(path)
+    frame = load_trace_frame(fmt, path, skip_bad_rows=args.skip_bad_rows, sort=args.sort)
+    transforms = []
+    for text in args.transform:
+        try:
+            transforms.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--transform is not JSON: {exc}", field="transform") from None
+    return apply_transforms(frame, transforms)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print the summary table; with ``--out`` also write JSON, CSV and PNG."""
+    from llmsim.trace.stats import format_table, trace_stats, write_stats
+
+    frame = _load(args)
+    stats = trace_stats(frame, bin_s=args.bin_s, block_size=args.block_size)
+    print(format_table(stats))
+    for key in ("skipped_rows", "dropped_failed", "orphaned_turns"):
+        if key in frame.metadata:
+            print(f"{key.replace('_', ' ')}: {frame.metadata[key]}")
+    if args.out:
+        for path in write_stats(frame, stats, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Write the (transformed) trace as LLMServingSim JSONL, plus llmsim's extra fields."""
+    frame = _load(args)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for r in frame.to_trace().requests:
+                obj: dict[str, object] = {"arrival_time_ns": r.arrival_ns, "input_toks": r.input_tokens,
+                                          "output_toks": r.output_tokens}
+                if r.input_token_ids is not None:
+                    obj["input_tok_ids"] = list(r.input_token_ids)
+                if r.output_token_ids is not None:
+                    obj["output_tok_ids"] = list(r.output_token_ids)
+                if r.block_hashes is not None:
+                    obj["block_hashes"] = list(r.block_hashes)
+                    obj["hash_block_size"] = r.hash_block_size
+                for key in ("session_id", "parent_id", "model"):
+                    if getattr(r, key) is not None:
+                        obj[key] = getattr(r, key)
+                if r.think_time_ns:
+                    obj["think_time_ns"] = r.think_time_ns
+                f.write(json.dumps(obj) + "\n")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    print(f"wrote {len(frame)} requests to {out}")
+    return 0

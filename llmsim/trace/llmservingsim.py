@@ -1,0 +1,175 @@
+"""Loader for LLMServingSim workload JSONL files.
+
+One JSON object per line (``llmservingsim/workloads/*.jsonl``)::
+
+    {"arrival_time_ns": 46926808, "input_toks": 2358, "output_toks": 531,
+     "input_tok_ids": [...], "output_tok_ids": [...]}
+
+``arrival_time_ns`` is already relative to the trace start; the token-id lists are optional
+(``workload_me2_01_mixed.jsonl`` has none) and, when present, must be as long as the counts.
+
+Agentic lines carry a chain of LLM calls instead of one request::
+
+    {"arrival_time_ns": 0, "sub_requests": [
+        {"input_toks": 900, "output_toks": 60, "tool_duration_ns": 250000000},
+        {"input_toks": 1100, "output_toks": 40}]}
+
+Sub-request ``k`` of line ``i`` becomes request ``"i.k"`` in session ``"i"`` with
+``turn = k`` and ``parent_id = "i.(k-1)"``. ``tool_duration_ns`` on a sub-request is the tool
+call that runs after it finishes, so the next sub-request gets
+``think_time_ns = tool_duration_ns`` of its parent and is released by the serving loop at
+``max(arrival_ns, parent finish + think_time_ns)``. Every sub-request keeps the line's
+``arrival_time_ns``. Plain lines become request ``"i"`` (``i`` = 0-based line index among
+non-blank lines).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmsim.errors import TraceFormatError
+from llmsim.trace.frame import TraceFrame, finish_frame
+from llmsim.trace.record import Trace
+
+FIELDS = {
+    "arrival_ns": "arrival_time_ns",
+    "input_tokens": "input_toks",
+    "output_tokens": "output_toks",
+    "input_token_ids": "input_tok_ids",
+    "output_token_ids": "output_tok_ids",
+    "think_time_ns": "tool_duration_ns",
+}
+TOOL_KEYS = ("tool_duration_ns", "tool_time_ns")
+
+
+def load_llmservingsim(path: str | Path, *, skip_bad_rows: bool = False, sort: bool = False) -> Trace:
+    """Load an LLMServingSim workload JSONL as a :class:`Trace`.
+
+    Args:
+        path: the ``.jsonl`` file.
+        skip_bad_rows: skip malformed requests (counted in ``metadata["skipped_rows"]``).
+        sort: stable-sort by arrival instead of rejecting an unsorted file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        TraceFormatError: invalid JSON, a missing or non-integer field, non-positive token
+            counts, token-id lists whose length differs from the count, unsorted arrivals,
+            or an empty file; the message names the file, line and field.
+    """
+    return load_llmservingsim_frame(path, skip_bad_rows=skip_bad_rows, sort=sort).to_trace()
+
+
+def load_llmservingsim_frame(
+    path: str | Path, *, skip_bad_rows: bool = False, sort: bool = False
+) -> TraceFrame:
+    """Columnar form of :func:`load_llmservingsim` (same arguments and errors)."""
+    path = Path(path)
+    records: list[dict] = []
+    lines: list[int] = []
+    skipped = 0
+    index = -1
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            index += 1
+            try:
+                new = _records_of_line(raw, index=index, path=path, lineno=lineno)
+            except TraceFormatError:
+                if not skip_bad_rows:
+                    raise
+                skipped += 1
+                continue
+            records.extend(new)
+            lines.extend([lineno] * len(new))
+    if not records:
+        raise TraceFormatError("trace has no requests", path=path)
+    df = pd.DataFrame.from_records(records)
+    if df["parent_id"].isna().all():
+        df = df.drop(columns=["session_id", "parent_id", "turn", "think_time_ns"])
+    for col in ("input_token_ids", "output_token_ids"):
+        if df[col].isna().all():
+            df = df.drop(columns=[col])
+    frame = finish_frame(
+        df,
+        path=path,
+        lines=np.asarray(lines, dtype=np.int64),
+        fields=FIELDS,
+        skip_bad_rows=skip_bad_rows,
+        sort=sort,
+    )
+    if skipped:
+        total = skipped + int(frame.metadata.get("skipped_rows", "0"))
+        frame = frame.with_data(frame.data, skipped_rows=str(total))
+    return frame
+
+
+def _records_of_line(raw: bytes, *, index: int, path: Path, lineno: int) -> list[dict]:
+    """Parse one JSONL line into one record (plain) or one per sub-request (agentic)."""
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceFormatError(f"invalid JSON: {exc}", path=path, line=lineno) from None
+    if not isinstance(obj, dict):
+        raise TraceFormatError("line is not a JSON object", path=path, line=lineno)
+    arrival = _int_field(obj, "arrival_time_ns", path=path, lineno=lineno)
+    subs = obj.get("sub_requests")
+    if subs is None:
+        rec = _request_fields(obj, path=path, lineno=lineno, prefix="")
+        rec.update(request_id=str(index), arrival_ns=arrival, session_id=None, parent_id=None,
+                   turn=0, think_time_ns=0)
+        return [rec]
+    if not isinstance(subs, list) or not subs:
+        raise TraceFormatError("must be a non-empty list", path=path, line=lineno, field="sub_requests")
+    out: list[dict] = []
+    think = 0
+    for k, sub in enumerate(subs):
+        prefix = f"sub_requests[{k}]."
+        if not isinstance(sub, dict):
+            raise TraceFormatError("must be an object", path=path, line=lineno, field=prefix[:-1])
+        rec = _request_fields(sub, path=path, lineno=lineno, prefix=prefix)
+        rec.update(
+            request_id=f"{index}.{k}",
+            arrival_ns=arrival,
+            session_id=str(index),
+            parent_id=f"{index}.{k - 1}" if k else None,
+            turn=k,
+            think_time_ns=think,
+        )
+        out.append(rec)
+        think = 0
+        for key in TOOL_KEYS:
+            if key in sub:
+                think = _int_field(sub, key, path=path, lineno=lineno, prefix=prefix)
+                if think < 0:
+                    raise TraceFormatError("tool duration must be >= 0", path=path, line=lineno,
+                                           field=prefix + key)
+    return out
+
+
+def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str) -> dict:
+    rec = {
+        "input_tokens": _int_field(obj, "input_toks", path=path, lineno=lineno, prefix=prefix),
+        "output_tokens": _int_field(obj, "output_toks", path=path, lineno=lineno, prefix=prefix),
+    }
+    for key, col in (("input_tok_ids", "input_token_ids"), ("output_tok_ids", "output_token_ids")):
+        ids = obj.get(key)
+        if ids is not None and not isinstance(ids, list):
+            raise TraceFormatError("must be a list of token ids", path=path, line=lineno,
+                                   field=prefix + key)
+        rec[col] = None if ids is None else tuple(ids)
+    return rec
+
+
+def _int_field(obj: dict, key: str, *, path: Path, lineno: int, prefix: str = "") -> int:
+    if key not in obj:
+        raise TraceFormatError("missing", path=path, line=lineno, field=prefix + key)
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise TraceFormatError(f"must be an integer, got {value!r}", path=path, line=lineno,
+                               field=prefix + key)
+    return int(value)

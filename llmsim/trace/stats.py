@@ -1,0 +1,235 @@
+"""Trace characterization: counts, rates, burstiness, length distributions, prefix reuse.
+
+``ideal_prefix_reuse`` is the share of prompt tokens an infinite prefix cache would serve:
+each request's prompt is cut into blocks (the trace's ``hash_block_size`` for hash-id
+traces, ``block_size`` token ids otherwise), block ``k`` is identified by the chain of ids of
+blocks ``0..k`` (so equal ids after a different prefix do not match), and a request hits the
+longest leading run of blocks already seen in an earlier request. Hit tokens are capped at
+the prompt length (the last block may be partial).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llmsim.trace.frame import NS_PER_S, TraceFrame
+
+logger = logging.getLogger(__name__)
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LengthStats:
+    """Distribution of a token count (tokens)."""
+
+    mean: float
+    std: float
+    min: int
+    p50: float
+    p90: float
+    p99: float
+    max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceStats:
+    """Summary of a trace.
+
+    Attributes:
+        name: trace name.
+        num_requests: number of requests.
+        span_s: last arrival - first arrival, s.
+        mean_rate_per_s: requests / span.
+        peak_rate_per_s: busiest ``bin_s`` bin, requests per second.
+        empty_bin_share: share of ``bin_s`` bins with no arrival.
+        interarrival_cv: std / mean of inter-arrival gaps (1 for Poisson; > 1 bursty).
+        input_tokens: prompt length distribution.
+        output_tokens: output length distribution.
+        num_sessions: distinct session ids (0 when none).
+        prefix_reuse_ratio: ideal prefix-cache hit share of prompt tokens (None when the
+            trace has neither block hashes nor token ids).
+        prefix_block_size: block size used for ``prefix_reuse_ratio``, tokens.
+        bin_s: width of the rate bins, s.
+        rate_per_s: arrival rate per bin, shape (num_bins,).
+    """
+
+    name: str
+    num_requests: int
+    span_s: float
+    mean_rate_per_s: float
+    peak_rate_per_s: float
+    empty_bin_share: float
+    interarrival_cv: float
+    input_tokens: LengthStats
+    output_tokens: LengthStats
+    num_sessions: int
+    prefix_reuse_ratio: float | None
+    prefix_block_size: int
+    bin_s: float
+    rate_per_s: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able summary (without the rate series)."""
+        d = {k: v for k, v in asdict(self).items() if k != "rate_per_s"}
+        return d
+
+
+def _lengths(values: np.ndarray) -> LengthStats:
+    p = np.percentile(values, PERCENTILES)
+    return LengthStats(mean=float(values.mean()), std=float(values.std()), min=int(values.min()),
+                       p50=float(p[0]), p90=float(p[1]), p99=float(p[2]), max=int(values.max()))
+
+
+def ideal_prefix_reuse(frame: TraceFrame, *, block_size: int = 16) -> tuple[float | None, int]:
+    """Ideal (infinite-cache) prefix hit share of prompt tokens; see the module docstring.
+
+    Returns:
+        ``(ratio, block size used)``; ratio is None without hashes or token ids.
+    """
+    df = frame.data
+    if "block_hashes" in df.columns and frame.hash_block_size:
+        bs = frame.hash_block_size
+        blocks_iter = (() if v is None else v for v in df["block_hashes"])
+    elif "input_token_ids" in df.columns:
+        bs = block_size
+        blocks_iter = (
+            () if v is None else tuple(tuple(v[i : i + bs]) for i in range(0, len(v), bs))
+            for v in df["input_token_ids"]
+        )
+    else:
+        return None, 0
+    seen: set[int] = set()
+    hit_tokens = 0
+    for n_in, blocks in zip(df["input_tokens"].tolist(), blocks_iter):
+        h = 0
+        hit = 0
+        matching = True
+        for b in blocks:
+            h = hash((h, b))
+            if matching and h in seen:
+                hit += 1
+            else:
+                matching = False
+                seen.add(h)
+        hit_tokens += min(hit * bs, n_in)
+    total = int(df["input_tokens"].sum())
+    return (hit_tokens / total if total else 0.0), bs
+
+
+def trace_stats(frame: TraceFrame, *, bin_s: float = 1.0, block_size: int = 16) -> TraceStats:
+    """Characterize a trace (vectorized except for the prefix-reuse pass).
+
+    Args:
+        frame: the trace (non-empty).
+        bin_s: width of the arrival-rate bins, s.
+        block_size: block size for token-id prefix reuse, tokens.
+    """
+    df = frame.data
+    arrival_s = df["arrival_ns"].to_numpy(dtype=np.int64) / NS_PER_S
+    span_s = float(arrival_s[-1] - arrival_s[0]) if len(arrival_s) else 0.0
+    gaps = np.diff(arrival_s)
+    cv = float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else float("nan")
+    num_bins = max(1, int(np.ceil((span_s + 1e-12) / bin_s)))
+    counts = np.bincount(np.minimum(((arrival_s - arrival_s[0]) / bin_s).astype(np.int64), num_bins - 1),
+                         minlength=num_bins)
+    rate = counts / bin_s
+    reuse, bs = ideal_prefix_reuse(frame, block_size=block_size)
+    sessions = int(df["session_id"].nunique()) if "session_id" in df.columns else 0
+    return TraceStats(
+        name=frame.name,
+        num_requests=len(df),
+        span_s=span_s,
+        mean_rate_per_s=len(df) / span_s if span_s > 0 else float("nan"),
+        peak_rate_per_s=float(rate.max()),
+        empty_bin_share=float((counts == 0).mean()),
+        interarrival_cv=cv,
+        input_tokens=_lengths(df["input_tokens"].to_numpy()),
+        output_tokens=_lengths(df["output_tokens"].to_numpy()),
+        num_sessions=sessions,
+        prefix_reuse_ratio=reuse,
+        prefix_block_size=bs,
+        bin_s=bin_s,
+        rate_per_s=rate,
+    )
+
+
+def format_table(stats: TraceStats) -> str:
+    """Human-readable table of the summary."""
+    rows = [
+        ("trace", stats.name),
+        ("requests", f"{stats.num_requests:,}"),
+        ("span", f"{stats.span_s:,.1f} s"),
+        ("mean rate", f"{stats.mean_rate_per_s:.3f} req/s"),
+        (f"peak rate ({stats.bin_s:g} s bins)", f"{stats.peak_rate_per_s:.1f} req/s"),
+        ("empty bins", f"{100 * stats.empty_bin_share:.1f} %"),
+        ("inter-arrival CV", f"{stats.interarrival_cv:.3f}"),
+    ]
+    for label, ls in (("input tokens", stats.input_tokens), ("output tokens", stats.output_tokens)):
+        rows.append((label, f"mean {ls.mean:.1f}  p50 {ls.p50:.0f}  p90 {ls.p90:.0f}  p99 {ls.p99:.0f}  "
+                            f"min {ls.min}  max {ls.max}"))
+    if stats.num_sessions:
+        rows.append(("sessions", f"{stats.num_sessions:,}"))
+    if stats.prefix_reuse_ratio is not None:
+        rows.append((f"ideal prefix reuse ({stats.prefix_block_size}-token blocks)",
+                     f"{100 * stats.prefix_reuse_ratio:.1f} % of prompt tokens"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _atomic_write(path: Path, write: callable) -> None:  # type: ignore[valid-type]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_stats(frame: TraceFrame, stats: TraceStats, out_dir: str | Path) -> list[Path]:
+    """Write ``stats.json``, ``rate.csv`` and ``trace_stats.png`` (each atomically).
+
+    Returns:
+        The written paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path, png_path = out / "stats.json", out / "rate.csv", out / "trace_stats.png"
+    _atomic_write(json_path, lambda p: p.write_text(json.dumps(stats.to_dict(), indent=2, sort_keys=True)))
+    rate = pd.DataFrame({"t_s": np.arange(len(stats.rate_per_s)) * stats.bin_s, "rate_per_s": stats.rate_per_s})
+    _atomic_write(csv_path, lambda p: rate.to_csv(p, index=False))
+
+    df = frame.data
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0, 0]
+    ax.plot(rate["t_s"], rate["rate_per_s"], lw=0.7)
+    ax.set(title=f"arrival rate ({stats.bin_s:g} s bins)", xlabel="time (s)", ylabel="req/s")
+    ax = axes[0, 1]
+    gaps = np.diff(df["arrival_ns"].to_numpy()) / NS_PER_S
+    gaps = gaps[gaps > 0]
+    if gaps.size:
+        ax.hist(gaps, bins=np.logspace(np.log10(gaps.min()), np.log10(gaps.max()) + 1e-9, 60))
+        ax.set_xscale("log")
+    ax.set(title=f"inter-arrival (CV {stats.interarrival_cv:.2f})", xlabel="gap (s)", ylabel="count")
+    for ax, col, label in ((axes[1, 0], "input_tokens", "input"), (axes[1, 1], "output_tokens", "output")):
+        ax.hist(df[col].to_numpy(), bins=60)
+        ax.set(title=f"{label} length", xlabel="tokens", ylabel="count")
+    fig.suptitle(f"{stats.name}: {stats.num_requests:,} requests over {stats.span_s:,.0f} s")
+    fig.tight_layout()
+    _atomic_write(png_path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return [json_path, csv_path, png_path]
