@@ -1,0 +1,44 @@
+"""``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("replay", help="replay a trace through the simulated serving loop",
+                              description="Replay an experiment's trace and write requests.csv/"
+                              ".parquet, itls.parquet, timeseries.csv, summary.json.")
+    p.add_argument("experiment", help="experiment YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set engine.max_num_seqs=64 (repeatable)")
+    p.add_argument("--out", default=None, help="output directory (default: output_dir)")
+    p.add_argument("--steps-log", action="store_true", help="also write steps.csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from llmsim.experiment import load_experiment, parse_override
+    from llmsim.replay import run, write_outputs
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    exp = load_experiment(args.experiment, overrides)
+    result = run(exp, progress=not args.no_progress and sys.stderr.isatty())
+    out = write_outputs(result, args.out or exp.output_dir, steps_log=args.steps_log)
+    s = result.summary
+    print(f"{exp.name}: {s['num_finished']}/{s['num_requests']} requests, "
+          f"{result.num_steps} steps, {s['num_preemptions']} preemptions, "
+          f"simulated {s['duration_s']:.2f} s in {result.wall_time_s:.3f} s wall")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
+        d = s[key]
+        if d["mean"] is None:
+            continue
+        print(f"  {label:4s} ms: mean {d['mean'] * 1e3:9.1f}  p50 {d['p50'] * 1e3:9.1f}  "
+              f"p90 {d['p90'] * 1e3:9.1f}  p99 {d['p99'] * 1e3:9.1f}")
+    print(f"  prefix-cache hit rate {s['prefix_cache']['hit_rate']:.3f}, "
+          f"peak KV usage {s['kv_cache']['peak_usage_pct']:.1f}% of "
+          f"{s['kv_cache']['num_gpu_blocks']} blocks ({s['kv_cache']['source']})")
+    print(f"  wrote {out}")
+    return 0

@@ -1,0 +1,200 @@
+"""One serving instance: scheduler + KV cache + step-time model, on one kind of hardware.
+
+The instance never touches the event queue: the simulation loop (:mod:`llmsim.sim.loop`)
+calls :meth:`Instance.try_start` and :meth:`Instance.finish_step` and schedules the events
+their return values ask for.
+
+Timing of a step (all ns on the simulation clock):
+
+* synchronous engine: ``schedule()`` runs when the previous step ends (``t``); the GPU
+  starts at ``t + cpu`` and ends at ``start + gpu``; outputs are delivered at the end.
+* async scheduling (vLLM 0.19 default): right after a step is launched, the next one is
+  scheduled from the state at that moment (vLLM's batch queue of depth 2), so arrivals and
+  freed blocks reach the scheduler one step later; the GPU starts a pre-scheduled step at
+  ``max(previous end, scheduled + cpu)``, hiding the CPU work behind the step in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from llmsim.costmodel.base import StepCost
+from llmsim.instance.step_time import StepTimeModel
+from llmsim.scheduler.plan import BatchPlan, StepOutput
+from llmsim.scheduler.scheduler import Scheduler
+from llmsim.scheduler.state import SeqState
+from llmsim.trace.record import Request
+
+
+class CheckLevel(StrEnum):
+    """How much invariant checking runs every step.
+
+    ``counters``: O(1) block-pool conservation and queue limits (default; ~free).
+    ``full``: also every sequence's token/block counters and a recount of every block's
+    references, O(running + blocks) per step (tests).
+    ``off``: none.
+    """
+
+    OFF = "off"
+    COUNTERS = "counters"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRecord:
+    """A finished step, as the metrics recorder sees it.
+
+    Attributes:
+        instance_id: the instance.
+        step: the instance's step index (0-based).
+        scheduled_ns: when ``schedule()`` ran.
+        start_ns: GPU start.
+        end_ns: GPU end (tokens are delivered then).
+        gpu_ns: GPU time (kernel time + CUDA-graph padding).
+        cpu_ns: modelled CPU time of the step.
+        plan: what was scheduled.
+        output: tokens delivered, finished sequences.
+        cost: the cost model's answer for the real batch.
+        num_running: running sequences after the step's outputs.
+        num_waiting: waiting sequences after the step's outputs.
+        kv_usage: KV usage fraction after the step's outputs.
+    """
+
+    instance_id: int
+    step: int
+    scheduled_ns: int
+    start_ns: int
+    end_ns: int
+    gpu_ns: int
+    cpu_ns: int
+    plan: BatchPlan
+    output: StepOutput
+    cost: StepCost
+    num_running: int
+    num_waiting: int
+    kv_usage: float
+
+
+class Instance:
+    """A vLLM-like serving instance.
+
+    Args:
+        instance_id: index of the instance in the simulation.
+        name: label (e.g. hardware name).
+        scheduler: the scheduler (owns the KV manager).
+        step_time: prices steps.
+        async_scheduling: model vLLM's async scheduling (see module doc).
+        check: invariant checking per step.
+    """
+
+    def __init__(self, *, instance_id: int, name: str, scheduler: Scheduler,
+                 step_time: StepTimeModel, async_scheduling: bool = True,
+                 check: CheckLevel = CheckLevel.COUNTERS) -> None:
+        self.instance_id = instance_id
+        self.name = name
+        self.scheduler = scheduler
+        self.step_time = step_time
+        self.async_scheduling = async_scheduling
+        self.check = check
+        self.num_steps = 0
+        self._inflight: tuple[BatchPlan, int, int, int, int, StepCost] | None = None
+        self._next: BatchPlan | None = None
+
+    # ------------------------------------------------------------ routing view
+    @property
+    def num_running(self) -> int:
+        """Running sequences."""
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Waiting sequences."""
+        return len(self.scheduler.waiting)
+
+    def kv_usage(self) -> float:
+        """KV usage fraction in [0, 1]."""
+        return self.scheduler.kv.usage()
+
+    @property
+    def busy(self) -> bool:
+        """A step is in flight."""
+        return self._inflight is not None
+
+    # ---------------------------------------------------------------- requests
+    def enqueue(self, request: Request, index: int, now_ns: int) -> SeqState:
+        """A request arrives; it waits for the next ``schedule()``."""
+        seq = SeqState(request, index, self.scheduler.config.block_size, now_ns)
+        self.scheduler.add(seq)
+        return seq
+
+    def release(self, seq: SeqState) -> None:
+        """Give a sequence up (hand-off): drop it from the queues and free its blocks.
+
+        Outputs of its steps still in flight here are discarded (epoch bump).
+        """
+        sch = self.scheduler
+        if seq in sch.running:
+            sch.running.remove(seq)
+        elif seq in sch.waiting:
+            sch.waiting.remove(seq)
+        sch.kv.free(seq)
+        seq.num_computed = 0
+        seq.num_placeholders = 0
+        seq.epoch += 1
+
+    def adopt(self, seq: SeqState, now_ns: int) -> None:
+        """Take over a sequence released by another instance. Its KV does not move: it is
+        recomputed here, reusing this instance's prefix cache (KV transfer is future work).
+        """
+        seq.arrival_ns = now_ns
+        if seq.hasher._bs != self.scheduler.config.block_size:  # noqa: SLF001
+            from llmsim.kvcache.hashing import BlockHasher
+            seq.hasher = BlockHasher(seq.request, self.scheduler.config.block_size, seq.index)
+        self.scheduler.add(seq)
+
+    # ------------------------------------------------------------------- steps
+    def _schedule(self, now_ns: int) -> BatchPlan | None:
+        plan = self.scheduler.schedule(now_ns)
+        if plan is not None and self.check is CheckLevel.FULL:
+            self.scheduler.check_invariants(full=True, step=self.num_steps)
+        return plan
+
+    def try_start(self, now_ns: int) -> int | None:
+        """Start the next step if the GPU is free and there is work.
+
+        Returns:
+            The step's end time (ns) for the loop to schedule, or ``None``.
+        """
+        if self._inflight is not None:
+            return None
+        plan, self._next = self._next, None
+        if plan is None:
+            plan = self._schedule(now_ns)
+            if plan is None:
+                return None
+        cpu_ns = self.step_time.overheads.cpu_ns(len(plan.chunks))
+        start_ns = max(now_ns, plan.scheduled_ns + cpu_ns)
+        gpu_ns, cost = self.step_time.gpu_ns(plan)
+        end_ns = start_ns + gpu_ns
+        self._inflight = (plan, start_ns, end_ns, gpu_ns, cpu_ns, cost)
+        if self.async_scheduling:
+            self._next = self._schedule(start_ns)
+        return end_ns
+
+    def finish_step(self, now_ns: int) -> StepRecord:
+        """Deliver the outputs of the step in flight (the loop calls this at its end)."""
+        assert self._inflight is not None, "finish_step without a step in flight"
+        plan, start_ns, end_ns, gpu_ns, cpu_ns, cost = self._inflight
+        self._inflight = None
+        output = self.scheduler.update(plan)
+        step = self.num_steps
+        self.num_steps += 1
+        if self.check is not CheckLevel.OFF:
+            self.scheduler.check_invariants(full=self.check is CheckLevel.FULL, step=step)
+        return StepRecord(instance_id=self.instance_id, step=step, scheduled_ns=plan.scheduled_ns,
+                          start_ns=start_ns, end_ns=end_ns, gpu_ns=gpu_ns, cpu_ns=cpu_ns,
+                          plan=plan, output=output, cost=cost,
+                          num_running=len(self.scheduler.running),
+                          num_waiting=len(self.scheduler.waiting),
+                          kv_usage=self.scheduler.kv.usage())

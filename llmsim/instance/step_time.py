@@ -1,0 +1,127 @@
+"""Step time = cost model (kernel time) + the modelled effects the profiles lack.
+
+Every modelled effect is a field of :class:`StepOverheads`, documented with its source, in
+this one place. None is fitted to a measured run.
+
+The GPU operator profiles (``llmservingsim/profiles``) time kernels only, with CUDA graphs
+off (vLLM ``enforce_eager``). The measured engine (vLLM 0.19) differs in two systematic ways:
+
+1. **CUDA-graph padding.** With ``cudagraph_mode`` FULL_AND_PIECEWISE (the RTX4090 run's
+   resolved config), a step of ``T <= max(cudagraph_capture_sizes)`` tokens runs a graph
+   captured for the next capture size ``P >= T``: every token-parallel operator (GEMMs,
+   norms, activations, embedding, TP all-reduce) runs on ``P`` rows, while attention,
+   ``lm_head`` and the sampler see only the real sequences. Modelled as
+   ``cost(batch) + sum over token-scaled ops of [op at P tokens - op at T tokens]``, the
+   token-scaled ops being those with ``rows == TOKENS`` in
+   :func:`llmsim.costmodel.decompose.step_ops`. When the cost model gives no per-op
+   breakdown, the whole cost difference of a batch padded with 1-token dummy decodes is used.
+2. **Per-step CPU work** (scheduling, input preparation, sampling bookkeeping, output
+   processing): ``cpu_step_ns + cpu_per_seq_ns x scheduled sequences``. With
+   ``async_scheduling`` (vLLM 0.19's default, recorded in the RTX4090 run's resolved
+   config) the CPU prepares step ``n+1`` while step ``n`` runs, so it delays the GPU only
+   when it takes longer than the step in flight; without it, it adds to every step.
+   Defaults are order-of-magnitude estimates of vLLM V1's Python engine-core work (about a
+   millisecond per step plus a few microseconds per request), not measurements: with async
+   scheduling and an 8B model (>= ~10 ms per step on these GPUs) they are hidden, so the
+   validation runs do not constrain them. Override them in the experiment's ``overheads``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+
+from llmsim.costmodel.base import CostModel, StepBatch, StepCost
+from llmsim.costmodel.decompose import Rows, step_ops
+from llmsim.errors import ConfigError
+from llmsim.model.config import ModelConfig
+from llmsim.scheduler.plan import BatchPlan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOverheads:
+    """Modelled effects added to the cost model's kernel time.
+
+    Attributes:
+        cpu_step_ns: CPU time per step independent of the batch, ns.
+        cpu_per_seq_ns: CPU time per scheduled sequence, ns.
+        cudagraph_padding: pad steps of up to the largest capture size to the next
+            capture size (requires ``cudagraph_capture_sizes``).
+    """
+
+    cpu_step_ns: int = 1_000_000
+    cpu_per_seq_ns: int = 5_000
+    cudagraph_padding: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cpu_step_ns < 0 or self.cpu_per_seq_ns < 0:
+            raise ConfigError("CPU overheads must be >= 0", field="overheads")
+
+    def cpu_ns(self, num_seqs: int) -> int:
+        """CPU time of a step scheduling ``num_seqs`` sequences, ns."""
+        return self.cpu_step_ns + self.cpu_per_seq_ns * num_seqs
+
+
+class StepTimeModel:
+    """Prices a :class:`BatchPlan`: GPU time (cost model + padding) and CPU time.
+
+    Args:
+        cost_model: kernel-time cost model.
+        overheads: the modelled effects.
+        cudagraph_capture_sizes: vLLM's capture sizes (token counts), ascending; empty
+            disables padding.
+        model: architecture, to know which operators scale with tokens (optional).
+        tp: tensor-parallel degree.
+    """
+
+    def __init__(self, cost_model: CostModel, overheads: StepOverheads, *,
+                 cudagraph_capture_sizes: tuple[int, ...] = (), model: ModelConfig | None = None,
+                 tp: int = 1) -> None:
+        self.cost_model = cost_model
+        self.overheads = overheads
+        self.capture_sizes = tuple(sorted(set(cudagraph_capture_sizes)))
+        self.pad = overheads.cudagraph_padding and bool(self.capture_sizes)
+        self.tp = tp
+        self._token_ops: frozenset[str] = frozenset()
+        if model is not None:
+            self._token_ops = frozenset(op.name for op in step_ops(model, tp)
+                                        if op.rows == Rows.TOKENS)
+        self._pad_extra: dict[tuple[int, int], int] = {}
+
+    def padded_tokens(self, num_tokens: int) -> int:
+        """Token count the CUDA graph runs at (``num_tokens`` when no graph applies)."""
+        sizes = self.capture_sizes
+        if not self.pad or num_tokens > sizes[-1]:
+            return num_tokens
+        return sizes[bisect.bisect_left(sizes, num_tokens)]
+
+    def gpu_ns(self, plan: BatchPlan) -> tuple[int, StepCost]:
+        """GPU time of the step, ns, and the cost model's answer for the real batch."""
+        batch = plan.batch
+        cost = self.cost_model.step_cost(batch)
+        duration = cost.duration_ns
+        if self.pad:
+            n = plan.num_tokens
+            p = self.padded_tokens(n)
+            if p > n:
+                duration += self._padding_ns(batch, cost, n, p)
+        return duration, cost
+
+    def _padding_ns(self, batch: StepBatch, cost: StepCost, n: int, p: int) -> int:
+        key = (n, p)
+        extra = self._pad_extra.get(key)
+        if extra is not None:
+            return extra
+        padded = StepBatch(prefills=batch.prefills,
+                           decode_context_lens=batch.decode_context_lens + (1,) * (p - n),
+                           tp=batch.tp)
+        pcost = self.cost_model.step_cost(padded)
+        ops = self._token_ops
+        if ops and ops & cost.breakdown_ns.keys() and ops & pcost.breakdown_ns.keys():
+            extra = sum(pcost.breakdown_ns.get(o, 0) - cost.breakdown_ns.get(o, 0) for o in ops)
+            self._pad_extra[key] = max(0, extra)  # depends on token counts only
+            return max(0, extra)
+        return max(0, pcost.duration_ns - cost.duration_ns)

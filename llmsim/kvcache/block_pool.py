@@ -1,0 +1,181 @@
+"""The GPU KV block pool: reference counts, an LRU free list and the prefix-cache map.
+
+Mirrors vLLM V1's ``BlockPool`` (0.19):
+
+* Block 0 is the *null block*, reserved and never handed out, so a pool of
+  ``num_gpu_blocks`` has ``num_gpu_blocks - 1`` usable blocks, and KV usage is
+  ``1 - free / (num_gpu_blocks - 1)``.
+* Free blocks sit in one LRU list. New blocks are taken from its head (least recently
+  freed); taking a block that still carries a prefix-cache hash drops that hash (eviction).
+  Freed blocks go to the tail, in the order the caller gives (a request frees its blocks
+  last-block-first, so its prefix survives longest).
+* A cache hit on a free block (ref count 0) takes it off the free list; a hit on a block in
+  use only raises its ref count.
+
+Deliberate difference: vLLM may map one hash to several blocks (two requests computing the
+same content concurrently); here the first block cached under a hash keeps it and the later
+duplicate stays uncached, so after the first is evicted the content misses once more.
+
+All operations are O(1) per block touched (the free list is an insertion-ordered dict).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from llmsim.errors import InvariantError
+
+NULL_BLOCK = 0
+
+
+class BlockPool:
+    """A fixed set of KV blocks.
+
+    Args:
+        num_gpu_blocks: blocks in the pool including the null block (>= 2).
+
+    Attributes:
+        ref_cnt: per block, how many sequences hold it.
+        block_hash: per block, its prefix-cache hash or ``None``.
+    """
+
+    __slots__ = ("num_gpu_blocks", "ref_cnt", "block_hash", "_free", "_cached", "num_used")
+
+    def __init__(self, num_gpu_blocks: int) -> None:
+        if num_gpu_blocks < 2:
+            raise InvariantError(f"a block pool needs >= 2 blocks, got {num_gpu_blocks}")
+        self.num_gpu_blocks = num_gpu_blocks
+        self.ref_cnt = [0] * num_gpu_blocks
+        self.ref_cnt[NULL_BLOCK] = 1
+        self.block_hash: list[int | None] = [None] * num_gpu_blocks
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(1, num_gpu_blocks))
+        self._cached: dict[int, int] = {}
+        self.num_used = 0  # usable blocks with ref_cnt > 0
+
+    @property
+    def num_usable_blocks(self) -> int:
+        """Blocks that can hold KV (all but the null block)."""
+        return self.num_gpu_blocks - 1
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks with ref count 0 (cached or not): what an allocation can take."""
+        return len(self._free)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks carrying a prefix-cache hash (in use or free)."""
+        return len(self._cached)
+
+    def usage(self) -> float:
+        """KV usage fraction in [0, 1] as vLLM reports it."""
+        return 1.0 - len(self._free) / (self.num_gpu_blocks - 1)
+
+    def lookup(self, block_hash: int) -> int | None:
+        """The block cached under ``block_hash``, or ``None``."""
+        return self._cached.get(block_hash)
+
+    def is_free(self, block_id: int) -> bool:
+        """True when ``block_id`` is on the free list."""
+        return block_id in self._free
+
+    def allocate(self, n: int) -> list[int]:
+        """Take ``n`` blocks from the LRU head, evicting their cached hashes.
+
+        Raises:
+            InvariantError: fewer than ``n`` free blocks (callers check first).
+        """
+        free = self._free
+        if n > len(free):
+            raise InvariantError(f"allocating {n} blocks with only {len(free)} free")
+        ref, bh, cached = self.ref_cnt, self.block_hash, self._cached
+        out = []
+        for _ in range(n):
+            b = free.popitem(last=False)[0]
+            h = bh[b]
+            if h is not None:
+                if cached.get(h) == b:
+                    del cached[h]
+                bh[b] = None
+            ref[b] = 1
+            out.append(b)
+        self.num_used += n
+        return out
+
+    def touch(self, blocks: list[int]) -> None:
+        """Add a reference to each of ``blocks`` (prefix-cache hits)."""
+        ref, free = self.ref_cnt, self._free
+        for b in blocks:
+            if ref[b] == 0:
+                del free[b]
+                self.num_used += 1
+            ref[b] += 1
+
+    def free(self, blocks: list[int]) -> None:
+        """Drop one reference from each of ``blocks``, in the given order.
+
+        Blocks reaching ref count 0 go to the free list's tail (keeping their hash).
+
+        Raises:
+            InvariantError: a block is freed more often than it was referenced.
+        """
+        ref, free = self.ref_cnt, self._free
+        for b in blocks:
+            r = ref[b] - 1
+            if r < 0 or b == NULL_BLOCK:
+                raise InvariantError(f"double free of KV block {b}")
+            ref[b] = r
+            if r == 0:
+                free[b] = None
+                self.num_used -= 1
+
+    def cache(self, block_id: int, block_hash: int) -> None:
+        """Record that ``block_id`` holds the full block with hash ``block_hash``."""
+        if self.block_hash[block_id] is not None:
+            return
+        if block_hash in self._cached:
+            return  # duplicate content: first holder keeps the hash (see module doc)
+        self.block_hash[block_id] = block_hash
+        self._cached[block_hash] = block_id
+
+    def free_list(self) -> list[int]:
+        """Free blocks from LRU head to tail (for tests and checks; O(blocks))."""
+        return list(self._free)
+
+    def check(self, expected_refs: dict[int, int] | None = None, *,
+              step: int | None = None) -> None:
+        """Full consistency check, O(blocks).
+
+        Args:
+            expected_refs: block -> references held by live sequences; when given, each
+                block's ref count must equal it (0 for absent blocks).
+            step: engine step for the error message.
+
+        Raises:
+            InvariantError: a block both free and referenced, a negative count, a count
+                differing from ``expected_refs``, a stale hash map or a broken used count.
+        """
+        used = 0
+        for b in range(1, self.num_gpu_blocks):
+            r = self.ref_cnt[b]
+            in_free = b in self._free
+            if r < 0:
+                raise InvariantError(f"KV block {b} has ref count {r}", step=step)
+            if r > 0 and in_free:
+                raise InvariantError(f"KV block {b} is both free and referenced", step=step)
+            if r == 0 and not in_free:
+                raise InvariantError(f"KV block {b} is unreferenced but not free (leak)", step=step)
+            if r > 0:
+                used += 1
+            if expected_refs is not None and r != expected_refs.get(b, 0):
+                raise InvariantError(
+                    f"KV block {b} has ref count {r}, sequences hold {expected_refs.get(b, 0)}",
+                    step=step)
+        if used != self.num_used or used + len(self._free) != self.num_gpu_blocks - 1:
+            raise InvariantError(
+                f"blocks not conserved: used {used} (counter {self.num_used}) + free "
+                f"{len(self._free)} != {self.num_gpu_blocks - 1}", step=step)
+        for h, b in self._cached.items():
+            if self.block_hash[b] != h:
+                raise InvariantError(f"prefix-cache map points hash to block {b} "
+                                     f"which holds another hash", step=step)

@@ -1,0 +1,306 @@
+"""Replay a trace through simulated serving instances and write the results.
+
+``run(experiment)`` builds the model config, the cost model (through
+:mod:`llmsim.costmodel.registry`), the KV capacity (:mod:`llmsim.memory`), one scheduler +
+KV cache + step-time model per instance, the router and the recorder, runs the event loop
+(:mod:`llmsim.sim.loop`) and returns a :class:`ReplayResult`; ``write_outputs`` writes it
+atomically.
+
+Outputs of :func:`write_outputs` (all deterministic: the same experiment gives
+byte-identical files):
+
+* ``requests.csv`` / ``requests.parquet``: one row per request (see :class:`ReplayResult`);
+* ``itls.parquet``: long format ``request_id, token_index, itl_s`` (gap before token
+  ``token_index``, 1-based after the first token);
+* ``timeseries.csv``: vLLM ``timeseries.csv`` columns at 1 s ticks;
+* ``steps.csv`` (only when asked): the per-step log;
+* ``summary.json``: percentiles, throughput, preemptions, prefix hits, settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llmsim.costmodel.base import CostModel
+from llmsim.errors import ConfigError, TraceFormatError
+from llmsim.experiment import Experiment
+from llmsim.instance.instance import Instance
+from llmsim.instance.step_time import StepTimeModel
+from llmsim.kvcache.manager import KVCacheManager
+from llmsim.memory.capacity import KVCapacity, kv_capacity
+from llmsim.metrics.recorder import Recorder
+from llmsim.metrics.summary import summarize
+from llmsim.model.config import ModelConfig, load_model_config
+from llmsim.router.base import make_router
+from llmsim.scheduler.scheduler import Scheduler
+from llmsim.sim.loop import Simulation
+from llmsim.trace.record import Trace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayResult:
+    """Everything a replay produced.
+
+    Attributes:
+        requests: one row per request in trace order: ``request_id`` (str), ``arrival_s``,
+            ``first_scheduled_s``, ``first_token_s``, ``finish_s`` (s from trace start),
+            ``input_tokens``, ``output_tokens``, ``prefix_hit_tokens``, ``num_preemptions``,
+            ``ttft_s``, ``tpot_s`` (NaN when ``output_tokens == 1``), ``e2e_s``,
+            ``instance_id``.
+        itls_s: per request (same order), the ``output_tokens - 1`` gaps between
+            consecutive tokens, s.
+        timeseries: ``t, prompt_throughput, gen_throughput, running, waiting,
+            kv_cache_pct`` at 1 s ticks (``t`` = end of the tick, s).
+        steps: per-step log (:data:`llmsim.metrics.STEP_COLUMNS`) or ``None``.
+        summary: JSON-able summary.
+        num_steps: engine steps simulated (all instances).
+        wall_time_s: host wall time of the simulation itself (not in ``summary``, which
+            stays deterministic).
+    """
+
+    requests: pd.DataFrame
+    itls_s: list[np.ndarray]
+    timeseries: pd.DataFrame
+    steps: pd.DataFrame | None
+    summary: dict[str, Any]
+    num_steps: int
+    wall_time_s: float
+
+
+# ------------------------------------------------------------------------ building
+def load_experiment_trace(experiment: Experiment) -> Trace:
+    """Load (and transform) the experiment's trace via :func:`llmsim.trace.load_trace`."""
+    from llmsim.trace import load_trace
+
+    trace = load_trace(experiment.trace.format, experiment.trace.path, **experiment.trace.options)
+    if experiment.trace.transforms:
+        try:
+            from llmsim.trace import apply_transforms
+        except ImportError as exc:
+            raise ConfigError("trace transforms are not available in this build",
+                              path=experiment.source, field="trace.transforms") from exc
+        trace = apply_transforms(trace, list(experiment.trace.transforms))
+    return trace
+
+
+def build_cost_model(experiment: Experiment, model: ModelConfig) -> CostModel:
+    """The experiment's cost model, through the registry.
+
+    Raises:
+        ConfigError: unknown spec, or the cost model's module is not available.
+    """
+    from llmsim.costmodel.registry import CostModelContext
+    from llmsim.costmodel.registry import build_cost_model as build
+
+    ctx = CostModelContext(model=model, tp=experiment.engine.tensor_parallel_size,
+                           profile_path=experiment.profile_path)
+    try:
+        return build(experiment.cost_model, ctx)
+    except ImportError as exc:
+        raise ConfigError(f"cost model {experiment.cost_model!r} is not available: {exc}",
+                          path=experiment.source, field="cost_model") from exc
+
+
+def resolve_capacity(experiment: Experiment, model: ModelConfig) -> KVCapacity:
+    """KV blocks per instance: the override, else the memory model."""
+    e = experiment.engine
+    return kv_capacity(
+        model, total_gpu_bytes=experiment.hardware.gpu_memory_bytes or 0,
+        gpu_memory_utilization=e.gpu_memory_utilization, block_size=e.block_size,
+        max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
+        tp=e.tensor_parallel_size, num_gpu_blocks_override=e.num_gpu_blocks_override)
+
+
+def build_instances(experiment: Experiment, cost_model: CostModel, model: ModelConfig | None,
+                    capacity: KVCapacity) -> list[Instance]:
+    """``experiment.num_instances`` identical instances."""
+    e = experiment.engine
+    out = []
+    for i in range(experiment.num_instances):
+        kv = KVCacheManager(capacity.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
+        sched = Scheduler(e.scheduler_config(), kv, tp=e.tensor_parallel_size)
+        step_time = StepTimeModel(cost_model, experiment.overheads,
+                                  cudagraph_capture_sizes=e.cudagraph_capture_sizes,
+                                  model=model, tp=e.tensor_parallel_size)
+        out.append(Instance(instance_id=i, name=experiment.hardware.name, scheduler=sched,
+                            step_time=step_time, async_scheduling=e.async_scheduling,
+                            check=experiment.check))
+    return out
+
+
+def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
+    """Reject traces the loop cannot replay.
+
+    Raises:
+        TraceFormatError: unsorted arrivals, negative arrival, non-positive token counts,
+            token-id lists whose length differs from the count, duplicate ids; the message
+            names the trace file and the request (``line`` = 1-based request position).
+        ConfigError: a request longer than the KV cache of an instance.
+    """
+    src = trace.source or None
+    prev = -1
+    seen: set[str] = set()
+    for i, r in enumerate(trace.requests):
+        line = i + 1
+
+        def bad(field: str, msg: str, r=r, line=line) -> TraceFormatError:
+            return TraceFormatError(f"request {r.request_id!r}: {msg}", path=src, line=line,
+                                    field=field)
+
+        if r.arrival_ns < 0:
+            raise bad("arrival_ns", f"negative arrival {r.arrival_ns}")
+        if r.arrival_ns < prev:
+            raise bad("arrival_ns", f"arrivals not sorted ({r.arrival_ns} after {prev})")
+        prev = r.arrival_ns
+        if r.input_tokens <= 0:
+            raise bad("input_tokens", f"must be > 0, got {r.input_tokens}")
+        if r.output_tokens <= 0:
+            raise bad("output_tokens", f"must be > 0, got {r.output_tokens}")
+        if r.input_token_ids is not None and len(r.input_token_ids) != r.input_tokens:
+            raise bad("input_token_ids", f"{len(r.input_token_ids)} ids for "
+                                         f"{r.input_tokens} input tokens")
+        if r.output_token_ids is not None and len(r.output_token_ids) != r.output_tokens:
+            raise bad("output_token_ids", f"{len(r.output_token_ids)} ids for "
+                                          f"{r.output_tokens} output tokens")
+        if r.request_id in seen:
+            raise bad("request_id", "duplicate request id")
+        seen.add(r.request_id)
+        if r.input_tokens + r.output_tokens > capacity_tokens:
+            raise ConfigError(
+                f"request {r.request_id!r} needs {r.input_tokens + r.output_tokens} KV tokens, "
+                f"more than an instance holds ({capacity_tokens})", path=src, line=line,
+                field="input_tokens")
+
+
+# ----------------------------------------------------------------------------- run
+def run(experiment: Experiment, *, trace: Trace | None = None,
+        cost_model: CostModel | None = None, progress: bool = False,
+        model: ModelConfig | None = None) -> ReplayResult:
+    """Replay ``experiment`` (or ``trace`` / ``cost_model`` in place of its own).
+
+    Raises:
+        ConfigError, TraceFormatError, ProfileError, DataNotFoundError: bad inputs.
+        InvariantError: the simulation broke an invariant (a bug).
+    """
+    if model is None:
+        model = load_model_config(experiment.model_path)
+    if trace is None:
+        trace = load_experiment_trace(experiment)
+    if cost_model is None:
+        cost_model = build_cost_model(experiment, model)
+    capacity = resolve_capacity(experiment, model)
+    bs = experiment.engine.block_size
+    validate_trace(trace, capacity_tokens=(capacity.num_gpu_blocks - 1) * bs)
+    instances = build_instances(experiment, cost_model, model, capacity)
+    recorder = Recorder(trace.requests, instances, keep_steps=True)
+    bar = None
+    on_finished = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(trace), unit="req", desc=experiment.name, leave=False)
+        on_finished = bar.update
+    sim = Simulation(trace.requests, instances, make_router(experiment.router), recorder,
+                     on_finished=on_finished)
+    t0 = time.perf_counter()
+    try:
+        stats = sim.run()
+    finally:
+        if bar is not None:
+            bar.close()
+    requests, itls, timeseries, steps = recorder.tables()
+    wall = time.perf_counter() - t0
+    kv = [i.scheduler.kv for i in instances]
+    summary = summarize(
+        requests, itls, num_steps=stats.num_steps,
+        num_preemptions=sum(i.scheduler.num_preemptions for i in instances),
+        prefix_query_tokens=sum(k.query_tokens for k in kv),
+        prefix_hit_tokens=sum(k.hit_tokens for k in kv),
+        extra=_settings(experiment, trace, capacity, steps))
+    logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
+    return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
+                        summary=summary, num_steps=stats.num_steps, wall_time_s=wall)
+
+
+def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
+              steps: pd.DataFrame | None) -> dict[str, Any]:
+    e, o = experiment.engine, experiment.overheads
+    peak_kv = float(steps["kv_cache_pct"].max()) if steps is not None and len(steps) else 0.0
+    return {
+        "name": experiment.name,
+        "hardware": experiment.hardware.name,
+        "num_instances": experiment.num_instances,
+        "cost_model": experiment.cost_model,
+        "trace": {"source": Path(trace.source).name if trace.source else "",
+                  "num_requests": len(trace)},
+        "kv_cache": {"num_gpu_blocks": capacity.num_gpu_blocks, "block_size": capacity.block_size,
+                     "num_kv_tokens": capacity.num_kv_tokens, "source": capacity.source,
+                     "peak_usage_pct": peak_kv},
+        "engine": {"max_num_seqs": e.max_num_seqs,
+                   "max_num_batched_tokens": e.max_num_batched_tokens,
+                   "enable_prefix_caching": e.enable_prefix_caching,
+                   "async_scheduling": e.async_scheduling,
+                   "scheduler_reserve_full_isl": e.scheduler_reserve_full_isl,
+                   "tensor_parallel_size": e.tensor_parallel_size},
+        "overheads": {"cpu_step_ns": o.cpu_step_ns, "cpu_per_seq_ns": o.cpu_per_seq_ns,
+                      "cudagraph_padding": o.cudagraph_padding},
+    }
+
+
+# -------------------------------------------------------------------------- output
+def write_outputs(result: ReplayResult, out_dir: str | Path, *, steps_log: bool = True) -> Path:
+    """Write ``result`` into ``out_dir`` atomically (temp dir, then rename).
+
+    An existing ``out_dir`` is replaced only after the new one is complete.
+
+    Returns:
+        The output directory.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write_files(result, tmp, steps_log=steps_log)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_files(result: ReplayResult, d: Path, *, steps_log: bool) -> None:
+    result.requests.to_csv(d / "requests.csv", index=False)
+    result.requests.to_parquet(d / "requests.parquet", index=False)
+    ids = result.requests["request_id"].to_numpy()
+    lens = [len(a) for a in result.itls_s]
+    itls = pd.DataFrame({
+        "request_id": np.repeat(ids, lens),
+        "token_index": np.concatenate([np.arange(1, n + 1) for n in lens]) if lens else [],
+        "itl_s": np.concatenate(result.itls_s) if lens else [],
+    })
+    itls.to_parquet(d / "itls.parquet", index=False)
+    result.timeseries.to_csv(d / "timeseries.csv", index=False)
+    if steps_log and result.steps is not None:
+        result.steps.to_csv(d / "steps.csv", index=False)
+    with open(d / "summary.json", "w") as f:
+        json.dump(result.summary, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -1,0 +1,169 @@
+"""The discrete-event loop: the one place that owns the clock and dispatches events.
+
+Clock: integer nanoseconds. Components (router, instances, recorder, hand-off policy)
+return values; only this module pushes events. Supports any number of instances, of
+different hardware (each has its own step-time model), and hand-offs of sequences between
+instances.
+
+Requests with ``parent_id`` (session turns, agentic sub-requests) are released when their
+parent finishes, at ``max(arrival_ns, parent finish + think_time_ns)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llmsim.errors import ConfigError, InvariantError
+from llmsim.instance.instance import Instance, StepRecord
+from llmsim.metrics.recorder import Recorder
+from llmsim.router.base import Router
+from llmsim.sim.events import EventKind, Handoff
+from llmsim.trace.record import Request
+
+logger = logging.getLogger(__name__)
+
+HandoffPolicy = Callable[[StepRecord], Sequence[Handoff]]
+"""Called after every step; returns the sequences to move to other instances."""
+
+_END, _ARRIVAL, _HANDOFF, _START = (EventKind.STEP_END, EventKind.ARRIVAL, EventKind.HANDOFF,
+                                    EventKind.STEP_START)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimStats:
+    """Counters of a finished simulation.
+
+    Attributes:
+        end_ns: time of the last event.
+        num_events: events dispatched.
+        num_steps: engine steps over all instances.
+    """
+
+    end_ns: int
+    num_events: int
+    num_steps: int
+
+
+class Simulation:
+    """One replay: requests -> router -> instances -> recorder.
+
+    Args:
+        requests: the trace, sorted by arrival.
+        instances: the serving instances (``instance_id`` = index).
+        router: picks an instance per released request.
+        recorder: collects metrics.
+        handoff_policy: optional; moves sequences between instances after steps.
+        on_finished: optional progress callback, called with the number of requests that
+            finished in a step.
+    """
+
+    def __init__(self, requests: Sequence[Request], instances: Sequence[Instance],
+                 router: Router, recorder: Recorder, *,
+                 handoff_policy: HandoffPolicy | None = None,
+                 on_finished: Callable[[int], None] | None = None) -> None:
+        for i, inst in enumerate(instances):
+            if inst.instance_id != i:
+                raise ConfigError(f"instance {i} has instance_id {inst.instance_id}")
+        self.requests = requests
+        self.instances = instances
+        self.router = router
+        self.recorder = recorder
+        self.handoff_policy = handoff_policy
+        self.on_finished = on_finished
+        self._heap: list[tuple[int, int, int, object]] = []
+        self._seq = 0
+        self._start_pending = [False] * len(instances)
+        self._children: dict[int, list[int]] = {}
+        self._index_of = {r.request_id: i for i, r in enumerate(requests)}
+
+    def _push(self, time_ns: int, kind: EventKind, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (time_ns, kind, self._seq, payload))
+
+    def _request_start(self, inst_id: int, now_ns: int) -> None:
+        if not self._start_pending[inst_id] and not self.instances[inst_id].busy:
+            self._start_pending[inst_id] = True
+            self._push(now_ns, _START, inst_id)
+
+    def _initial_events(self) -> None:
+        heap = self._heap
+        for i, r in enumerate(self.requests):
+            if r.parent_id is not None:
+                parent = self._index_of.get(r.parent_id)
+                if parent is None or parent >= i:
+                    raise ConfigError(f"request {r.request_id!r}: parent {r.parent_id!r} is "
+                                      "not an earlier request of the trace", field="parent_id")
+                self._children.setdefault(parent, []).append(i)
+                continue
+            self._seq += 1
+            heap.append((r.arrival_ns, _ARRIVAL, self._seq, i))
+        heapq.heapify(heap)
+
+    def run(self) -> SimStats:
+        """Run until no event is left.
+
+        Raises:
+            InvariantError: requests remain unfinished when the queue empties (deadlock),
+                or an instance broke an invariant.
+        """
+        self._initial_events()
+        heap, recorder, instances = self._heap, self.recorder, self.instances
+        pop = heapq.heappop
+        now = 0
+        n_events = 0
+        while heap:
+            now, kind, _s, payload = pop(heap)
+            n_events += 1
+            recorder.advance(now)
+            if kind is _END:
+                self._on_step_end(instances[payload], now)
+            elif kind is _ARRIVAL:
+                self._on_arrival(payload, now)
+            elif kind is _START:
+                self._start_pending[payload] = False
+                end = instances[payload].try_start(now)
+                if end is not None:
+                    self._push(end, _END, payload)
+            else:
+                self._on_handoff(payload, now)
+        recorder.finish(now)
+        if recorder.num_finished != len(self.requests):
+            stuck = [i for i in instances if i.scheduler.has_unfinished()]
+            raise InvariantError(
+                f"simulation ended with {len(self.requests) - recorder.num_finished} "
+                f"unfinished requests (instances with work: {[i.instance_id for i in stuck]})")
+        return SimStats(end_ns=now, num_events=n_events,
+                        num_steps=sum(i.num_steps for i in instances))
+
+    def _on_arrival(self, index: int, now: int) -> None:
+        request = self.requests[index]
+        inst_id = self.router.route(request, self.instances)
+        self.instances[inst_id].enqueue(request, index, now)
+        self.recorder.on_release(index, inst_id, now)
+        self._request_start(inst_id, now)
+
+    def _on_step_end(self, inst: Instance, now: int) -> None:
+        rec = inst.finish_step(now)
+        self.recorder.on_step(rec)
+        finished = rec.output.finished
+        if finished:
+            children = self._children
+            for seq in finished:
+                for child in children.get(seq.index, ()):
+                    r = self.requests[child]
+                    self._push(max(r.arrival_ns, now + r.think_time_ns), _ARRIVAL, child)
+            if self.on_finished is not None:
+                self.on_finished(len(finished))
+        if self.handoff_policy is not None:
+            for h in self.handoff_policy(rec):
+                self.instances[h.src].release(h.seq)
+                self._push(now + h.delay_ns, _HANDOFF, h)
+        self._request_start(inst.instance_id, now)
+
+    def _on_handoff(self, h: Handoff, now: int) -> None:
+        self.instances[h.dst].adopt(h.seq, now)
+        self.recorder.on_release(h.seq.index, h.dst, self.recorder.release_ns[h.seq.index])
+        self._request_start(h.dst, now)
