@@ -5,6 +5,7 @@ Every error llmsim raises on purpose derives from :class:`LlmsimError`::
     LlmsimError
     ├── ConfigError            bad experiment file, model config or CLI value
     ├── DataNotFoundError      a dataset is not in LLMSIM_DATA_DIR / the user cache
+    ├── DownloadError          a download failed, was truncated or did not match its checksum
     ├── TraceFormatError       a malformed trace row (file, line, field)
     ├── ProfileError           a malformed or incomplete operator profile (file, line, field)
     │   └── ProfileRangeError  a lookup the profile cannot answer (missing TP degree / op)
@@ -24,6 +25,7 @@ __all__ = [
     "LlmsimError",
     "ConfigError",
     "DataNotFoundError",
+    "DownloadError",
     "TraceFormatError",
     "ProfileError",
     "ProfileRangeError",
@@ -82,6 +84,20 @@ class DataNotFoundError(LlmsimError):
             f"Get it with `llmsim data pull {dataset}`, or point LLMSIM_DATA_DIR at a "
             f"directory that holds it."
         )
+
+
+class DownloadError(LlmsimError):
+    """A download failed, was truncated beyond retry, or did not match its checksum.
+
+    Attributes:
+        url: the source URL.
+        path: the destination file (never left in place on failure).
+    """
+
+    def __init__(self, message: str, *, url: str, path: Path) -> None:
+        self.url = url
+        self.path = path
+        super().__init__(f"{url} -> {path}: {message}")
 
 
 class TraceFormatError(_LocatedError):

@@ -30,26 +30,12 @@ from pathlib import Path
 
 from llmsim.data.catalog import DataFile, Dataset
 from llmsim.data.paths import user_cache_dir
-from llmsim.errors import LlmsimError
+from llmsim.errors import DownloadError
 
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 60.0
-
-
-class DownloadError(LlmsimError):
-    """A download failed, was truncated beyond retry, or did not match its checksum.
-
-    Attributes:
-        url: the source URL.
-        path: the destination file (never left in place on failure).
-    """
-
-    def __init__(self, message: str, *, url: str, path: Path) -> None:
-        self.url = url
-        self.path = path
-        super().__init__(f"{url} -> {path}: {message}")
 
 
 class FileState(StrEnum):

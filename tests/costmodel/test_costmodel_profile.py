@@ -329,3 +329,25 @@ def test_skew_buckets_from_labels_when_edges_absent():
     model = cm(skew_fit=fit)
     t_mean, t_max = dec_ns(2, 32), dec_ns(2, 48)
     assert model.attention_ns(decodes(16, 48)) == pytest.approx(t_mean + 0.25 * (t_max - t_mean))
+
+
+def test_skew_fit_disabled_by_source_is_not_applied_unless_forced():
+    fit = make_skew_fit(alpha=0.25, default=0.5)
+    fit.disabled_by_source = True
+    t_mean, t_max = dec_ns(2, 32), dec_ns(2, 48)
+    assert cm(skew_fit=fit).attention_ns(decodes(16, 48)) == pytest.approx(t_mean)
+    forced = cm(skew_fit=fit, skew=True).attention_ns(decodes(16, 48))
+    assert forced == pytest.approx(t_mean + 0.25 * (t_max - t_mean))
+    enabled = make_skew_fit(alpha=0.25, default=0.5)
+    assert cm(skew_fit=enabled, skew=False).attention_ns(decodes(16, 48)) == pytest.approx(t_mean)
+
+
+def test_rtx4090_bundle_declares_its_skew_fit_disabled(data_path):
+    from llmsim.profile import load_profile
+
+    rtx4090 = load_profile(data_path("llmservingsim/profiles/RTX4090/meta-llama/Llama-3.1-8B/bf16"))
+    pro6000 = load_profile(
+        data_path("llmservingsim/profiles/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16"))
+    assert rtx4090.tp[0].skew_fit.disabled_by_source
+    assert len(rtx4090.tp[0].skew_fit.pc) > 0  # rows kept for inspection
+    assert not pro6000.tp[0].skew_fit.disabled_by_source
