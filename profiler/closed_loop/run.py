@@ -1,0 +1,269 @@
+"""Close the loop on this CPU: profile -> replay vs. a real engine on the same trace.
+
+Steps (all on this machine, 1 torch thread by default):
+
+1. generate a seeded synthetic trace (Poisson arrivals, uniform prompt/output lengths,
+   random token ids) and write it as an LLMServingSim workload JSONL;
+2. profile the small Llama-style model (``tiny-llama-cl.json``) with
+   :func:`profiler.sweep.run_sweep` on a grid covering the engine's limits;
+3. warm the real engine (:mod:`profiler.closed_loop.engine`) on a separate calibration
+   trace (other seed) and fit its per-step CPU work (scheduling, input preparation,
+   bookkeeping: everything outside the forward pass) as ``a + b x sequences``;
+4. serve the trace on the engine in real time; write the measured run in the
+   ``vllm bench serve --save-result --save-detailed`` JSON format;
+5. replay the trace with ``llmsim.replay.run`` on the profile, twice: kernel time only, and
+   with the calibrated CPU overheads (``async_scheduling: false``: the engine is
+   synchronous; no CUDA graphs on a CPU);
+6. print TTFT / TPOT / E2E mean, p50, p90 errors of each replay against the measured run.
+
+Usage::
+
+    python -m profiler.closed_loop.run --out out/closed-loop [--requests 60 --rate 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmsim.model.config import load_model_config
+from llmsim.trace.record import Request
+from profiler.closed_loop.engine import Engine, EngineConfig, EngineResult
+from profiler.grid import GridSpec
+from profiler.store import atomic_write_bytes
+from profiler.sweep import SweepConfig, run_sweep
+from profiler.timing import llc_bytes
+
+logger = logging.getLogger(__name__)
+MODEL_CONFIG = Path(__file__).with_name("tiny-llama-cl.json")
+
+
+def synthetic_trace(n: int, rate_per_s: float, *, seed: int, input_range: tuple[int, int],
+                    output_range: tuple[int, int], vocab: int) -> list[Request]:
+    """``n`` requests with Poisson arrivals at ``rate_per_s`` and uniform lengths."""
+    rng = np.random.default_rng(seed)
+    arrivals_s = np.cumsum(rng.exponential(1.0 / rate_per_s, n))
+    arrivals_s -= arrivals_s[0]
+    out = []
+    for i in range(n):
+        n_in = int(rng.integers(input_range[0], input_range[1] + 1))
+        n_out = int(rng.integers(output_range[0], output_range[1] + 1))
+        out.append(Request(request_id=str(i), arrival_ns=int(arrivals_s[i] * 1e9),
+                           input_tokens=n_in, output_tokens=n_out,
+                           input_token_ids=tuple(int(t) for t in rng.integers(0, vocab, n_in))))
+    return out
+
+
+def write_trace_jsonl(requests: list[Request], path: Path) -> None:
+    """The trace as an LLMServingSim workload (``arrival_time_ns``, ``input_toks``, ...)."""
+    lines = [json.dumps({"arrival_time_ns": r.arrival_ns, "input_toks": r.input_tokens,
+                         "output_toks": r.output_tokens,
+                         "input_tok_ids": list(r.input_token_ids or ())}) for r in requests]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def profile_grid(max_tokens: int, max_seqs: int, max_context: int) -> GridSpec:
+    """Grid covering the engine's limits (published dense axis, powers of two elsewhere)."""
+    toks = [t for t in list(range(1, 17)) + list(range(20, 65, 4)) + list(range(80, 2049, 16))
+            if t <= max_tokens]
+    p2 = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    return GridSpec(
+        name="closed_loop", tokens=tuple(toks), sequences=tuple(range(1, max_seqs + 1)),
+        prefill_chunks=(0,) + tuple(v for v in p2 if 16 <= v <= max_tokens),
+        kv_prefill=(0,) + tuple(v for v in (64, 256, max_context) if v <= max_context),
+        n_decode=(0,) + tuple(v for v in p2 if v <= max_seqs),
+        kv_decode=tuple(v for v in (16, 64, 256, max_context) if v <= max_context),
+        max_context=max_context,
+        moe_tokens=(), active_experts=(), skew_n_decode=(4, 16))
+
+
+def fit_cpu_overheads(result: EngineResult) -> tuple[int, int]:
+    """Least-squares ``non-forward ns = a + b x scheduled sequences`` over the steps."""
+    n = np.array([s.num_prefills + s.num_decodes for s in result.steps], dtype=float)
+    y = np.array([s.schedule_ns + s.update_ns for s in result.steps], dtype=float)
+    a_mat = np.stack([np.ones_like(n), n], axis=1)
+    (a, b), *_ = np.linalg.lstsq(a_mat, y, rcond=None)
+    return max(0, int(a)), max(0, int(b))
+
+
+def _pct(vals: np.ndarray, q: float) -> float:
+    return float(np.percentile(vals, q)) if len(vals) else float("nan")
+
+
+def bench_json(result: EngineResult, *, model_id: str, rate: float) -> dict[str, Any]:
+    """The measured run as ``vllm bench serve --save-result --save-detailed`` JSON."""
+    ttfts, itls, e2e, tpots = [], [], [], []
+    for arr, times in zip(result.arrival_s, result.token_times_s):
+        ttfts.append(times[0] - arr)
+        gaps = list(np.diff(times))
+        itls.append(gaps)
+        e2e.append(times[-1] - arr)
+        if len(times) > 1:
+            tpots.append((times[-1] - times[0]) / (len(times) - 1))
+    all_itl = np.array([g for gs in itls for g in gs])
+    out_tokens = sum(result.output_lens)
+    summary: dict[str, Any] = {
+        "date": dt.datetime.now().strftime("%Y%m%d-%H%M%S"),
+        "backend": "llmsim-closed-loop-cpu", "model_id": model_id, "tokenizer_id": model_id,
+        "num_prompts": len(ttfts), "request_rate": rate, "burstiness": 1.0,
+        "max_concurrency": None, "duration": result.duration_s, "completed": len(ttfts),
+        "total_input_tokens": sum(result.input_lens), "total_output_tokens": out_tokens,
+        "request_throughput": len(ttfts) / result.duration_s,
+        "output_throughput": out_tokens / result.duration_s,
+        "total_token_throughput": (out_tokens + sum(result.input_lens)) / result.duration_s,
+    }
+    for name, vals in (("ttft", np.array(ttfts)), ("tpot", np.array(tpots)), ("itl", all_itl),
+                       ("e2el", np.array(e2e))):
+        ms = vals * 1e3
+        summary.update({f"mean_{name}_ms": float(ms.mean()), f"median_{name}_ms": _pct(ms, 50),
+                        f"std_{name}_ms": float(ms.std()), f"p90_{name}_ms": _pct(ms, 90),
+                        f"p99_{name}_ms": _pct(ms, 99)})
+    summary.update({"input_lens": result.input_lens, "output_lens": result.output_lens,
+                    "ttfts": ttfts, "itls": itls, "start_times": result.arrival_s,
+                    "generated_texts": [""] * len(ttfts), "errors": [""] * len(ttfts)})
+    return summary
+
+
+def measured_metrics(result: EngineResult) -> dict[str, np.ndarray]:
+    """Per-request TTFT, TPOT, E2E (s) of the engine run."""
+    ttft = np.array([t[0] - a for a, t in zip(result.arrival_s, result.token_times_s)])
+    e2e = np.array([t[-1] - a for a, t in zip(result.arrival_s, result.token_times_s)])
+    tpot = np.array([(t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else np.nan
+                     for t in result.token_times_s])
+    return {"TTFT": ttft, "TPOT": tpot, "E2E": e2e}
+
+
+def error_table(measured: dict[str, np.ndarray], simulated: dict[str, np.ndarray]) -> list[dict]:
+    """Rows ``metric, stat, measured_ms, simulated_ms, error_pct``."""
+    rows = []
+    for metric in ("TTFT", "TPOT", "E2E"):
+        m, s = measured[metric], simulated[metric]
+        m, s = m[~np.isnan(m)], s[~np.isnan(s)]
+        for stat, f in (("mean", np.mean), ("p50", np.median), ("p90", lambda v: np.percentile(v, 90))):
+            mv, sv = float(f(m)) * 1e3, float(f(s)) * 1e3
+            rows.append({"metric": metric, "stat": stat, "measured_ms": mv, "simulated_ms": sv,
+                         "error_pct": 100.0 * (sv - mv) / mv})
+    return rows
+
+
+def format_errors(title: str, rows: list[dict]) -> str:
+    """Fixed-width error table."""
+    lines = [title, f"{'metric':<6} {'stat':<5} {'measured ms':>12} {'simulated ms':>13} {'error':>8}"]
+    for r in rows:
+        lines.append(f"{r['metric']:<6} {r['stat']:<5} {r['measured_ms']:>12.2f} "
+                     f"{r['simulated_ms']:>13.2f} {r['error_pct']:>+7.1f}%")
+    return "\n".join(lines)
+
+
+def replay(out: Path, profile: Path, trace_path: Path, ecfg: EngineConfig,
+           overheads: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Replay the trace with ``llmsim.replay.run``; per-request TTFT/TPOT/E2E (s)."""
+    from llmsim.experiment import experiment_from_dict
+    from llmsim.replay import run
+
+    exp = experiment_from_dict({
+        "name": "closed-loop-cpu", "model": str(MODEL_CONFIG), "profile": str(profile),
+        "cost_model": "profile", "hardware": {"name": "cpu"},
+        "engine": {"tensor_parallel_size": 1, "max_num_seqs": ecfg.max_num_seqs,
+                   "max_num_batched_tokens": ecfg.max_num_batched_tokens,
+                   "block_size": ecfg.block_size, "enable_prefix_caching": False,
+                   "num_gpu_blocks_override": ecfg.num_blocks, "cudagraph_capture_sizes": [],
+                   "async_scheduling": False},
+        "overheads": {"cpu_step_ns": overheads[0], "cpu_per_seq_ns": overheads[1],
+                      "cudagraph_padding": False},
+        "trace": {"format": "llmservingsim", "path": str(trace_path)},
+        "output_dir": str(out / "replay"),
+    })
+    res = run(exp)
+    df = res.requests
+    return {"TTFT": df["ttft_s"].to_numpy(float), "TPOT": df["tpot_s"].to_numpy(float),
+            "E2E": df["e2e_s"].to_numpy(float)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the closed loop; prints the error tables; returns 0."""
+    ap = argparse.ArgumentParser(prog="python -m profiler.closed_loop.run")
+    ap.add_argument("--out", default="out/closed-loop")
+    ap.add_argument("--requests", type=int, default=60)
+    ap.add_argument("--rate", type=float, default=3.0, help="requests per second")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repetitions", type=int, default=7)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model_config(MODEL_CONFIG, name="closed-loop/tiny-llama-cl")
+    ecfg = EngineConfig(max_num_seqs=16, max_num_batched_tokens=256, block_size=16,
+                        num_blocks=16 * 32 + 64, num_threads=args.threads)
+    in_rng, out_rng, max_ctx = (32, 384), (16, 128), 512
+    trace = synthetic_trace(args.requests, args.rate, seed=args.seed, input_range=in_rng,
+                            output_range=out_rng, vocab=model.vocab_size)
+    trace_path = out / "trace.jsonl"
+    write_trace_jsonl(trace, trace_path)
+
+    load = {"profile_start": os.getloadavg()[0]}
+    t0 = time.perf_counter()
+    prof_path = out / "profile.pb"
+    cfg = SweepConfig(model=model, model_path=str(MODEL_CONFIG),
+                      grid=profile_grid(ecfg.max_num_batched_tokens, ecfg.max_num_seqs, max_ctx),
+                      warmup=3, repetitions=args.repetitions, num_threads=args.threads,
+                      hardware="cpu", flush_cache_bytes=llc_bytes() or 32 * 2 ** 20)
+    run_sweep(cfg, prof_path, progress=False, resume=(prof_path.parent /
+              (prof_path.name + ".journal.jsonl")).exists())
+    t_prof = time.perf_counter() - t0
+    load["profile_end"] = os.getloadavg()[0]
+
+    engine = Engine(model, ecfg, max_positions=max_ctx + 1, seed=args.seed)
+    calib = synthetic_trace(16, args.rate * 2, seed=args.seed + 1000, input_range=in_rng,
+                            output_range=(8, 32), vocab=model.vocab_size)
+    overheads = fit_cpu_overheads(engine.run(calib))
+    t1 = time.perf_counter()
+    load["engine_start"] = os.getloadavg()[0]
+    result = engine.run(trace)
+    load["engine_end"] = os.getloadavg()[0]
+    t_engine = time.perf_counter() - t1
+    bench = bench_json(result, model_id=model.name, rate=args.rate)
+    atomic_write_bytes(out / "measured-bench.json", json.dumps(bench, indent=1).encode())
+    measured = measured_metrics(result)
+    fwd = np.array([s.forward_ns for s in result.steps]) * 1e-6
+    cpu = np.array([s.schedule_ns + s.update_ns for s in result.steps]) * 1e-6
+    print(f"profile: {t_prof:.1f} s; engine run: {t_engine:.1f} s, {len(result.steps)} steps, "
+          f"forward mean {fwd.mean():.2f} ms, CPU (schedule+update) mean {cpu.mean():.3f} ms; "
+          f"calibrated overheads: {overheads[0] / 1e3:.0f} us/step + "
+          f"{overheads[1] / 1e3:.1f} us/seq")
+    print(f"measured run: {out / 'measured-bench.json'}")
+    print("1-min load average (2 shared cores): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in load.items()))
+    try:
+        import llmsim.replay  # noqa: F401
+    except ImportError:
+        print("llmsim.replay is not available yet: replay skipped", file=sys.stderr)
+        return 0
+    tables = {}
+    for label, oh in (("kernel time only", (0, 0)), ("with calibrated CPU overheads", overheads)):
+        t2 = time.perf_counter()
+        sim = replay(out, prof_path, trace_path, ecfg, oh)
+        rows = error_table(measured, sim)
+        tables[label] = rows
+        print()
+        print(format_errors(f"replay ({label}; {time.perf_counter() - t2:.2f} s) vs engine:",
+                            rows))
+    atomic_write_bytes(out / "errors.json", json.dumps(
+        {"overheads_ns": {"cpu_step_ns": overheads[0], "cpu_per_seq_ns": overheads[1]},
+         "load_average_1min": load, "profile_s": t_prof, "engine_s": t_engine,
+         "tables": tables}, indent=1).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

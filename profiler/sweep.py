@@ -1,0 +1,433 @@
+"""The profiling sweep: measure every (TP degree, operator, point), journal it, build the profile.
+
+Flow: open (or resume) the journal -> measure idle power once -> for each TP degree build
+the random-weight :class:`~profiler.suite.OpSuite`, then for each operator point not yet in
+the journal: prepare inputs, time ``repetitions`` calls after ``warmup``, optionally loop it
+over an energy window, append the record -> KV-skew points -> assemble the
+``llmsim.v1.Profile`` from the journal -> write it atomically -> delete the journal.
+
+Resume: the journal starts with a fingerprint of everything that changes the numbers
+(model config hash, grid, TP degrees, dtype, device, threads, repetitions, energy settings);
+``resume=True`` refuses a journal whose fingerprint differs and skips every point already
+recorded, so a killed sweep never re-measures finished points.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmsim.errors import ConfigError
+from llmsim.model.config import ModelConfig
+from llmsim.profile import SCHEMA_VERSION
+from llmsim.v1 import profile_pb2 as pb
+from profiler import PROFILER_NAME, __version__, energy, provenance, suite
+from profiler.grid import GridSpec
+from profiler.store import Journal, journal_path, read_journal, write_profile
+from profiler.timing import Timer, make_timer, summarize
+
+logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "fp32": (torch.float32, 4), "bf16": (torch.bfloat16, 2), "fp16": (torch.float16, 2)}
+_STATS = ("median_ns", "mean_ns", "p90_ns", "min_ns", "max_ns", "std_ns")
+_SKEW_RATIOS = (0.25, 0.5)
+_SKEW_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepConfig:
+    """What to measure and how.
+
+    Attributes:
+        model: architecture to build.
+        model_path: the config file it came from (provenance).
+        grid: measurement grid.
+        tp_degrees: TP degrees to measure (one rank's shapes each).
+        device: "cpu" or "cuda[:i]".
+        dtype: "fp32", "bf16" or "fp16".
+        warmup: untimed calls per point.
+        repetitions: timed calls per point.
+        num_threads: CPU threads for torch (``torch.set_num_threads``).
+        cuda_graphs: time CUDA-graph replays (CUDA only).
+        energy: measure energy where a counter is readable.
+        energy_window_s: minimum energy window per point, s.
+        hardware: short hardware label ("" = derived from the device name).
+        seed: weight and input seed.
+        flush_cache_bytes: bytes overwritten before every timed call (cold-cache timing;
+            0 = hot loop). See :func:`profiler.timing.cache_flusher`.
+    """
+
+    model: ModelConfig
+    model_path: str = ""
+    grid: GridSpec
+    tp_degrees: tuple[int, ...] = (1,)
+    device: str = "cpu"
+    dtype: str = "fp32"
+    warmup: int = 3
+    repetitions: int = 10
+    num_threads: int = 1
+    cuda_graphs: bool = False
+    energy: bool = True
+    energy_window_s: float = 1.0
+    hardware: str = ""
+    seed: int = 0
+    flush_cache_bytes: int = 0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes measured values (compared on resume)."""
+        return {
+            "model_config_sha256": self.model.config_sha256, "model": self.model.name,
+            "grid": self.grid.to_json_dict(), "tp_degrees": list(self.tp_degrees),
+            "device": self.device, "dtype": self.dtype, "warmup": self.warmup,
+            "repetitions": self.repetitions, "num_threads": self.num_threads,
+            "cuda_graphs": self.cuda_graphs, "energy": self.energy,
+            "energy_window_s": self.energy_window_s, "seed": self.seed,
+            "flush_cache_bytes": self.flush_cache_bytes,
+            "profiler_version": __version__,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class SweepState:
+    """What the journal says has been done (mutable while sweeping)."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    started_at: str = ""
+    sessions: int = 0
+    idle: dict[str, Any] | None = None
+    measured_now: int = 0
+
+
+def point_key(tp: int, op: str, point: tuple[int, ...]) -> str:
+    """Journal key of one measured point, e.g. ``tp1/qkv_proj/16``."""
+    return f"tp{tp}/{op}/{','.join(str(v) for v in point)}"
+
+
+def _skew_points(grid: GridSpec) -> list[tuple[int, int, int]]:
+    """``(n, n_big, kv_small)`` decode batches with unequal KV lengths."""
+    out = []
+    for n in grid.skew_n_decode:
+        for kvs in grid.kv_decode:
+            if kvs * _SKEW_FACTOR > grid.max_context:
+                continue
+            for ratio in _SKEW_RATIOS:
+                nb = max(1, int(n * ratio))
+                if nb < n:
+                    out.append((n, nb, kvs))
+    return out
+
+
+def _open_state(cfg: SweepConfig, out: Path, resume: bool) -> SweepState:
+    jpath = journal_path(out)
+    state = SweepState()
+    if jpath.exists():
+        if not resume:
+            raise ConfigError(f"a sweep journal exists ({jpath}); pass --resume to continue it "
+                              f"or delete it to start over", field="resume")
+        records = read_journal(jpath)
+        if not records or records[0].get("type") != "header":
+            raise ConfigError("journal has no header; delete it", path=jpath)
+        if records[0]["fingerprint"] != json.loads(json.dumps(cfg.fingerprint())):
+            raise ConfigError("journal was taken with different settings (model, grid, "
+                              "device, dtype, threads or repetitions); delete it or rerun "
+                              "with the same settings", path=jpath, field="fingerprint")
+        state.started_at = records[0]["started_at"]
+        for rec in records:
+            if rec["type"] in ("point", "skew"):
+                state.records[rec["key"]] = rec
+            elif rec["type"] == "idle":
+                state.idle = rec
+            elif rec["type"] == "session":
+                state.sessions += 1
+        logger.info("resuming %s: %d points already measured", jpath, len(state.records))
+    else:
+        state.started_at = provenance.now_rfc3339()
+        j = Journal(jpath)
+        j.append({"type": "header", "fingerprint": cfg.fingerprint(),
+                  "started_at": state.started_at})
+        j.close()
+    return state
+
+
+class _Progress:
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, initial=done, unit="pt", desc="profile",
+                             dynamic_ncols=True)
+
+    def update(self, desc: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(desc, refresh=False)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _measure(call: Callable[[], Any], cfg: SweepConfig, timer: Timer,
+             meter: energy.EnergyMeter | None) -> dict[str, Any]:
+    stats = summarize(timer.time(call, warmup=cfg.warmup, repetitions=cfg.repetitions))
+    rec: dict[str, Any] = {"stats": {k: getattr(stats, k) for k in _STATS},
+                           "num_samples": stats.num_samples, "energy": None}
+    if meter is not None:
+        r = meter.measure(call, min_window_s=cfg.energy_window_s)
+        rec["energy"] = {"energy_j": r.energy_per_call_j, "avg_power_w": r.avg_power_w,
+                         "calls": r.calls, "window_ns": r.window_ns}
+    return rec
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, *, resume: bool = False,
+              progress: bool = True, counter: energy.EnergyCounter | None = None,
+              energy_reason: str = "") -> pb.Profile:
+    """Measure ``cfg`` and write the profile to ``out`` (atomically).
+
+    Args:
+        cfg: what to measure.
+        out: profile path (``.pb``); its journal sits next to it until the sweep completes.
+        resume: continue an interrupted sweep from its journal.
+        progress: show a progress bar on stderr.
+        counter: energy counter to use; ``None`` opens the device's default one
+            (NVML / RAPL) when ``cfg.energy``.
+        energy_reason: why energy is unavailable when ``counter`` is passed as None
+            deliberately (recorded in provenance).
+
+    Returns:
+        The written profile.
+
+    Raises:
+        ConfigError: bad dtype/device, an existing journal without ``resume``, or a
+            journal taken with other settings.
+    """
+    out = Path(out)
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}",
+                          field="dtype")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("CUDA device requested but torch sees no GPU", field="device")
+    torch.set_num_threads(cfg.num_threads)
+    state = _open_state(cfg, out, resume)
+    journal = Journal(journal_path(out))
+    journal.append({"type": "session", "at": provenance.now_rfc3339(),
+                    "already_measured": len(state.records)})
+    timer = make_timer(cfg.device, cuda_graphs=cfg.cuda_graphs,
+                       flush_bytes=cfg.flush_cache_bytes)
+    meter, reason = _open_meter(cfg, counter, energy_reason, timer)
+    if meter is not None and state.idle is None:
+        state.idle = {"type": "idle", "idle_power_w": meter.idle_power_w(
+            window_s=cfg.energy_window_s), "source": meter.source}
+        journal.append(state.idle)
+    try:
+        _sweep_all(cfg, state, journal, timer, meter, progress)
+    finally:
+        journal.close()
+    profile = build_profile(cfg, state, meter=meter, energy_reason=reason)
+    write_profile(profile, out)
+    journal_path(out).unlink(missing_ok=True)
+    logger.info("wrote %s (%d points, %d measured in this session)", out,
+                len(state.records), state.measured_now)
+    return profile
+
+
+def _open_meter(cfg: SweepConfig, counter: energy.EnergyCounter | None, reason: str,
+                timer: Timer) -> tuple[energy.EnergyMeter | None, str]:
+    if not cfg.energy:
+        return None, "energy measurement disabled (--no-energy)"
+    if counter is None and not reason:
+        counter, reason = energy.open_counter(cfg.device)
+    if counter is None:
+        logger.info("energy: %s", reason or "unavailable")
+        return None, reason or "no energy counter"
+    return energy.EnergyMeter(counter, synchronize=timer.synchronize), ""
+
+
+def _all_points(cfg: SweepConfig) -> list[tuple[int, suite.OpTarget, tuple[int, ...]]]:
+    return [(tp, t, p) for tp in cfg.tp_degrees for t in suite.op_targets(cfg.model, tp)
+            for p in suite.target_points(t, cfg.grid, cfg.model)]
+
+
+def _sweep_all(cfg: SweepConfig, state: SweepState, journal: Journal, timer: Timer,
+               meter: energy.EnergyMeter | None, progress: bool) -> None:
+    points = _all_points(cfg)
+    skews = [(tp, s) for tp in cfg.tp_degrees for s in _skew_points(cfg.grid)]
+    total = len(points) + len(skews)
+    bar = _Progress(total, len(state.records), progress)
+    dtype = DTYPES[cfg.dtype][0]
+    device = torch.device(cfg.device)
+    suites: dict[int, suite.OpSuite] = {}
+
+    def get_suite(tp: int) -> suite.OpSuite:
+        if tp not in suites:
+            suites.clear()  # one TP degree's weights at a time
+            suites[tp] = suite.OpSuite(cfg.model, tp, dtype=dtype, device=device,
+                                       max_positions=cfg.grid.max_context + 1, seed=cfg.seed)
+        return suites[tp]
+
+    try:
+        for tp, target, point in points:
+            key = point_key(tp, target.op, point)
+            if key in state.records:
+                continue
+            call = get_suite(tp).prepare(target.op, point)
+            rec = {"type": "point", "key": key, "tp": tp, "op": target.op,
+                   "kind": target.kind, "axes": list(point),
+                   **_measure(call, cfg, timer, meter)}
+            journal.append(rec)
+            state.records[key] = rec
+            state.measured_now += 1
+            bar.update(key)
+        for tp, (n, nb, kvs) in skews:
+            key = point_key(tp, "skew", (n, nb, kvs))
+            if key in state.records:
+                continue
+            rec = _measure_skew(get_suite(tp), cfg, timer, n, nb, kvs)
+            rec.update(type="skew", key=key, tp=tp)
+            journal.append(rec)
+            state.records[key] = rec
+            state.measured_now += 1
+            bar.update(key)
+    finally:
+        bar.close()
+
+
+def _measure_skew(s: suite.OpSuite, cfg: SweepConfig, timer: Timer, n: int, nb: int,
+                  kvs: int) -> dict[str, Any]:
+    """Decode batch of ``n`` with ``nb`` at ``4 x kvs`` and the rest at ``kvs``: its time vs
+    all-at-mean and all-at-max; ``alpha = (t_skew - t_mean) / (t_max - t_mean)``."""
+    kv_big = kvs * _SKEW_FACTOR
+    kv_mean = (nb * kv_big + (n - nb) * kvs) // n
+    t = {}
+    for name, lens in (("t_mean_ns", [kv_mean] * n), ("t_max_ns", [kv_big] * n),
+                       ("t_skew_ns", [kv_big] * nb + [kvs] * (n - nb))):
+        samples = timer.time(s.attention_call([], lens), warmup=cfg.warmup,
+                             repetitions=cfg.repetitions)
+        t[name] = summarize(samples).median_ns
+    span = t["t_max_ns"] - t["t_mean_ns"]
+    alpha = (t["t_skew_ns"] - t["t_mean_ns"]) / span if span > 0 else 0.0
+    return {"n": n, "nb": nb, "kvs": kvs, "kv_big": kv_big, "kv_mean": kv_mean,
+            "alpha": alpha, **t}
+
+
+# ---------------------------------------------------------------------- profile assembly
+
+def _op_table(target_op: str, kind: int, axes: tuple[str, ...], recs: list[dict[str, Any]],
+              energy_source: str) -> pb.OpTable:
+    recs = sorted(recs, key=lambda r: r["axes"])
+    table = pb.OpTable(op=target_op, kind=kind)
+    for i, name in enumerate(axes):
+        table.axes.add(name=name, values=[r["axes"][i] for r in recs])
+    for stat in _STATS:
+        getattr(table, stat).extend(r["stats"][stat] for r in recs)
+    table.num_samples.extend(r["num_samples"] for r in recs)
+    if recs and all(r.get("energy") for r in recs):
+        table.energy_j.extend(r["energy"]["energy_j"] for r in recs)
+        table.avg_power_w.extend(r["energy"]["avg_power_w"] for r in recs)
+        table.energy_source = energy_source
+    else:
+        table.energy_source = energy.UNAVAILABLE
+    return table
+
+
+def _skew(tp_prof: pb.TpProfile, recs: list[dict[str, Any]]) -> None:
+    if not recs:
+        return
+    recs = sorted(recs, key=lambda r: (r["n"], r["kvs"], r["nb"]))
+    sk = tp_prof.skew
+    for r in recs:
+        sk.regime.append("pure")
+        sk.n.append(r["n"])
+        sk.nb.append(r["nb"])
+        sk.ratio.append(r["nb"] / r["n"])
+        sk.skew.append(float(_SKEW_FACTOR))
+        sk.pc.append(0)
+        sk.kp.append(0)
+        sk.kvs.append(r["kvs"])
+        sk.kv_big.append(r["kv_big"])
+        sk.kv_mean.append(r["kv_mean"])
+        sk.t_mean_ns.append(r["t_mean_ns"])
+        sk.t_max_ns.append(r["t_max_ns"])
+        sk.t_skew_ns.append(r["t_skew_ns"])
+        sk.alpha.append(r["alpha"])
+    alphas = sorted(r["alpha"] for r in recs)
+    tp_prof.skew_fit.method = "median_alpha"
+    tp_prof.skew_fit.alpha_default = alphas[len(alphas) // 2]
+    tp_prof.skew_fit.num_samples = len(alphas)
+
+
+def build_profile(cfg: SweepConfig, state: SweepState, *, meter: energy.EnergyMeter | None,
+                  energy_reason: str) -> pb.Profile:
+    """Assemble the ``llmsim.v1.Profile`` from the journal's records."""
+    facts = provenance.device_facts(cfg.device)
+    m = cfg.model
+    source = meter.source if meter is not None else energy.UNAVAILABLE
+    prof = pb.Profile(schema_version=SCHEMA_VERSION, dtype=cfg.dtype)
+    prof.model.CopyFrom(pb.ModelArchitecture(
+        name=m.name, architecture=m.architecture, num_hidden_layers=m.num_hidden_layers,
+        hidden_size=m.hidden_size, num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_key_value_heads, head_dim=m.head_dim,
+        intermediate_size=m.intermediate_size, vocab_size=m.vocab_size,
+        num_experts=m.num_experts, num_experts_per_token=m.num_experts_per_token,
+        moe_intermediate_size=m.moe_intermediate_size, dtype_bytes=DTYPES[cfg.dtype][1],
+        config_sha256=m.config_sha256, tie_word_embeddings=m.tie_word_embeddings))
+    for tp in cfg.tp_degrees:
+        tp_prof = prof.tp.add(tp_degree=tp)
+        for target in suite.op_targets(m, tp):
+            recs = [r for r in state.records.values()
+                    if r["type"] == "point" and r["tp"] == tp and r["op"] == target.op]
+            tp_prof.ops.append(_op_table(target.op, target.kind, target.axes, recs, source))
+        _skew(tp_prof, [r for r in state.records.values()
+                        if r["type"] == "skew" and r["tp"] == tp])
+    if state.idle is not None:
+        prof.idle_power_w = state.idle["idle_power_w"]
+    _provenance(prof.provenance, cfg, state, facts, meter, energy_reason)
+    return prof
+
+
+def _provenance(p: pb.Provenance, cfg: SweepConfig, state: SweepState, facts: dict[str, str],
+                meter: energy.EnergyMeter | None, energy_reason: str) -> None:
+    p.device_name = facts.get("device_name", "")
+    p.hardware = cfg.hardware or provenance.short_label(p.device_name)
+    p.driver_version = facts.get("driver_version", "")
+    p.runtime_version = facts.get("runtime_version", "")
+    p.framework, p.framework_version = "torch", torch.__version__
+    p.profiler_name, p.profiler_version = PROFILER_NAME, __version__
+    p.measured_at, p.measured_until = state.started_at, provenance.now_rfc3339()
+    p.host = facts.get("host", "")
+    p.method.timer = make_timer(cfg.device, cuda_graphs=cfg.cuda_graphs).name
+    p.method.warmup_iterations = cfg.warmup
+    p.method.timed_iterations = cfg.repetitions
+    p.method.cuda_graphs = cfg.cuda_graphs
+    p.method.num_threads = cfg.num_threads
+    p.method.statistic = "median"
+    p.method.notes = ("one random-weight decoder layer timed op by op in PyTorch; paged KV "
+                      "cache (gather + scaled_dot_product_attention); all_reduce not measured; "
+                      + (f"{cfg.flush_cache_bytes} bytes of cache flushed before every timed "
+                         "call (cold cache)" if cfg.flush_cache_bytes else "hot-loop timing"))
+    p.source.kind = "measured"
+    p.source.name = "llmsim profiler"
+    p.source.path = cfg.model_path
+    attrs = {
+        "model_config_sha256": cfg.model.config_sha256, "grid": cfg.grid.name,
+        "grid_axes": json.dumps(cfg.grid.to_json_dict(), sort_keys=True),
+        "device": cfg.device, "kv_layout": "paged", "kv_block_size": str(suite.BLOCK_SIZE),
+        "sessions": str(state.sessions + 1), "points": str(len(state.records)),
+        "energy_source": meter.source if meter is not None else energy.UNAVAILABLE,
+        "energy_window_s": str(cfg.energy_window_s),
+        "flush_cache_bytes": str(cfg.flush_cache_bytes),
+        **{k: v for k, v in facts.items() if k not in ("device_name", "host")},
+    }
+    if meter is not None:
+        attrs.update(meter.counter.describe())
+    else:
+        attrs["energy_unavailable_reason"] = energy_reason
+    p.attributes.update(attrs)
+
