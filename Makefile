@@ -13,7 +13,7 @@ run:
 	$(PYTHON) -m llmsim validate examples/rtxpro6000-llama-3.1-8b.yaml \
 		--measured llmservingsim/measured/RTXPRO6000/Llama-3.1-8B --out out/validate-rtxpro6000
 
-test:
+test: proto-check
 	$(PYTHON) -m pytest -q
 
 bench:

@@ -1,0 +1,177 @@
+"""Turn an engine step into bridge queries, using the shared operator decomposition.
+
+:func:`llmsim.costmodel.decompose.step_ops` says which operators a step runs; this module
+gives each one a hashable *query key* (the client's memo key) and builds the protobuf
+``OpQuery`` for the keys the server has not answered yet.
+
+Query keys (kind, operator name, repetitions, shape...)::
+
+    ("gemm", name, reps, m, n, k)
+    ("elementwise", name, reps, rows, row_elements)   # norms, act_fn, rotary, embedding, sampler
+    ("collective", name, reps, collective, bytes, ranks)
+    ("moe", name, reps, tokens, experts, experts_per_token, hidden, intermediate)
+    ("attention", name, reps, prefills, num_decodes, kv_sum, kv_max, kv_min, kv_lens)
+
+``reps`` is how often the operator runs per step (``count x num_hidden_layers`` for
+per-layer ops): the server prices the repetitions together, as the profile cost model
+weights its tables before interpolating, so the profile server's answers are bit-identical.
+It is constant per operator, so it never costs a cache hit.
+
+Attention is one query per step describing the whole batch: ``prefills`` is the tuple of
+``(new_tokens, cached_tokens)`` chunks in scheduling order, and decodes are summarized by
+count, sum, max and min of their KV lengths. ``kv_lens`` (sorted ascending) is filled only
+for servers that ask for ``ATTENTION_DETAIL_PER_DECODE`` (their answer depends on the KV
+distribution), else ``()``. Why this shape: GEMM / element-wise keys depend only on the
+step's token and sequence counts and recur across layers and steps (the memo reuses them);
+the attention key is the least information that prices a batch exactly, and a summarized
+key recurs whenever the batch totals recur (decode-only steps of equal batch and KV sum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from llmsim.costmodel.base import StepBatch
+from llmsim.costmodel.decompose import OpClass, Rows, Scope, all_reduce_bytes, step_ops
+from llmsim.model.config import ModelConfig
+from llmsim.v1 import cost_model_pb2 as pb
+
+QueryKey = tuple
+
+# Operator classes of the decomposition -> the protocol's operator kinds.
+KIND_OF_CLASS: dict[OpClass, int] = {
+    OpClass.GEMM: pb.OPERATOR_KIND_GEMM,
+    OpClass.ELEMENTWISE: pb.OPERATOR_KIND_ELEMENTWISE,
+    OpClass.EMBEDDING: pb.OPERATOR_KIND_ELEMENTWISE,
+    OpClass.SAMPLER: pb.OPERATOR_KIND_ELEMENTWISE,
+    OpClass.ATTENTION: pb.OPERATOR_KIND_ATTENTION,
+    OpClass.MOE: pb.OPERATOR_KIND_MOE,
+    OpClass.COLLECTIVE: pb.OPERATOR_KIND_COLLECTIVE,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedOp:
+    """One operator of a step, priced by its query.
+
+    Attributes:
+        name: decomposition operator name (breakdown key).
+        key: query key (memo key); its answer covers all the step's executions of the op.
+    """
+
+    name: str
+    key: QueryKey
+
+
+@lru_cache(maxsize=64)
+def required_kinds(model: ModelConfig, tp: int) -> frozenset[int]:
+    """Protocol operator kinds a server must price for ``model`` at ``tp``."""
+    return frozenset(KIND_OF_CLASS[op.op_class] for op in step_ops(model, tp))
+
+
+def _row_builders(model: ModelConfig, tp: int, per_decode: bool
+                  ) -> list[tuple[str, Rows, Callable[[int, StepBatch], QueryKey]]]:
+    """Per operator: name, rows kind and a key builder."""
+    builders = []
+    layers = model.num_hidden_layers
+    for op in step_ops(model, tp):
+        times = op.count * (layers if op.scope is Scope.LAYER else 1)
+        name = op.name
+        if op.op_class is OpClass.GEMM:
+            n, k = op.n, op.k
+
+            def key(rows: int, _b: StepBatch, name=name, t=times, n=n, k=k) -> QueryKey:
+                return ("gemm", name, t, rows, n, k)
+        elif op.op_class in (OpClass.ELEMENTWISE, OpClass.EMBEDDING, OpClass.SAMPLER):
+            n = op.n
+
+            def key(rows: int, _b: StepBatch, name=name, t=times, n=n) -> QueryKey:
+                return ("elementwise", name, t, rows, n)
+        elif op.op_class is OpClass.COLLECTIVE:
+            def key(rows: int, _b: StepBatch, name=name, t=times) -> QueryKey:
+                return ("collective", name, t, "all_reduce", all_reduce_bytes(model, rows), tp)
+        elif op.op_class is OpClass.MOE:
+            e, topk, n, k = model.num_experts, model.num_experts_per_token, op.n, op.k
+
+            def key(rows: int, _b: StepBatch, name=name, t=times, e=e, topk=topk, n=n, k=k
+                    ) -> QueryKey:
+                return ("moe", name, t, rows, e, topk, k, n)
+        else:  # attention over the batch structure
+            def key(_rows: int, b: StepBatch, name=name, t=times) -> QueryKey:
+                return attention_key(name, t, b, per_decode)
+        builders.append((name, op.rows, key))
+    return builders
+
+
+def attention_key(name: str, reps: int, batch: StepBatch, per_decode: bool) -> QueryKey:
+    """The attention query key of ``batch`` (see the module docstring)."""
+    prefills = tuple((p.num_new_tokens, p.num_cached_tokens) for p in batch.prefills)
+    lens = batch.decode_context_lens
+    if lens:
+        summary = (len(lens), sum(lens), max(lens), min(lens))
+    else:
+        summary = (0, 0, 0, 0)
+    detail = tuple(sorted(lens)) if per_decode else ()
+    return ("attention", name, reps, prefills, *summary, detail)
+
+
+class StepPlanner:
+    """Plans the queries of steps for one model, dtype and attention detail."""
+
+    def __init__(self, model: ModelConfig, *, dtype: str, per_decode: bool) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.per_decode = per_decode
+        self._builders: dict[int, list] = {}
+
+    def plan(self, batch: StepBatch) -> list[PlannedOp]:
+        """The operators of ``batch`` with their query keys; ops at zero rows are left out."""
+        builders = self._builders.get(batch.tp)
+        if builders is None:
+            builders = self._builders[batch.tp] = _row_builders(self.model, batch.tp,
+                                                                self.per_decode)
+        tokens, sequences = batch.num_tokens, batch.num_sampled
+        planned = []
+        for name, rows_kind, key in builders:
+            if rows_kind is Rows.TOKENS:
+                rows = tokens
+            elif rows_kind is Rows.SEQUENCES:
+                rows = sequences
+            else:
+                rows = tokens  # attention: present whenever the step computes tokens
+            if rows == 0:
+                continue
+            planned.append(PlannedOp(name=name, key=key(rows, batch)))
+        return planned
+
+    def to_proto(self, key: QueryKey, tp: int) -> pb.OpQuery:
+        """The protobuf query for ``key``."""
+        kind, name, reps = key[0], key[1], key[2]
+        key = key[1:]  # shape fields start at key[2]
+        q = pb.OpQuery(op_name=name, dtype=self.dtype, tp_degree=tp, tp_rank=0,
+                       repetitions=reps)
+        if kind == "gemm":
+            q.gemm.m, q.gemm.n, q.gemm.k = key[2], key[3], key[4]
+        elif kind == "elementwise":
+            q.elementwise.rows, q.elementwise.row_elements = key[2], key[3]
+        elif kind == "collective":
+            q.collective.collective, q.collective.bytes, q.collective.ranks = key[2:5]
+        elif kind == "moe":
+            m = q.moe
+            m.tokens, m.num_experts, m.experts_per_token = key[2], key[3], key[4]
+            m.hidden_size, m.intermediate_size = key[5], key[6]
+        elif kind == "attention":
+            a = q.attention
+            model = self.model
+            a.num_q_heads = max(1, model.num_attention_heads // tp)
+            a.num_kv_heads = max(1, model.num_key_value_heads // tp)
+            a.head_dim = model.head_dim
+            for new, cached in key[2]:
+                a.prefills.add(new_tokens=new, cached_tokens=cached)
+            a.num_decodes, a.decode_kv_sum, a.decode_kv_max, a.decode_kv_min = key[3:7]
+            a.decode_kv_lens.extend(key[7])
+        else:  # pragma: no cover - keys come from this module
+            raise ValueError(f"unknown query kind {kind!r}")
+        return q
