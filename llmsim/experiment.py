@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from llmsim.data.paths import dataset_path
+from llmsim.yamlfile import read_yaml
 from llmsim.errors import ConfigError, DataNotFoundError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
@@ -407,16 +408,7 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
         ConfigError: unreadable file, invalid YAML (with line) or an invalid field.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read experiment file: {exc}", path=path) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {exc}", path=path,
-                          line=mark.line + 1 if mark else None) from exc
+    raw, text = read_yaml(path, what="experiment file")
     ctx = _Ctx(path, _line_map(text))
     if isinstance(raw, dict) and overrides:
         _apply_overrides(raw, overrides, ctx)

@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from llmsim.yamlfile import read_yaml
 from llmsim.errors import DataNotFoundError, ProfileError
 from llmsim.model.config import ModelConfig, load_model_config
 from llmsim.profile.importers._csv import (
@@ -69,16 +69,7 @@ def is_bundle(path: Path) -> bool:
 
 
 def _load_meta(path: Path) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ProfileError(f"cannot read: {exc}", path=path) from exc
-    try:
-        meta = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ProfileError(f"invalid YAML: {exc}", path=path,
-                           line=mark.line + 1 if mark else None) from exc
+    meta, text = read_yaml(path, what="bundle meta.yaml", error=ProfileError)
     if not isinstance(meta, dict):
         raise ProfileError("meta.yaml must be a mapping", path=path)
     for key in ("model", "hardware", "tp_degrees"):
