@@ -41,9 +41,12 @@ class CheckLevel(StrEnum):
     FULL = "full"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StepRecord:
     """A finished step, as the metrics recorder sees it.
+
+    Not frozen (read-only by convention): one is built per engine step, ~10^5 per long
+    replay, and a frozen dataclass's ``__init__`` costs ~3x a plain slotted one's.
 
     Attributes:
         instance_id: the instance.
@@ -141,6 +144,7 @@ class Instance:
         sch.kv.free(seq)
         seq.num_computed = 0
         seq.num_placeholders = 0
+        seq.fast_limit = -1
         seq.epoch += 1
 
     def adopt(self, seq: SeqState, now_ns: int) -> None:
@@ -190,8 +194,10 @@ class Instance:
         output = self.scheduler.update(plan)
         step = self.num_steps
         self.num_steps += 1
-        if self.check is not CheckLevel.OFF:
-            self.scheduler.check_invariants(full=self.check is CheckLevel.FULL, step=step)
+        if self.check is CheckLevel.COUNTERS:
+            self.scheduler.check_counters(step)
+        elif self.check is CheckLevel.FULL:
+            self.scheduler.check_invariants(full=True, step=step)
         return StepRecord(instance_id=self.instance_id, step=step, scheduled_ns=plan.scheduled_ns,
                           start_ns=start_ns, end_ns=end_ns, gpu_ns=gpu_ns, cpu_ns=cpu_ns,
                           plan=plan, output=output, cost=cost,

@@ -90,22 +90,26 @@ class StepTimeModel:
             self._token_ops = frozenset(op.name for op in step_ops(model, tp)
                                         if op.rows == Rows.TOKENS)
         self._pad_extra: dict[tuple[int, int], int] = {}
+        # padded size per token count 0..max capture size (a list lookup per step)
+        self._pad_to: list[int] = []
+        if self.pad:
+            sizes = self.capture_sizes
+            self._pad_to = [sizes[bisect.bisect_left(sizes, n)] for n in range(sizes[-1] + 1)]
 
     def padded_tokens(self, num_tokens: int) -> int:
         """Token count the CUDA graph runs at (``num_tokens`` when no graph applies)."""
-        sizes = self.capture_sizes
-        if not self.pad or num_tokens > sizes[-1]:
-            return num_tokens
-        return sizes[bisect.bisect_left(sizes, num_tokens)]
+        pad_to = self._pad_to
+        return pad_to[num_tokens] if num_tokens < len(pad_to) else num_tokens
 
     def gpu_ns(self, plan: BatchPlan) -> tuple[int, StepCost]:
         """GPU time of the step, ns, and the cost model's answer for the real batch."""
         batch = plan.batch
         cost = self.cost_model.step_cost(batch)
         duration = cost.duration_ns
-        if self.pad:
-            n = plan.num_tokens
-            p = self.padded_tokens(n)
+        n = plan.num_prefill_tokens + plan.num_decodes
+        pad_to = self._pad_to
+        if n < len(pad_to):
+            p = pad_to[n]
             if p > n:
                 duration += self._padding_ns(batch, cost, n, p)
         return duration, cost

@@ -20,11 +20,16 @@ pair). ``TRACE`` and ``UNIQUE`` below are small int tags.
   every engine block inside those trace blocks and miss from the first differing id on.
   For ``H = 16 = B`` it is the trace id itself. Any ``H`` and ``B`` work (not only multiples).
 * **nothing known** (no ids, or tokens beyond what the trace describes, e.g. generated
-  tokens of a hash-id trace): ``(UNIQUE, salt, j)`` with a per-request ``salt``, unique to the
-  request: it never hits another request but lets a preempted request find its own blocks.
+  tokens of a hash-id trace): unique to the request (per-request ``salt``, the trace
+  index): it never hits another request but lets a preempted request find its own blocks.
+  Such a block's identity is ``(salt, j)`` whatever its parent, so it is not chained: its
+  key is the negative int ``-1 - (salt * 2**32 + j)``, made without hashing (unique blocks
+  are most blocks of traces without ids; a key equal to some content hash has the same
+  ~2^-64 probability as any hash collision).
 
 A block that mixes known prompt content with unknown generated content is unique to the
-request as well.
+request as well; every block after a unique block is unique too (the known content is a
+prefix of the sequence).
 """
 
 from __future__ import annotations
@@ -33,11 +38,16 @@ from llmsim.trace.record import Request
 
 ROOT_HASH = 0x6C6C6D73696D  # any fixed int; ints (not str) keep hashes PYTHONHASHSEED-free
 _TAG_TRACE_HASH = 1
-_TAG_UNIQUE = 2
+_UNIQUE_SALT_SHIFT = 32  # unique key = -1 - (salt << 32 | j), for j < 2**32 blocks
 
 
 class BlockHasher:
     """Incrementally computes the chained hashes of one sequence's full blocks.
+
+    The blocks fall into three consecutive runs, by what is known about their content
+    (see the module doc): blocks inside the known token ids, then blocks inside the trace's
+    hash ids, then unique blocks. Each run has its own loop (this runs for every block of
+    every request, ~10^6-10^7 times per replay).
 
     Args:
         request: the request whose tokens are hashed.
@@ -45,7 +55,8 @@ class BlockHasher:
         salt: per-request value making unknown content unique (the request's trace index).
     """
 
-    __slots__ = ("_req", "_bs", "_salt", "hashes", "_ids", "_n_known")
+    __slots__ = ("_req", "_bs", "_salt", "hashes", "_ids", "_n_known", "_n_id_blocks",
+                 "_n_trace_blocks")
 
     def __init__(self, request: Request, block_size: int, salt: int) -> None:
         self._req = request
@@ -62,6 +73,15 @@ class BlockHasher:
                 n_known = len(ids)
         self._ids = ids
         self._n_known = n_known  # tokens whose ids are known (prefix of the sequence)
+        # block j holds known ids iff (j + 1) * B <= n_known
+        self._n_id_blocks = n_known // block_size if ids is not None else 0
+        # block j is covered by trace hash ids iff (j + 1) * B <= input_tokens and
+        # ((j + 1) * B - 1) // H < len(hb), i.e. (j + 1) * B <= len(hb) * H
+        hb, h = request.block_hashes, request.hash_block_size
+        if hb and h > 0:
+            self._n_trace_blocks = min(request.input_tokens, len(hb) * h) // block_size
+        else:
+            self._n_trace_blocks = 0
 
     def ensure(self, num_blocks: int) -> list[int]:
         """Extend :attr:`hashes` to at least ``num_blocks`` entries and return it."""
@@ -71,27 +91,26 @@ class BlockHasher:
             return hashes
         parent = hashes[-1] if hashes else ROOT_HASH
         bs = self._bs
-        ids = self._ids
-        known = self._n_known
-        while j < num_blocks:
-            end = (j + 1) * bs
-            if ids is not None and end <= known:
-                content: object = ids[j * bs:end]
-            else:
-                content = self._fallback_content(j)
-            parent = hash((parent, content))
-            hashes.append(parent)
-            j += 1
+        append = hashes.append
+        stop = min(num_blocks, self._n_id_blocks)
+        if j < stop:
+            ids = self._ids
+            for k in range(j, stop):
+                parent = hash((parent, ids[k * bs:(k + 1) * bs]))
+                append(parent)
+            j = stop
+        stop = min(num_blocks, self._n_trace_blocks)
+        if j < stop:
+            req = self._req
+            hb, h = req.block_hashes, req.hash_block_size
+            for k in range(j, stop):
+                start = k * bs
+                content = (_TAG_TRACE_HASH, tuple(hb[start // h:(start + bs - 1) // h + 1]),
+                           start % h)
+                parent = hash((parent, content))
+                append(parent)
+            j = stop
+        if j < num_blocks:
+            base = -1 - (self._salt << _UNIQUE_SALT_SHIFT)
+            hashes.extend(range(base - j, base - num_blocks, -1))
         return hashes
-
-    def _fallback_content(self, j: int) -> object:
-        req = self._req
-        bs = self._bs
-        hb = req.block_hashes
-        h = req.hash_block_size
-        start, end = j * bs, (j + 1) * bs
-        if hb and h > 0 and end <= req.input_tokens:
-            k0, k1 = start // h, (end - 1) // h
-            if k1 < len(hb):
-                return (_TAG_TRACE_HASH, tuple(hb[k0:k1 + 1]), start % h)
-        return (_TAG_UNIQUE, self._salt, j)

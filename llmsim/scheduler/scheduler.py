@@ -130,7 +130,7 @@ class Scheduler:
         preempted: list[SeqState] = []
         budget = self._schedule_running(self.config.max_num_batched_tokens, step, preempted)
         admitted: list[SeqState] = []
-        if not preempted:
+        if not preempted and self.waiting:
             self._schedule_waiting(budget, step, admitted, now_ns)
         if not step.chunks:
             if preempted:
@@ -146,59 +146,123 @@ class Scheduler:
 
     def _schedule_running(self, budget: int, step: _StepBuilder,
                           preempted: list[SeqState]) -> int:
-        """Phase 1: running sequences first; returns the budget left."""
+        """Phase 1: running sequences first; returns the budget left.
+
+        A steady decode below its :attr:`SeqState.fast_limit` is scheduled inline (one
+        token, no block work); every other sequence goes through
+        :meth:`_schedule_running_seq`, which gives the same result for a steady decode.
+        """
         running = self.running
-        allocate = self.kv.allocate_slots
-        bs = self.config.block_size
-        prefix = self.config.enable_prefix_caching
-        cap = self.config.long_prefill_token_threshold
-        chunks, decode_lens = step.chunks, step.decode_lens
-        i = 0
-        while i < len(running) and budget > 0:
-            seq = running[i]
-            i += 1
-            out = seq.num_output + seq.num_placeholders
-            if out >= seq.max_output:
-                continue  # its last token is in flight
-            n_tokens = seq.num_prompt + out
-            computed = seq.num_computed
-            num_new = n_tokens - computed
-            if cap and num_new > cap:
-                num_new = cap
-            if num_new > budget:
-                num_new = budget
-            if num_new <= 0:
-                continue
-            total = computed + num_new
-            # fast path: the step needs no new block and fills none (most decodes)
-            if total > len(seq.blocks) * bs or (prefix and total // bs > seq.num_cached_blocks):
-                while not allocate(seq, num_new):
-                    victim = running.pop()
-                    self._preempt(victim)
-                    preempted.append(victim)
-                    if victim is seq:
-                        break
-                if seq.status is not _RUNNING:
-                    break
-            emits = total == n_tokens
-            chunks.append((seq, num_new, computed, emits, seq.epoch))
-            seq.num_computed = total
-            if emits:
+        chunks_append = step.chunks.append
+        lens_append = step.decode_lens.append
+        slow = self._schedule_running_seq
+        append_slot = self.kv.append_slot
+        set_fast_limit = self._set_fast_limit
+        # Preemption pops from the tail of ``running`` while this loop iterates over it: the
+        # list iterator then stops at the new end, as intended (the victims are unscheduled).
+        for seq in running:
+            if budget <= 0:
+                break
+            c = seq.num_computed
+            lim = seq.fast_limit
+            if c < lim:
+                c += 1
+                seq.num_computed = c
                 seq.num_placeholders += 1
-                if num_new == 1:
-                    decode_lens.append(total)
-                else:
-                    step.add_prefill(num_new, computed, True)
-            else:
-                step.add_prefill(num_new, computed, False)
-            budget -= num_new
+                chunks_append((seq, 1, c - 1, True, seq.epoch))
+                lens_append(c)
+                budget -= 1
+                continue
+            if (c == lim and c < seq.num_prompt + seq.max_output - 1
+                    and append_slot(seq, c + 1)):
+                # a steady decode at a block boundary (lim >= 0 only after a sampling chunk)
+                seq.num_computed = c + 1
+                seq.num_placeholders += 1
+                chunks_append((seq, 1, c, True, seq.epoch))
+                lens_append(c + 1)
+                budget -= 1
+                set_fast_limit(seq)
+                continue
+            used = slow(seq, budget, step, preempted)
+            if used < 0:
+                break
+            budget -= used
         return budget
+
+    def _schedule_running_seq(self, seq: SeqState, budget: int, step: _StepBuilder,
+                              preempted: list[SeqState]) -> int:
+        """Schedule one running sequence (any state); returns the tokens it got, or -1
+        when it was itself preempted (scheduling of running sequences stops)."""
+        out = seq.num_output + seq.num_placeholders
+        if out >= seq.max_output:
+            return 0  # its last token is in flight
+        n_tokens = seq.num_prompt + out
+        computed = seq.num_computed
+        num_new = n_tokens - computed
+        cap = self.config.long_prefill_token_threshold
+        if cap and num_new > cap:
+            num_new = cap
+        if num_new > budget:
+            num_new = budget
+        if num_new <= 0:
+            return 0
+        total = computed + num_new
+        bs = self.config.block_size
+        # the step needs a new block or fills one
+        if total > len(seq.blocks) * bs or (
+                self.config.enable_prefix_caching and total // bs > seq.num_cached_blocks):
+            allocate = self.kv.allocate_slots
+            running = self.running
+            while not allocate(seq, num_new):
+                victim = running.pop()
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is seq:
+                    return -1
+        emits = total == n_tokens
+        step.chunks.append((seq, num_new, computed, emits, seq.epoch))
+        seq.num_computed = total
+        if emits:
+            seq.num_placeholders += 1
+            if num_new == 1:
+                step.decode_lens.append(total)
+            else:
+                step.add_prefill(num_new, computed, True)
+            self._set_fast_limit(seq)
+        else:
+            step.add_prefill(num_new, computed, False)
+            seq.fast_limit = -1
+        return num_new
+
+    def _set_fast_limit(self, seq: SeqState) -> None:
+        """Set ``seq.fast_limit`` after a chunk that samples a token (see
+        :attr:`SeqState.fast_limit`).
+
+        From then on, at every ``schedule()``, ``num_tokens == num_computed + 1`` (the
+        sampled token is known, its KV not computed), so ``num_output + num_placeholders
+        == num_computed + 1 - num_prompt``, and the next chunk is one token that samples,
+        as long as: that sum is below ``max_output`` (``num_computed < num_prompt +
+        max_output - 1``), the token's slot is in an allocated block (``num_computed <
+        len(blocks) * B``) and, with prefix caching, it does not fill a block
+        (``num_computed + 1 < (num_cached_blocks + 1) * B``).
+        """
+        bs = self.config.block_size
+        lim = seq.num_prompt + seq.max_output - 1
+        b = len(seq.blocks) * bs
+        if b < lim:
+            lim = b
+        if self.config.enable_prefix_caching:
+            b = (seq.num_cached_blocks + 1) * bs - 1
+            if b < lim:
+                lim = b
+        seq.fast_limit = lim
 
     def _preempt(self, seq: SeqState) -> None:
         """Preempt ``seq`` by recomputation: free its blocks, send it to the queue front."""
         self.kv.free(seq)
         seq.num_computed = 0
         seq.num_placeholders = 0
+        seq.fast_limit = -1
         seq.epoch += 1
         seq.num_preemptions += 1
         seq.status = _WAITING
@@ -240,6 +304,9 @@ class Scheduler:
             seq.num_computed = num_hit + num_new
             if emits:
                 seq.num_placeholders += 1
+                self._set_fast_limit(seq)
+            else:
+                seq.fast_limit = -1
             admitted.append(seq)
             budget -= num_new
 
@@ -270,6 +337,17 @@ class Scheduler:
                           first_tokens=tuple(first))
 
     # ------------------------------------------------------------ invariants
+    def check_counters(self, step: int | None = None) -> None:
+        """``check_invariants(full=False)``, O(1); run after every step.
+
+        Raises:
+            InvariantError: blocks not conserved, or more than ``max_num_seqs`` running.
+        """
+        pool = self.kv.pool
+        if (pool.num_used + pool.num_free_blocks != pool.num_gpu_blocks - 1
+                or len(self.running) > self.config.max_num_seqs):
+            self.check_invariants(full=False, step=step)
+
     def check_invariants(self, *, full: bool, step: int | None = None) -> None:
         """Check block conservation and token counters.
 

@@ -43,12 +43,17 @@ class SeqState:
         prefix_hit_tokens: prompt tokens served from the prefix cache at first admission.
         first_scheduled_ns: when it was first scheduled (-1 before).
         arrival_ns: when it reached this instance's waiting queue.
+        fast_limit: scheduler cache: while ``num_computed < fast_limit``, the sequence is a
+            steady decode whose next chunk is one sampling token needing no block work
+            (set by the scheduler after a sampling chunk; -1 otherwise, and reset
+            whenever the sequence loses its KV state).
     """
 
     __slots__ = (
         "request", "index", "num_prompt", "max_output", "num_output", "num_placeholders",
         "num_computed", "blocks", "num_cached_blocks", "hasher", "status", "epoch",
         "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
+        "fast_limit",
     )
 
     def __init__(self, request: Request, index: int, block_size: int, arrival_ns: int) -> None:
@@ -68,6 +73,7 @@ class SeqState:
         self.prefix_hit_tokens = -1
         self.first_scheduled_ns = -1
         self.arrival_ns = arrival_ns
+        self.fast_limit = -1
 
     @property
     def num_tokens(self) -> int:

@@ -134,3 +134,71 @@ def test_unaligned_hash_block_size_and_unknown_content_are_handled():
     assert set(u1.ensure(4)).isdisjoint(u2.ensure(4))
     assert BlockHasher(Request(request_id="u", arrival_ns=0, input_tokens=64, output_tokens=1),
                        16, salt=5).ensure(4) == u1.hashes
+
+
+class _ReferencePool:
+    """The block pool's free-list semantics with an OrderedDict (the obvious O(1) model)."""
+
+    def __init__(self, num_blocks: int) -> None:
+        from collections import OrderedDict
+
+        self.free = OrderedDict.fromkeys(range(1, num_blocks))
+        self.ref = [0] * num_blocks
+
+    def allocate(self, n: int) -> list[int]:
+        out = [self.free.popitem(last=False)[0] for _ in range(n)]
+        for b in out:
+            self.ref[b] = 1
+        return out
+
+    def touch(self, blocks: list[int]) -> None:
+        for b in blocks:
+            if self.ref[b] == 0:
+                del self.free[b]
+            self.ref[b] += 1
+
+    def release(self, blocks: list[int]) -> None:
+        for b in blocks:
+            self.ref[b] -= 1
+            if self.ref[b] == 0:
+                self.free[b] = None
+
+
+@settings(max_examples=200, deadline=None)
+@given(num_blocks=st.integers(2, 12), script=ops)
+def test_pool_free_list_matches_an_ordered_dict_model(num_blocks, script):
+    """The lazy-deletion queue hands out exactly the blocks an LRU OrderedDict would, also
+    when cache hits take blocks off the free list (stale entries, compaction)."""
+    pool, ref = BlockPool(num_blocks), _ReferencePool(num_blocks)
+    holders: list[list[int]] = []
+    for op, arg in script * 3:
+        if op == "alloc":
+            n = min(arg, pool.num_free_blocks)
+            blocks = pool.allocate(n) if n != 1 else [pool.allocate_one()]
+            assert blocks == ref.allocate(n)
+            holders.append(blocks)
+        elif op == "free" and holders:
+            blocks = list(reversed(holders.pop(arg % len(holders))))
+            pool.free(blocks)
+            ref.release(blocks)
+        elif op == "hit":
+            b = arg % (num_blocks - 1) + 1
+            pool.touch([b])
+            ref.touch([b])
+            holders.append([b])
+        assert pool.free_list() == list(ref.free)
+        assert pool.num_free_blocks == len(ref.free)
+    pool.check()
+
+
+def test_pool_compacts_stale_entries_and_keeps_lru_order():
+    pool, ref = BlockPool(6), _ReferencePool(6)
+    for _ in range(200):  # hit a free block and free it again: one stale entry per round
+        for p in (pool, ref):
+            p.touch([3])
+        pool.free([3])
+        ref.release([3])
+    assert len(pool._queue) <= pool.num_free_blocks + 65  # compacted
+    assert pool.free_list() == list(ref.free) == [1, 2, 4, 5, 3]
+    assert pool.allocate(5) == ref.allocate(5)
+    pool.check()
