@@ -236,6 +236,9 @@ class _TpCost:
                                     path=source, field="tp")
         self.tp = tp
         self.layers = model.num_hidden_layers
+        # dense / per-sequence parts depend only on the token / sequence count
+        self._dense_memo: dict[int, tuple[dict[str, int], tuple[str, ...]]] = {}
+        self._seq_memo: dict[int, tuple[dict[str, int], tuple[str, ...]]] = {}
         tables = {t.op: t for t in tpp.ops}
         self.missing_optional: list[str] = []
         where = f"tp{tp}"
@@ -337,13 +340,18 @@ class _TpCost:
                 sampled += 1
         if tokens <= 0:
             return StepCost(duration_ns=0, breakdown_ns={}), ()
-        bd: dict[str, float] = {}
-        ex: list[str] = []
-        for xs, ops in self.dense:
-            _eval_ops(xs, ops, tokens, True, bd, ex)
+        dense = self._dense_memo.get(tokens)
+        if dense is None:
+            dense = self._dense_memo[tokens] = self._rows_ns(self.dense, tokens, True)
+        out = dict(dense[0])
+        ex: list[str] = list(dense[1])
         if sampled:
-            for xs, ops in self.seq:
-                _eval_ops(xs, ops, sampled, False, bd, ex)
+            seq = self._seq_memo.get(sampled)
+            if seq is None:
+                seq = self._seq_memo[sampled] = self._rows_ns(self.seq, sampled, False)
+            out.update(seq[0])
+            ex.extend(seq[1])
+        bd: dict[str, float] = {}
         attn, attn_ex = self.attention(prefills, decodes)
         bd["attention"] = attn * self.layers
         if attn_ex:
@@ -364,8 +372,22 @@ class _TpCost:
             else:
                 t = self.link.all_reduce_ns(nbytes, self.tp)
             bd["all_reduce"] = t * self.n_all_reduce
-        out = {k: int(v + 0.5) for k, v in bd.items()}
+        for k, v in bd.items():
+            out[k] = int(v + 0.5)
         return StepCost(duration_ns=sum(out.values()), breakdown_ns=out), tuple(ex)
+
+    @staticmethod
+    def _rows_ns(groups, rows: int, proportional: bool
+                 ) -> tuple[dict[str, int], tuple[str, ...]]:
+        """Every op of ``groups`` at ``rows`` rows, each rounded to ns, and extrapolations.
+
+        Depends on ``rows`` only, so :meth:`cost` memoizes it per token / sequence count.
+        """
+        bd: dict[str, float] = {}
+        ex: list[str] = []
+        for xs, ops in groups:
+            _eval_ops(xs, ops, rows, proportional, bd, ex)
+        return {k: int(v + 0.5) for k, v in bd.items()}, tuple(ex)
 
     def attention(self, prefills: tuple[PrefillChunk, ...], decodes: tuple[int, ...]
                   ) -> tuple[float, bool]:
