@@ -2,8 +2,10 @@
 
 Every server gets standard gRPC health checking (``grpc.health.v1.Health``, SERVING for
 ``""`` and for ``llmsim.v1.CostModelService``), server reflection, a receive/send
-message-size limit, and the protocol version check: ``Describe`` and ``CostBatch`` refuse
-a request whose ``protocol_version`` differs from the server's with FAILED_PRECONDITION.
+message-size limit, and the protocol version check: ``Describe``, ``CostBatch`` and every
+``CostStream`` message refuse a request whose ``protocol_version`` differs from the
+server's with FAILED_PRECONDITION. ``CostStream`` answers a request's needed queries in one
+message and its speculative rest in a second (see ``cost_model.proto``).
 Servers bind 127.0.0.1 unless told otherwise.
 """
 
@@ -38,10 +40,12 @@ class CostModelServicer(pb_grpc.CostModelServiceServicer):
     """``llmsim.v1.CostModelService`` over one coster."""
 
     def __init__(self, coster: OpCoster, *, protocol_version: int = PROTOCOL_VERSION,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 stream: bool = True) -> None:
         self._coster = coster
         self._version = protocol_version
         self._max_message_bytes = max_message_bytes
+        self._stream = stream
 
     def _check_version(self, client_version: int, context: grpc.ServicerContext) -> None:
         if client_version != self._version:
@@ -69,20 +73,40 @@ class CostModelServicer(pb_grpc.CostModelServiceServicer):
             fingerprint=info.fingerprint,
             max_message_bytes=self._max_message_bytes,
             attributes=dict(info.attributes),
+            supports_stream=self._stream,
         )
 
-    def CostBatch(self, request: pb.CostBatchRequest, context: grpc.ServicerContext):
-        self._check_version(request.protocol_version, context)
+    def _answer(self, queries, context: grpc.ServicerContext, first_query: int = 0
+                ) -> pb.CostBatchResponse:
         try:
-            answers = self._coster.cost_batch(request.queries)
+            answers = self._coster.cost_batch(queries)
         except Exception as exc:  # noqa: BLE001 - reported to the client, never swallowed
             log.exception("cost_batch failed")
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        if len(answers) != len(request.queries):
+        if len(answers) != len(queries):
             context.abort(grpc.StatusCode.INTERNAL,
-                          f"coster returned {len(answers)} answers for "
-                          f"{len(request.queries)} queries")
-        return pb.CostBatchResponse(answers=answers)
+                          f"coster returned {len(answers)} answers for {len(queries)} queries")
+        return pb.CostBatchResponse(answers=answers, first_query=first_query)
+
+    def CostBatch(self, request: pb.CostBatchRequest, context: grpc.ServicerContext):
+        self._check_version(request.protocol_version, context)
+        return self._answer(request.queries, context)
+
+    def CostStream(self, requests, context: grpc.ServicerContext):
+        """Answer each request in order; needed queries first when the request says so."""
+        if not self._stream:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "CostStream is not offered")
+        for request in requests:
+            self._check_version(request.protocol_version, context)
+            queries = request.queries
+            needed = request.num_needed
+            if 0 < needed < len(queries):
+                # The client waits for this part only; the guesses are priced after it is
+                # sent, while the client simulates on.
+                yield self._answer(queries[:needed], context)
+                yield self._answer(queries[needed:], context, first_query=needed)
+            else:
+                yield self._answer(queries, context)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +137,7 @@ class RunningServer:
 
 def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
           max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_workers: int = 4,
-          protocol_version: int = PROTOCOL_VERSION) -> RunningServer:
+          protocol_version: int = PROTOCOL_VERSION, stream: bool = True) -> RunningServer:
     """Start serving ``coster`` (non-blocking).
 
     Args:
@@ -123,6 +147,8 @@ def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
         max_message_bytes: receive and send limit per message, bytes.
         max_workers: RPC handler threads.
         protocol_version: version this server speaks (tests use a wrong one).
+        stream: offer ``CostStream`` (False serves like a server that has only
+            ``CostBatch``; clients then fall back to it).
 
     Raises:
         OSError: the address could not be bound.
@@ -135,7 +161,7 @@ def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
     pb_grpc.add_CostModelServiceServicer_to_server(
         CostModelServicer(coster, protocol_version=protocol_version,
-                          max_message_bytes=max_message_bytes), server)
+                          max_message_bytes=max_message_bytes, stream=stream), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):

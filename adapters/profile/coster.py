@@ -57,8 +57,8 @@ def decode_lens_with(n: int, kv_sum: int, kv_max: int, kv_min: int) -> tuple[int
     if k == 0:
         return (kv_min, kv_max)
     base, extra = divmod(rest, k)
-    middle = [base + 1] * extra + [base] * (k - extra)
-    return tuple(sorted([kv_min, *middle, kv_max]))
+    # kv_min <= base and (extra > 0 implies base < kv_max): already ascending
+    return (kv_min,) + (base,) * (k - extra) + (base + 1,) * extra + (kv_max,)
 
 
 class ProfileCoster(PerQueryCoster):

@@ -6,6 +6,10 @@ Public surface::
     from_context(spec, context)   # cost_model: grpc://HOST:PORT[?deadline_s=..&cache=..]
     BridgeOptions, TransportOptions, BridgeStats, BridgeQueryError
 
+Transport: one ``CostStream`` call kept open per run when the server offers it (one message
+per step that needs the server), else one unary ``CostBatch`` per such step; the queries of
+steps the client can guess ride along (see :mod:`llmsim.bridge.client`).
+
 Errors: everything that goes wrong with the server is a
 :class:`~llmsim.errors.CostModelUnavailable` (a per-query error is its subclass
 :class:`BridgeQueryError`). The protocol is ``proto/llmsim/v1/cost_model.proto``; servers

@@ -12,13 +12,26 @@ operator name then summing is the profile cost model's rule, so the profile serv
 reproduces it exactly. A step whose queries are all known makes no RPC; an identical batch is
 answered from the step memo.
 
-Failure policy: any RPC failure, a per-query error or a missing answer raises
-:class:`~llmsim.errors.CostModelUnavailable` (per-query errors as its subclass
-:class:`BridgeQueryError`); a number is never made up.
+Speculation: a step that needs the server anyway also asks for queries of steps it can
+guess (:meth:`BridgeCostModel._speculate`): the next steps of the batch decoding on
+unchanged (an adaptive horizon that doubles while the guesses keep coming true), and the
+CUDA-graph padded twin of a batch with a new token count (learned from the padded batches
+the step-time model asks for). Guesses never change a result, only which queries are asked
+when; they depend on the batches alone, so RPC counts are deterministic too.
+
+Transport: a ``CostStream`` kept open for the run when the server offers it (one message per
+step that needs the server; the server answers the needed queries first and prices the
+guesses while the simulation goes on), else one unary ``CostBatch`` per such step.
+
+Failure policy: any RPC failure, or a per-query error or missing answer for a query a step
+needs, raises :class:`~llmsim.errors.CostModelUnavailable` (per-query errors as its subclass
+:class:`BridgeQueryError`); a number is never made up. An error answer to a guess that no
+step ever needs is not an error.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -26,8 +39,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from llmsim.bridge.cache import PersistentCache
-from llmsim.bridge.queries import KIND_OF_CLASS, QueryKey, StepPlanner, required_kinds
-from llmsim.bridge.transport import BridgeTransport, TransportOptions
+from llmsim.bridge.queries import (
+    KIND_OF_CLASS,
+    QueryKey,
+    StepPlanner,
+    StepShape,
+    required_kinds,
+)
+from llmsim.bridge.transport import BridgeTransport, CostStream, TransportOptions
 from llmsim.costmodel.base import StepBatch, StepCost
 from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import ModelConfig
@@ -59,14 +78,20 @@ class BridgeOptions:
         cache_path: SQLite persistent cache file, ``None`` for memory only.
         step_memo_size: identical batches remembered (0 disables the step memo).
         lookahead_steps: when a step needs an RPC anyway, also ask for the queries of this
-            many following steps assuming the batch carries on decoding unchanged
-            (0 disables; see :meth:`BridgeCostModel._speculate`).
+            many following steps assuming the batch carries on decoding unchanged, and of
+            padded twins (0 disables all speculation; see
+            :meth:`BridgeCostModel._speculate`).
+        max_lookahead_steps: the horizon doubles, up to this, each time the steps ran
+            exactly as guessed to its end.
+        stream: use the server's ``CostStream`` when it offers one.
     """
 
     transport: TransportOptions = field(default_factory=TransportOptions)
     cache_path: Path | None = None
     step_memo_size: int = 200_000
-    lookahead_steps: int = 4
+    lookahead_steps: int = 8
+    max_lookahead_steps: int = 64
+    stream: bool = True
 
 
 @dataclass(slots=True)
@@ -80,8 +105,10 @@ class BridgeStats:
         memo_hits: lookups answered from the in-memory memo.
         persistent_hits: lookups answered from the persistent cache.
         queries_sent: queries sent to the server (speculative ones included).
-        speculative_sent: queries sent ahead of need (lookahead).
-        rpcs: ``CostBatch`` RPCs made.
+        speculative_sent: queries sent ahead of need (guesses).
+        speculative_used: guesses that a later step looked up.
+        rpcs: requests made: ``CostBatch`` calls, or ``CostStream`` request messages.
+        streamed: the requests went over ``CostStream``.
     """
 
     steps: int = 0
@@ -91,23 +118,53 @@ class BridgeStats:
     persistent_hits: int = 0
     queries_sent: int = 0
     speculative_sent: int = 0
+    speculative_used: int = 0
     rpcs: int = 0
+    streamed: bool = False
 
     @property
     def hit_rate(self) -> float:
-        """Fraction of operator lookups answered without the server."""
+        """Fraction of operator lookups answered without a request of their own step."""
         return (self.memo_hits + self.persistent_hits) / self.lookups if self.lookups else 0.0
+
+    @property
+    def speculation_hit_rate(self) -> float:
+        """Fraction of guessed queries that a step needed."""
+        return (self.speculative_used / self.speculative_sent if self.speculative_sent
+                else 0.0)
 
     def as_dict(self) -> dict[str, float]:
         """JSON-able counters."""
         return {"steps": self.steps, "step_memo_hits": self.step_memo_hits,
                 "lookups": self.lookups, "memo_hits": self.memo_hits,
                 "persistent_hits": self.persistent_hits, "queries_sent": self.queries_sent,
-                "speculative_sent": self.speculative_sent, "rpcs": self.rpcs,
-                "hit_rate": self.hit_rate}
+                "speculative_sent": self.speculative_sent,
+                "speculative_used": self.speculative_used, "rpcs": self.rpcs,
+                "streamed": self.streamed, "hit_rate": self.hit_rate,
+                "speculation_hit_rate": self.speculation_hit_rate}
 
 
 Answer = tuple[float, float | None]  # (latency_ns, energy_j)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Partial:
+    """The answered non-attention part of a :class:`StepShape`, composed once.
+
+    Attributes:
+        before_ns: ``(name, rounded ns)`` of the operators before attention, in order.
+        after_ns: the same for the operators after attention.
+        static_ns: sum of both, ns.
+        energy_before_j: energy of the operators before attention accumulated in order, J
+            (``None`` when one has none).
+        energies_after_j: energy of each operator after attention, in order, J.
+    """
+
+    before_ns: tuple[tuple[str, int], ...]
+    after_ns: tuple[tuple[str, int], ...]
+    static_ns: int
+    energy_before_j: float | None
+    energies_after_j: tuple[float | None, ...]
 
 
 class BridgeCostModel:
@@ -142,9 +199,22 @@ class BridgeCostModel:
         self._planner = StepPlanner(model, dtype=dtype, per_decode=(
             self.server.attention_detail == pb.ATTENTION_DETAIL_PER_DECODE))
         self._memo: dict[int, dict[QueryKey, Answer]] = {}
+        self._errors: dict[int, dict[QueryKey, BridgeQueryError]] = {}
+        self._pending: dict[int, set[QueryKey]] = {}   # sent, answer not received yet
+        self._guesses: set[tuple[int, QueryKey]] = set()   # sent as guesses, not yet needed
         self._step_memo: dict[StepBatch, StepCost] = {}
+        self._partials: dict[StepShape, _Partial] = {}
         self._caches: dict[int, PersistentCache] = {}
         self._persisted: dict[int, dict[str, Answer]] = {}
+        self._stream: CostStream | None = None
+        if self.options.stream and self.server.supports_stream:
+            self._stream = self._transport.open_stream()
+            self.stats.streamed = True
+        # speculation state (depends on the batches seen only)
+        self._horizon = self.options.lookahead_steps
+        self._run_end: tuple[int, ...] | None = None  # decode lens one step past the horizon
+        self._pad_sizes: list[int] = []               # learned CUDA-graph sizes, ascending
+        self._seen_tokens: set[int] = set()           # token counts of real batches priced
         log.info("cost bridge %s: %s %s on %s (fingerprint %s)", target,
                  self.server.server_name, self.server.server_version, self.server.hardware,
                  self.server.fingerprint or "-")
@@ -177,7 +247,7 @@ class BridgeCostModel:
     # -- the CostModel protocol -------------------------------------------------------
 
     def step_cost(self, batch: StepBatch) -> StepCost:
-        """Price ``batch`` (one RPC at most; none when every query is known).
+        """Price ``batch`` (one request at most; none when every query is known).
 
         Raises:
             CostModelUnavailable: the server failed or timed out.
@@ -188,6 +258,19 @@ class BridgeCostModel:
         if cached is not None:
             self.stats.step_memo_hits += 1
             return cached
+        tp = batch.tp
+        shape = self._planner.shape(tp, batch.num_tokens, batch.num_sampled)
+        partial = self._partials.get(shape) if shape.attention_at >= 0 else None
+        if partial is not None:
+            cost = self._step_cost_fast(batch, shape, partial)
+        else:
+            cost = self._step_cost_full(batch, shape)
+        if len(self._step_memo) < self.options.step_memo_size:
+            self._step_memo[batch] = cost
+        return cost
+
+    def _step_cost_full(self, batch: StepBatch, shape: StepShape) -> StepCost:
+        """Price every operator of ``batch``; remember the shape's part for later steps."""
         planned = self._planner.plan(batch)
         answers = self._answers(batch, [p.key for p in planned])
         energy_j: float | None = 0.0
@@ -198,92 +281,258 @@ class BridgeCostModel:
             if energy_j is not None:
                 energy_j = None if op_energy_j is None else energy_j + op_energy_j
         rounded = {name: int(total_ns + 0.5) for name, total_ns in breakdown.items()}
-        cost = StepCost(duration_ns=sum(rounded.values()), breakdown_ns=rounded,
+        if shape.attention_at >= 0:
+            self._remember_partial(shape, answers)
+        return StepCost(duration_ns=sum(rounded.values()), breakdown_ns=rounded,
                         energy_j=energy_j if planned else None)
-        if len(self._step_memo) < self.options.step_memo_size:
-            self._step_memo[batch] = cost
-        return cost
+
+    def _remember_partial(self, shape: StepShape, answers: dict[QueryKey, Answer]) -> None:
+        """Store the composed non-attention part of ``shape`` (see :meth:`_step_cost_fast`).
+
+        Only when attention's name is its own and no name runs both before and after it,
+        so that the fast path reproduces :meth:`_step_cost_full` exactly.
+        """
+        at = shape.attention_at
+        totals: list[dict[str, float]] = [{}, {}]
+        energies: list[float | None] = []
+        for i, op in enumerate(shape.ops):
+            latency_ns, op_energy_j = answers[op.key]
+            part = totals[i >= at]
+            part[op.name] = part.get(op.name, 0.0) + latency_ns
+            energies.append(op_energy_j)
+        before, after = totals
+        if shape.attention_name in before or shape.attention_name in after or (
+                before.keys() & after.keys()):
+            return
+        energy_before: float | None = 0.0
+        for e in energies[:at]:
+            energy_before = None if energy_before is None or e is None else energy_before + e
+        before_ns = tuple((n, int(t + 0.5)) for n, t in before.items())
+        after_ns = tuple((n, int(t + 0.5)) for n, t in after.items())
+        self._partials[shape] = _Partial(
+            before_ns=before_ns, after_ns=after_ns,
+            static_ns=sum(v for _, v in before_ns) + sum(v for _, v in after_ns),
+            energy_before_j=energy_before, energies_after_j=tuple(energies[at:]))
+
+    def _step_cost_fast(self, batch: StepBatch, shape: StepShape, partial: _Partial
+                        ) -> StepCost:
+        """A step whose shape's operators are all answered: only attention is looked up.
+
+        Same numbers as :meth:`_step_cost_full`: per-name totals are summed and rounded
+        in the same order, energy accumulated in execution order.
+        """
+        static = len(shape.ops)
+        key = self._planner.attention_key(shape, batch)
+        memo = self._answers(batch, [key])
+        stats = self.stats
+        stats.lookups += static
+        stats.memo_hits += static
+        latency_ns, att_energy_j = memo[key]
+        att_ns = int(latency_ns + 0.5)
+        breakdown = dict(partial.before_ns)
+        breakdown[shape.attention_name] = att_ns
+        breakdown.update(partial.after_ns)
+        energy_j = partial.energy_before_j
+        if energy_j is not None:
+            energy_j = None if att_energy_j is None else energy_j + att_energy_j
+            for e in partial.energies_after_j:
+                if energy_j is None or e is None:
+                    energy_j = None
+                    break
+                energy_j += e
+        return StepCost(duration_ns=partial.static_ns + att_ns, breakdown_ns=breakdown,
+                        energy_j=energy_j)
 
     # -- lookups ------------------------------------------------------------------------
 
     def _answers(self, batch: StepBatch, keys: list[QueryKey]) -> dict[QueryKey, Answer]:
+        """The memo of ``batch.tp`` once it holds every key (one request at most)."""
         tp = batch.tp
         memo = self._memo.get(tp)
         if memo is None:
             memo = self._memo[tp] = {}
-        self.stats.lookups += len(keys)
+            self._errors[tp] = {}
+            self._pending[tp] = set()
+        errors, pending = self._errors[tp], self._pending[tp]
+        stats = self.stats
+        stats.lookups += len(keys)
         missing: list[QueryKey] = []
         seen: set[QueryKey] = set()
+        guesses = self._guesses
         for key in keys:
-            if key in memo:
-                self.stats.memo_hits += 1
+            if key in memo or key in pending or key in errors:
+                stats.memo_hits += 1
+                if guesses and (tp, key) in guesses:
+                    guesses.discard((tp, key))
+                    stats.speculative_used += 1
             elif key not in seen:
                 persisted = self._persisted_answer(tp, key)
                 if persisted is not None:
                     memo[key] = persisted
-                    self.stats.persistent_hits += 1
+                    stats.persistent_hits += 1
                 else:
                     seen.add(key)
                     missing.append(key)
             else:
-                self.stats.memo_hits += 1  # the same query twice in one step
+                stats.memo_hits += 1  # the same query twice in one step
+        padding = self._is_padding(batch)
         if missing:
-            speculative = self._speculate(batch, memo, seen)
-            self.stats.speculative_sent += len(speculative)
-            self._fetch(tp, missing + speculative, memo)
+            near, far = ([], []) if padding else self._speculate(batch, memo, pending, seen)
+            self._request(tp, missing, near, far)
+        if padding:
+            self._learn_padding(batch)
+        else:
+            self._seen_tokens.add(batch.num_tokens)
+        if pending:
+            for key in keys:
+                while key in pending:
+                    self._receive()
+        if errors:
+            for key in keys:
+                if key in errors:
+                    raise errors[key]
         return memo
 
+    @staticmethod
+    def _is_padding(batch: StepBatch) -> bool:
+        """A CUDA-graph padded twin: dummy decodes of KV length 1 appended (a real decode
+        has at least one prompt token plus its own, so length >= 2). Used only to steer
+        guesses, never to price."""
+        lens = batch.decode_context_lens
+        return bool(lens) and lens[-1] == 1
+
+    def _learn_padding(self, batch: StepBatch) -> None:
+        size = batch.num_tokens
+        i = bisect.bisect_left(self._pad_sizes, size)
+        if i == len(self._pad_sizes) or self._pad_sizes[i] != size:
+            self._pad_sizes.insert(i, size)
+
+    def _padded_twin(self, batch: StepBatch) -> StepBatch | None:
+        """``batch`` padded to the next learned graph size, if the step-time model will
+        likely ask for it (a token count not priced before, below a learned size)."""
+        tokens = batch.num_tokens
+        sizes = self._pad_sizes
+        if tokens in self._seen_tokens or not sizes or tokens > sizes[-1]:
+            return None
+        size = sizes[bisect.bisect_left(sizes, tokens)]
+        if size == tokens:
+            return None
+        return StepBatch(prefills=batch.prefills, tp=batch.tp,
+                         decode_context_lens=batch.decode_context_lens + (1,) * (size - tokens))
+
     def _speculate(self, batch: StepBatch, memo: dict[QueryKey, Answer],
-                   seen: set[QueryKey]) -> list[QueryKey]:
-        """Queries of the next ``lookahead`` steps if the batch carries on unchanged.
+                   pending: set[QueryKey], seen: set[QueryKey]
+                   ) -> tuple[list[QueryKey], list[QueryKey]]:
+        """Queries of steps that will likely follow ``batch`` (sent with its request).
 
-        Every request of ``batch`` that has sampled a token decodes in the next steps with
-        its KV length growing by one per step; prefill chunks that do not finish their
-        prompt make the prediction unknowable and stop it. The guesses ride along in an RPC
-        the step makes anyway (never an extra RPC); a wrong guess costs server time only.
+        * Decode run: every request of ``batch`` that samples a token decodes in the next
+          steps with its KV length one longer per step; steps ``1..horizon`` are guessed.
+          The horizon starts at ``lookahead_steps`` and doubles (up to
+          ``max_lookahead_steps``) when this step is exactly the step after the previous
+          horizon, i.e. the last guesses all came true; otherwise it starts over. A prefill
+          chunk that does not finish its prompt makes the run unknowable.
+        * Padded twins of ``batch`` and of the run's first step (new token counts), at the
+          CUDA-graph sizes learned from earlier padded batches.
+
+        A wrong guess costs server time only. Depends on the batch sequence alone.
+
+        Returns:
+            ``(near, far)``: the keys of the twins and of the run's first step (needed by
+            the very next call, so they ride in the needed part of a streamed request), and
+            the keys of the run's later steps (the speculative part).
         """
-        steps = self.options.lookahead_steps
-        if steps <= 0 or any(not p.emits_token for p in batch.prefills):
-            return []
-        lens = batch.decode_context_lens + tuple(
-            p.num_cached_tokens + p.num_new_tokens for p in batch.prefills)
-        extra: list[QueryKey] = []
-        for j in range(1, steps + 1):
-            ahead = StepBatch(decode_context_lens=tuple(n + j for n in lens), tp=batch.tp)
-            for op in self._planner.plan(ahead):
-                key = op.key
-                if key not in memo and key not in seen and (
-                        self._persisted_answer(batch.tp, key) is None):
-                    seen.add(key)
-                    extra.append(key)
-        return extra
+        base = self.options.lookahead_steps
+        if base <= 0:
+            return [], []
+        lens = batch.decode_context_lens
+        if not batch.prefills and self._run_end is not None and lens == self._run_end:
+            self._horizon = min(max(self.options.max_lookahead_steps, base),
+                                2 * self._horizon)
+        else:
+            self._horizon = base
+        candidates: list[StepBatch] = []
+        twin = self._padded_twin(batch)
+        if twin is not None:
+            candidates.append(twin)
+        extra_keys: list[QueryKey] = []
+        self._run_end = None
+        if all(p.emits_token for p in batch.prefills):
+            run = lens + tuple(p.num_cached_tokens + p.num_new_tokens for p in batch.prefills)
+            if run:
+                horizon = self._horizon
+                first = StepBatch(decode_context_lens=tuple(n + 1 for n in run), tp=batch.tp)
+                candidates.append(first)
+                twin = self._padded_twin(first)
+                if twin is not None:
+                    candidates.append(twin)
+                if horizon > 1:
+                    extra_keys = self._planner.decode_run_attention_keys(run, batch.tp, 2,
+                                                                         horizon)
+                self._run_end = tuple(n + horizon + 1 for n in run)
+        tp = batch.tp
 
-    def _fetch(self, tp: int, keys: list[QueryKey], memo: dict[QueryKey, Answer]) -> None:
+        def new(keys) -> list[QueryKey]:
+            out = []
+            for key in keys:
+                if (key not in memo and key not in pending and key not in seen
+                        and self._persisted_answer(tp, key) is None):
+                    seen.add(key)
+                    out.append(key)
+            return out
+
+        near = new(op.key for c in candidates for op in self._planner.plan(c))
+        return near, new(extra_keys)
+
+    def _request(self, tp: int, needed: list[QueryKey], near: list[QueryKey],
+                 far: list[QueryKey]) -> None:
+        """One request: ``needed`` and ``near`` guesses answered first, then ``far``."""
+        keys = needed + near + far
         queries = [self._planner.to_proto(k, tp) for k in keys]
-        self.stats.rpcs += 1
-        self.stats.queries_sent += len(queries)
-        answers = self._transport.cost_batch(queries)
+        stats = self.stats
+        stats.rpcs += 1
+        stats.queries_sent += len(queries)
+        stats.speculative_sent += len(near) + len(far)
+        self._guesses.update((tp, k) for k in near)
+        self._guesses.update((tp, k) for k in far)
+        if self._stream is not None:
+            self._pending[tp].update(keys)
+            self._stream.send(queries, len(needed) + len(near), tag=(tp, keys))
+        else:
+            self._store(tp, keys, self._transport.cost_batch(queries))
+
+    def _receive(self) -> None:
+        """Wait for the next streamed part and store it."""
+        (tp, keys), first, answers = self._stream.recv()
+        part = keys[first:first + len(answers)]
+        self._pending[tp].difference_update(part)
+        self._store(tp, part, answers)
+
+    def _store(self, tp: int, keys: list[QueryKey], answers) -> None:
+        """Remember answers; errors are kept and raised only when a step needs them."""
+        memo, errors = self._memo[tp], self._errors[tp]
         cache = self._cache(tp)
         for key, answer in zip(keys, answers, strict=True):
             which = answer.WhichOneof("result")
             if which != "cost":
                 err = answer.error
                 code = pb.OpErrorCode.Name(err.code) if which == "error" else "NO_RESULT"
-                raise BridgeQueryError(
+                errors[key] = BridgeQueryError(
                     f"cost bridge {self.target}: {self.server.server_name} could not price "
                     f"{key[1]} {key[2:]}: {code}: {err.message}", op_name=key[1], code=code)
+                continue
             latency_ns = answer.cost.latency_ns
             if not math.isfinite(latency_ns) or latency_ns < 0:
-                raise BridgeQueryError(
+                errors[key] = BridgeQueryError(
                     f"cost bridge {self.target}: invalid latency {latency_ns!r} for {key[1]}",
                     op_name=key[1], code="INVALID_ANSWER")
+                continue
             value = (latency_ns, answer.cost.energy_j if answer.cost.HasField("energy_j")
                      else None)
             memo[key] = value
             if cache is not None:
                 cache.put(repr(key), *value)
         if cache is not None:
-            cache.flush()  # the serving loop never closes cost models: commit per RPC
+            cache.flush()  # the serving loop never closes cost models: commit per request
 
     def _cache(self, tp: int) -> PersistentCache | None:
         if self.options.cache_path is None:
@@ -307,6 +556,8 @@ class BridgeCostModel:
     def close(self) -> None:
         """Flush the persistent cache and close the channel."""
         try:
+            if self._stream is not None:
+                self._stream.close()
             for cache in self._caches.values():
                 cache.close()
             self._caches.clear()
@@ -321,7 +572,11 @@ class BridgeCostModel:
 
 
 def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
-    """Parse ``grpc://HOST:PORT[?deadline_s=S&connect_timeout_s=S&retries=N&cache=PATH&lookahead=N]``.
+    """Parse ``grpc://HOST:PORT[?option=value&...]``.
+
+    Options: ``deadline_s``, ``connect_timeout_s``, ``retries``, ``cache`` (SQLite path),
+    ``lookahead`` (first guess horizon, steps; 0 = no guesses), ``max_lookahead`` (steps),
+    ``stream`` (``0`` forces unary ``CostBatch`` calls).
 
     Raises:
         ConfigError: not a ``grpc://`` spec, no port, or a bad option.
@@ -346,11 +601,19 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
             options = replace(options, cache_path=Path(params.pop("cache")))
         if "lookahead" in params:
             options = replace(options, lookahead_steps=int(params.pop("lookahead")))
+        if "max_lookahead" in params:
+            options = replace(options, max_lookahead_steps=int(params.pop("max_lookahead")))
+        if "stream" in params:
+            flag = params.pop("stream").lower()
+            if flag not in ("0", "1", "true", "false"):
+                raise ValueError(f"stream={flag!r} (use 0 or 1)")
+            options = replace(options, stream=flag in ("1", "true"))
     except ValueError as exc:
         raise ConfigError(f"bad option in {spec!r}: {exc}", field="cost_model") from exc
     if params:
         raise ConfigError(f"unknown option(s) {', '.join(params)} in {spec!r} (have "
-                          "deadline_s, connect_timeout_s, retries, cache, lookahead)", field="cost_model")
+                          "deadline_s, connect_timeout_s, retries, cache, lookahead, "
+                          "max_lookahead, stream)", field="cost_model")
     return target, replace(options, transport=transport)
 
 

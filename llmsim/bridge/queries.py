@@ -117,6 +117,28 @@ def attention_key(name: str, reps: int, batch: StepBatch, per_decode: bool) -> Q
     return ("attention", name, reps, prefills, *summary, detail)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class StepShape:
+    """The plan shared by every step with the same token and sequence counts.
+
+    One object per ``(tp, tokens, sequences)`` (the planner memoizes them), compared and
+    hashed by identity.
+
+    Attributes:
+        ops: every operator but attention, with its query key, in execution order (ops at
+            zero rows left out).
+        attention_at: index in ``ops`` before which attention runs; -1 when the step
+            computes no token (no attention).
+        attention_name: attention's operator name.
+        attention_reps: attention's repetitions per step.
+    """
+
+    ops: tuple[PlannedOp, ...]
+    attention_at: int
+    attention_name: str
+    attention_reps: int
+
+
 class StepPlanner:
     """Plans the queries of steps for one model, dtype and attention detail."""
 
@@ -125,26 +147,71 @@ class StepPlanner:
         self.dtype = dtype
         self.per_decode = per_decode
         self._builders: dict[int, list] = {}
+        self._shapes: dict[tuple[int, int, int], StepShape] = {}
+
+    def shape(self, tp: int, tokens: int, sequences: int) -> StepShape:
+        """The :class:`StepShape` of steps of ``tokens`` tokens and ``sequences`` sampled
+        sequences at TP ``tp`` (memoized: token counts recur across steps)."""
+        key = (tp, tokens, sequences)
+        shape = self._shapes.get(key)
+        if shape is not None:
+            return shape
+        builders = self._builders.get(tp)
+        if builders is None:
+            builders = self._builders[tp] = _row_builders(self.model, tp, self.per_decode)
+        ops: list[PlannedOp] = []
+        at, att_name, att_reps = -1, "", 0
+        for name, rows_kind, build in builders:
+            if rows_kind is Rows.BATCH:
+                att_name = name
+                att_reps = build(0, StepBatch())[2]
+                if tokens:  # attention: present whenever the step computes tokens
+                    at = len(ops)
+                continue
+            rows = tokens if rows_kind is Rows.TOKENS else sequences
+            if rows:
+                ops.append(PlannedOp(name=name, key=build(rows, None)))
+        shape = self._shapes[key] = StepShape(ops=tuple(ops), attention_at=at,
+                                              attention_name=att_name, attention_reps=att_reps)
+        return shape
+
+    def attention_key(self, shape: StepShape, batch: StepBatch) -> QueryKey:
+        """The attention query key of ``batch`` (whose shape is ``shape``)."""
+        return attention_key(shape.attention_name, shape.attention_reps, batch,
+                             self.per_decode)
 
     def plan(self, batch: StepBatch) -> list[PlannedOp]:
         """The operators of ``batch`` with their query keys; ops at zero rows are left out."""
-        builders = self._builders.get(batch.tp)
-        if builders is None:
-            builders = self._builders[batch.tp] = _row_builders(self.model, batch.tp,
-                                                                self.per_decode)
-        tokens, sequences = batch.num_tokens, batch.num_sampled
-        planned = []
-        for name, rows_kind, key in builders:
-            if rows_kind is Rows.TOKENS:
-                rows = tokens
-            elif rows_kind is Rows.SEQUENCES:
-                rows = sequences
-            else:
-                rows = tokens  # attention: present whenever the step computes tokens
-            if rows == 0:
-                continue
-            planned.append(PlannedOp(name=name, key=key(rows, batch)))
+        shape = self.shape(batch.tp, batch.num_tokens, batch.num_sampled)
+        planned = list(shape.ops)
+        if shape.attention_at >= 0:
+            planned.insert(shape.attention_at, PlannedOp(
+                name=shape.attention_name, key=self.attention_key(shape, batch)))
         return planned
+
+    def decode_run_attention_keys(self, lens: tuple[int, ...], tp: int, first_step: int,
+                                  last_step: int) -> list[QueryKey]:
+        """Attention keys of a decode-only batch ``lens`` after ``first_step..last_step`` steps.
+
+        After ``j`` steps every KV length has grown by ``j``: the summary is
+        ``(n, sum + n j, max + j, min + j)`` (and every sorted length ``+ j`` under
+        per-decode detail). The other operators' keys do not change along such a run
+        (same token and sequence counts), so these are the only new keys of its steps.
+
+        Args:
+            lens: decode KV lengths (tokens) at step 0; not empty.
+            tp: tensor-parallel degree.
+            first_step: first step ahead (>= 1).
+            last_step: last step ahead (inclusive).
+        """
+        layers = self.model.num_hidden_layers
+        op = next(op for op in step_ops(self.model, tp) if op.rows is Rows.BATCH)
+        name, reps = op.name, op.count * (layers if op.scope is Scope.LAYER else 1)
+        n, total, hi, lo = len(lens), sum(lens), max(lens), min(lens)
+        ordered = tuple(sorted(lens)) if self.per_decode else ()
+        return [("attention", name, reps, (), n, total + n * j, hi + j, lo + j,
+                 tuple(x + j for x in ordered) if ordered else ())
+                for j in range(first_step, last_step + 1)]
 
     def to_proto(self, key: QueryKey, tp: int) -> pb.OpQuery:
         """The protobuf query for ``key``."""

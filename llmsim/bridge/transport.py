@@ -4,14 +4,25 @@ Every call has a deadline. UNAVAILABLE (server down, connection refused or reset
 a bounded number of times with exponential back-off; every other failure, and running out of
 retries, raises :class:`~llmsim.errors.CostModelUnavailable` naming the server, the call and
 the gRPC status. Nothing is ever substituted for a failed answer.
+
+Two ways to price queries: :meth:`BridgeTransport.cost_batch` (one unary ``CostBatch``
+call) and :class:`CostStream` (one ``CostStream`` call kept open for the whole run, one
+request message per step: a message costs about half a unary call in Python gRPC, and the
+server answers the needed queries before it prices the guesses). A stream has the same
+guarantees as the unary call: every answer awaited is due within ``deadline_s`` (the call is
+cancelled when it is late), and UNAVAILABLE reopens the stream and resends what is
+unanswered, at most ``max_retries`` times.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -108,6 +119,10 @@ class BridgeTransport:
                 f"{len(queries)} queries")
         return list(reply.answers)
 
+    def open_stream(self) -> CostStream:
+        """A :class:`CostStream` on this channel (the call opens with the first request)."""
+        return CostStream(self)
+
     def _call(self, method, request, what: str, timeout_s: float):
         attempt = 0
         while True:
@@ -129,3 +144,181 @@ class BridgeTransport:
                 raise CostModelUnavailable(
                     f"cost bridge {self.target}: {what} failed with {code.name}: {detail}"
                     + (f" (after {attempt} retries)" if attempt else "")) from exc
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    """A stream request not fully answered yet.
+
+    Attributes:
+        tag: the caller's handle, returned with each part.
+        queries: the queries still unanswered, in request order.
+        offset: index of ``queries[0]`` in the caller's original request.
+        parts: ``(first_query, count)`` of the responses still due, in order.
+    """
+
+    tag: object
+    queries: list
+    offset: int
+    parts: deque = field(default_factory=deque)
+
+
+def _parts(num_queries: int, num_needed: int) -> deque:
+    if 0 < num_needed < num_queries:
+        return deque([(0, num_needed), (num_needed, num_queries - num_needed)])
+    return deque([(0, num_queries)])
+
+
+class CostStream:
+    """One ``CostStream`` call for a run: :meth:`send` requests, :meth:`recv` their answers.
+
+    Requests are answered in order, a request with ``0 < num_needed < len(queries)`` in two
+    parts (needed first). A reader thread takes each answer off the call as soon as it
+    arrives, so a part that came while the simulation ran costs :meth:`recv` no wait.
+    :meth:`recv` waits at most ``deadline_s`` for the next part. Not thread-safe: one
+    simulation thread uses it.
+
+    Raises (from :meth:`recv`):
+        CostModelUnavailable: the stream failed (after ``max_retries`` reopenings on
+            UNAVAILABLE), ended early, or the answer was late or malformed.
+    """
+
+    def __init__(self, transport: BridgeTransport) -> None:
+        self._transport = transport
+        self._options = transport.options
+        self._outstanding: deque[_Outstanding] = deque()
+        self._requests: queue.SimpleQueue | None = None
+        self._replies: queue.SimpleQueue | None = None
+        self._call = None
+        self._failure: CostModelUnavailable | None = None   # a failed stream stays failed
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def num_outstanding(self) -> int:
+        """Requests with answers still due."""
+        return len(self._outstanding)
+
+    def send(self, queries: list, num_needed: int, tag: object = None) -> None:
+        """Queue one request (the first ``num_needed`` queries are needed now, 0 = all).
+
+        Raises:
+            CostModelUnavailable: the stream failed before.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._call is None:
+            self._open()
+        entry = _Outstanding(tag=tag, queries=list(queries), offset=0,
+                             parts=_parts(len(queries), num_needed))
+        self._outstanding.append(entry)
+        self._write(entry.queries, num_needed)
+
+    def recv(self) -> tuple[object, int, list]:
+        """The next part: ``(tag, index of its first query in the request, answers)``."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._outstanding:
+            raise RuntimeError("recv() with no request outstanding")
+        try:
+            return self._recv()
+        except CostModelUnavailable as exc:
+            self._failure = exc
+            self._end_call()
+            raise
+
+    def _recv(self) -> tuple[object, int, list]:
+        attempt = 0
+        while True:
+            try:
+                reply = self._replies.get(timeout=self._options.deadline_s)
+            except queue.Empty:
+                raise CostModelUnavailable(
+                    f"cost bridge {self._transport.target}: CostStream failed with "
+                    f"DEADLINE_EXCEEDED: no answer within the {self._options.deadline_s:g} s "
+                    "deadline") from None
+            if isinstance(reply, pb.CostBatchResponse):
+                return self._match(reply)
+            if reply is None:
+                raise CostModelUnavailable(
+                    f"cost bridge {self._transport.target}: CostStream ended with answers "
+                    "still due")
+            code = reply.code()
+            if code is grpc.StatusCode.UNAVAILABLE and attempt < self._options.max_retries:
+                delay = self._options.backoff_s * (2 ** attempt)
+                attempt += 1
+                log.warning("cost bridge %s: CostStream UNAVAILABLE, retry %d/%d in %.3f s",
+                            self._transport.target, attempt, self._options.max_retries, delay)
+                time.sleep(delay)
+                self._reopen()
+                continue
+            name = code.name if code is not None else "UNKNOWN"
+            raise CostModelUnavailable(
+                f"cost bridge {self._transport.target}: CostStream failed with {name}: "
+                f"{reply.details() or ''}" + (f" (after {attempt} retries)" if attempt else ""))
+
+    def close(self) -> None:
+        """End the call."""
+        self._end_call()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _open(self) -> None:
+        requests: queue.SimpleQueue = queue.SimpleQueue()
+        replies: queue.SimpleQueue = queue.SimpleQueue()
+
+        def request_iterator() -> Iterator:
+            while (request := requests.get()) is not None:
+                yield request
+
+        call = self._transport._stub.CostStream(request_iterator())
+
+        def read() -> None:
+            """Move every reply (then ``None``, or the call's error) to ``replies``."""
+            try:
+                for reply in call:
+                    replies.put(reply)
+                replies.put(None)
+            except grpc.RpcError as exc:
+                replies.put(exc)
+
+        self._requests, self._replies, self._call = requests, replies, call
+        threading.Thread(target=read, daemon=True,
+                         name=f"bridge-reader-{self._transport.target}").start()
+
+    def _end_call(self) -> None:
+        if self._requests is not None:
+            self._requests.put(None)
+        if self._call is not None:
+            self._call.cancel()
+        self._requests = self._call = None
+
+    def _reopen(self) -> None:
+        """New call; resend every unanswered query (a needed part stays needed)."""
+        self._end_call()
+        self._open()
+        for entry in self._outstanding:
+            first = entry.parts[0][0]
+            entry.queries = entry.queries[first - entry.offset:]
+            entry.offset = first
+            self._write(entry.queries, entry.parts[0][1] if len(entry.parts) > 1 else 0)
+
+    def _write(self, queries: list, num_needed: int) -> None:
+        self._transport.num_rpcs += 1
+        self._requests.put(pb.CostBatchRequest(
+            protocol_version=self._transport.protocol_version, queries=queries,
+            num_needed=num_needed))
+
+    def _match(self, reply: pb.CostBatchResponse) -> tuple[object, int, list]:
+        entry = self._outstanding[0]
+        first, count = entry.parts[0]
+        got_first = reply.first_query + entry.offset
+        if got_first != first or len(reply.answers) != count:
+            raise CostModelUnavailable(
+                f"cost bridge {self._transport.target}: CostStream answered queries "
+                f"{got_first}..{got_first + len(reply.answers)} where "
+                f"{first}..{first + count} were due")
+        entry.parts.popleft()
+        if not entry.parts:
+            self._outstanding.popleft()
+        return entry.tag, first, list(reply.answers)

@@ -90,6 +90,7 @@ def run_describe(args: argparse.Namespace) -> int:
     print("  kinds:    " + ", ".join(pb.OperatorKind.Name(k).removeprefix("OPERATOR_KIND_")
                                      .lower() for k in info.operator_kinds))
     print(f"  energy:   {'yes' if info.provides_energy else 'no'}")
+    print(f"  stream:   {'CostStream' if info.supports_stream else 'CostBatch only'}")
     print("  attention detail: " + pb.AttentionDetail.Name(info.attention_detail)
           .removeprefix("ATTENTION_DETAIL_").lower())
     print(f"  dtypes:   {', '.join(info.dtypes) or 'any'}")

@@ -75,7 +75,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("protocol_version", "server_name", "server_version", "hardware", "hardware_description", "operator_kinds", "provides_energy", "attention_detail", "dtypes", "model_name", "tp_degrees", "fingerprint", "max_message_bytes", "attributes")
+    __slots__ = ("protocol_version", "server_name", "server_version", "hardware", "hardware_description", "operator_kinds", "provides_energy", "attention_detail", "dtypes", "model_name", "tp_degrees", "fingerprint", "max_message_bytes", "attributes", "supports_stream")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class DescribeResponse(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STREAM_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     server_name: str
     server_version: str
@@ -111,7 +112,8 @@ class DescribeResponse(_message.Message):
     fingerprint: str
     max_message_bytes: int
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, protocol_version: _Optional[int] = ..., server_name: _Optional[str] = ..., server_version: _Optional[str] = ..., hardware: _Optional[str] = ..., hardware_description: _Optional[str] = ..., operator_kinds: _Optional[_Iterable[_Union[OperatorKind, str]]] = ..., provides_energy: _Optional[bool] = ..., attention_detail: _Optional[_Union[AttentionDetail, str]] = ..., dtypes: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ..., tp_degrees: _Optional[_Iterable[int]] = ..., fingerprint: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    supports_stream: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., server_name: _Optional[str] = ..., server_version: _Optional[str] = ..., hardware: _Optional[str] = ..., hardware_description: _Optional[str] = ..., operator_kinds: _Optional[_Iterable[_Union[OperatorKind, str]]] = ..., provides_energy: _Optional[bool] = ..., attention_detail: _Optional[_Union[AttentionDetail, str]] = ..., dtypes: _Optional[_Iterable[str]] = ..., model_name: _Optional[str] = ..., tp_degrees: _Optional[_Iterable[int]] = ..., fingerprint: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., supports_stream: _Optional[bool] = ...) -> None: ...
 
 class GemmShape(_message.Message):
     __slots__ = ("m", "n", "k")
@@ -220,12 +222,14 @@ class OpQuery(_message.Message):
     def __init__(self, op_name: _Optional[str] = ..., dtype: _Optional[str] = ..., tp_degree: _Optional[int] = ..., tp_rank: _Optional[int] = ..., repetitions: _Optional[int] = ..., gemm: _Optional[_Union[GemmShape, _Mapping]] = ..., attention: _Optional[_Union[AttentionShape, _Mapping]] = ..., elementwise: _Optional[_Union[ElementwiseShape, _Mapping]] = ..., collective: _Optional[_Union[CollectiveShape, _Mapping]] = ..., memory_transfer: _Optional[_Union[MemoryTransferShape, _Mapping]] = ..., moe: _Optional[_Union[MoeShape, _Mapping]] = ...) -> None: ...
 
 class CostBatchRequest(_message.Message):
-    __slots__ = ("protocol_version", "queries")
+    __slots__ = ("protocol_version", "queries", "num_needed")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    NUM_NEEDED_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     queries: _containers.RepeatedCompositeFieldContainer[OpQuery]
-    def __init__(self, protocol_version: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[OpQuery, _Mapping]]] = ...) -> None: ...
+    num_needed: int
+    def __init__(self, protocol_version: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[OpQuery, _Mapping]]] = ..., num_needed: _Optional[int] = ...) -> None: ...
 
 class OpCost(_message.Message):
     __slots__ = ("latency_ns", "energy_j")
@@ -252,7 +256,9 @@ class OpAnswer(_message.Message):
     def __init__(self, cost: _Optional[_Union[OpCost, _Mapping]] = ..., error: _Optional[_Union[OpError, _Mapping]] = ...) -> None: ...
 
 class CostBatchResponse(_message.Message):
-    __slots__ = ("answers",)
+    __slots__ = ("answers", "first_query")
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_QUERY_FIELD_NUMBER: _ClassVar[int]
     answers: _containers.RepeatedCompositeFieldContainer[OpAnswer]
-    def __init__(self, answers: _Optional[_Iterable[_Union[OpAnswer, _Mapping]]] = ...) -> None: ...
+    first_query: int
+    def __init__(self, answers: _Optional[_Iterable[_Union[OpAnswer, _Mapping]]] = ..., first_query: _Optional[int] = ...) -> None: ...

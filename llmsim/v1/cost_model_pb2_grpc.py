@@ -44,6 +44,11 @@ class CostModelServiceStub:
                 request_serializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.SerializeToString,
                 response_deserializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.FromString,
                 _registered_method=True)
+        self.CostStream = channel.stream_stream(
+                '/llmsim.v1.CostModelService/CostStream',
+                request_serializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.SerializeToString,
+                response_deserializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.FromString,
+                _registered_method=True)
 
 
 class CostModelServiceServicer:
@@ -63,6 +68,19 @@ class CostModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CostStream(self, request_iterator, context):
+        """The same as a stream kept open for a whole run: one request message per engine step
+        that needs the server, so a step costs one message rather than one call. Requests are
+        answered in order. A request with 0 < num_needed < len(queries) is answered by two
+        response messages: first the needed queries (first_query = 0), then the speculative
+        rest (first_query = num_needed), so the client can go on while the server prices its
+        guesses. Any other request gets one response with every answer. Offered when
+        DescribeResponse.supports_stream is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CostModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +91,11 @@ def add_CostModelServiceServicer_to_server(servicer, server):
             ),
             'CostBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.CostBatch,
+                    request_deserializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.FromString,
+                    response_serializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.SerializeToString,
+            ),
+            'CostStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CostStream,
                     request_deserializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.FromString,
                     response_serializer=llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.SerializeToString,
             ),
@@ -129,6 +152,33 @@ class CostModelService:
             request,
             target,
             '/llmsim.v1.CostModelService/CostBatch',
+            llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.SerializeToString,
+            llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CostStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/llmsim.v1.CostModelService/CostStream',
             llmsim_dot_v1_dot_cost__model__pb2.CostBatchRequest.SerializeToString,
             llmsim_dot_v1_dot_cost__model__pb2.CostBatchResponse.FromString,
             options,
