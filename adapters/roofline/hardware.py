@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from llmsim.errors import ConfigError
+from llmsim.yamlfile import read_yaml
 
 _EFFICIENCY_KEYS = ("gemm_compute", "attention_compute", "memory", "link")
 
@@ -123,16 +123,7 @@ def load_hardware(path: str | Path) -> HardwareSpec:
         ConfigError: unreadable file, invalid YAML (with line) or a bad field.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read hardware file: {exc}", path=path) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {exc}", path=path,
-                          line=mark.line + 1 if mark else None) from exc
+    raw, text = read_yaml(path, what="hardware file")
     if not isinstance(raw, Mapping):
         raise ConfigError("hardware file must be a mapping", path=path)
     if not raw.get("name"):

@@ -31,10 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from adapters.roofline.hardware import Efficiency, EnergyTable, HardwareSpec
 from llmsim.errors import ConfigError
+from llmsim.yamlfile import read_yaml
 
 DATAFLOWS = ("os", "ws", "is")
 _ENERGY_KEYS = ("sram_read", "sram_write", "dram_read", "dram_write")
@@ -131,15 +131,7 @@ def load_array_config(path: str | Path) -> ArrayConfig:
         ConfigError: unreadable file, invalid YAML or a bad field (file and field named).
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-        raw = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot read array config: {exc}", path=path) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {exc}", path=path,
-                          line=mark.line + 1 if mark else None) from exc
+    raw, _ = read_yaml(path, what="array config")
     if not isinstance(raw, Mapping):
         raise ConfigError("array config must be a mapping", path=path)
     dataflow = raw.get("dataflow", "ws")
