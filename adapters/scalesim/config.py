@@ -131,7 +131,7 @@ def load_array_config(path: str | Path) -> ArrayConfig:
         ConfigError: unreadable file, invalid YAML or a bad field (file and field named).
     """
     path = Path(path)
-    raw, _ = read_yaml(path, what="array config")
+    raw, text = read_yaml(path, what="array config")
     if not isinstance(raw, Mapping):
         raise ConfigError("array config must be a mapping", path=path)
     dataflow = raw.get("dataflow", "ws")
