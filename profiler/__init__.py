@@ -3,7 +3,9 @@
 The profiler builds the operators of one decoder layer (plus the per-step embedding,
 final norm, ``lm_head`` and sampler) of an HF-style model config with random weights,
 times them over grids of batch shapes on CUDA (CUDA events) or on the CPU
-(``perf_counter_ns`` with a fixed thread count), optionally measures energy (NVML, Linux
+(``perf_counter_ns`` with a fixed thread count; by default each op is timed inside whole
+forward passes over distinct layer copies, so its caches are as cold as in a real step),
+optionally measures energy (NVML, Linux
 RAPL), and writes the same ``llmsim.v1.Profile`` the importers produce, so the profile cost
 model replays traces on it unchanged.
 
@@ -11,7 +13,8 @@ Public surface::
 
     profiler.ops        operator builders shared with the closed-loop engine
     profiler.grid       grid presets ("ci", "full") and the points they expand to
-    profiler.timing     CPU / CUDA-event timers and the kept statistics
+    profiler.timing     CPU / CUDA-event timers, timing modes, the kept statistics
+    profiler.in_context in-context timing: ops timed inside whole forward passes (CPU default)
     profiler.energy     NVML and RAPL energy meters ("unavailable" otherwise)
     profiler.sweep      the sweep: journal, resume, profile assembly
     profiler.compare    per-op ratios between two profiles (table + plot)

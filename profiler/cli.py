@@ -5,7 +5,10 @@ Examples::
     llmsim profile run tests/fixtures/profiler/tiny-llama.json --preset ci --out tiny.pb
     llmsim profile run Llama-3.1-8B.json --device cuda --dtype bf16 --preset full \\
         --out llama8b-h200.pb            # Ctrl-C / crash, then the same command + --resume
+    llmsim profile run tiny.json --timing hot --out tiny-hot.pb   # or cold / in-context
     llmsim profile compare a.pb b.pb --plot ratios.png
+
+On the CPU the default timing mode is ``in-context`` (:mod:`profiler.in_context`).
 """
 
 from __future__ import annotations
@@ -37,9 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-energy", action="store_true", help="skip energy measurement")
     run.add_argument("--energy-window-s", type=float, default=1.0,
                      help="minimum energy window per point (s, default 1)")
+    run.add_argument("--timing", choices=("hot", "cold", "in-context"), default=None,
+                     help="hot: op in a tight loop; cold: cache flushed before every call; "
+                          "in-context: ops timed inside whole forward passes over distinct "
+                          "layer copies (default: in-context on CPU, hot on CUDA)")
     run.add_argument("--flush-cache-mib", type=float, default=None,
-                     help="MiB overwritten before every timed call (cold cache); default "
-                          "2 x the last-level cache on CPU, 0 on CUDA")
+                     help="cold timing: MiB overwritten before every timed call (default "
+                          "2 x the last-level cache on CPU, 200 MiB = 4 x an H100/H200 L2 on CUDA)")
+    run.add_argument("--context-budget-mib", type=float, default=None,
+                     help="in-context timing: memory cap of the distinct layer weight copies "
+                          "(default 2048; copies = the model's layers, capped by this)")
     run.add_argument("--hardware", default="", help="short hardware label, e.g. H200")
     run.add_argument("--max-tokens", type=int, default=None, help="cap the token axes")
     run.add_argument("--max-seqs", type=int, default=None, help="cap sequence/decode axes")
@@ -86,12 +96,23 @@ def build_config(args: argparse.Namespace):  # -> SweepConfig (torch imported la
     quick = preset.name == "ci"
     if args.threads < 1:
         raise ConfigError("--threads must be >= 1", field="threads")
-    from profiler.timing import llc_bytes
+    from profiler.in_context import DEFAULT_BUDGET_BYTES
+    from profiler.timing import TimingMode, llc_bytes
 
-    if args.flush_cache_mib is not None:
-        flush = int(args.flush_cache_mib * 2 ** 20)
-    else:
-        flush = 0 if is_cuda else 2 * (llc_bytes() or 32 * 2 ** 20)
+    timing = TimingMode(args.timing) if args.timing else (
+        TimingMode.COLD if args.flush_cache_mib else
+        TimingMode.HOT if is_cuda else TimingMode.IN_CONTEXT)
+    flush = 0
+    if timing == TimingMode.COLD:
+        if args.flush_cache_mib is not None:
+            flush = int(args.flush_cache_mib * 2 ** 20)
+        else:
+            flush = 200 * 2 ** 20 if is_cuda else 2 * (llc_bytes() or 32 * 2 ** 20)
+    elif args.flush_cache_mib:
+        raise ConfigError(f"--flush-cache-mib applies to --timing cold only (got {timing})",
+                          field="flush_cache_mib")
+    budget = (DEFAULT_BUDGET_BYTES if args.context_budget_mib is None
+              else int(args.context_budget_mib * 2 ** 20))
     return SweepConfig(
         model=load_model_config(args.model), model_path=str(args.model), grid=grid,
         tp_degrees=_parse_tp(args.tp), device=device,
@@ -99,7 +120,8 @@ def build_config(args: argparse.Namespace):  # -> SweepConfig (torch imported la
         warmup=args.warmup if args.warmup is not None else (2 if quick else 5),
         repetitions=args.repetitions if args.repetitions is not None else (5 if quick else 20),
         num_threads=args.threads, cuda_graphs=args.cuda_graphs, energy=not args.no_energy,
-        energy_window_s=args.energy_window_s, hardware=args.hardware, flush_cache_bytes=flush)
+        energy_window_s=args.energy_window_s, hardware=args.hardware, flush_cache_bytes=flush,
+        timing=timing, context_budget_bytes=budget)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -110,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prof = run_sweep(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress)
     points = sum(len(o.median_ns) for t in prof.tp for o in t.ops)
     print(f"wrote {args.out}: {prof.provenance.device_name} ({cfg.device}, {cfg.dtype}, "
-          f"{cfg.num_threads} thread(s)), {points} points, energy "
+          f"{cfg.num_threads} thread(s), {cfg.timing_mode()} timing), {points} points, energy "
           f"{prof.provenance.attributes['energy_source']}")
     return 0
 

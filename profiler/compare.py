@@ -107,10 +107,11 @@ def plot_ratios(ratios: list[OpRatio], path: Path, *, title: str) -> None:
     axis for dense / per-sequence ops. Written atomically as PNG."""
     import matplotlib
     matplotlib.use("Agg")
+    import io
+
     import matplotlib.pyplot as plt
 
     from profiler.store import atomic_write_bytes
-    import io
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     labels = [f"{r.op} tp{r.tp}" for r in ratios]

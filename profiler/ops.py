@@ -248,6 +248,17 @@ def moe(x: torch.Tensor, router_logits: torch.Tensor, w13: torch.Tensor, w2: tor
     return out
 
 
+def forced_router_logits(tokens: int, experts: int, top_k: int, active: int) -> torch.Tensor:
+    """``[tokens, experts]`` float32 router logits whose top-k choices cover exactly
+    ``min(active, tokens x top_k)`` experts: token ``i`` prefers experts
+    ``(i*k + j) mod active``, ``j < k`` (the MoE grid's ``active_experts`` axis)."""
+    logits = torch.full((tokens, experts), -10.0)
+    for i in range(tokens):
+        for j in range(top_k):
+            logits[i, (i * top_k + j) % active] = 10.0 - j * 0.1
+    return logits
+
+
 # ---------------------------------------------------------------------------- attention
 
 @dataclass(frozen=True, slots=True, kw_only=True)

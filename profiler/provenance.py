@@ -18,7 +18,7 @@ import torch
 
 def now_rfc3339() -> str:
     """Current UTC time, RFC 3339 with seconds."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

@@ -216,9 +216,6 @@ class OpSuite:
         (token ``i`` prefers experts ``(i*k + j) mod active``)."""
         s = self.shapes
         x = self._x(t, s.hidden)
-        logits = torch.full((t, s.num_experts), -10.0)
-        for i in range(t):
-            for j in range(s.top_k):
-                logits[i, (i * s.top_k + j) % active] = 10.0 - j * 0.1
+        logits = ops.forced_router_logits(t, s.num_experts, s.top_k, active)
         logits = logits.to(self.device, self.dtype)
         return lambda: ops.moe(x, logits, self.layer.w13, self.layer.w2, s.top_k)

@@ -6,6 +6,12 @@ the journal: prepare inputs, time ``repetitions`` calls after ``warmup``, option
 over an energy window, append the record -> KV-skew points -> assemble the
 ``llmsim.v1.Profile`` from the journal -> write it atomically -> delete the journal.
 
+Timing modes (:class:`~profiler.timing.TimingMode`): ``hot`` and ``cold`` time one operator
+call at a time as above; ``in-context`` (the CPU default) times every operator inside whole
+forward passes (:mod:`profiler.in_context`): the points are grouped by the pass that measures
+them (e.g. every dense op at ``T`` tokens comes from the same passes), a group's passes run
+once, and each point of the group gets its own journal record.
+
 Resume: the journal starts with a fingerprint of everything that changes the numbers
 (model config hash, grid, TP degrees, dtype, device, threads, repetitions, energy settings);
 ``resume=True`` refuses a journal whose fingerprint differs and skips every point already
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +34,18 @@ from llmsim.errors import ConfigError
 from llmsim.model.config import ModelConfig
 from llmsim.profile import SCHEMA_VERSION
 from llmsim.v1 import profile_pb2 as pb
-from profiler import PROFILER_NAME, __version__, energy, provenance, suite
+from profiler import (
+    PROFILER_NAME,
+    __version__,
+    energy,
+    in_context,
+    ops,
+    provenance,
+    suite,
+)
 from profiler.grid import GridSpec
 from profiler.store import Journal, journal_path, read_journal, write_profile
-from profiler.timing import Timer, make_timer, summarize
+from profiler.timing import Timer, TimingMode, make_timer, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +75,13 @@ class SweepConfig:
         energy_window_s: minimum energy window per point, s.
         hardware: short hardware label ("" = derived from the device name).
         seed: weight and input seed.
-        flush_cache_bytes: bytes overwritten before every timed call (cold-cache timing;
-            0 = hot loop). See :func:`profiler.timing.cache_flusher`.
+        flush_cache_bytes: bytes overwritten before every timed call (``cold`` timing).
+            See :func:`profiler.timing.cache_flusher`.
+        timing: ``hot``, ``cold`` or ``in-context``; None picks the device's default
+            (``cold`` when ``flush_cache_bytes`` is set, else ``in-context`` on the CPU and
+            ``hot`` on CUDA). See :meth:`timing_mode`.
+        context_budget_bytes: memory cap of the in-context passes' distinct layer weight
+            copies (:func:`profiler.in_context.layer_copies`).
     """
 
     model: ModelConfig
@@ -79,6 +99,48 @@ class SweepConfig:
     hardware: str = ""
     seed: int = 0
     flush_cache_bytes: int = 0
+    timing: TimingMode | None = None
+    context_budget_bytes: int = in_context.DEFAULT_BUDGET_BYTES
+
+    def timing_mode(self) -> TimingMode:
+        """The timing mode in force (resolving the device default)."""
+        if self.timing is not None:
+            return TimingMode(self.timing)
+        if self.flush_cache_bytes:
+            return TimingMode.COLD
+        return TimingMode.HOT if self.device.startswith("cuda") else TimingMode.IN_CONTEXT
+
+    def context_layer_copies(self, tp: int) -> int:
+        """Distinct layer copies of an in-context pass at ``tp``."""
+        return in_context.layer_copies(self.model, ops.layer_shapes(self.model, tp),
+                                       DTYPES[self.dtype][1], self.context_budget_bytes)
+
+    def max_positions(self) -> int:
+        """RoPE cache length covering every position the grid reaches."""
+        g = self.grid
+        return max((g.max_context, *g.tokens, *g.moe_tokens, *g.prefill_chunks)) + 1
+
+    def validate(self) -> None:
+        """Check the settings' consistency.
+
+        Raises:
+            ConfigError: unknown dtype, a timing mode that contradicts the flush size, or
+                in-context timing on CUDA.
+        """
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of "
+                              f"{', '.join(DTYPES)}", field="dtype")
+        mode = self.timing_mode()
+        if mode == TimingMode.COLD and self.flush_cache_bytes <= 0:
+            raise ConfigError("cold timing needs flush_cache_bytes > 0", field="timing")
+        if mode != TimingMode.COLD and self.flush_cache_bytes:
+            raise ConfigError(f"{mode} timing flushes no cache; set flush_cache_bytes to 0 "
+                              "or use cold timing", field="flush_cache_bytes")
+        if mode == TimingMode.IN_CONTEXT and self.device.startswith("cuda"):
+            raise ConfigError("in-context timing is CPU-only (per-op spans need synchronous "
+                              "execution); use hot or cold on CUDA", field="timing")
+        if self.context_budget_bytes <= 0:
+            raise ConfigError("context_budget_bytes must be > 0", field="context_budget_bytes")
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes measured values (compared on resume)."""
@@ -90,6 +152,9 @@ class SweepConfig:
             "cuda_graphs": self.cuda_graphs, "energy": self.energy,
             "energy_window_s": self.energy_window_s, "seed": self.seed,
             "flush_cache_bytes": self.flush_cache_bytes,
+            "timing": str(self.timing_mode()),
+            "context_budget_bytes": (self.context_budget_bytes
+                                     if self.timing_mode() == TimingMode.IN_CONTEXT else 0),
             "profiler_version": __version__,
         }
 
@@ -103,6 +168,10 @@ class SweepState:
     sessions: int = 0
     idle: dict[str, Any] | None = None
     measured_now: int = 0
+    timed_wall_ns: int = 0  # in-context passes of this session: wall time ...
+    timed_cpu_ns: int = 0   # ... and this thread's CPU time over them
+    preempted_dropped: int = 0    # op spans dropped as preempted (this session)
+    preempted_fallbacks: int = 0  # (point, op) groups that kept preempted spans
 
 
 def point_key(tp: int, op: str, point: tuple[int, ...]) -> str:
@@ -205,13 +274,11 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, resume: bool = False,
         The written profile.
 
     Raises:
-        ConfigError: bad dtype/device, an existing journal without ``resume``, or a
-            journal taken with other settings.
+        ConfigError: bad dtype/device/timing mode, an existing journal without ``resume``,
+            or a journal taken with other settings.
     """
     out = Path(out)
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}",
-                          field="dtype")
+    cfg.validate()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("CUDA device requested but torch sees no GPU", field="device")
     torch.set_num_threads(cfg.num_threads)
@@ -227,7 +294,10 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, resume: bool = False,
             window_s=cfg.energy_window_s), "source": meter.source}
         journal.append(state.idle)
     try:
-        _sweep_all(cfg, state, journal, timer, meter, progress)
+        if cfg.timing_mode() == TimingMode.IN_CONTEXT:
+            _sweep_in_context(cfg, state, journal, meter, progress)
+        else:
+            _sweep_all(cfg, state, journal, timer, meter, progress)
     finally:
         journal.close()
     profile = build_profile(cfg, state, meter=meter, energy_reason=reason)
@@ -269,7 +339,7 @@ def _sweep_all(cfg: SweepConfig, state: SweepState, journal: Journal, timer: Tim
         if tp not in suites:
             suites.clear()  # one TP degree's weights at a time
             suites[tp] = suite.OpSuite(cfg.model, tp, dtype=dtype, device=device,
-                                       max_positions=cfg.grid.max_context + 1, seed=cfg.seed)
+                                       max_positions=cfg.max_positions(), seed=cfg.seed)
         return suites[tp]
 
     try:
@@ -289,7 +359,10 @@ def _sweep_all(cfg: SweepConfig, state: SweepState, journal: Journal, timer: Tim
             key = point_key(tp, "skew", (n, nb, kvs))
             if key in state.records:
                 continue
-            rec = _measure_skew(get_suite(tp), cfg, timer, n, nb, kvs)
+            s = get_suite(tp)
+            rec = _measure_skew(lambda lens, s=s: summarize(timer.time(
+                s.attention_call([], lens), warmup=cfg.warmup,
+                repetitions=cfg.repetitions)).median_ns, n, nb, kvs)
             rec.update(type="skew", key=key, tp=tp)
             journal.append(rec)
             state.records[key] = rec
@@ -299,18 +372,130 @@ def _sweep_all(cfg: SweepConfig, state: SweepState, journal: Journal, timer: Tim
         bar.close()
 
 
-def _measure_skew(s: suite.OpSuite, cfg: SweepConfig, timer: Timer, n: int, nb: int,
+def context_groups(cfg: SweepConfig, tp: int) -> list[
+        tuple[in_context.ContextBatch, list[tuple[suite.OpTarget, tuple[int, ...]]]]]:
+    """The in-context passes of ``tp`` and the grid points each one measures, in sweep order
+    (mapping documented in :mod:`profiler.in_context`)."""
+    g, m = cfg.grid, cfg.model
+    targets = suite.op_targets(m, tp)
+    dense = [t for t in targets if t.kind == pb.OP_KIND_DENSE]
+    per_seq = [t for t in targets if t.kind == pb.OP_KIND_PER_SEQUENCE]
+    out: list[tuple[in_context.ContextBatch, list[tuple[suite.OpTarget, tuple[int, ...]]]]] = []
+    kv_mid, max_decodes = in_context.typical_decode(g.kv_decode, g.n_decode)
+    for t in g.tokens:
+        out.append((in_context.dense_batch(t, kv_mid, max_decodes),
+                    [(d, (t,)) for d in dense]))
+    for n in g.sequences:
+        out.append((in_context.ContextBatch(decode_lens=(kv_mid,) * n),
+                    [(d, (n,)) for d in per_seq]))
+    for target in targets:
+        if target.kind == pb.OP_KIND_ATTENTION:
+            for pc, kvp, nd, kvd in g.attention_points():
+                batch = in_context.ContextBatch(prefills=((pc, kvp),) if pc else (),
+                                                decode_lens=(kvd,) * nd)
+                out.append((batch, [(target, (pc, kvp, nd, kvd))]))
+        elif target.kind == pb.OP_KIND_MOE:
+            for t, a in suite.target_points(target, g, m):
+                out.append((in_context.ContextBatch(prefills=((t, 0),), moe_active=a),
+                            [(target, (t, a))]))
+    return out
+
+
+def _sweep_in_context(cfg: SweepConfig, state: SweepState, journal: Journal,
+                      meter: energy.EnergyMeter | None, progress: bool) -> None:
+    """Measure every point from context passes (see :func:`context_groups`); energy, when a
+    counter is readable, loops each operator alone over the window (hot)."""
+    groups = [(tp, b, pts) for tp in cfg.tp_degrees for b, pts in context_groups(cfg, tp)]
+    skews = [(tp, s) for tp in cfg.tp_degrees for s in _skew_points(cfg.grid)]
+    total = sum(len(pts) for _, _, pts in groups) + len(skews)
+    bar = _Progress(total, len(state.records), progress)
+    dtype = DTYPES[cfg.dtype][0]
+    device = torch.device(cfg.device)
+    runners: dict[int, in_context.ContextRunner] = {}
+    suites: dict[int, suite.OpSuite] = {}
+
+    def get_runner(tp: int) -> in_context.ContextRunner:
+        if tp not in runners:
+            runners.clear()  # one TP degree's weights at a time
+            runners[tp] = in_context.ContextRunner(
+                cfg.model, tp, dtype=dtype, device=device, max_positions=cfg.max_positions(),
+                num_layer_copies=cfg.context_layer_copies(tp), seed=cfg.seed)
+        return runners[tp]
+
+    def get_suite(tp: int) -> suite.OpSuite:
+        if tp not in suites:
+            suites.clear()
+            suites[tp] = suite.OpSuite(cfg.model, tp, dtype=dtype, device=device,
+                                       max_positions=cfg.max_positions(), seed=cfg.seed)
+        return suites[tp]
+
+    def passes(tp: int, batch: in_context.ContextBatch) -> dict[str, list[float]]:
+        one_pass = get_runner(tp).prepare(batch)
+        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        res = in_context.time_passes(one_pass, warmup=cfg.warmup, repetitions=cfg.repetitions)
+        state.timed_wall_ns += time.perf_counter_ns() - w0
+        state.timed_cpu_ns += time.thread_time_ns() - c0
+        state.preempted_dropped += res.dropped
+        if res.fallback_ops:
+            state.preempted_fallbacks += len(res.fallback_ops)
+            logger.warning("%s: too few unpreempted calls of %s within %d passes; kept "
+                           "preempted spans", batch, ", ".join(res.fallback_ops), res.passes)
+        return res.samples_ns
+
+    try:
+        for tp, batch, pts in groups:
+            todo = [(t, p) for t, p in pts if point_key(tp, t.op, p) not in state.records]
+            if not todo:
+                continue
+            samples = passes(tp, batch)
+            for target, point in todo:
+                key = point_key(tp, target.op, point)
+                stats = summarize(samples[target.op])
+                rec = {"type": "point", "key": key, "tp": tp, "op": target.op,
+                       "kind": target.kind, "axes": list(point),
+                       "stats": {k: getattr(stats, k) for k in _STATS},
+                       "num_samples": stats.num_samples, "energy": None}
+                if meter is not None:
+                    r = meter.measure(get_suite(tp).prepare(target.op, point),
+                                      min_window_s=cfg.energy_window_s)
+                    rec["energy"] = {"energy_j": r.energy_per_call_j,
+                                     "avg_power_w": r.avg_power_w, "calls": r.calls,
+                                     "window_ns": r.window_ns}
+                journal.append(rec)
+                state.records[key] = rec
+                state.measured_now += 1
+                bar.update(key)
+        for tp, (n, nb, kvs) in skews:
+            key = point_key(tp, "skew", (n, nb, kvs))
+            if key in state.records:
+                continue
+            rec = _measure_skew(lambda lens, tp=tp: summarize(passes(
+                tp, in_context.ContextBatch(decode_lens=tuple(lens)))["attention"]).median_ns,
+                n, nb, kvs)
+            rec.update(type="skew", key=key, tp=tp)
+            journal.append(rec)
+            state.records[key] = rec
+            state.measured_now += 1
+            bar.update(key)
+    finally:
+        bar.close()
+
+
+def _measure_skew(attention_median_ns: Callable[[list[int]], float], n: int, nb: int,
                   kvs: int) -> dict[str, Any]:
     """Decode batch of ``n`` with ``nb`` at ``4 x kvs`` and the rest at ``kvs``: its time vs
-    all-at-mean and all-at-max; ``alpha = (t_skew - t_mean) / (t_max - t_mean)``."""
+    all-at-mean and all-at-max; ``alpha = (t_skew - t_mean) / (t_max - t_mean)``.
+
+    Args:
+        attention_median_ns: median attention time (ns) of a decode-only batch with the
+            given context lengths, timed in the sweep's mode.
+    """
     kv_big = kvs * _SKEW_FACTOR
     kv_mean = (nb * kv_big + (n - nb) * kvs) // n
     t = {}
     for name, lens in (("t_mean_ns", [kv_mean] * n), ("t_max_ns", [kv_big] * n),
                        ("t_skew_ns", [kv_big] * nb + [kvs] * (n - nb))):
-        samples = timer.time(s.attention_call([], lens), warmup=cfg.warmup,
-                             repetitions=cfg.repetitions)
-        t[name] = summarize(samples).median_ns
+        t[name] = attention_median_ns(lens)
     span = t["t_max_ns"] - t["t_mean_ns"]
     alpha = (t["t_skew_ns"] - t["t_mean_ns"]) / span if span > 0 else 0.0
     return {"n": n, "nb": nb, "kvs": kvs, "kv_big": kv_big, "kv_mean": kv_mean,
@@ -402,16 +587,16 @@ def _provenance(p: pb.Provenance, cfg: SweepConfig, state: SweepState, facts: di
     p.profiler_name, p.profiler_version = PROFILER_NAME, __version__
     p.measured_at, p.measured_until = state.started_at, provenance.now_rfc3339()
     p.host = facts.get("host", "")
-    p.method.timer = make_timer(cfg.device, cuda_graphs=cfg.cuda_graphs).name
+    mode = cfg.timing_mode()
+    p.method.timer = f"{make_timer(cfg.device, cuda_graphs=cfg.cuda_graphs).name} ({mode})"
     p.method.warmup_iterations = cfg.warmup
     p.method.timed_iterations = cfg.repetitions
     p.method.cuda_graphs = cfg.cuda_graphs
     p.method.num_threads = cfg.num_threads
     p.method.statistic = "median"
-    p.method.notes = ("one random-weight decoder layer timed op by op in PyTorch; paged KV "
+    p.method.notes = ("random-weight decoder layers timed op by op in PyTorch; paged KV "
                       "cache (gather + scaled_dot_product_attention); all_reduce not measured; "
-                      + (f"{cfg.flush_cache_bytes} bytes of cache flushed before every timed "
-                         "call (cold cache)" if cfg.flush_cache_bytes else "hot-loop timing"))
+                      + _mode_note(cfg))
     p.source.kind = "measured"
     p.source.name = "llmsim profiler"
     p.source.path = cfg.model_path
@@ -423,11 +608,47 @@ def _provenance(p: pb.Provenance, cfg: SweepConfig, state: SweepState, facts: di
         "energy_source": meter.source if meter is not None else energy.UNAVAILABLE,
         "energy_window_s": str(cfg.energy_window_s),
         "flush_cache_bytes": str(cfg.flush_cache_bytes),
+        "timing_mode": str(mode),
         **{k: v for k, v in facts.items() if k not in ("device_name", "host")},
     }
+    if mode == TimingMode.IN_CONTEXT:
+        attrs["context_layer_copies"] = ",".join(
+            f"tp{tp}:{cfg.context_layer_copies(tp)}" for tp in cfg.tp_degrees)
+        attrs["context_budget_bytes"] = str(cfg.context_budget_bytes)
+        if state.timed_wall_ns:
+            # 1.0 = never preempted; below it, other processes shared the cores
+            attrs["context_cpu_share_last_session"] = (
+                f"{state.timed_cpu_ns / state.timed_wall_ns:.3f}")
+            attrs["context_preempted_spans_dropped_last_session"] = str(
+                state.preempted_dropped)
+            attrs["context_preempted_fallbacks_last_session"] = str(
+                state.preempted_fallbacks)
     if meter is not None:
         attrs.update(meter.counter.describe())
+        if mode == TimingMode.IN_CONTEXT:
+            attrs["energy_method"] = "each operator looped alone over the window (hot cache)"
     else:
         attrs["energy_unavailable_reason"] = energy_reason
     p.attributes.update(attrs)
 
+
+
+def _mode_note(cfg: SweepConfig) -> str:
+    mode = cfg.timing_mode()
+    if mode == TimingMode.COLD:
+        return (f"timing mode cold: {cfg.flush_cache_bytes} bytes of cache flushed before "
+                "every timed call")
+    if mode == TimingMode.HOT:
+        return "timing mode hot: each op called in a tight loop (weights stay cached)"
+    copies = ", ".join(f"tp{tp}: {cfg.context_layer_copies(tp)}" for tp in cfg.tp_degrees)
+    k, d = in_context.typical_decode(cfg.grid.kv_decode, cfg.grid.n_decode)
+    return ("timing mode in-context: each op timed with perf_counter_ns around its call "
+            "inside whole forward passes (embedding, per layer layernorm..down_proj/moe, "
+            "final_layernorm, lm_head, sampler) over distinct random-weight layer copies "
+            f"({copies}; the model's layer count capped at {cfg.context_budget_bytes} bytes "
+            f"of weights); dense ops at T tokens from a pass of min(T, {d}) decodes at KV {k} "
+            f"plus a prefill chunk of the rest, lm_head/sampler at S from S decodes at KV "
+            f"{k}, attention/moe from a pass over the point's batch; per-layer ops pool one "
+            "sample per layer copy and pass; timed_iterations counts passes; op calls during "
+            "which the OS ran another process (wall > thread CPU time + 10 us + 5%) are "
+            "dropped and replaced by extra passes")

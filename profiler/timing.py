@@ -1,5 +1,8 @@
 """Timers: CPU wall time with ``perf_counter_ns``, CUDA with events (optionally graphs).
 
+Timing modes (:class:`TimingMode`): hot loop, cold cache (flush before every call) and
+in-context (ops timed inside whole forward passes, :mod:`profiler.in_context`).
+
 Every timer returns one duration per timed call, in ns; :func:`summarize` reduces them to
 the statistics a profile keeps (median, mean, p90, min, max, std).
 
@@ -16,9 +19,24 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from llmsim.errors import ConfigError
+
+
+class TimingMode(StrEnum):
+    """How an operator's calls are timed.
+
+    * ``hot``: the op called in a tight loop (its weights stay in the caches);
+    * ``cold``: a buffer of ``flush_cache_bytes`` overwritten before every timed call;
+    * ``in-context``: every op timed inside whole forward passes over distinct layer copies
+      (:mod:`profiler.in_context`; CPU only), the default on the CPU.
+    """
+
+    HOT = "hot"
+    COLD = "cold"
+    IN_CONTEXT = "in-context"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,10 @@ class ScaleSimRunner:
         self.cfg_text = array.scalesim_cfg()
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._pool = ProcessPoolExecutor(max_workers=workers)
+        # "spawn", not the default fork: forking a process that runs gRPC threads can leave
+        # the child with locked runtime state, and it then dies mid-task.
+        self._pool = ProcessPoolExecutor(max_workers=workers,
+                                         mp_context=multiprocessing.get_context("spawn"))
 
     def __call__(self, shapes: list[Shape]) -> list[GemmSim]:
         futures = [self._pool.submit(simulate_gemm, self.cfg_text, s, str(self.work_dir))

@@ -1,6 +1,7 @@
 """Closed loop on this CPU: profile a small Llama-style model, replay a synthetic trace on
 the profile, and serve the same trace on the real PyTorch engine; prints the error tables
-(``profiler.closed_loop.run``). Takes about 1-2 minutes on 2 cores."""
+(``profiler.closed_loop.run``; in-context profile, engine overheads calibrated on a separate
+trace). Takes about 4 minutes on 2 cores (the in-context sweep is ~3 of them)."""
 
 from __future__ import annotations
 

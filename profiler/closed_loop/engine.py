@@ -19,6 +19,12 @@ closed-loop check needs:
 Deliberate differences from vLLM: no prefix caching and no preemption (the block pool is
 sized so every admitted request fits; running out raises :class:`InvariantError`), greedy
 sampling, one synchronous process (no async scheduling, no API server, no detokenizer).
+
+The forward pass is :func:`profiler.in_context.forward`, the very operator sequence the
+in-context profiler times. ``Engine.run(..., time_ops=True)`` also records every operator's
+``perf_counter_ns`` span, so a calibration run can measure the engine's per-step CPU work
+outside the profiled operators (scheduling, input preparation, Python glue of the forward
+pass, bookkeeping) as step time minus the sum of operator times.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 from llmsim.errors import InvariantError
 from llmsim.model.config import ModelConfig
 from llmsim.trace.record import Request
-from profiler import ops
+from profiler import in_context, ops
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +93,15 @@ class StepLog:
         schedule_ns: scheduling and input preparation (CPU), ns.
         forward_ns: the forward pass incl. sampling (the profiled operators), ns.
         update_ns: bookkeeping after the forward pass, ns.
+        step_ns: the whole engine iteration (admission, schedule, forward, update), ns.
+        step_cpu_ns: CPU time of the engine thread over the iteration
+            (``time.thread_time_ns``); below ``step_ns`` when other processes preempted
+            it on a shared machine, ns.
+        op_ns: sum of the operators' spans inside the forward pass (0 unless the run
+            timed operators), ns.
+        prefills: ``(new tokens, cached tokens, completes the prompt)`` per scheduled
+            prefill chunk.
+        decode_lens: context length (incl. the new token) of every decode.
     """
 
     start_s: float
@@ -97,6 +112,11 @@ class StepLog:
     schedule_ns: int
     forward_ns: int
     update_ns: int
+    step_ns: int = 0
+    step_cpu_ns: int = 0
+    op_ns: int = 0
+    prefills: tuple[tuple[int, int, bool], ...] = ()
+    decode_lens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +130,11 @@ class EngineResult:
     output_lens: list[int]
     steps: list[StepLog]
     duration_s: float
+
+    def cpu_share(self) -> float:
+        """Engine-thread CPU time / wall time over all steps (1.0 = never preempted)."""
+        wall = sum(s.step_ns for s in self.steps)
+        return sum(s.step_cpu_ns for s in self.steps) / wall if wall else float("nan")
 
 
 class TinyModel:
@@ -127,29 +152,13 @@ class TinyModel:
         self.k_cache = [torch.zeros(num_slots, s.kv_heads, s.head_dim) for _ in self.layers]
         self.v_cache = [torch.zeros(num_slots, s.kv_heads, s.head_dim) for _ in self.layers]
 
-    @torch.inference_mode()
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, meta: ops.AttentionMeta,
-                sample_rows: torch.Tensor) -> torch.Tensor:
-        """Tokens ``ids [T]`` at ``positions [T]`` -> greedy next tokens of ``sample_rows``."""
-        s, sw = self.shapes, self.step_w
-        x = ops.embedding(ids, sw.embed)
-        residual = None
-        for li, lw in enumerate(self.layers):
-            h, residual = ops.layernorm(x, residual, lw.input_norm)
-            qkv = ops.linear(h, lw.qkv)
-            if s.qk_norm:
-                qkv = ops.qk_norm(qkv, s, lw.q_norm, lw.k_norm)
-            qkv = ops.rotary_emb(qkv, positions, s, sw.rope_cos, sw.rope_sin)
-            a = ops.attention(qkv, s, self.k_cache[li], self.v_cache[li], meta)
-            x = ops.linear(a, lw.o)
-            h, residual = ops.layernorm(x, residual, lw.post_norm)
-            if s.num_experts:
-                x = ops.moe(h, ops.linear(h, lw.moe_gate), lw.w13, lw.w2, s.top_k)
-            else:
-                x = ops.linear(ops.act_fn(ops.linear(h, lw.gate_up)), lw.down)
-        h, _ = ops.layernorm(x, residual, sw.final_norm)
-        logits = ops.linear(h.index_select(0, sample_rows), sw.lm_head)
-        return ops.sampler(logits)
+                sample_rows: torch.Tensor,
+                clock: in_context.OpClock | None = None) -> torch.Tensor:
+        """Tokens ``ids [T]`` at ``positions [T]`` -> greedy next tokens of ``sample_rows``
+        (operator spans recorded in ``clock`` when given)."""
+        return in_context.forward(self.shapes, self.layers, self.step_w, self.k_cache,
+                                  self.v_cache, ids, positions, meta, sample_rows, clock=clock)
 
 
 class Engine:
@@ -247,8 +256,14 @@ class Engine:
         return finished
 
     # ------------------------------------------------------------------------ run
-    def run(self, requests: list[Request]) -> EngineResult:
-        """Serve ``requests`` (sorted by arrival) in real time until all finish."""
+    def run(self, requests: list[Request], *, time_ops: bool = False) -> EngineResult:
+        """Serve ``requests`` (sorted by arrival) in real time until all finish.
+
+        Args:
+            requests: the trace, sorted by arrival.
+            time_ops: record every operator's span (``StepLog.op_ns``); for calibration
+                runs (it adds two clock reads per operator call).
+        """
         seqs = [_Seq(req=r, index=i, prompt=torch.tensor(r.input_token_ids, dtype=torch.long)
                      if r.input_token_ids else torch.randint(0, self.vocab, (r.input_tokens,),
                                                              generator=self._gen))
@@ -258,6 +273,8 @@ class Engine:
         t0 = time.perf_counter()
         done = 0
         while done < len(seqs):
+            step_a = time.perf_counter_ns()
+            cpu_a = time.thread_time_ns()
             now = time.perf_counter() - t0
             while pending and pending[0].req.arrival_ns * 1e-9 <= now:
                 self.waiting.append(pending.popleft())
@@ -266,16 +283,25 @@ class Engine:
                 continue
             a = time.perf_counter_ns()
             sched = self.schedule(now)
+            prefills = tuple((n, s.num_computed, s.num_computed + n == s.req.input_tokens)
+                             for s, n in sched if s.num_computed < s.req.input_tokens)
+            decode_lens = tuple(s.num_computed + 1 for s, _ in sched
+                                if s.num_computed >= s.req.input_tokens)
             ids, pos, meta, rows, order, npf, npt, nd = self._inputs(sched)
             b = time.perf_counter_ns()
-            tokens = self.model.forward(ids, pos, meta, rows)
+            clock = in_context.OpClock() if time_ops else None
+            tokens = self.model.forward(ids, pos, meta, rows, clock)
             c = time.perf_counter_ns()
             end_s = time.perf_counter() - t0
             done += len(self._update(sched, order, tokens, end_s))
             d = time.perf_counter_ns()
+            cpu_d = time.thread_time_ns()
             steps.append(StepLog(start_s=now, end_s=end_s, num_prefill_tokens=npt,
                                  num_prefills=npf, num_decodes=nd, schedule_ns=b - a,
-                                 forward_ns=c - b, update_ns=d - c))
+                                 forward_ns=c - b, update_ns=d - c, step_ns=d - step_a,
+                                 step_cpu_ns=cpu_d - cpu_a,
+                                 op_ns=clock.total_ns() if clock is not None else 0,
+                                 prefills=prefills, decode_lens=decode_lens))
         duration = time.perf_counter() - t0
         return EngineResult(
             arrival_s=[s.req.arrival_ns * 1e-9 for s in seqs],

@@ -5,20 +5,28 @@ Steps (all on this machine, 1 torch thread by default):
 1. generate a seeded synthetic trace (Poisson arrivals, uniform prompt/output lengths,
    random token ids) and write it as an LLMServingSim workload JSONL;
 2. profile the small Llama-style model (``tiny-llama-cl.json``) with
-   :func:`profiler.sweep.run_sweep` on a grid covering the engine's limits;
-3. warm the real engine (:mod:`profiler.closed_loop.engine`) on a separate calibration
-   trace (other seed) and fit its per-step CPU work (scheduling, input preparation,
-   bookkeeping: everything outside the forward pass) as ``a + b x sequences``;
-4. serve the trace on the engine in real time; write the measured run in the
-   ``vllm bench serve --save-result --save-detailed`` JSON format;
+   :func:`profiler.sweep.run_sweep` on a grid covering the engine's limits, in-context
+   timing by default (``--timing hot|cold|in-context``, :mod:`profiler.in_context`);
+3. calibrate the engine's per-step CPU work on a separate calibration trace (other seed,
+   never the compared one): serve it with every operator's span recorded, and fit
+   ``engine iteration time - sum of operator spans`` (scheduling, input preparation, the
+   forward pass's Python glue, bookkeeping: everything the per-op profile does not contain)
+   as ``a + b x scheduled sequences`` by least squares. The same run gives a step-level
+   check of the profile: each step's batch priced by the profile cost model vs the sum of
+   its measured operator spans;
+4. serve the trace on the engine in real time (no operator timing); write the measured run
+   in the ``vllm bench serve --save-result --save-detailed`` JSON format;
 5. replay the trace with ``llmsim.replay.run`` on the profile, twice: kernel time only, and
    with the calibrated CPU overheads (``async_scheduling: false``: the engine is
-   synchronous; no CUDA graphs on a CPU);
-6. print TTFT / TPOT / E2E mean, p50, p90 errors of each replay against the measured run.
+   synchronous; no CUDA graphs on a CPU, so no padding);
+6. print TTFT / TPOT / E2E mean, p50, p90 errors of each replay against the measured run,
+   with the 1-minute load averages seen during profiling and serving.
 
 Usage::
 
     python -m profiler.closed_loop.run --out out/closed-loop [--requests 60 --rate 3]
+    python -m profiler.closed_loop.run --out out/cl2 --profile out/closed-loop/profile.pb \
+        --extra-profile profiler/profiles/<other>.pb    # reuse a profile, compare another
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from profiler.closed_loop.engine import Engine, EngineConfig, EngineResult
 from profiler.grid import GridSpec
 from profiler.store import atomic_write_bytes
 from profiler.sweep import SweepConfig, run_sweep
-from profiler.timing import llc_bytes
+from profiler.timing import TimingMode, llc_bytes
 
 logger = logging.getLogger(__name__)
 MODEL_CONFIG = Path(__file__).with_name("tiny-llama-cl.json")
@@ -87,12 +95,76 @@ def profile_grid(max_tokens: int, max_seqs: int, max_context: int) -> GridSpec:
 
 
 def fit_cpu_overheads(result: EngineResult) -> tuple[int, int]:
-    """Least-squares ``non-forward ns = a + b x scheduled sequences`` over the steps."""
-    n = np.array([s.num_prefills + s.num_decodes for s in result.steps], dtype=float)
-    y = np.array([s.schedule_ns + s.update_ns for s in result.steps], dtype=float)
+    """Least-squares ``(step_ns - op_ns) = a + b x scheduled sequences`` over the steps of
+    a run taken with ``time_ops=True``: the engine's per-step time outside the profiled
+    operators, as ``(cpu_step_ns, cpu_per_seq_ns)`` (each floored at 0).
+
+    Steps during which the OS ran another process (thread CPU time below the wall time by
+    more than ``10 us + 5 %``, :func:`profiler.in_context.preempted`) are left out, as the
+    profiler leaves out preempted operator calls, unless fewer than 10 steps remain.
+
+    Raises:
+        ValueError: the run did not time its operators.
+    """
+    from profiler.in_context import preempted
+
+    if not result.steps or any(s.op_ns <= 0 for s in result.steps):
+        raise ValueError("calibration needs a run with time_ops=True")
+    steps = [s for s in result.steps if not preempted(s.step_ns, s.step_cpu_ns)]
+    if len(steps) < 10:
+        steps = result.steps
+    n = np.array([s.num_prefills + s.num_decodes for s in steps], dtype=float)
+    y = np.array([s.step_ns - s.op_ns for s in steps], dtype=float)
     a_mat = np.stack([np.ones_like(n), n], axis=1)
     (a, b), *_ = np.linalg.lstsq(a_mat, y, rcond=None)
     return max(0, int(a)), max(0, int(b))
+
+
+def step_pricing_errors(result: EngineResult, profile: Path, model: Any, *,
+                        overheads: tuple[int, int] | None = None) -> dict[str, float]:
+    """Price each step the engine ran with the profile cost model, without queueing.
+
+    With ``overheads`` None the priced kernel time is compared with the sum of the step's
+    measured operator spans (a ``time_ops`` run); otherwise kernel time plus
+    ``cpu_step_ns + cpu_per_seq_ns x sequences`` is compared with the whole measured engine
+    iteration (``step_ns``).
+
+    Returns:
+        ``steps``, ``measured_ms`` and ``priced_ms`` (means), the relative error of the
+        mean, and the median and p90 of the per-step absolute relative error (%); with
+        ``overheads``, also ``cpu_ms`` (mean engine-thread CPU time per step) and
+        ``cpu_mean_error_pct`` (priced vs that CPU time: what the error would be if the
+        engine had not been preempted by other processes).
+    """
+    from llmsim.costmodel.base import PrefillChunk, StepBatch
+    from llmsim.costmodel.profile_model import ProfileCostModel
+
+    cm = ProfileCostModel.from_path(profile, model=model, tp=1)
+    meas, priced = [], []
+    for s in result.steps:
+        batch = StepBatch(prefills=tuple(PrefillChunk(num_new_tokens=n, num_cached_tokens=c,
+                                                      emits_token=e) for n, c, e in s.prefills),
+                          decode_context_lens=s.decode_lens)
+        cost = cm.step_cost(batch).duration_ns
+        if overheads is None:
+            meas.append(s.op_ns)
+            priced.append(cost)
+        else:
+            meas.append(s.step_ns)
+            nseq = len(s.decode_lens) + len(s.prefills)
+            priced.append(cost + overheads[0] + overheads[1] * nseq)
+    m, p = np.array(meas, dtype=float), np.array(priced, dtype=float)
+    rel = np.abs(p - m) / m * 100.0
+    extra = {}
+    if overheads is not None:
+        cpu = np.array([s.step_cpu_ns for s in result.steps], dtype=float)
+        extra = {"cpu_ms": float(cpu.mean() * 1e-6),
+                 "cpu_mean_error_pct": float((p.mean() - cpu.mean()) / cpu.mean() * 100.0)}
+    return {**extra, "steps": float(len(m)), "measured_ms": float(m.mean() * 1e-6),
+            "priced_ms": float(p.mean() * 1e-6),
+            "mean_error_pct": float((p.mean() - m.mean()) / m.mean() * 100.0),
+            "median_abs_error_pct": float(np.median(rel)),
+            "p90_abs_error_pct": float(np.percentile(rel, 90))}
 
 
 def _pct(vals: np.ndarray, q: float) -> float:
@@ -198,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repetitions", type=int, default=7)
+    ap.add_argument("--timing", choices=[m.value for m in TimingMode],
+                    default=TimingMode.IN_CONTEXT.value,
+                    help="profile timing mode (default in-context)")
+    ap.add_argument("--profile", default=None,
+                    help="use this existing profile instead of measuring one")
+    ap.add_argument("--extra-profile", action="append", default=[],
+                    help="also replay this profile (e.g. another timing mode) against the "
+                         "same measured run; repeatable")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -213,46 +293,72 @@ def main(argv: list[str] | None = None) -> int:
 
     load = {"profile_start": os.getloadavg()[0]}
     t0 = time.perf_counter()
-    prof_path = out / "profile.pb"
-    cfg = SweepConfig(model=model, model_path=str(MODEL_CONFIG),
-                      grid=profile_grid(ecfg.max_num_batched_tokens, ecfg.max_num_seqs, max_ctx),
-                      warmup=3, repetitions=args.repetitions, num_threads=args.threads,
-                      hardware="cpu", flush_cache_bytes=llc_bytes() or 32 * 2 ** 20)
-    run_sweep(cfg, prof_path, progress=False, resume=(prof_path.parent /
-              (prof_path.name + ".journal.jsonl")).exists())
+    if args.profile:
+        prof_path = Path(args.profile)
+    else:
+        prof_path = out / "profile.pb"
+        timing = TimingMode(args.timing)
+        cfg = SweepConfig(
+            model=model, model_path=str(MODEL_CONFIG),
+            grid=profile_grid(ecfg.max_num_batched_tokens, ecfg.max_num_seqs, max_ctx),
+            warmup=3, repetitions=args.repetitions, num_threads=args.threads,
+            hardware="cpu", timing=timing,
+            flush_cache_bytes=(llc_bytes() or 32 * 2 ** 20) if timing == TimingMode.COLD else 0)
+        run_sweep(cfg, prof_path, progress=False, resume=(prof_path.parent /
+                  (prof_path.name + ".journal.jsonl")).exists())
     t_prof = time.perf_counter() - t0
     load["profile_end"] = os.getloadavg()[0]
 
     engine = Engine(model, ecfg, max_positions=max_ctx + 1, seed=args.seed)
     calib = synthetic_trace(16, args.rate * 2, seed=args.seed + 1000, input_range=in_rng,
                             output_range=(8, 32), vocab=model.vocab_size)
-    overheads = fit_cpu_overheads(engine.run(calib))
+    calib_result = engine.run(calib, time_ops=True)
+    overheads = fit_cpu_overheads(calib_result)
+    pricing = step_pricing_errors(calib_result, prof_path, model)
     t1 = time.perf_counter()
     load["engine_start"] = os.getloadavg()[0]
     result = engine.run(trace)
     load["engine_end"] = os.getloadavg()[0]
     t_engine = time.perf_counter() - t1
+    step_check = step_pricing_errors(result, prof_path, model, overheads=overheads)
     bench = bench_json(result, model_id=model.name, rate=args.rate)
     atomic_write_bytes(out / "measured-bench.json", json.dumps(bench, indent=1).encode())
     measured = measured_metrics(result)
     fwd = np.array([s.forward_ns for s in result.steps]) * 1e-6
-    cpu = np.array([s.schedule_ns + s.update_ns for s in result.steps]) * 1e-6
-    print(f"profile: {t_prof:.1f} s; engine run: {t_engine:.1f} s, {len(result.steps)} steps, "
-          f"forward mean {fwd.mean():.2f} ms, CPU (schedule+update) mean {cpu.mean():.3f} ms; "
-          f"calibrated overheads: {overheads[0] / 1e3:.0f} us/step + "
-          f"{overheads[1] / 1e3:.1f} us/seq")
+    cpu = np.array([s.step_ns - s.forward_ns for s in result.steps]) * 1e-6
+    print(f"profile ({prof_path}): {t_prof:.1f} s; engine run: {t_engine:.1f} s, "
+          f"{len(result.steps)} steps, forward mean {fwd.mean():.2f} ms, rest of the step "
+          f"mean {cpu.mean():.3f} ms; calibrated overheads (step - op spans, calibration "
+          f"trace): {overheads[0] / 1e3:.0f} us/step + {overheads[1] / 1e3:.1f} us/seq")
+    print(f"step pricing on the calibration run ({pricing['steps']:.0f} steps): sum of op "
+          f"spans {pricing['measured_ms']:.2f} ms/step, profile {pricing['priced_ms']:.2f} "
+          f"ms/step ({pricing['mean_error_pct']:+.1f}%), per-step |error| median "
+          f"{pricing['median_abs_error_pct']:.1f}%, p90 {pricing['p90_abs_error_pct']:.1f}%")
+    print(f"step pricing on the compared run ({step_check['steps']:.0f} steps, profile + "
+          f"calibrated overheads vs engine iteration): measured {step_check['measured_ms']:.2f}"
+          f" ms/step, priced {step_check['priced_ms']:.2f} ms/step "
+          f"({step_check['mean_error_pct']:+.1f}%), per-step |error| median "
+          f"{step_check['median_abs_error_pct']:.1f}%, p90 {step_check['p90_abs_error_pct']:.1f}%;"
+          f" vs the engine thread's CPU time {step_check['cpu_ms']:.2f} ms/step: "
+          f"{step_check['cpu_mean_error_pct']:+.1f}%")
     print(f"measured run: {out / 'measured-bench.json'}")
     print("1-min load average (2 shared cores): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in load.items()))
+          + ", ".join(f"{k} {v:.2f}" for k, v in load.items())
+          + f"; engine CPU share (thread CPU / wall over steps): calibration "
+            f"{calib_result.cpu_share():.2f}, compared run {result.cpu_share():.2f}")
     try:
         import llmsim.replay  # noqa: F401
     except ImportError:
         print("llmsim.replay is not available yet: replay skipped", file=sys.stderr)
         return 0
     tables = {}
-    for label, oh in (("kernel time only", (0, 0)), ("with calibrated CPU overheads", overheads)):
+    runs = [("kernel time only", prof_path, (0, 0)),
+            ("with calibrated CPU overheads", prof_path, overheads)]
+    runs += [(f"{p} with calibrated CPU overheads", Path(p), overheads)
+             for p in args.extra_profile]
+    for label, path, oh in runs:
         t2 = time.perf_counter()
-        sim = replay(out, prof_path, trace_path, ecfg, oh)
+        sim = replay(out, path, trace_path, ecfg, oh)
         rows = error_table(measured, sim)
         tables[label] = rows
         print()
@@ -260,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                             rows))
     atomic_write_bytes(out / "errors.json", json.dumps(
         {"overheads_ns": {"cpu_step_ns": overheads[0], "cpu_per_seq_ns": overheads[1]},
-         "load_average_1min": load, "profile_s": t_prof, "engine_s": t_engine,
-         "tables": tables}, indent=1).encode())
+         "profile": str(prof_path), "step_pricing_calibration_ops": pricing,
+         "step_pricing_compared_run": step_check,
+         "load_average_1min": load,
+         "engine_cpu_share": {"calibration": calib_result.cpu_share(),
+                              "compared_run": result.cpu_share()},
+         "profile_s": t_prof, "engine_s": t_engine, "tables": tables}, indent=1).encode())
     return 0
 
 

@@ -79,7 +79,8 @@ def test_provenance_and_unavailable_energy(ci_profile: tuple[Path, pb.Profile]) 
     p = prof.provenance
     assert p.device_name and p.host and p.framework == "torch"
     assert p.framework_version.startswith("2.")
-    assert p.method.timer == "perf_counter_ns" and p.method.num_threads == 1
+    assert p.method.timer == "perf_counter_ns (in-context)" and p.method.num_threads == 1
+    assert p.attributes["timing_mode"] == "in-context"
     assert p.method.timed_iterations == 5 and p.method.warmup_iterations == 2
     assert p.measured_at <= p.measured_until
     assert p.source.kind == "measured"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -155,7 +154,7 @@ class FakeCuda:
             self.launched += 1
             self.t_ms += ms
 
-    def Event(self, enable_timing: bool = False):  # noqa: N802 (torch.cuda API name)
+    def Event(self, enable_timing: bool = False):
         cuda = self
 
         class _Event:
@@ -169,14 +168,14 @@ class FakeCuda:
     def synchronize(self) -> None:
         self.synced += 1
 
-    def Stream(self):  # noqa: N802
+    def Stream(self):
         return object()
 
     def stream(self, s):
         import contextlib
         return contextlib.nullcontext()
 
-    def CUDAGraph(self):  # noqa: N802
+    def CUDAGraph(self):
         cuda = self
 
         class _Graph:
