@@ -42,12 +42,12 @@ from typing import Any
 import yaml
 
 from llmsim.data.paths import dataset_path
-from llmsim.yamlfile import read_yaml
 from llmsim.errors import ConfigError, DataNotFoundError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
 from llmsim.router.base import RouterPolicy
 from llmsim.scheduler.config import SchedulerConfig
+from llmsim.yamlfile import read_yaml
 
 _TOP_KEYS = {"name", "model", "profile", "cost_model", "hardware", "engine", "overheads",
              "trace", "instances", "router", "check_invariants", "output_dir", "description",
@@ -276,7 +276,7 @@ def _engine(raw: dict, ctx: _Ctx) -> EngineConfig:
     p = "engine."
     unknown = set(raw) - _ENGINE_KEYS
     if unknown:
-        k = sorted(unknown)[0]
+        k = min(unknown)
         raise ctx.error(p + k, f"unknown engine setting (known: {', '.join(sorted(_ENGINE_KEYS))})")
     max_seqs = ctx.int_(raw, "max_num_seqs", p, 256)
     block_size = ctx.int_(raw, "block_size", p, 16)
@@ -315,7 +315,7 @@ def _overheads(raw: dict, ctx: _Ctx) -> StepOverheads:
     known = {"cpu_step_ns", "cpu_per_seq_ns", "cudagraph_padding"}
     unknown = set(raw) - known
     if unknown:
-        raise ctx.error(p + sorted(unknown)[0],
+        raise ctx.error(p + min(unknown),
                         f"unknown overhead (known: {', '.join(sorted(known))})")
     d = StepOverheads()
     return StepOverheads(
@@ -359,7 +359,7 @@ def experiment_from_dict(raw: dict, *, source: Path | None = None,
         raise ConfigError("experiment file must be a YAML mapping", path=source)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        k = sorted(unknown)[0]
+        k = min(unknown)
         raise ctx.error(k, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
     for key in ("model", "trace"):
         if key not in raw:

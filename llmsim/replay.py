@@ -115,13 +115,23 @@ def build_cost_model(experiment: Experiment, model: ModelConfig) -> CostModel:
 
 
 def resolve_capacity(experiment: Experiment, model: ModelConfig) -> KVCapacity:
-    """KV blocks per instance: the override, else the memory model."""
+    """KV blocks per instance: the override, else the memory model.
+
+    Raises:
+        ConfigError: the model leaves no room for the KV cache (names the experiment file
+            and the field).
+    """
     e = experiment.engine
-    return kv_capacity(
-        model, total_gpu_bytes=experiment.hardware.gpu_memory_bytes or 0,
-        gpu_memory_utilization=e.gpu_memory_utilization, block_size=e.block_size,
-        max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
-        tp=e.tensor_parallel_size, num_gpu_blocks_override=e.num_gpu_blocks_override)
+    try:
+        return kv_capacity(
+            model, total_gpu_bytes=experiment.hardware.gpu_memory_bytes or 0,
+            gpu_memory_utilization=e.gpu_memory_utilization, block_size=e.block_size,
+            max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
+            tp=e.tensor_parallel_size, num_gpu_blocks_override=e.num_gpu_blocks_override)
+    except ConfigError as exc:
+        if exc.path is not None or experiment.source is None:
+            raise
+        raise ConfigError(exc.reason, path=experiment.source, field=exc.field) from exc
 
 
 def build_instances(experiment: Experiment, cost_model: CostModel, model: ModelConfig | None,
@@ -146,8 +156,9 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
 
     Raises:
         TraceFormatError: unsorted arrivals, negative arrival, non-positive token counts,
-            token-id lists whose length differs from the count, duplicate ids; the message
-            names the trace file and the request (``line`` = 1-based request position).
+            token-id lists whose length differs from the count, duplicate ids, a
+            ``parent_id`` that is not an earlier request; the message names the trace file
+            and the request (``line`` = 1-based request position).
         ConfigError: a request longer than the KV cache of an instance.
     """
     src = trace.source or None
@@ -177,6 +188,8 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
                                           f"{r.output_tokens} output tokens")
         if r.request_id in seen:
             raise bad("request_id", "duplicate request id")
+        if r.parent_id is not None and r.parent_id not in seen:
+            raise bad("parent_id", f"parent {r.parent_id!r} is not an earlier request")
         seen.add(r.request_id)
         if r.input_tokens + r.output_tokens > capacity_tokens:
             raise ConfigError(

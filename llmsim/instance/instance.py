@@ -12,6 +12,19 @@ Timing of a step (all ns on the simulation clock):
   scheduled from the state at that moment (vLLM's batch queue of depth 2), so arrivals and
   freed blocks reach the scheduler one step later; the GPU starts a pre-scheduled step at
   ``max(previous end, scheduled + cpu)``, hiding the CPU work behind the step in flight.
+
+Deliberate differences from vLLM 0.19's engine core:
+
+* With async scheduling, step ``n+1`` is planned from the state at the moment step ``n``
+  is launched in the loop (``try_start``'s ``now_ns``), and stamped ``scheduled_ns =``
+  step ``n``'s GPU start. The two differ only when the CPU work of step ``n`` is not
+  hidden (the first step after an idle period, or CPU-bound steps): a request arriving in
+  between reaches the scheduler one step later than in vLLM, whose busy loop reads new
+  requests before scheduling ``n+1``.
+* Outputs are delivered at the GPU end of a step; vLLM's output processing (detokenizing,
+  streaming to the client) is part of the modelled CPU time, not of the token times.
+* There is no API server / front-end: a request reaches the waiting queue at its arrival
+  time (no tokenization or queueing delay before the engine core).
 """
 
 from __future__ import annotations
@@ -20,7 +33,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from llmsim.costmodel.base import StepCost
+from llmsim.errors import InvariantError
 from llmsim.instance.step_time import StepTimeModel
+from llmsim.kvcache.hashing import BlockHasher
 from llmsim.scheduler.plan import BatchPlan, StepOutput
 from llmsim.scheduler.scheduler import Scheduler
 from llmsim.scheduler.state import SeqState
@@ -126,7 +141,16 @@ class Instance:
 
     # ---------------------------------------------------------------- requests
     def enqueue(self, request: Request, index: int, now_ns: int) -> SeqState:
-        """A request arrives; it waits for the next ``schedule()``."""
+        """A request arrives; it waits for the next ``schedule()``.
+
+        Args:
+            request: the trace record.
+            index: its position in the trace (row of the outputs, prefix-hash salt).
+            now_ns: arrival time at this instance, ns.
+
+        Returns:
+            The sequence's state, now at the tail of the waiting queue.
+        """
         seq = SeqState(request, index, self.scheduler.config.block_size, now_ns)
         self.scheduler.add(seq)
         return seq
@@ -136,25 +160,16 @@ class Instance:
 
         Outputs of its steps still in flight here are discarded (epoch bump).
         """
-        sch = self.scheduler
-        if seq in sch.running:
-            sch.running.remove(seq)
-        elif seq in sch.waiting:
-            sch.waiting.remove(seq)
-        sch.kv.free(seq)
-        seq.num_computed = 0
-        seq.num_placeholders = 0
-        seq.fast_limit = -1
-        seq.epoch += 1
+        self.scheduler.remove(seq)
 
     def adopt(self, seq: SeqState, now_ns: int) -> None:
         """Take over a sequence released by another instance. Its KV does not move: it is
         recomputed here, reusing this instance's prefix cache (KV transfer is future work).
         """
         seq.arrival_ns = now_ns
-        if seq.hasher._bs != self.scheduler.config.block_size:  # noqa: SLF001
-            from llmsim.kvcache.hashing import BlockHasher
-            seq.hasher = BlockHasher(seq.request, self.scheduler.config.block_size, seq.index)
+        block_size = self.scheduler.config.block_size
+        if seq.hasher.block_size != block_size:
+            seq.hasher = BlockHasher(seq.request, block_size, seq.index)
         self.scheduler.add(seq)
 
     # ------------------------------------------------------------------- steps
@@ -166,6 +181,12 @@ class Instance:
 
     def try_start(self, now_ns: int) -> int | None:
         """Start the next step if the GPU is free and there is work.
+
+        Takes the step planned ahead (async scheduling) or plans one now, prices it, and,
+        with async scheduling, plans the following step from the state at this moment.
+
+        Args:
+            now_ns: the loop's clock, ns.
 
         Returns:
             The step's end time (ns) for the loop to schedule, or ``None``.
@@ -187,8 +208,19 @@ class Instance:
         return end_ns
 
     def finish_step(self, now_ns: int) -> StepRecord:
-        """Deliver the outputs of the step in flight (the loop calls this at its end)."""
-        assert self._inflight is not None, "finish_step without a step in flight"
+        """Deliver the outputs of the step in flight (the loop calls this at its end).
+
+        Args:
+            now_ns: the step's end time, ns (the loop's clock; the record carries the
+                end time computed at the start).
+
+        Raises:
+            InvariantError: no step in flight, or the scheduler broke an invariant
+                (checked as ``check`` asks).
+        """
+        if self._inflight is None:
+            raise InvariantError(f"instance {self.instance_id}: finish_step at {now_ns} ns "
+                                 "without a step in flight", step=self.num_steps)
         plan, start_ns, end_ns, gpu_ns, cpu_ns, cost = self._inflight
         self._inflight = None
         output = self.scheduler.update(plan)

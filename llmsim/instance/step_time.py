@@ -89,7 +89,7 @@ class StepTimeModel:
         if model is not None:
             self._token_ops = frozenset(op.name for op in step_ops(model, tp)
                                         if op.rows == Rows.TOKENS)
-        self._pad_extra: dict[tuple[int, int], int] = {}
+        self._pad_extra_ns: dict[tuple[int, int], int] = {}  # (tokens, padded) -> ns
         # padded size per token count 0..max capture size (a list lookup per step)
         self._pad_to: list[int] = []
         if self.pad:
@@ -105,27 +105,31 @@ class StepTimeModel:
         """GPU time of the step, ns, and the cost model's answer for the real batch."""
         batch = plan.batch
         cost = self.cost_model.step_cost(batch)
-        duration = cost.duration_ns
-        n = plan.num_prefill_tokens + plan.num_decodes
+        duration_ns = cost.duration_ns
+        num_tokens = plan.num_prefill_tokens + plan.num_decodes
         pad_to = self._pad_to
-        if n < len(pad_to):
-            p = pad_to[n]
-            if p > n:
-                duration += self._padding_ns(batch, cost, n, p)
-        return duration, cost
+        if num_tokens < len(pad_to):
+            padded_tokens = pad_to[num_tokens]
+            if padded_tokens > num_tokens:
+                duration_ns += self._padding_ns(batch, cost, num_tokens, padded_tokens)
+        return duration_ns, cost
 
-    def _padding_ns(self, batch: StepBatch, cost: StepCost, n: int, p: int) -> int:
-        key = (n, p)
-        extra = self._pad_extra.get(key)
-        if extra is not None:
-            return extra
+    def _padding_ns(self, batch: StepBatch, cost: StepCost, num_tokens: int,
+                    padded_tokens: int) -> int:
+        """Extra GPU time of running ``batch`` (``num_tokens`` tokens) in the graph captured
+        for ``padded_tokens`` tokens, ns (>= 0; see the module doc, item 1)."""
+        key = (num_tokens, padded_tokens)
+        extra_ns = self._pad_extra_ns.get(key)
+        if extra_ns is not None:
+            return extra_ns
+        dummies = (1,) * (padded_tokens - num_tokens)
         padded = StepBatch(prefills=batch.prefills,
-                           decode_context_lens=batch.decode_context_lens + (1,) * (p - n),
-                           tp=batch.tp)
+                           decode_context_lens=batch.decode_context_lens + dummies, tp=batch.tp)
         pcost = self.cost_model.step_cost(padded)
         ops = self._token_ops
         if ops and ops & cost.breakdown_ns.keys() and ops & pcost.breakdown_ns.keys():
-            extra = sum(pcost.breakdown_ns.get(o, 0) - cost.breakdown_ns.get(o, 0) for o in ops)
-            self._pad_extra[key] = max(0, extra)  # depends on token counts only
-            return max(0, extra)
+            extra_ns = max(0, sum(pcost.breakdown_ns.get(o, 0) - cost.breakdown_ns.get(o, 0)
+                                  for o in ops))
+            self._pad_extra_ns[key] = extra_ns  # token-scaled ops depend on token counts only
+            return extra_ns
         return max(0, pcost.duration_ns - cost.duration_ns)

@@ -41,10 +41,14 @@ class BlockPool:
     Attributes:
         ref_cnt: per block, how many sequences hold it.
         block_hash: per block, its prefix-cache hash or ``None``.
+        block_of_hash: prefix-cache map, hash -> the block holding that content (the
+            inverse of ``block_hash``; change both together, as :meth:`cache` does and
+            the KV manager's inlined copy of it).
+        num_used: usable blocks with ref count > 0.
     """
 
     __slots__ = ("num_gpu_blocks", "ref_cnt", "block_hash", "_queue", "_stale", "_num_stale",
-                 "_num_free", "_cached", "num_used")
+                 "_num_free", "block_of_hash", "num_used")
 
     def __init__(self, num_gpu_blocks: int) -> None:
         if num_gpu_blocks < 2:
@@ -57,7 +61,7 @@ class BlockPool:
         self._stale = [0] * num_gpu_blocks  # per block: stale entries in the queue
         self._num_stale = 0  # sum of _stale
         self._num_free = num_gpu_blocks - 1
-        self._cached: dict[int, int] = {}
+        self.block_of_hash: dict[int, int] = {}
         self.num_used = 0  # usable blocks with ref_cnt > 0
 
     @property
@@ -73,7 +77,7 @@ class BlockPool:
     @property
     def num_cached_blocks(self) -> int:
         """Blocks carrying a prefix-cache hash (in use or free)."""
-        return len(self._cached)
+        return len(self.block_of_hash)
 
     def usage(self) -> float:
         """KV usage fraction in [0, 1] as vLLM reports it."""
@@ -81,7 +85,7 @@ class BlockPool:
 
     def lookup(self, block_hash: int) -> int | None:
         """The block cached under ``block_hash``, or ``None``."""
-        return self._cached.get(block_hash)
+        return self.block_of_hash.get(block_hash)
 
     def is_free(self, block_id: int) -> bool:
         """True when ``block_id`` is on the free list."""
@@ -96,7 +100,7 @@ class BlockPool:
         if n > self._num_free:
             raise InvariantError(f"allocating {n} blocks with only {self._num_free} free")
         popleft = self._queue.popleft
-        stale, ref, bh, cached = self._stale, self.ref_cnt, self.block_hash, self._cached
+        stale, ref, bh, cached = self._stale, self.ref_cnt, self.block_hash, self.block_of_hash
         if self._num_stale:
             out = []
             for _ in range(n):
@@ -135,7 +139,7 @@ class BlockPool:
             b = popleft()
         h = self.block_hash[b]
         if h is not None:
-            cached = self._cached
+            cached = self.block_of_hash
             if cached.get(h) == b:
                 del cached[h]
             self.block_hash[b] = None
@@ -184,10 +188,10 @@ class BlockPool:
         """Record that ``block_id`` holds the full block with hash ``block_hash``."""
         if self.block_hash[block_id] is not None:
             return
-        if block_hash in self._cached:
+        if block_hash in self.block_of_hash:
             return  # duplicate content: first holder keeps the hash (see module doc)
         self.block_hash[block_id] = block_hash
-        self._cached[block_hash] = block_id
+        self.block_of_hash[block_hash] = block_id
 
     def free_list(self) -> list[int]:
         """Free blocks from LRU head to tail (for tests and checks; O(queue))."""
@@ -246,7 +250,7 @@ class BlockPool:
             raise InvariantError(
                 f"blocks not conserved: used {used} (counter {self.num_used}) + free "
                 f"{self._num_free} != {self.num_gpu_blocks - 1}", step=step)
-        for h, b in self._cached.items():
+        for h, b in self.block_of_hash.items():
             if self.block_hash[b] != h:
                 raise InvariantError(f"prefix-cache map points hash to block {b} "
                                      f"which holds another hash", step=step)

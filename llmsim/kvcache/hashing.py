@@ -83,6 +83,11 @@ class BlockHasher:
         else:
             self._n_trace_blocks = 0
 
+    @property
+    def block_size(self) -> int:
+        """Engine block size ``B`` the hashes are computed for, tokens."""
+        return self._bs
+
     def ensure(self, num_blocks: int) -> list[int]:
         """Extend :attr:`hashes` to at least ``num_blocks`` entries and return it."""
         hashes = self.hashes

@@ -6,6 +6,19 @@ still computed), ``allocate_slots`` adds the blocks a step needs (or refuses, le
 unchanged) and marks newly full blocks cached, ``free`` releases a sequence's blocks
 last-block-first.
 
+Deliberate differences from vLLM 0.19:
+
+* One KV-cache group (full attention in every layer): no sliding-window or hybrid
+  (Mamba, local attention) managers, no per-group block tables.
+* Prefix-cache lookups happen only for waiting sequences with no computed tokens (as in
+  vLLM) and are counted once per admission in :attr:`query_tokens` / :attr:`hit_tokens`.
+* Blocks are cached when a step makes them full, including the block completed by the
+  token sampled in the previous step; vLLM with async scheduling caches at most up to the
+  tokens whose ids are known, so the block completed by a placeholder token is cached one
+  step later there.
+* No KV-cache events, no CPU offloading, no ``num_lookahead_tokens`` (no speculative
+  decoding).
+
 A *sequence* here is any object with the attributes ``blocks`` (list of block ids),
 ``num_computed`` (tokens whose KV is computed or scheduled), ``num_cached_blocks`` (leading
 blocks already registered in the prefix cache), ``hasher`` (a
@@ -148,12 +161,13 @@ class KVCacheManager:
 
     def _cache_full_blocks(self, seq: Any, n_full: int) -> None:
         """Register ``seq``'s blocks ``num_cached_blocks .. n_full - 1`` in the prefix cache
-        (:meth:`BlockPool.cache`, inlined: a block already carrying a hash, or a hash
-        already held by another block, is left alone)."""
+        (:meth:`BlockPool.cache`, inlined on the pool's ``block_hash`` /
+        ``block_of_hash``: a block already carrying a hash, or a hash already held by
+        another block, is left alone)."""
         lo = seq.num_cached_blocks
         hashes = seq.hasher.ensure(n_full)
         pool = self.pool
-        block_hash, cached = pool.block_hash, pool._cached
+        block_hash, cached = pool.block_hash, pool.block_of_hash
         if n_full - lo == 1:
             pairs: Any = ((seq.blocks[lo], hashes[lo]),)
         else:

@@ -99,7 +99,22 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
                 num_gpu_blocks_override: int | None = None,
                 non_torch_bytes: int = DEFAULT_NON_TORCH_BYTES,
                 cudagraph_bytes: int = DEFAULT_CUDAGRAPH_BYTES) -> KVCapacity:
-    """Resolve the number of KV blocks of one instance.
+    """Resolve the number of KV blocks of one instance (formula: module doc).
+
+    Args:
+        model: the served model (weights, KV bytes per token, activation sizes).
+        total_gpu_bytes: device memory of one GPU, bytes.
+        gpu_memory_utilization: fraction of it vLLM may use, in (0, 1].
+        block_size: tokens per KV block.
+        max_num_batched_tokens: token budget per step (sizes the activation peak).
+        max_num_seqs: most running sequences (sizes the sampler's logits).
+        tp: tensor-parallel degree (weights and KV are split over ``tp`` ranks).
+        num_gpu_blocks_override: use this block count instead of the memory model.
+        non_torch_bytes: CUDA context and workspaces per rank, bytes.
+        cudagraph_bytes: captured CUDA graphs per rank, bytes.
+
+    Returns:
+        The block count with the terms it came from (per TP rank).
 
     Raises:
         ConfigError: the override is not positive, or the model leaves no room for even

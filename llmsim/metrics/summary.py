@@ -37,7 +37,7 @@ def summarize(requests: pd.DataFrame, itls_s: list[np.ndarray], *, num_steps: in
     in_tok = int(requests.loc[done, "input_tokens"].sum())
     all_itl = np.concatenate(itls_s) if itls_s else np.empty(0)
     summary: dict[str, Any] = {
-        "num_requests": int(len(requests)),
+        "num_requests": len(requests),
         "num_finished": int(done.sum()),
         "duration_s": end - start,
         "num_steps": int(num_steps),

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from llmsim.costmodel.base import StepBatch
 from llmsim.scheduler.state import SeqState
 
-
 Chunk = tuple[SeqState, int, int, bool, int]
 """Tokens of one sequence computed in a step, as a plain tuple (built ~10^5-10^6 times per
 replay, so no dataclass): ``(seq, num_new_tokens, num_cached_tokens, emits_token, epoch)``.

@@ -125,7 +125,20 @@ class Scheduler:
 
     # -------------------------------------------------------------- schedule
     def schedule(self, now_ns: int) -> BatchPlan | None:
-        """Plan the next step at simulated time ``now_ns``; ``None`` when nothing to run."""
+        """Plan the next step (vLLM's ``schedule()``): phase 1, then phase 2 (module doc).
+
+        Mutates the queues, the sequences' counters and the KV cache (blocks for the
+        scheduled tokens, preemptions); the tokens sampled by the step are delivered by
+        :meth:`update` when the step ends.
+
+        Args:
+            now_ns: simulated time of the call, ns (stamped on the plan and on the first
+                scheduling of each admitted sequence).
+
+        Returns:
+            The step, or ``None`` when nothing can be scheduled (possibly after
+            preempting: the preempted sequences are then back in ``waiting``).
+        """
         step = _StepBuilder()
         preempted: list[SeqState] = []
         budget = self._schedule_running(self.config.max_num_batched_tokens, step, preempted)
@@ -220,19 +233,20 @@ class Scheduler:
                 if victim is seq:
                     return -1
         emits = total == n_tokens
-        step.chunks.append((seq, num_new, computed, emits, seq.epoch))
+        step.add(seq, num_new, computed, emits)
         seq.num_computed = total
+        self._after_chunk(seq, emits)
+        return num_new
+
+    def _after_chunk(self, seq: SeqState, emits: bool) -> None:
+        """Bookkeeping after scheduling a chunk of ``seq`` (``num_computed`` already
+        advanced): a chunk that samples adds a placeholder token and makes ``seq`` a steady
+        decode; any other chunk leaves it on the slow path."""
         if emits:
             seq.num_placeholders += 1
-            if num_new == 1:
-                step.decode_lens.append(total)
-            else:
-                step.add_prefill(num_new, computed, True)
             self._set_fast_limit(seq)
         else:
-            step.add_prefill(num_new, computed, False)
             seq.fast_limit = -1
-        return num_new
 
     def _set_fast_limit(self, seq: SeqState) -> None:
         """Set ``seq.fast_limit`` after a chunk that samples a token (see
@@ -257,17 +271,34 @@ class Scheduler:
                 lim = b
         seq.fast_limit = lim
 
-    def _preempt(self, seq: SeqState) -> None:
-        """Preempt ``seq`` by recomputation: free its blocks, send it to the queue front."""
+    def _drop_kv_state(self, seq: SeqState) -> None:
+        """Free ``seq``'s blocks and forget its computed tokens; outputs of its steps still
+        in flight are discarded (epoch bump)."""
         self.kv.free(seq)
         seq.num_computed = 0
         seq.num_placeholders = 0
         seq.fast_limit = -1
         seq.epoch += 1
+
+    def _preempt(self, seq: SeqState) -> None:
+        """Preempt ``seq`` by recomputation: free its blocks, send it to the queue front."""
+        self._drop_kv_state(seq)
         seq.num_preemptions += 1
         seq.status = _WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
+
+    def remove(self, seq: SeqState) -> None:
+        """Take ``seq`` out of this scheduler (a hand-off to another instance): drop it from
+        the queues, free its blocks and discard outputs of its steps in flight.
+
+        O(queue length); hand-offs are rare next to steps.
+        """
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self._drop_kv_state(seq)
 
     def _schedule_waiting(self, budget: int, step: _StepBuilder, admitted: list[SeqState],
                           now_ns: int) -> None:
@@ -302,17 +333,25 @@ class Scheduler:
             emits = num_hit + num_new == n_tokens
             step.add(seq, num_new, num_hit, emits)
             seq.num_computed = num_hit + num_new
-            if emits:
-                seq.num_placeholders += 1
-                self._set_fast_limit(seq)
-            else:
-                seq.fast_limit = -1
+            self._after_chunk(seq, emits)
             admitted.append(seq)
             budget -= num_new
 
     # ---------------------------------------------------------------- update
     def update(self, plan: BatchPlan) -> StepOutput:
-        """Deliver the tokens of a finished step; free sequences that are done."""
+        """Deliver the tokens of a finished step (vLLM's ``update_from_output``).
+
+        Each chunk that samples gives its sequence one output token, unless the sequence
+        was preempted (or handed off) after the step was scheduled. Sequences reaching
+        ``max_output`` tokens finish: their blocks are freed (last block first) and they
+        leave ``running``.
+
+        Args:
+            plan: a step returned by :meth:`schedule`, in scheduling order.
+
+        Returns:
+            The sequences that got a token, finished, or got their first token.
+        """
         emitted: list[SeqState] = []
         finished: list[SeqState] = []
         first: list[SeqState] = []

@@ -96,7 +96,8 @@ class Simulation:
                 parent = self._index_of.get(r.parent_id)
                 if parent is None or parent >= i:
                     raise ConfigError(f"request {r.request_id!r}: parent {r.parent_id!r} is "
-                                      "not an earlier request of the trace", field="parent_id")
+                                      "not an earlier request of the trace", line=i + 1,
+                                      field="parent_id")
                 self._children.setdefault(parent, []).append(i)
                 continue
             self._seq += 1
@@ -128,55 +129,55 @@ class Simulation:
         heap, recorder, instances = self._heap, self.recorder, self.instances
         pending = self._start_pending
         pop = heapq.heappop
-        now = 0
+        now_ns = 0
         n_events = 0
         while heap:
-            now, kind, _s, payload = pop(heap)
+            now_ns, kind, _s, payload = pop(heap)
             n_events += 1
-            if now > recorder.next_tick_ns:
-                recorder.advance(now)
+            if now_ns > recorder.next_tick_ns:
+                recorder.advance(now_ns)
             if kind is _END:
-                self._on_step_end(instances[payload], now)
+                self._on_step_end(instances[payload], now_ns)
                 # the instance is idle now (nothing in _on_step_end starts a step)
                 if not pending[payload]:
-                    if heap and heap[0][0] <= now:
+                    if heap and heap[0][0] <= now_ns:
                         pending[payload] = True
-                        self._push(now, _START, payload)
+                        self._push(now_ns, _START, payload)
                     else:
-                        # nothing else happens at `now`: the START event would be next
+                        # nothing else happens at `now_ns`: the START event would be next
                         n_events += 1
-                        self._start(payload, now)
+                        self._start(payload, now_ns)
             elif kind is _ARRIVAL:
-                self._on_arrival(payload, now)
+                self._on_arrival(payload, now_ns)
             elif kind is _START:
                 pending[payload] = False
-                self._start(payload, now)
+                self._start(payload, now_ns)
             else:
-                self._on_handoff(payload, now)
-        recorder.finish(now)
+                self._on_handoff(payload, now_ns)
+        recorder.finish(now_ns)
         if recorder.num_finished != len(self.requests):
             stuck = [i for i in instances if i.scheduler.has_unfinished()]
             raise InvariantError(
                 f"simulation ended with {len(self.requests) - recorder.num_finished} "
                 f"unfinished requests (instances with work: {[i.instance_id for i in stuck]})")
-        return SimStats(end_ns=now, num_events=n_events,
+        return SimStats(end_ns=now_ns, num_events=n_events,
                         num_steps=sum(i.num_steps for i in instances))
 
-    def _start(self, inst_id: int, now: int) -> None:
-        end = self.instances[inst_id].try_start(now)
-        if end is not None:
-            self._push(end, _END, inst_id)
+    def _start(self, inst_id: int, now_ns: int) -> None:
+        end_ns = self.instances[inst_id].try_start(now_ns)
+        if end_ns is not None:
+            self._push(end_ns, _END, inst_id)
 
-    def _on_arrival(self, index: int, now: int) -> None:
+    def _on_arrival(self, index: int, now_ns: int) -> None:
         request = self.requests[index]
         inst_id = self.router.route(request, self.instances)
-        self.instances[inst_id].enqueue(request, index, now)
-        self.recorder.on_release(index, inst_id, now)
-        self._request_start(inst_id, now)
+        self.instances[inst_id].enqueue(request, index, now_ns)
+        self.recorder.on_release(index, inst_id, now_ns)
+        self._request_start(inst_id, now_ns)
 
-    def _on_step_end(self, inst: Instance, now: int) -> None:
+    def _on_step_end(self, inst: Instance, now_ns: int) -> None:
         """Deliver the step's outputs; the caller then starts the instance's next step."""
-        rec = inst.finish_step(now)
+        rec = inst.finish_step(now_ns)
         self.recorder.on_step(rec)
         finished = rec.output.finished
         if finished:
@@ -184,15 +185,16 @@ class Simulation:
             for seq in finished:
                 for child in children.get(seq.index, ()):
                     r = self.requests[child]
-                    self._push(max(r.arrival_ns, now + r.think_time_ns), _ARRIVAL, child)
+                    self._push(max(r.arrival_ns, now_ns + r.think_time_ns), _ARRIVAL, child)
             if self.on_finished is not None:
                 self.on_finished(len(finished))
         if self.handoff_policy is not None:
             for h in self.handoff_policy(rec):
                 self.instances[h.src].release(h.seq)
-                self._push(now + h.delay_ns, _HANDOFF, h)
+                self._push(now_ns + h.delay_ns, _HANDOFF, h)
 
-    def _on_handoff(self, h: Handoff, now: int) -> None:
-        self.instances[h.dst].adopt(h.seq, now)
+    def _on_handoff(self, h: Handoff, now_ns: int) -> None:
+        self.instances[h.dst].adopt(h.seq, now_ns)
+        # the request keeps its first release time (its TTFT counts from the original arrival)
         self.recorder.on_release(h.seq.index, h.dst, self.recorder.release_ns[h.seq.index])
-        self._request_start(h.dst, now)
+        self._request_start(h.dst, now_ns)

@@ -112,7 +112,7 @@ def test_bad_trace_file_rows_name_file_and_line(tmp_path):
         "ids": (3, {"arrival_time_ns": 10**9, "input_toks": 5, "output_toks": 2,
                     "input_tok_ids": [1, 2]}),
     }
-    for _name, (lineno, row) in cases.items():
+    for lineno, row in cases.values():
         broken = list(lines)
         broken[lineno - 1] = json.dumps(row)
         (tmp_path / "trace.jsonl").write_text("\n".join(broken) + "\n")
@@ -145,8 +145,10 @@ def test_parent_requests_release_children_after_think_time(tmp_path):
     r = run(exp, trace=trace_of([a, b]), cost_model=_cost())
     df = r.requests.set_index("request_id")
     assert df.loc["b", "arrival_s"] == pytest.approx(df.loc["a", "finish_s"] + 0.007)
-    with pytest.raises(ConfigError, match="parent"):
-        run(exp, trace=trace_of([make_request("c", parent_id="zz")]), cost_model=_cost())
+    with pytest.raises(TraceFormatError, match="parent 'zz' is not an earlier") as err:
+        run(exp, trace=trace_of([a, make_request("c", parent_id="zz")], source="t.jsonl"),
+            cost_model=_cost())
+    assert (err.value.path, err.value.line, err.value.field) == ("t.jsonl", 2, "parent_id")
 
 
 def test_default_capture_sizes_match_the_recorded_vllm_list():
@@ -200,3 +202,12 @@ def test_outputs_identical_across_processes_and_hash_seeds(tmp_path):
                        check=True, env=env)
     for f in sorted((tmp_path / "o1").iterdir()):
         assert f.read_bytes() == (tmp_path / "o2" / f.name).read_bytes(), f.name
+
+
+def test_kv_cache_too_small_names_the_experiment_file(tmp_path):
+    path = _write_experiment(tmp_path, extra="")
+    text = path.read_text().replace("  num_gpu_blocks_override: 40\n", "")
+    path.write_text(text.replace("gpu_memory_bytes: 1000000000", "gpu_memory_bytes: 100000"))
+    with pytest.raises(ConfigError, match="no room for the KV cache") as err:
+        run(load_experiment(path), cost_model=_cost())
+    assert err.value.path == str(path) and err.value.field == "hardware.gpu_memory_bytes"

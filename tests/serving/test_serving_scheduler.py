@@ -139,7 +139,7 @@ def test_cpu_overhead_adds_without_async_and_hides_with_it():
 
 def test_invariant_violation_names_request_and_step():
     inst = make_instance()
-    rec, _ = simulate([make_request("A", prompt=8, output=2)], inst)
+    _rec, _ = simulate([make_request("A", prompt=8, output=2)], inst)
     sch = inst.scheduler
     seq_req = make_request("Z", prompt=8, output=4)
     seq = inst.enqueue(seq_req, 0, 0)

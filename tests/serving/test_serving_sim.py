@@ -34,7 +34,7 @@ def test_event_priorities_put_step_ends_first_and_starts_last():
 def test_round_robin_over_instances_of_different_speed():
     fast = make_instance(instance_id=0, cost=const_cost(5 * MS))
     slow = make_instance(instance_id=1, cost=const_cost(20 * MS))
-    rec, sim = simulate(make_requests(4, prompt=4, output=2), [fast, slow], router=RoundRobin())
+    rec, _sim = simulate(make_requests(4, prompt=4, output=2), [fast, slow], router=RoundRobin())
     assert rec.instance_of == [0, 1, 0, 1]
     assert rec.finish_ns == [10 * MS, 40 * MS, 10 * MS, 40 * MS]
     assert fast.num_steps == 2 and slow.num_steps == 2
@@ -123,3 +123,10 @@ def test_block_count_from_measured_meta(tmp_path, data_path):
     assert num_gpu_blocks_from_meta(tmp_path / "none.json") is None
     meta = data_path("llmservingsim/measured/RTX4090/Llama-3.1-8B/vllm/meta.json")
     assert num_gpu_blocks_from_meta(meta) == 2588
+
+
+def test_finishing_a_step_that_is_not_in_flight_raises():
+    from llmsim.errors import InvariantError
+
+    with pytest.raises(InvariantError, match="without a step in flight"):
+        make_instance().finish_step(0)
