@@ -111,7 +111,7 @@ def plot_ratios(ratios: list[OpRatio], path: Path, *, title: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    from profiler.store import atomic_write_bytes
+    from llmsim.data.atomic import atomic_write_bytes
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     labels = [f"{r.op} tp{r.tp}" for r in ratios]

@@ -1,7 +1,8 @@
 """Reading and writing profiles and the sweep journal, atomically.
 
 Profiles go through ``llmsim.profile`` (which owns the format and its schema check); other
-outputs (plots, JSON) use :func:`atomic_write_bytes` (temp file + ``os.replace``).
+outputs (plots, JSON) use :func:`llmsim.data.atomic.atomic_write_bytes` (temp file +
+``os.replace``).
 
 The journal (``<out>.journal.jsonl``) is the sweep's incremental save: one JSON object per
 line, appended and fsync'ed after every measured point, so a killed sweep loses at most the
@@ -13,33 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from llmsim.data.atomic import atomic_write_bytes  # noqa: F401 (old import path, kept)
 from llmsim.errors import ProfileError
 from llmsim.v1 import profile_pb2 as pb
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_profile(profile: pb.Profile, path: str | Path) -> Path:

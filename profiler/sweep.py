@@ -351,23 +351,10 @@ def _sweep_all(cfg: SweepConfig, state: SweepState, journal: Journal, timer: Tim
             rec = {"type": "point", "key": key, "tp": tp, "op": target.op,
                    "kind": target.kind, "axes": list(point),
                    **_measure(call, cfg, timer, meter)}
-            journal.append(rec)
-            state.records[key] = rec
-            state.measured_now += 1
-            bar.update(key)
-        for tp, (n, nb, kvs) in skews:
-            key = point_key(tp, "skew", (n, nb, kvs))
-            if key in state.records:
-                continue
-            s = get_suite(tp)
-            rec = _measure_skew(lambda lens, s=s: summarize(timer.time(
-                s.attention_call([], lens), warmup=cfg.warmup,
-                repetitions=cfg.repetitions)).median_ns, n, nb, kvs)
-            rec.update(type="skew", key=key, tp=tp)
-            journal.append(rec)
-            state.records[key] = rec
-            state.measured_now += 1
-            bar.update(key)
+            _commit(rec, state, journal, bar)
+        _sweep_skews(skews, state, journal, bar, lambda tp, lens: summarize(timer.time(
+            get_suite(tp).attention_call([], lens), warmup=cfg.warmup,
+            repetitions=cfg.repetitions)).median_ns)
     finally:
         bar.close()
 
@@ -461,24 +448,37 @@ def _sweep_in_context(cfg: SweepConfig, state: SweepState, journal: Journal,
                     rec["energy"] = {"energy_j": r.energy_per_call_j,
                                      "avg_power_w": r.avg_power_w, "calls": r.calls,
                                      "window_ns": r.window_ns}
-                journal.append(rec)
-                state.records[key] = rec
-                state.measured_now += 1
-                bar.update(key)
-        for tp, (n, nb, kvs) in skews:
-            key = point_key(tp, "skew", (n, nb, kvs))
-            if key in state.records:
-                continue
-            rec = _measure_skew(lambda lens, tp=tp: summarize(passes(
-                tp, in_context.ContextBatch(decode_lens=tuple(lens)))["attention"]).median_ns,
-                n, nb, kvs)
-            rec.update(type="skew", key=key, tp=tp)
-            journal.append(rec)
-            state.records[key] = rec
-            state.measured_now += 1
-            bar.update(key)
+                _commit(rec, state, journal, bar)
+        _sweep_skews(skews, state, journal, bar, lambda tp, lens: summarize(passes(
+            tp, in_context.ContextBatch(decode_lens=tuple(lens)))["attention"]).median_ns)
     finally:
         bar.close()
+
+
+def _commit(rec: dict[str, Any], state: SweepState, journal: Journal, bar: _Progress) -> None:
+    """Journal one measured record (appended and fsync'ed), remember it, advance the bar."""
+    journal.append(rec)
+    state.records[rec["key"]] = rec
+    state.measured_now += 1
+    bar.update(rec["key"])
+
+
+def _sweep_skews(skews: list[tuple[int, tuple[int, int, int]]], state: SweepState, journal: Journal,
+                 bar: _Progress, decode_median_ns: Callable[[int, list[int]], float]) -> None:
+    """Measure the decode-skew points not yet journaled (see :func:`_measure_skew`).
+
+    Args:
+        skews: ``(tp, (n, nb, kvs))`` points in sweep order.
+        decode_median_ns: ``(tp, decode KV lengths) -> median attention time, ns`` of a
+            decode-only batch, as the sweep's timing mode measures it.
+    """
+    for tp, (n, nb, kvs) in skews:
+        key = point_key(tp, "skew", (n, nb, kvs))
+        if key in state.records:
+            continue
+        rec = _measure_skew(lambda lens, tp=tp: decode_median_ns(tp, lens), n, nb, kvs)
+        rec.update(type="skew", key=key, tp=tp)
+        _commit(rec, state, journal, bar)
 
 
 def _measure_skew(attention_median_ns: Callable[[list[int]], float], n: int, nb: int,

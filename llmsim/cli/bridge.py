@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bridge serve`` and ``bridge describe``."""
     parser = subparsers.add_parser("bridge", help="gRPC cost-bridge servers and checks")
     sub = parser.add_subparsers(dest="bridge_command", metavar="SUBCOMMAND", required=True)
     serve = sub.add_parser("serve", help="start a bridge server (prints its port as JSON)")
@@ -58,6 +59,11 @@ def scalesim_python(explicit: str | None) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Run an adapter server in the foreground (``exec`` into the scalesim venv when needed).
+
+    Raises:
+        ConfigError: bad server arguments, or no interpreter with ``scalesim`` installed.
+    """
     rest = [a for a in args.args if a != "--"]
     if args.server == "scalesim":
         python = scalesim_python(args.python)
@@ -71,6 +77,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
+    """Connect (health check + version check) and print the server's ``Describe`` answer.
+
+    Raises:
+        CostModelUnavailable: no healthy server within ``--timeout-s``, or a protocol mismatch.
+    """
     from llmsim.bridge.client import parse_spec
     from llmsim.bridge.transport import BridgeTransport, TransportOptions
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from llmsim.errors import ConfigError
+from llmsim.trace.record import Request
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,11 @@ def _input_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     from llmsim.data.catalog import load_catalog, named_trace_path
-    from llmsim.trace.registry import detect_format, load_trace_frame, resolve_trace_path
+    from llmsim.trace.registry import (
+        detect_format,
+        load_trace_frame,
+        resolve_trace_path,
+    )
     from llmsim.trace.transforms import apply_transforms
 
     fmt = args.format
@@ -72,37 +77,51 @@ def run_stats(args: argparse.Namespace) -> int:
         if key in frame.metadata:
             print(f"{key.replace('_', ' ')}: {frame.metadata[key]}")
     if args.out:
-        for path in write_stats(frame, stats, args.out):
+        with _output_errors(args.out):
+            written = write_stats(frame, stats, args.out)
+        for path in written:
             print(f"wrote {path}")
     return 0
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    """Write the (transformed) trace as LLMServingSim JSONL, plus llmsim's extra fields."""
-    frame = _load(args)
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def _output_errors(out: Path) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``--out`` into a ``ConfigError`` (exit 2, no traceback)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            for r in frame.to_trace().requests:
-                obj: dict[str, object] = {"arrival_time_ns": r.arrival_ns, "input_toks": r.input_tokens,
-                                          "output_toks": r.output_tokens}
-                if r.input_token_ids is not None:
-                    obj["input_tok_ids"] = list(r.input_token_ids)
-                if r.output_token_ids is not None:
-                    obj["output_tok_ids"] = list(r.output_token_ids)
-                if r.block_hashes is not None:
-                    obj["block_hashes"] = list(r.block_hashes)
-                    obj["hash_block_size"] = r.hash_block_size
-                for key in ("session_id", "parent_id", "model"):
-                    if getattr(r, key) is not None:
-                        obj[key] = getattr(r, key)
-                if r.think_time_ns:
-                    obj["think_time_ns"] = r.think_time_ns
-                f.write(json.dumps(obj) + "\n")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    print(f"wrote {len(frame)} requests to {out}")
+        yield
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc}", path=out, field="--out") from exc
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Write the (transformed) trace as LLMServingSim JSONL, plus llmsim's extra fields.
+
+    The whole file is built in memory and written atomically (temp file + rename).
+    """
+    from llmsim.data.atomic import atomic_write_text
+
+    frame = _load(args)
+    lines = [json.dumps(_jsonl_record(r)) + "\n" for r in frame.to_trace().requests]
+    with _output_errors(args.out):
+        atomic_write_text(args.out, "".join(lines))
+    print(f"wrote {len(frame)} requests to {args.out}")
     return 0
+
+
+def _jsonl_record(r: Request) -> dict[str, object]:
+    """One request as an LLMServingSim JSONL object (llmsim's optional fields when set)."""
+    obj: dict[str, object] = {"arrival_time_ns": r.arrival_ns, "input_toks": r.input_tokens,
+                              "output_toks": r.output_tokens}
+    if r.input_token_ids is not None:
+        obj["input_tok_ids"] = list(r.input_token_ids)
+    if r.output_token_ids is not None:
+        obj["output_tok_ids"] = list(r.output_token_ids)
+    if r.block_hashes is not None:
+        obj["block_hashes"] = list(r.block_hashes)
+        obj["hash_block_size"] = r.hash_block_size
+    for key in ("session_id", "parent_id", "model"):
+        if getattr(r, key) is not None:
+            obj[key] = getattr(r, key)
+    if r.think_time_ns:
+        obj["think_time_ns"] = r.think_time_ns
+    return obj

@@ -4,7 +4,9 @@ Protocol per file (``pull_file``):
 
 1. If the destination exists with the catalog size and SHA-256, nothing is downloaded.
 2. Bytes go to ``<dest>.partial``. An existing partial file is resumed with an HTTP
-   ``Range: bytes=N-`` request; a server that ignores ranges (200 instead of 206) restarts it.
+   ``Range: bytes=N-`` request; a server that ignores ranges (200 instead of 206) restarts it,
+   and a 206 whose ``Content-Range`` does not start at ``N`` is refused (the partial file is
+   deleted) rather than spliced.
 3. A response that ends early (fewer bytes than announced) is resumed, up to ``retries``
    times.
 4. Only a complete file whose size and SHA-256 match the catalog is renamed into place
@@ -158,6 +160,8 @@ def _fetch(file: DataFile, partial: Path, *, timeout_s: float, opener: Opener) -
         raise DownloadError(f"cannot connect: {exc}", url=file.url, path=partial) from None
     with response:  # type: ignore[attr-defined]
         status = getattr(response, "status", 200)
+        if have and status == 206:
+            _check_resume_range(response.headers.get("Content-Range"), have, file, partial)  # type: ignore[attr-defined]
         mode = "ab" if (have and status == 206) else "wb"
         length = response.headers.get("Content-Length")  # type: ignore[attr-defined]
         expected = int(length) if length is not None else None
@@ -171,6 +175,25 @@ def _fetch(file: DataFile, partial: Path, *, timeout_s: float, opener: Opener) -
                 logger.warning("%s: read error after %d bytes: %s", file.path, got, exc)
                 return False
     return expected is None or got >= expected
+
+
+def _check_resume_range(content_range: str | None, have: int, file: DataFile, partial: Path) -> None:
+    """A 206 answer to ``Range: bytes=have-`` must start at ``have`` (RFC 9110 section 14.4).
+
+    Appending a body that starts elsewhere would splice the file; for a dataset without a
+    published checksum nothing downstream could catch that, so the partial file is dropped.
+
+    Raises:
+        DownloadError: missing or different ``Content-Range`` start (partial file deleted).
+    """
+    start = None
+    if content_range and content_range.startswith("bytes "):
+        head = content_range[6:].split("-", 1)[0].strip()
+        start = int(head) if head.isdigit() else None
+    if start != have:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"resume asked for bytes {have}- but the server sent Content-Range "
+                            f"{content_range!r}; partial file deleted, pull again", url=file.url, path=partial)
 
 
 def _verify_partial(file: DataFile, partial: Path, dest: Path) -> None:

@@ -8,12 +8,11 @@ imports it on the fly.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from llmsim.data.atomic import atomic_write_bytes
 from llmsim.errors import ProfileError
 from llmsim.v1 import profile_pb2 as pb
 
@@ -68,25 +67,10 @@ def write_profile(profile: pb.Profile, path: str | Path) -> Path:
         raise ProfileError(f"cannot write schema version {profile.schema_version}",
                            path=path, field="schema_version")
     data = profile.SerializeToString(deterministic=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ProfileError(f"cannot write profile: {exc}", path=path) from exc
-        raise
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ProfileError(f"cannot write profile: {exc}", path=path) from exc
     return path
 
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llmsim.data.atomic import atomic_write_text
 from llmsim.data.paths import user_cache_dir
 from llmsim.errors import TraceFormatError
 from llmsim.trace.frame import (
@@ -317,9 +318,7 @@ def _write_meta(parquet: Path, meta: dict[str, str]) -> None:
     import json
 
     side = parquet.with_suffix(parquet.suffix + ".json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(meta, sort_keys=True))
-    os.replace(tmp, side)
+    atomic_write_text(side, json.dumps(meta, sort_keys=True), fsync=False)
 
 
 def _read_meta(parquet: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from llmsim.data.paths import dataset_path
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.trace.frame import TraceFrame
 from llmsim.trace.record import Trace
 
@@ -65,11 +65,14 @@ def resolve_trace_path(path: str | Path) -> Path:
 
     Raises:
         DataNotFoundError: neither exists.
+        TraceFormatError: the path is a directory, not a trace file.
     """
     p = Path(path).expanduser()
-    if p.exists():
-        return p
-    return dataset_path(p)
+    if not p.exists():
+        p = dataset_path(p)
+    if p.is_dir():
+        raise TraceFormatError("is a directory; expected a trace file", path=p)
+    return p
 
 
 def load_trace_frame(fmt: str | TraceFormat, path: str | Path, **options: object) -> TraceFrame:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from llmsim.data.atomic import atomic_write_bytes
 from llmsim.trace.frame import NS_PER_S, TraceFrame
 
 logger = logging.getLogger(__name__)
@@ -174,8 +173,8 @@ def format_table(stats: TraceStats) -> str:
         ("inter-arrival CV", f"{stats.interarrival_cv:.3f}"),
     ]
     for label, ls in (("input tokens", stats.input_tokens), ("output tokens", stats.output_tokens)):
-        rows.append((label, f"mean {ls.mean:.1f}  p50 {ls.p50:.0f}  p90 {ls.p90:.0f}  p99 {ls.p99:.0f}  "
-                            f"min {ls.min}  max {ls.max}"))
+        rows.append((label, (f"mean {ls.mean:.1f}  p50 {ls.p50:.0f}  p90 {ls.p90:.0f}  p99 {ls.p99:.0f}  "
+                             f"min {ls.min}  max {ls.max}")))
     if stats.num_sessions:
         rows.append(("sessions", f"{stats.num_sessions:,}"))
     if stats.prefix_reuse_ratio is not None:
@@ -185,51 +184,59 @@ def format_table(stats: TraceStats) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _atomic_write(path: Path, write: callable) -> None:  # type: ignore[valid-type]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_stats(frame: TraceFrame, stats: TraceStats, out_dir: str | Path) -> list[Path]:
-    """Write ``stats.json``, ``rate.csv`` and ``trace_stats.png`` (each atomically).
+    """Write ``stats.json``, ``rate.csv`` and ``trace_stats.png`` into ``out_dir``.
+
+    All three are rendered in memory first and then each written atomically, so a failure
+    (e.g. while plotting) leaves none of them behind rather than a partial set.
 
     Returns:
         The written paths.
+
+    Raises:
+        OSError: ``out_dir`` cannot be written.
     """
+    out = Path(out_dir)
+    rate = pd.DataFrame({"t_s": np.arange(len(stats.rate_per_s)) * stats.bin_s, "rate_per_s": stats.rate_per_s})
+    payloads = {
+        out / "stats.json": json.dumps(stats.to_dict(), indent=2, sort_keys=True).encode(),
+        out / "rate.csv": rate.to_csv(index=False).encode(),
+        out / "trace_stats.png": _plot_png(frame, stats, rate),
+    }
+    for path, data in payloads.items():
+        atomic_write_bytes(path, data)
+    return list(payloads)
+
+
+def _plot_png(frame: TraceFrame, stats: TraceStats, rate: pd.DataFrame) -> bytes:
+    """The 2x2 characterization figure (rate, inter-arrival gaps, input, output) as PNG bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path, png_path = out / "stats.json", out / "rate.csv", out / "trace_stats.png"
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(stats.to_dict(), indent=2, sort_keys=True)))
-    rate = pd.DataFrame({"t_s": np.arange(len(stats.rate_per_s)) * stats.bin_s, "rate_per_s": stats.rate_per_s})
-    _atomic_write(csv_path, lambda p: rate.to_csv(p, index=False))
-
     df = frame.data
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    ax = axes[0, 0]
-    ax.plot(rate["t_s"], rate["rate_per_s"], lw=0.7)
-    ax.set(title=f"arrival rate ({stats.bin_s:g} s bins)", xlabel="time (s)", ylabel="req/s")
-    ax = axes[0, 1]
-    gaps = np.diff(df["arrival_ns"].to_numpy()) / NS_PER_S
-    gaps = gaps[gaps > 0]
-    if gaps.size:
-        ax.hist(gaps, bins=np.logspace(np.log10(gaps.min()), np.log10(gaps.max()) + 1e-9, 60))
-        ax.set_xscale("log")
-    ax.set(title=f"inter-arrival (CV {stats.interarrival_cv:.2f})", xlabel="gap (s)", ylabel="count")
-    for ax, col, label in ((axes[1, 0], "input_tokens", "input"), (axes[1, 1], "output_tokens", "output")):
-        ax.hist(df[col].to_numpy(), bins=60)
-        ax.set(title=f"{label} length", xlabel="tokens", ylabel="count")
-    fig.suptitle(f"{stats.name}: {stats.num_requests:,} requests over {stats.span_s:,.0f} s")
-    fig.tight_layout()
-    _atomic_write(png_path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return [json_path, csv_path, png_path]
+    try:
+        ax = axes[0, 0]
+        ax.plot(rate["t_s"], rate["rate_per_s"], lw=0.7)
+        ax.set(title=f"arrival rate ({stats.bin_s:g} s bins)", xlabel="time (s)", ylabel="req/s")
+        ax = axes[0, 1]
+        gaps_s = np.diff(df["arrival_ns"].to_numpy()) / NS_PER_S
+        gaps_s = gaps_s[gaps_s > 0]
+        if gaps_s.size:
+            ax.hist(gaps_s, bins=np.logspace(np.log10(gaps_s.min()), np.log10(gaps_s.max()) + 1e-9, 60))
+            ax.set_xscale("log")
+        ax.set(title=f"inter-arrival (CV {stats.interarrival_cv:.2f})", xlabel="gap (s)", ylabel="count")
+        for ax, col, label in ((axes[1, 0], "input_tokens", "input"), (axes[1, 1], "output_tokens", "output")):
+            ax.hist(df[col].to_numpy(), bins=60)
+            ax.set(title=f"{label} length", xlabel="tokens", ylabel="count")
+        fig.suptitle(f"{stats.name}: {stats.num_requests:,} requests over {stats.span_s:,.0f} s")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()

@@ -40,15 +40,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmsim.data.atomic import publish_dir, temp_dir_next_to
+from llmsim.errors import ConfigError
 from llmsim.validate.compare import Comparison, MetricRow
 
 __all__ = ["SCHEMA", "ReportFiles", "format_table", "report_dict", "write_report"]
@@ -405,11 +405,17 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
         The written paths.
 
     Raises:
-        OSError: the directory cannot be written.
+        ConfigError: ``out_dir`` cannot be written (field ``output_dir``; the cause is chained).
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        return _write_report(comparison, out_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report: {exc}", path=out_dir, field="output_dir") from exc
+
+
+def _write_report(comparison: Comparison, out_dir: Path) -> ReportFiles:
+    tmp = temp_dir_next_to(out_dir)
     try:
         plots = _plots(comparison, tmp)
         comparison.pairs.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
@@ -420,7 +426,7 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
             files.insert(3, "timeseries.csv")
         (tmp / "report.md").write_text(_markdown(comparison, plots))
         (tmp / "report.json").write_text(json.dumps(report_dict(comparison, files), indent=2, allow_nan=False) + "\n")
-        _swap_into_place(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -431,20 +437,3 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
         json=out_dir / "report.json",
         plots=tuple(out_dir / p for p in plots),
     )
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``, replacing an existing directory only at the end."""
-    os.chmod(tmp, 0o755)
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.rmdir(old)
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -47,7 +47,7 @@ from llmsim.model.config import load_model_config
 from llmsim.trace.record import Request
 from profiler.closed_loop.engine import Engine, EngineConfig, EngineResult
 from profiler.grid import GridSpec
-from profiler.store import atomic_write_bytes
+from llmsim.data.atomic import atomic_write_bytes
 from profiler.sweep import SweepConfig, run_sweep
 from profiler.timing import TimingMode, llc_bytes
 

@@ -90,6 +90,43 @@ def test_non_numeric_cell_names_line_and_field(tmp_path):
     assert "'fast'" in str(exc.value)
 
 
+def test_unparsable_cell_message_is_plain(tmp_path):
+    """Decimal's internal signal class must not leak into the message."""
+    text = "layer,tokens,time_us\nqkv_proj,one,2.5\n"
+    bundle = make_bundle(tmp_path, files={"tp1/dense.csv": text})
+    with pytest.raises(ProfileError) as exc:
+        import_bundle(bundle)
+    assert (exc.value.line, exc.value.field) == (2, "tokens")
+    assert "not an integer" in str(exc.value) and "decimal" not in str(exc.value)
+    bundle = make_bundle(tmp_path / "b", files={"tp1/dense.csv": "layer,tokens,time_us\nqkv_proj,1,2.5us\n"})
+    with pytest.raises(ProfileError, match="not a number") as exc:
+        import_bundle(bundle)
+    assert "decimal" not in str(exc.value)
+
+
+@pytest.mark.parametrize("rel,header,row", [
+    ("tp1/dense.csv", "layer,tokens,time_us", "qkv_proj,2,-0.5"),
+    ("tp1/per_sequence.csv", "layer,sequences,time_us", "lm_head,2,-10"),
+])
+def test_negative_latency_rejected(tmp_path, rel, header, row):
+    bundle = make_bundle(tmp_path, files={rel: f"{header}\n{row.split(',')[0]},1,2.5\n{row}\n"})
+    with pytest.raises(ProfileError, match="negative") as exc:
+        import_bundle(bundle)
+    assert exc.value.path.endswith(rel) and (exc.value.line, exc.value.field) == (3, "time_us")
+
+
+def test_exported_bundle_has_ordinary_permissions(tmp_path):
+    """mkdtemp makes 0700 directories; a published bundle must look like a plain mkdir."""
+    profile = import_bundle(make_bundle(tmp_path / "src"))
+    umask = os.umask(0o022)
+    try:
+        out = export_bundle(profile, tmp_path / "out")
+    finally:
+        os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o755
+    assert import_bundle(out).tp[0].tp_degree == 1
+
+
 def test_non_integer_axis_cell(tmp_path):
     text = "prefill_chunk,kv_prefill,n_decode,kv_decode,time_us\n0,0,1.5,16,3.0\n"
     bundle = make_bundle(tmp_path, files={"tp1/attention.csv": text})

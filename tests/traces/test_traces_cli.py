@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -60,3 +61,43 @@ def test_data_list_and_verify(data_path, capsys):
     assert "mooncake" in listing and "Apache-2.0" in listing
     assert main(["data", "verify", "azure-llm-2023", "mooncake"]) == 0
     assert "2 ok" in capsys.readouterr().out
+
+
+def test_trace_outputs_have_ordinary_permissions(tmp_path, capsys):
+    """Atomic writes go through mkstemp (mode 0600); outputs must get 0666 - umask."""
+    old = os.umask(0o022)
+    try:
+        conv = tmp_path / "c.jsonl"
+        assert main(["trace", "convert", "tests/fixtures/traces/burstgpt_sample.csv", "--out", str(conv)]) == 0
+        assert main(["trace", "stats", str(conv), "--out", str(tmp_path / "st")]) == 0
+    finally:
+        os.umask(old)
+    written = [conv, *sorted((tmp_path / "st").iterdir())]
+    assert [p.name for p in written] == ["c.jsonl", "rate.csv", "stats.json", "trace_stats.png"]
+    assert {p.stat().st_mode & 0o777 for p in written} == {0o644}
+
+
+def test_trace_stats_failure_leaves_no_partial_set(tmp_path, capsys, monkeypatch):
+    """A plot failure must not leave stats.json / rate.csv that look like a finished run."""
+    import llmsim.trace.stats as stats_mod
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(stats_mod, "_plot_png", boom)
+    with pytest.raises(RuntimeError):
+        main(["trace", "stats", "tests/fixtures/traces/burstgpt_sample.csv", "--out", str(tmp_path / "st")])
+    assert not (tmp_path / "st").exists() or not list((tmp_path / "st").iterdir())
+
+
+def test_trace_cli_bad_paths_exit_2(tmp_path, capsys):
+    """A directory as the trace, or an --out that cannot be written: clear error, exit 2."""
+    assert main(["trace", "stats", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    src = "tests/fixtures/traces/burstgpt_sample.csv"
+    assert main(["trace", "convert", src, "--out", str(blocker / "c.jsonl")]) == 2
+    assert "field '--out'" in capsys.readouterr().err
+    assert main(["trace", "stats", src, "--out", str(blocker / "st")]) == 2
+    assert "field '--out'" in capsys.readouterr().err

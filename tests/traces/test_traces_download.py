@@ -162,3 +162,53 @@ def test_catalog_checksums_match_local_mirror(data_path):
                 assert c.state is FileState.OK, c
                 checked += 1
     assert checked >= 90
+
+
+class _FakeResponse:
+    """A minimal urllib response: status, headers and a body read in chunks."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.headers, self._body = status, headers, body
+
+    def read(self, n: int) -> bytes:
+        out, self._body = self._body[:n], self._body[n:]
+        return out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_resume_with_wrong_content_range_is_refused(tmp_path):
+    """A 206 that does not start where the partial file ends must never be appended
+    (for a file without a checksum nothing else would catch the splice)."""
+    import hashlib
+
+    from llmsim.data.catalog import DataFile
+
+    data = bytes(range(256)) * 4
+    unchecked = DataFile(path="x/f.bin", url="http://127.0.0.1:1/f.bin")
+    partial = tmp_path / "x" / "f.bin.partial"
+    partial.parent.mkdir()
+    partial.write_bytes(data[:100])
+
+    def opener(request, timeout_s):
+        assert request.get_header("Range") == "bytes=100-"
+        return _FakeResponse(206, data, {"Content-Length": str(len(data)),
+                                         "Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})
+
+    with pytest.raises(DownloadError, match="Content-Range"):
+        pull_file(unchecked, tmp_path, opener=opener)
+    assert not partial.exists() and not (tmp_path / "x" / "f.bin").exists()
+
+    # A correct range is appended and accepted.
+    partial.write_bytes(data[:100])
+    good = replace(unchecked, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def good_opener(request, timeout_s):
+        return _FakeResponse(206, data[100:], {"Content-Length": str(len(data) - 100),
+                                               "Content-Range": f"bytes 100-{len(data) - 1}/{len(data)}"})
+
+    assert pull_file(good, tmp_path, opener=good_opener).read_bytes() == data

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 from validate_factories import FIXTURES, FakeReplay, make_requests, make_timeseries
 
+from llmsim.errors import ConfigError
 from llmsim.validate import compare, format_table, load_measured, write_report
 from llmsim.validate import report as report_mod
 
@@ -83,6 +85,26 @@ def test_report_replaces_existing_dir_only_when_complete(tmp_path, monkeypatch):
         write_report(_comparison(), out)
     assert (out / "report.json").read_text() == before  # old report intact
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp dirs left behind
+
+
+def test_report_unwritable_dir_is_a_located_error(tmp_path):
+    """An output path that cannot be created gives ConfigError (CLI exit 2), not a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError) as exc:
+        write_report(_comparison(), blocker / "rep")
+    assert exc.value.field == "output_dir" and exc.value.path == str(blocker / "rep")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_report_dir_has_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        files = write_report(_comparison(), tmp_path / "rep")
+    finally:
+        os.umask(old)
+    assert (files.out_dir.stat().st_mode & 0o777) == 0o755
+    assert (files.json.stat().st_mode & 0o777) == 0o644
 
 
 def test_terminal_table_lists_every_metric_and_reference():

@@ -110,7 +110,10 @@ def parse_int(cell: str) -> int:
     try:
         return int(cell)
     except ValueError:
-        value = Decimal(cell)
+        try:
+            value = Decimal(cell)
+        except InvalidOperation:
+            raise ValueError("not an integer") from None
         if not value.is_finite() or value != value.to_integral_value():
             raise ValueError("not an integer") from None
         return int(value)
@@ -132,13 +135,20 @@ def parse_float_or_nan(cell: str) -> float:
 def scaled_to_ns(exponent: int):
     """Parser turning a decimal cell in ``10**-exponent`` ns units into ns (double).
 
-    ``scaled_to_ns(3)`` parses microseconds, ``scaled_to_ns(6)`` milliseconds.
+    ``scaled_to_ns(3)`` parses microseconds, ``scaled_to_ns(6)`` milliseconds. The parser
+    raises ``ValueError`` for text that is not a decimal number, for NaN/infinity and for a
+    negative value (every such column holds a latency).
     """
 
     def parse(cell: str) -> float:
-        value = Decimal(cell.strip())
+        try:
+            value = Decimal(cell.strip())
+        except InvalidOperation:
+            raise ValueError("not a number") from None
         if not value.is_finite():
             raise ValueError("not a finite number")
+        if value < 0:
+            raise ValueError("a latency cannot be negative")
         return float(value.scaleb(exponent))
 
     return parse

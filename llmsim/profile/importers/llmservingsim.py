@@ -21,14 +21,13 @@ exactly (see :mod:`llmsim.profile.importers._csv`).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
 from llmsim.yamlfile import read_yaml
+from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import DataNotFoundError, ProfileError
 from llmsim.model.config import ModelConfig, load_model_config
 from llmsim.profile.importers._csv import (
@@ -343,13 +342,12 @@ def export_bundle(profile: pb.Profile, out_dir: str | Path) -> Path:
     if meta_text is None:
         raise ProfileError("profile has no source meta.yaml (not imported from a bundle)",
                            field=f"provenance.attributes.{META_ATTR}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_next_to(out_dir)
     try:
         (tmp / "meta.yaml").write_text(meta_text)
         for tpp in profile.tp:
             _export_tp(tpp, tmp / f"tp{tpp.tp_degree}")
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir, replace_existing=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
