@@ -351,3 +351,21 @@ def test_rtx4090_bundle_declares_its_skew_fit_disabled(data_path):
     assert rtx4090.tp[0].skew_fit.disabled_by_source
     assert len(rtx4090.tp[0].skew_fit.pc) > 0  # rows kept for inspection
     assert not pro6000.tp[0].skew_fit.disabled_by_source
+
+
+def test_skew_rate_maps_a_real_batch_to_the_two_level_batch_with_its_mean_and_max():
+    # lens 40, 48: mean 44, max 48, min 40. Min-based rate 0.5 -> bucket "sr<=70%" (0.25);
+    # with the profiled long/short ratio S = 4 the two-level batch of the same mean and max
+    # has rate (4 * 44/48 - 1) / 3 = 0.89 -> "sr>70%", no bucket -> alpha_default 0.5.
+    t_mean, t_max = dec_ns(2, 44), dec_ns(2, 48)
+    without_table = cm(skew_fit=make_skew_fit(alpha=0.25, default=0.5))
+    assert without_table.attention_ns(decodes(40, 48)) == pytest.approx(
+        t_mean + 0.25 * (t_max - t_mean))
+    profile = make_profile(skew_fit=make_skew_fit(alpha=0.25, default=0.5))
+    profile.tp[0].skew.skew.extend([4.0, 4.0, 2.0])  # median 4
+    with_table = cm(profile=profile)
+    assert with_table.attention_ns(decodes(40, 48)) == pytest.approx(
+        t_mean + 0.5 * (t_max - t_mean))
+    # on a profiled two-level batch (1 of 2 at kv_big = 4 x kvs) both rates agree: 0.5
+    assert with_table.attention_ns(decodes(12, 48)) == pytest.approx(
+        without_table.attention_ns(decodes(12, 48)))
