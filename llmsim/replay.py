@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.costmodel.base import CostModel
+from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.experiment import Experiment
 from llmsim.instance.instance import Instance
@@ -282,22 +281,13 @@ def write_outputs(result: ReplayResult, out_dir: str | Path, *, steps_log: bool 
     Returns:
         The output directory.
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_next_to(out_dir)
     try:
         _write_files(result, tmp, steps_log=steps_log)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        return publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _write_files(result: ReplayResult, d: Path, *, steps_log: bool) -> None:
