@@ -19,8 +19,10 @@ Steps (all on this machine, 1 torch thread by default):
 5. replay the trace with ``llmsim.replay.run`` on the profile, twice: kernel time only, and
    with the calibrated CPU overheads (``async_scheduling: false``: the engine is
    synchronous; no CUDA graphs on a CPU, so no padding);
-6. print TTFT / TPOT / E2E mean, p50, p90 errors of each replay against the measured run,
-   with the 1-minute load averages seen during profiling and serving.
+6. compare each replay with the measured run through ``llmsim.validate`` (the same
+   comparison and report as ``llmsim validate``): the metric table is printed and a full
+   report written to ``<out>/validation-<replay>/``, with the 1-minute load averages seen
+   during profiling and serving.
 
 Usage::
 
@@ -36,18 +38,20 @@ import datetime as dt
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmsim.data.atomic import atomic_write_bytes
 from llmsim.model.config import load_model_config
 from llmsim.trace.record import Request
+from llmsim.validate.compare import compare
+from llmsim.validate.measured import load_measured
+from llmsim.validate.report import format_table, report_dict, write_report
 from profiler.closed_loop.engine import Engine, EngineConfig, EngineResult
 from profiler.grid import GridSpec
-from llmsim.data.atomic import atomic_write_bytes
 from profiler.sweep import SweepConfig, run_sweep
 from profiler.timing import TimingMode, llc_bytes
 
@@ -205,40 +209,9 @@ def bench_json(result: EngineResult, *, model_id: str, rate: float) -> dict[str,
     return summary
 
 
-def measured_metrics(result: EngineResult) -> dict[str, np.ndarray]:
-    """Per-request TTFT, TPOT, E2E (s) of the engine run."""
-    ttft = np.array([t[0] - a for a, t in zip(result.arrival_s, result.token_times_s)])
-    e2e = np.array([t[-1] - a for a, t in zip(result.arrival_s, result.token_times_s)])
-    tpot = np.array([(t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else np.nan
-                     for t in result.token_times_s])
-    return {"TTFT": ttft, "TPOT": tpot, "E2E": e2e}
-
-
-def error_table(measured: dict[str, np.ndarray], simulated: dict[str, np.ndarray]) -> list[dict]:
-    """Rows ``metric, stat, measured_ms, simulated_ms, error_pct``."""
-    rows = []
-    for metric in ("TTFT", "TPOT", "E2E"):
-        m, s = measured[metric], simulated[metric]
-        m, s = m[~np.isnan(m)], s[~np.isnan(s)]
-        for stat, f in (("mean", np.mean), ("p50", np.median), ("p90", lambda v: np.percentile(v, 90))):
-            mv, sv = float(f(m)) * 1e3, float(f(s)) * 1e3
-            rows.append({"metric": metric, "stat": stat, "measured_ms": mv, "simulated_ms": sv,
-                         "error_pct": 100.0 * (sv - mv) / mv})
-    return rows
-
-
-def format_errors(title: str, rows: list[dict]) -> str:
-    """Fixed-width error table."""
-    lines = [title, f"{'metric':<6} {'stat':<5} {'measured ms':>12} {'simulated ms':>13} {'error':>8}"]
-    for r in rows:
-        lines.append(f"{r['metric']:<6} {r['stat']:<5} {r['measured_ms']:>12.2f} "
-                     f"{r['simulated_ms']:>13.2f} {r['error_pct']:>+7.1f}%")
-    return "\n".join(lines)
-
-
 def replay(out: Path, profile: Path, trace_path: Path, ecfg: EngineConfig,
-           overheads: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Replay the trace with ``llmsim.replay.run``; per-request TTFT/TPOT/E2E (s)."""
+           overheads: tuple[int, int]) -> Any:
+    """Replay the trace with ``llmsim.replay.run``; returns its ``ReplayResult``."""
     from llmsim.experiment import experiment_from_dict
     from llmsim.replay import run
 
@@ -255,10 +228,7 @@ def replay(out: Path, profile: Path, trace_path: Path, ecfg: EngineConfig,
         "trace": {"format": "llmservingsim", "path": str(trace_path)},
         "output_dir": str(out / "replay"),
     })
-    res = run(exp)
-    df = res.requests
-    return {"TTFT": df["ttft_s"].to_numpy(float), "TPOT": df["tpot_s"].to_numpy(float),
-            "E2E": df["e2e_s"].to_numpy(float)}
+    return run(exp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     step_check = step_pricing_errors(result, prof_path, model, overheads=overheads)
     bench = bench_json(result, model_id=model.name, rate=args.rate)
     atomic_write_bytes(out / "measured-bench.json", json.dumps(bench, indent=1).encode())
-    measured = measured_metrics(result)
+    measured = load_measured(out / "measured-bench.json")
     fwd = np.array([s.forward_ns for s in result.steps]) * 1e-6
     cpu = np.array([s.step_ns - s.forward_ns for s in result.steps]) * 1e-6
     print(f"profile ({prof_path}): {t_prof:.1f} s; engine run: {t_engine:.1f} s, "
@@ -346,24 +316,19 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v:.2f}" for k, v in load.items())
           + f"; engine CPU share (thread CPU / wall over steps): calibration "
             f"{calib_result.cpu_share():.2f}, compared run {result.cpu_share():.2f}")
-    try:
-        import llmsim.replay  # noqa: F401
-    except ImportError:
-        print("llmsim.replay is not available yet: replay skipped", file=sys.stderr)
-        return 0
     tables = {}
-    runs = [("kernel time only", prof_path, (0, 0)),
-            ("with calibrated CPU overheads", prof_path, overheads)]
-    runs += [(f"{p} with calibrated CPU overheads", Path(p), overheads)
+    runs = [("kernel-time-only", prof_path, (0, 0)),
+            ("with-cpu-overheads", prof_path, overheads)]
+    runs += [(f"{Path(p).stem}-with-cpu-overheads", Path(p), overheads)
              for p in args.extra_profile]
     for label, path, oh in runs:
         t2 = time.perf_counter()
-        sim = replay(out, path, trace_path, ecfg, oh)
-        rows = error_table(measured, sim)
-        tables[label] = rows
-        print()
-        print(format_errors(f"replay ({label}; {time.perf_counter() - t2:.2f} s) vs engine:",
-                            rows))
+        comparison = compare(measured, replay(out, path, trace_path, ecfg, oh), name=label)
+        files = write_report(comparison, out / f"validation-{label}")
+        tables[label] = report_dict(comparison)
+        print(f"\nreplay {label} ({time.perf_counter() - t2:.2f} s):")
+        print(format_table(comparison))
+        print(f"report: {files.markdown}")
     atomic_write_bytes(out / "errors.json", json.dumps(
         {"overheads_ns": {"cpu_step_ns": overheads[0], "cpu_per_seq_ns": overheads[1]},
          "profile": str(prof_path), "step_pricing_calibration_ops": pricing,
