@@ -1,8 +1,8 @@
 """Serve an llmsim operator profile over the bridge, answering exactly as in-process.
 
 The answers come from the same code as :class:`llmsim.costmodel.profile_model.ProfileCostModel`
-(``profile_model._eval_ops`` for per-token and per-sequence tables, its per-TP attention,
-MoE and all-reduce lookups), applied the same way:
+(``profile_model.rows_ns`` for per-token and per-sequence tables, ``tp_tables`` for its
+per-TP attention, MoE and all-reduce lookups), applied the same way:
 
 * dense / per-sequence ops: the table is weighted by the query's ``repetitions`` *before*
   interpolation, as the profile model weights by ``count x layers``;
@@ -107,7 +107,7 @@ class ProfileCoster(PerQueryCoster):
 
     def _tp(self, tp: int):
         try:
-            return self.cost_model._tp(tp)
+            return self.cost_model.tp_tables(tp)
         except ProfileRangeError as exc:
             raise OpFailure(pb.OP_ERROR_CODE_OUT_OF_RANGE, str(exc)) from exc
 
@@ -134,9 +134,7 @@ class ProfileCoster(PerQueryCoster):
         if kind in ("gemm", "elementwise"):
             rows = query.gemm.m if kind == "gemm" else query.elementwise.rows
             xs, ys, proportional = self._table(tp, name, reps)
-            out: dict[str, float] = {}
-            pm._eval_ops(xs, [(name, ys)], rows, proportional, out, [])
-            return out[name], None
+            return pm.rows_ns(xs, ys, rows, proportional), None
         tpc = self._tp(tp)
         if kind == "attention":
             a = query.attention
@@ -159,7 +157,6 @@ class ProfileCoster(PerQueryCoster):
             if tpc.moe is None:
                 raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED, "profile has no moe table")
             m = query.moe
-            e, k, tokens = m.num_experts, m.experts_per_token, m.tokens
-            active = min(e * (1.0 - (1.0 - k / e) ** tokens), float(tokens * k))
-            return tpc.moe(tokens, active)[0] * reps, None
+            active = pm.expected_active_experts(m.num_experts, m.experts_per_token, m.tokens)
+            return tpc.moe(m.tokens, active)[0] * reps, None
         raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED, f"operator kind {kind!r}")

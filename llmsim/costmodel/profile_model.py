@@ -370,7 +370,7 @@ class _TpCost:
             ex.append("attention")
         if self.moe is not None:
             e, k = self.experts, self.experts_per_token
-            active = min(e * (1.0 - (1.0 - k / e) ** tokens), float(tokens * k))
+            active = expected_active_experts(e, k, tokens)
             t, moe_ex = self.moe(tokens, active)
             bd["moe"] = t * self.layers
             if moe_ex:
@@ -462,6 +462,31 @@ class _TpCost:
         return t_mean + alpha * (t_max - t_mean), e1 or e2
 
 
+def expected_active_experts(num_experts: int, experts_per_token: int, tokens: int) -> float:
+    """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing.
+
+    ``E (1 - (1 - k/E)^T)``, capped at ``T k`` (each token picks ``k`` of ``E`` experts; the
+    probability that a given expert is missed by all ``T`` tokens is ``(1 - k/E)^T``).
+    """
+    e, k = num_experts, experts_per_token
+    return min(e * (1.0 - (1.0 - k / e) ** tokens), float(tokens * k))
+
+
+def rows_ns(xs: list[float], ys: list[float], rows: int, proportional: bool) -> float:
+    """One per-token / per-sequence table at ``rows`` rows, by :class:`ProfileCostModel`'s rules.
+
+    Args:
+        xs: ascending row counts of the table.
+        ys: the (already weighted) value at each of ``xs``, ns.
+        rows: the query.
+        proportional: above the grid, scale proportionally (token-scaled ops) instead of
+            extrapolating linearly.
+    """
+    out: dict[str, float] = {}
+    _eval_ops(xs, [("op", ys)], rows, proportional, out, [])
+    return out["op"]
+
+
 def _eval_ops(xs: list[float], ops: list[tuple[str, list[float]]], x: int,
               proportional: bool, bd: dict[str, float], ex: list[str]) -> None:
     """Add every op of one shared-grid group at ``x`` rows to ``bd``."""
@@ -542,7 +567,7 @@ class ProfileCostModel:
         self.extrapolations: Counter[str] = Counter()
         self._tps: dict[int, _TpCost] = {}
         self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...]]] = {}
-        main = self._tp(tp)
+        main = self.tp_tables(tp)
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
             logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
@@ -558,7 +583,12 @@ class ProfileCostModel:
 
         return cls(load_profile(path), model=model, tp=tp, source=path, **kwargs)
 
-    def _tp(self, tp: int) -> _TpCost:
+    def tp_tables(self, tp: int) -> _TpCost:
+        """The precomputed lookups of one TP degree (built on first use).
+
+        Raises:
+            ProfileRangeError: ``tp`` is not in the profile.
+        """
         tpc = self._tps.get(tp)
         if tpc is None:
             tpc = self._tps[tp] = _TpCost(self.profile, self.model, tp, self.source,
@@ -573,7 +603,7 @@ class ProfileCostModel:
         """
         hit = self._memo.get(batch)
         if hit is None:
-            tpc = self._tps.get(batch.tp) or self._tp(batch.tp)
+            tpc = self._tps.get(batch.tp) or self.tp_tables(batch.tp)
             hit = tpc.cost(batch)
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
@@ -584,7 +614,7 @@ class ProfileCostModel:
 
     def attention_ns(self, batch: StepBatch) -> float:
         """One layer's attention time for ``batch`` (ns, unrounded; for tests and tools)."""
-        return self._tp(batch.tp).attention(batch.prefills, batch.decode_context_lens)[0]
+        return self.tp_tables(batch.tp).attention(batch.prefills, batch.decode_context_lens)[0]
 
     def clear_cache(self) -> None:
         """Forget memoized step costs."""
