@@ -16,6 +16,10 @@ closed-loop check needs:
   token, then one token per step; output lengths are fixed (no EOS);
 * paged KV cache with blocks of ``block_size`` slots from a FIFO free list.
 
+The scheduler here is deliberately a separate, minimal implementation rather than
+:mod:`llmsim.scheduler`: the engine is the *measured* side of the comparison, and sharing the
+simulator's scheduler would hide any scheduling mistake both sides made alike.
+
 Deliberate differences from vLLM: no prefix caching and no preemption (the block pool is
 sized so every admitted request fits; running out raises :class:`InvariantError`), greedy
 sampling, one synchronous process (no async scheduling, no API server, no detokenizer).
