@@ -7,6 +7,8 @@ with an :class:`~llmsim.errors.LlmsimError` subclass naming the file, line and f
 * only **regular files** are read (``/dev/zero``, FIFOs and directories are refused before a
   single byte is read, so a device cannot be read until memory runs out);
 * a **size ceiling** per read (:data:`MAX_INPUT_BYTES` unless the caller passes another);
+* **gzip** files (name ending in ``.gz``) are decompressed transparently, with the same
+  ceiling applied to the decompressed size (so a gzip bomb stops at the ceiling);
 * **UTF-8** decoding with the byte offset of the first bad byte;
 * **JSON** without ``NaN``/``Infinity`` constants, with a nesting-depth bound checked before
   parsing (Python's parser raises ``RecursionError`` on deep nesting), and with integers
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 import os
 import stat
 from pathlib import Path
@@ -73,16 +76,17 @@ def _err(error: type[Exception], message: str, path: str | Path | None,
 
 def read_bytes(path: str | Path, *, what: str, error: type[Exception] = ConfigError,
                max_bytes: int = MAX_INPUT_BYTES) -> bytes:
-    """The whole content of a regular file.
+    """The whole content of a regular file (decompressed when its name ends in ``.gz``).
 
     Args:
         path: the file.
         what: what the file is, for messages (``"trace"``, ``"model config"``, ...).
         error: the located error class to raise.
-        max_bytes: refuse files larger than this, bytes.
+        max_bytes: refuse files (or decompressed contents) larger than this, bytes.
 
     Raises:
-        error: not a regular file, unreadable, or larger than ``max_bytes``.
+        error: not a regular file, unreadable, larger than ``max_bytes``, or a corrupt
+            gzip stream.
     """
     path = Path(path)
     st = _check_regular(path, error, what)
@@ -96,7 +100,32 @@ def read_bytes(path: str | Path, *, what: str, error: type[Exception] = ConfigEr
         raise _err(error, f"cannot read {what}: {exc.strerror or exc}", path) from None
     if len(data) > max_bytes:
         raise _err(error, f"{what} is larger than the {max_bytes}-byte limit", path)
+    if path.name.endswith(".gz"):
+        data = _gunzip(data, path=path, what=what, error=error, max_bytes=max_bytes)
     return data
+
+
+def _gunzip(data: bytes, *, path: Path, what: str, error: type[Exception],
+            max_bytes: int) -> bytes:
+    """Decompress a (possibly multi-member) gzip stream, stopping at ``max_bytes``."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits=31)
+            chunk = d.decompress(rest, max_bytes + 1 - total)
+            total += len(chunk)
+            out.append(chunk)
+            if total > max_bytes or d.unconsumed_tail:
+                raise _err(error, f"{what} decompresses to more than the {max_bytes}-byte "
+                           "limit", path)
+            if not d.eof:
+                raise _err(error, f"{what} is a truncated gzip stream", path)
+            rest = d.unused_data
+    except zlib.error as exc:
+        raise _err(error, f"{what} is not a valid gzip file: {exc}", path) from None
+    return b"".join(out)
 
 
 def read_text(path: str | Path, *, what: str, error: type[Exception] = ConfigError,
