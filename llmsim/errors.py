@@ -71,18 +71,21 @@ class DataNotFoundError(LlmsimError):
 
     Attributes:
         dataset: catalog name of the missing dataset (e.g. ``"llmservingsim"``).
+        relpath: the path looked for, relative to the data root.
         searched: the directories that were searched.
+        hint: how to get it, when the default ``llmsim data pull DATASET`` is wrong.
     """
 
-    def __init__(self, dataset: str, relpath: str, searched: list[Path]) -> None:
+    def __init__(self, dataset: str, relpath: str, searched: list[Path], *,
+                 hint: str | None = None) -> None:
         self.dataset = dataset
         self.relpath = relpath
         self.searched = searched
         where = ", ".join(str(p) for p in searched) or "(nowhere)"
+        how = hint or f"Get it with `llmsim data pull {dataset}`"
         super().__init__(
-            f"dataset '{dataset}' not found (looked for '{relpath}' in {where}). "
-            f"Get it with `llmsim data pull {dataset}`, or point LLMSIM_DATA_DIR at a "
-            f"directory that holds it."
+            f"'{relpath}' not found (looked in {where}). {how}, or point LLMSIM_DATA_DIR "
+            f"at a directory that holds it."
         )
 
 

@@ -15,8 +15,8 @@ def test_missing_measured_dataset_names_dataset_and_command(tmp_path, monkeypatc
     monkeypatch.setenv("LLMSIM_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError) as exc:
-        resolve_measured("llmservingsim/measured/RTXPRO6000/Llama-3.1-8B")
-    assert "dataset 'llmservingsim'" in str(exc.value) and "llmsim data pull llmservingsim" in str(exc.value)
+        resolve_measured("llmservingsim/measured/RTX4090/Llama-3.1-8B")
+    assert exc.value.dataset == "llmservingsim" and "llmsim data pull llmservingsim" in str(exc.value)
     code = main(["validate", "exp.yaml", "--measured", "llmservingsim/measured/RTX4090/Llama-3.1-8B"])
     err = capsys.readouterr().err
     assert code == 2 and "llmsim data pull llmservingsim" in err
