@@ -124,8 +124,22 @@ def build_config(args: argparse.Namespace):  # -> SweepConfig (torch imported la
         timing=timing, context_budget_bytes=budget)
 
 
+def _require_torch() -> None:
+    """Raise a clear error when the ``profiler`` extra (PyTorch) is not installed.
+
+    Raises:
+        ConfigError: PyTorch cannot be imported.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("the operator profiler needs PyTorch, which a core install does not "
+                          "have: pip install -e '.[profiler]'", field="profile run")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Measure a profile; prints a one-line summary."""
+    _require_torch()
     from profiler.sweep import run_sweep
 
     cfg = build_config(args)
