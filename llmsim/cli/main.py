@@ -38,9 +38,39 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_ERROR = 2
+"""Exit code for an llmsim error (bad input, unwritable output, unavailable cost model)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C / SIGINT: 128 + SIGINT, the shell convention."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (2 for llmsim errors)."""
+    """Run the CLI; returns the process exit code.
+
+    Returns:
+        The command's code (0 on success); 1 when no command is given; ``EXIT_ERROR`` (2)
+        after an :class:`~llmsim.errors.LlmsimError` or an ``OSError`` (one line on stderr,
+        no traceback; ``-v`` adds it); ``EXIT_INTERRUPTED`` (130) after Ctrl-C, with
+        ``llmsim: interrupted`` on stderr. Partial outputs are cleaned up by the writers.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("llmsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except LlmsimError as exc:
+        print(f"llmsim: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # an environment problem (disk full, permissions), not a bug
+        logging.getLogger(__name__).debug("OSError", exc_info=verbose)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"llmsim: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -50,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        return int(args.func(args) or 0)
-    except LlmsimError as exc:
-        print(f"llmsim: error: {exc}", file=sys.stderr)
-        return 2
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def main(args: argparse.Namespace) -> int:
 
     overrides = dict(parse_override(o) for o in args.overrides)
     exp = load_experiment(args.experiment, overrides)
+    from llmsim.data.atomic import check_output_target
+
+    check_output_target(args.out or exp.output_dir)  # refuse a file / foreign dir before the run
     result = run(exp, progress=not args.no_progress and sys.stderr.isatty())
     out = write_outputs(result, args.out or exp.output_dir, steps_log=args.steps_log)
     s = result.summary

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmsim.data import dataset_path
+from llmsim.data.atomic import check_output_target
 from llmsim.validate.compare import Comparison, compare
 from llmsim.validate.measured import MeasuredRun, load_measured
 from llmsim.validate.report import ReportFiles, write_report
@@ -103,17 +104,22 @@ def validate_experiment(
     Raises:
         DataNotFoundError: the measured run or an experiment input is missing.
         MeasuredRunError: the measured run is malformed or does not match the replay.
-        ConfigError: the experiment is invalid.
+        ConfigError: the experiment is invalid, or ``out_dir`` is not something llmsim may
+            replace (a file, a device, a directory llmsim did not write) or cannot be written;
+            checked before the replay.
     """
     run = measured if isinstance(measured, MeasuredRun) else load_measured(resolve_measured(measured))
     from llmsim.experiment import load_experiment
     from llmsim.replay import run as replay
 
     experiment = load_experiment(experiment_path, overrides)
+    target = Path(out_dir) if out_dir else default_out_dir(experiment)
+    if write:
+        check_output_target(target)  # refuse a file / foreign directory before the replay
     notes = engine_notes(experiment, run.engine)
     for note in notes:
         logger.warning(note)
     result = replay(experiment, progress=progress)
     comparison = compare(run, result, name=getattr(experiment, "name", ""), notes=notes)
-    files = write_report(comparison, Path(out_dir) if out_dir else default_out_dir(experiment)) if write else None
+    files = write_report(comparison, target) if write else None
     return ValidationRun(comparison=comparison, result=result, files=files)

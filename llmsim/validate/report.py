@@ -1,12 +1,20 @@
 """Write a validation report: ``report.md``, ``report.json``, PNG plots, per-request CSV.
 
 The whole directory is built in a temporary sibling and moved into place at the end, so an
-interrupted run never leaves a half-written report that looks complete.
+interrupted run never leaves a half-written report that looks complete
+(:func:`llmsim.data.atomic.publish_dir`: only a previous llmsim output is ever replaced).
 
-``report.json`` schema (``"schema": "llmsim.validation/1"``)::
+Everything but ``host.json`` is a function of the inputs: two identical validations write
+byte-identical ``report.md``, ``report.json``, CSVs and plots. Host measurements (how long
+the replay took on this machine) go to ``host.json`` only::
+
+    {"schema": "llmsim.validation-host/1", "simulation_wall_time_s": float|null}
+
+``report.json`` schema (``"schema": "llmsim.validation/2"``; version 1 also held
+``simulation.wall_time_s``)::
 
     {
-      "schema": "llmsim.validation/1",
+      "schema": "llmsim.validation/2",
       "experiment": str, "measured_source": str, "measured_format": "vllm_dir"|"bench_json",
       "num_requests": int,
       "metrics": {                       # the 15 headline metrics, then itl_* when measured
@@ -28,7 +36,7 @@ interrupted run never leaves a half-written report that looks complete.
                  "error_pct": float|null}},       # makespan_s, *_throughput_*, num_preemptions, ...
       "measurement": {"clock_offset_s", "frontend_delay_median_s", "frontend_delay_p99_s",
                       "timeline_shift_s", "kv_usage_recorded", "engine": {...}},
-      "simulation": {"wall_time_s": float|null, "num_steps": int|null},
+      "simulation": {"num_steps": int|null},
       "notes": [str], "files": [str]
     }
 
@@ -51,11 +59,12 @@ from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError
 from llmsim.validate.compare import Comparison, MetricRow
 
-__all__ = ["SCHEMA", "ReportFiles", "format_table", "report_dict", "write_report"]
+__all__ = ["HOST_SCHEMA", "SCHEMA", "ReportFiles", "format_table", "host_dict", "report_dict", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "llmsim.validation/1"
+SCHEMA = "llmsim.validation/2"
+HOST_SCHEMA = "llmsim.validation-host/1"
 MAE_TARGET_PCT = 1.0
 _SERIES_LABEL = {
     "prompt_throughput": "prompt throughput (tok/s)",
@@ -75,12 +84,14 @@ class ReportFiles:
         markdown: ``report.md``.
         json: ``report.json``.
         plots: PNG files, in report order.
+        host_json: ``host.json``, the host timings kept out of the deterministic files.
     """
 
     out_dir: Path
     markdown: Path
     json: Path
     plots: tuple[Path, ...]
+    host_json: Path
 
 
 def _num(x: Any) -> Any:
@@ -163,10 +174,15 @@ def report_dict(comp: Comparison, files: list[str] | None = None) -> dict[str, A
             "kv_usage_recorded": m.kv_usage_measured,
             "engine": m.engine,
         },
-        "simulation": {"wall_time_s": _num(comp.sim_wall_time_s), "num_steps": _num(comp.sim_num_steps)},
+        "simulation": {"num_steps": _num(comp.sim_num_steps)},
         "notes": list(comp.notes),
         "files": files or [],
     }
+
+
+def host_dict(comp: Comparison) -> dict[str, Any]:
+    """The ``host.json`` content: measurements of this host, which differ between runs."""
+    return {"schema": HOST_SCHEMA, "simulation_wall_time_s": _num(comp.sim_wall_time_s)}
 
 
 # --------------------------------------------------------------------------- text
@@ -225,8 +241,8 @@ def _markdown(comp: Comparison, plots: list[str]) -> str:
     has_ref = comp.reference_mean_abs_error_pct is not None
     out = [f"# Validation report: {comp.name or 'experiment'}", ""]
     out.append(f"- Measured run: `{m.source}` ({m.format}, {m.num_requests} requests)")
-    if comp.sim_wall_time_s is not None:
-        out.append(f"- Simulation: {comp.sim_num_steps} engine steps in {comp.sim_wall_time_s:.2f} s of host time")
+    if comp.sim_num_steps is not None:
+        out.append(f"- Simulation: {comp.sim_num_steps} engine steps (host time in `host.json`)")
     verdict = "met" if comp.mean_abs_error_pct <= MAE_TARGET_PCT else "NOT met"
     out.append(
         f"- **Mean |error| over the 15 TTFT/TPOT/E2E metrics: {comp.mean_abs_error_pct:.2f}%** "
@@ -399,13 +415,15 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
     """Write report.md, report.json, plots and ``requests.csv`` into ``out_dir`` atomically.
 
     The directory is assembled under a temporary name next to ``out_dir`` and renamed into
-    place; an existing ``out_dir`` is replaced only once the new report is complete.
+    place; an existing ``out_dir`` (a previous llmsim output only) is replaced only once the
+    new report is complete. ``host.json`` receives the host timings.
 
     Returns:
         The written paths.
 
     Raises:
-        ConfigError: ``out_dir`` cannot be written (field ``output_dir``; the cause is chained).
+        ConfigError: ``out_dir`` cannot be written, or is a file, device or directory llmsim
+            did not write (field ``output_dir``; an OSError cause is chained).
     """
     out_dir = Path(out_dir)
     try:
@@ -421,11 +439,12 @@ def _write_report(comparison: Comparison, out_dir: Path) -> ReportFiles:
         comparison.pairs.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
         if comparison.grid is not None:
             comparison.grid.to_csv(tmp / "timeseries.csv", index=False, float_format="%.3f")
-        files = ["report.md", "report.json", "requests.csv", *plots]
+        files = ["report.md", "report.json", "requests.csv", *plots, "host.json"]
         if comparison.grid is not None:
             files.insert(3, "timeseries.csv")
         (tmp / "report.md").write_text(_markdown(comparison, plots))
         (tmp / "report.json").write_text(json.dumps(report_dict(comparison, files), indent=2, allow_nan=False) + "\n")
+        (tmp / "host.json").write_text(json.dumps(host_dict(comparison), indent=2, allow_nan=False) + "\n")
         publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -436,4 +455,5 @@ def _write_report(comparison: Comparison, out_dir: Path) -> ReportFiles:
         markdown=out_dir / "report.md",
         json=out_dir / "report.json",
         plots=tuple(out_dir / p for p in plots),
+        host_json=out_dir / "host.json",
     )

@@ -56,8 +56,8 @@ def test_same_experiment_twice_gives_byte_identical_outputs(tmp_path):
         result = run(exp, cost_model=_cost())
         dirs.append(write_outputs(result, tmp_path / f"out{k}"))
     names = sorted(p.name for p in dirs[0].iterdir())
-    assert names == ["itls.parquet", "requests.csv", "requests.parquet", "steps.csv",
-                     "summary.json", "timeseries.csv"]
+    assert names == [".llmsim-output.json", "itls.parquet", "requests.csv", "requests.parquet",
+                     "steps.csv", "summary.json", "timeseries.csv"]
     for name in names:
         assert (dirs[0] / name).read_bytes() == (dirs[1] / name).read_bytes(), name
 
@@ -81,11 +81,11 @@ def test_outputs_are_consistent(tmp_path):
 def test_write_outputs_replaces_existing_dir_atomically(tmp_path):
     exp = load_experiment(_write_experiment(tmp_path))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    write_outputs(run(exp, cost_model=_cost()), out, steps_log=True)  # a previous llmsim output
+    assert (out / "steps.csv").exists()
     write_outputs(run(exp, cost_model=_cost()), out, steps_log=False)
-    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
-    assert not (out / "steps.csv").exists()
+    assert (out / "summary.json").exists()
+    assert not (out / "steps.csv").exists()  # replaced wholesale (foreign dirs: tests/reliability)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -50,12 +50,14 @@ def test_write_report_files_and_schema(tmp_path):
             "throughput.png",
             "running_waiting.png",
             "kv_usage.png",
+            "host.json",
+            ".llmsim-output.json",
         ]
     )
     for png in files.plots:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(files.json.read_text())
-    assert data["schema"] == "llmsim.validation/1"
+    assert data["schema"] == "llmsim.validation/2"
     assert len([k for k in data["metrics"] if not k.startswith("itl")]) == 15
     for entry in data["metrics"].values():
         assert {"measured", "simulated", "error_pct"} <= entry.keys()
@@ -66,7 +68,8 @@ def test_write_report_files_and_schema(tmp_path):
     assert data["llmservingsim_mean_abs_error_pct"] == pytest.approx(comp.reference_mean_abs_error_pct)
     assert data["timeseries"]["running"]["nmae_pct"] == pytest.approx(1 / 8 * 100)
     assert data["totals"]["num_preemptions"]["measured"] is None  # NaN/None -> null
-    assert data["simulation"] == {"wall_time_s": 0.01, "num_steps": 42}
+    assert data["simulation"] == {"num_steps": 42}  # host time only in host.json
+    assert json.loads(files.host_json.read_text())["simulation_wall_time_s"] == 0.01
     assert data["measurement"]["engine"]["max_num_seqs"] == 8
     md = files.markdown.read_text()
     assert "Mean |error| over the 15 TTFT/TPOT/E2E metrics" in md and "![latency_cdf](latency_cdf.png)" in md
