@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from llmsim.errors import ConfigError
+from llmsim.safeio import loads_json, read_text
+
+MAX_CONFIG_BYTES = 16 * 2**20
+"""Ceiling on one model config file, bytes (HF ``config.json`` files are a few KiB)."""
 
 _DTYPE_BYTES = {
-    "float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2,
-    "bfloat16": 2, "bf16": 2, "float8": 1, "fp8": 1, "int8": 1,
+    "float32": 4, "fp32": 4, "float": 4, "float16": 2, "fp16": 2, "half": 2,
+    "bfloat16": 2, "bf16": 2, "float8": 1, "fp8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int8": 1,
 }
 
 
@@ -92,19 +97,83 @@ class ModelConfig:
         return self.num_params() * self.dtype_bytes // tp
 
 
+MAX_DIMENSION = 2**31 - 1
+"""Largest value any architecture field may hold (the profile schema stores them as
+``uint32``; real models are orders of magnitude smaller: hidden sizes reach ~16k, vocabularies
+~256k, experts ~256)."""
+
+
 def _req(cfg: dict[str, Any], key: str, path: str | None) -> Any:
     if key not in cfg or cfg[key] is None:
         raise ConfigError("required field missing from model config", path=path, field=key)
     return cfg[key]
 
 
-def _as_int(cfg: dict[str, Any], key: str, path: str | None, default: int | None = None) -> int:
+def _as_int(cfg: dict[str, Any], key: str, path: str | None, default: int | None = None,
+            *, minimum: int = 1) -> int:
+    """``cfg[key]`` as an int in ``[minimum, MAX_DIMENSION]`` (``default`` when absent)."""
     if default is not None and (key not in cfg or cfg[key] is None):
         return default
     value = _req(cfg, key, path)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"expected a non-negative integer, got {value!r}", path=path, field=key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"expected an integer, got {value!r}", path=path, field=key)
+    if not minimum <= value <= MAX_DIMENSION:
+        what = "a positive" if minimum == 1 else f"an integer >= {minimum} and"
+        raise ConfigError(f"expected {what} integer <= {MAX_DIMENSION}, got {value!r}",
+                          path=path, field=key)
     return value
+
+
+def _as_str(cfg: dict[str, Any], key: str, path: str | None) -> str | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"expected a non-empty string, got {value!r}", path=path, field=key)
+    return value
+
+
+def _architecture(cfg: dict[str, Any], p: str | None) -> str:
+    archs = cfg.get("architectures")
+    if archs is None or archs == []:
+        return _as_str(cfg, "model_type", p) or "unknown"
+    if not isinstance(archs, list) or not all(isinstance(a, str) and a.strip() for a in archs):
+        raise ConfigError(f"expected a list of class names, got {archs!r}", path=p,
+                          field="architectures")
+    return archs[0]
+
+
+def _dtype_bytes(cfg: dict[str, Any], p: str | None) -> int:
+    key = "torch_dtype" if cfg.get("torch_dtype") is not None else "dtype"
+    value = cfg.get(key)
+    if value is None:
+        return 2  # HF's default for the checkpoints served here (bf16)
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a dtype name, got {value!r}", path=p, field=key)
+    dtype_bytes = _DTYPE_BYTES.get(value.removeprefix("torch."))
+    if dtype_bytes is None:
+        raise ConfigError(f"unknown dtype {value!r} (known: {', '.join(_DTYPE_BYTES)})",
+                          path=p, field=key)
+    return dtype_bytes
+
+
+def _moe_fields(cfg: dict[str, Any], p: str | None) -> tuple[int, int, int]:
+    """``(num_experts, experts per token, per-expert FFN width)``; zeros for dense models."""
+    num_experts = 0
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if cfg.get(key) is not None and cfg.get(key) != 0:
+            num_experts = _as_int(cfg, key, p)
+            break
+    if not num_experts:
+        return 0, 0, 0
+    per_tok = _as_int(cfg, "num_experts_per_tok", p)
+    if per_tok > num_experts:
+        raise ConfigError(f"{per_tok} experts per token but only {num_experts} experts",
+                          path=p, field="num_experts_per_tok")
+    inter = cfg.get("intermediate_size")
+    default = inter if isinstance(inter, int) and not isinstance(inter, bool) and inter > 0 \
+        else None
+    return num_experts, per_tok, _as_int(cfg, "moe_intermediate_size", p, default=default)
 
 
 def model_config_from_dict(
@@ -112,8 +181,15 @@ def model_config_from_dict(
 ) -> ModelConfig:
     """Build a :class:`ModelConfig` from a parsed HF ``config.json``.
 
+    Every field the simulator reads is checked: sizes are integers in
+    ``[1, MAX_DIMENSION]`` (``intermediate_size`` may be absent or 0 only for MoE models),
+    ``num_key_value_heads`` divides ``num_attention_heads`` (grouped-query attention),
+    ``hidden_size`` is a multiple of ``num_attention_heads`` when ``head_dim`` is absent
+    (it is then ``hidden_size / num_attention_heads``), MoE models give experts per token
+    (at most ``num_experts``) and a per-expert width, and ``torch_dtype`` is a known dtype.
+
     Raises:
-        ConfigError: a required field is missing or not a non-negative integer
+        ConfigError: a required field is missing, has the wrong type or an impossible value
             (the error names ``path`` and the field).
     """
     p = str(path) if path is not None else None
@@ -121,40 +197,43 @@ def model_config_from_dict(
         raise ConfigError("model config must be a JSON object", path=p)
     heads = _as_int(cfg, "num_attention_heads", p)
     hidden = _as_int(cfg, "hidden_size", p)
-    if heads == 0:
-        raise ConfigError("must be positive", path=p, field="num_attention_heads")
+    if cfg.get("head_dim") is None and hidden % heads:
+        raise ConfigError(f"hidden_size {hidden} is not a multiple of num_attention_heads "
+                          f"{heads} and no head_dim is given", path=p, field="head_dim")
     head_dim = _as_int(cfg, "head_dim", p, default=hidden // heads)
-    num_experts = 0
-    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
-        if cfg.get(key):
-            num_experts = _as_int(cfg, key, p)
-            break
-    per_tok = _as_int(cfg, "num_experts_per_tok", p, default=0) if num_experts else 0
-    if num_experts and per_tok == 0:
-        raise ConfigError("MoE config needs experts per token", path=p, field="num_experts_per_tok")
-    moe_inter = 0
-    if num_experts:
-        moe_inter = _as_int(cfg, "moe_intermediate_size", p,
-                            default=cfg.get("intermediate_size") or 0)
-    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-    dtype_bytes = _DTYPE_BYTES.get(dtype.replace("torch.", ""), 2)
-    archs = cfg.get("architectures") or [cfg.get("model_type", "unknown")]
+    kv_heads = _as_int(cfg, "num_key_value_heads", p, default=heads)
+    if heads % kv_heads:
+        raise ConfigError(f"num_attention_heads {heads} is not a multiple of "
+                          f"num_key_value_heads {kv_heads}", path=p, field="num_key_value_heads")
+    num_experts, per_tok, moe_inter = _moe_fields(cfg, p)
+    intermediate = _as_int(cfg, "intermediate_size", p, default=0 if num_experts else None,
+                           minimum=0 if num_experts else 1)
+    tie = cfg.get("tie_word_embeddings", False)
+    if tie is None:
+        tie = False
+    if not isinstance(tie, bool):
+        raise ConfigError(f"expected true or false, got {tie!r}", path=p,
+                          field="tie_word_embeddings")
+    architecture = _architecture(cfg, p)
+    dtype_bytes = _dtype_bytes(cfg, p)
+    if not name:
+        name = _as_str(cfg, "_name_or_path", p) or (Path(p).stem if p else "model")
     canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
     return ModelConfig(
-        name=name or str(cfg.get("_name_or_path") or (Path(p).stem if p else "model")),
-        architecture=str(archs[0]),
+        name=name,
+        architecture=architecture,
         num_hidden_layers=_as_int(cfg, "num_hidden_layers", p),
         hidden_size=hidden,
         num_attention_heads=heads,
-        num_key_value_heads=_as_int(cfg, "num_key_value_heads", p, default=heads),
+        num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        intermediate_size=_as_int(cfg, "intermediate_size", p, default=0),
+        intermediate_size=intermediate,
         vocab_size=_as_int(cfg, "vocab_size", p),
         num_experts=num_experts,
         num_experts_per_token=per_tok,
         moe_intermediate_size=moe_inter,
         dtype_bytes=dtype_bytes,
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_word_embeddings=tie,
         config_sha256=hashlib.sha256(canonical).hexdigest(),
     )
 
@@ -168,17 +247,13 @@ def load_model_config(path: str | Path, *, name: str | None = None) -> ModelConf
             such as ``meta-llama/Llama-3.1-8B`` when the file sits in an org directory.
 
     Raises:
-        ConfigError: unreadable file, invalid JSON (with line), or a missing field.
+        ConfigError: not a regular file, larger than :data:`MAX_CONFIG_BYTES`, not UTF-8,
+            invalid JSON (with line; ``NaN``, deep nesting and out-of-range numbers
+            included), or a field :func:`model_config_from_dict` refuses.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read model config: {exc}", path=path) from exc
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    text = read_text(path, what="model config", error=ConfigError, max_bytes=MAX_CONFIG_BYTES)
+    cfg = loads_json(text, path=path, error=ConfigError, what="model config JSON")
     if name is None:
         name = f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
     return model_config_from_dict(cfg, name=name, path=path)

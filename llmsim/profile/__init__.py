@@ -7,6 +7,12 @@
 * ``llmsim.profile.show`` — a readable summary (``llmsim profile show``).
 """
 
-from llmsim.profile.io import SCHEMA_VERSION, load_profile, read_profile, write_profile
+from llmsim.profile.io import (
+    SCHEMA_VERSION,
+    load_profile,
+    read_profile,
+    validate_profile,
+    write_profile,
+)
 
-__all__ = ["SCHEMA_VERSION", "load_profile", "read_profile", "write_profile"]
+__all__ = ["SCHEMA_VERSION", "load_profile", "read_profile", "validate_profile", "write_profile"]

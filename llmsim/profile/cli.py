@@ -5,14 +5,34 @@ Usage::
     llmsim profile import llmservingsim <bundle dir> -o out.pb
     llmsim profile import vidur <dir> -o out.pb
     llmsim profile show file.pb            (a bundle directory works too)
+
+Input paths (bundle, directory, profile, model config) are used as given when they exist,
+else looked up in the data directories (``LLMSIM_DATA_DIR``, then the user cache), like the
+other commands: ``llmsim profile show llmservingsim/profiles/RTXPRO6000/...`` works from
+anywhere. Output paths are used as given.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_input(path: str | Path) -> Path:
+    """``path`` as given when it exists, else inside the data dirs.
+
+    Raises:
+        DataNotFoundError: neither exists (names the directories searched).
+    """
+    from llmsim.data.paths import dataset_path
+
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    return dataset_path(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +63,8 @@ def _import_llmservingsim(args: argparse.Namespace) -> int:
     from llmsim.profile.importers.llmservingsim import import_bundle
     from llmsim.profile.io import write_profile
 
-    profile = import_bundle(args.bundle, model_config=args.model_config,
+    model_config = resolve_input(args.model_config) if args.model_config else None
+    profile = import_bundle(resolve_input(args.bundle), model_config=model_config,
                             source_commit=args.source_commit)
     path = write_profile(profile, args.output)
     print(f"wrote {path} ({path.stat().st_size:,} bytes; TP "
@@ -55,7 +76,7 @@ def _import_vidur(args: argparse.Namespace) -> int:
     from llmsim.profile.importers.vidur import import_vidur
     from llmsim.profile.io import write_profile
 
-    profile = import_vidur(args.directory, source_commit=args.source_commit)
+    profile = import_vidur(resolve_input(args.directory), source_commit=args.source_commit)
     path = write_profile(profile, args.output)
     print(f"wrote {path} ({path.stat().st_size:,} bytes; collectives "
           f"{', '.join(t.op for t in profile.collectives)})")
@@ -66,5 +87,5 @@ def _show(args: argparse.Namespace) -> int:
     from llmsim.profile.io import load_profile
     from llmsim.profile.show import format_profile
 
-    print(format_profile(load_profile(args.profile)))
+    print(format_profile(load_profile(resolve_input(args.profile))))
     return 0

@@ -11,12 +11,14 @@ decimal we started from.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from llmsim.errors import ProfileError
+from llmsim.safeio import INT64_MAX, read_text
 
 
 class CsvTable:
@@ -29,7 +31,7 @@ class CsvTable:
         lines: file line number of each row (the header is line 1).
     """
 
-    __slots__ = ("path", "header", "rows", "lines", "_index")
+    __slots__ = ("_index", "header", "lines", "path", "rows")
 
     def __init__(self, path: Path, header: list[str], rows: list[list[str]], lines: list[int]):
         self.path = path
@@ -74,49 +76,133 @@ class CsvTable:
 def read_csv(path: Path, required: Sequence[str] = ()) -> CsvTable:
     """Read ``path`` (header + rows), checking that ``required`` columns exist.
 
+    The file must be a regular UTF-8 file (:func:`llmsim.safeio.read_text`); a cell longer
+    than :data:`MAX_CELL_CHARS` or a NUL byte is refused rather than parsed.
+
     Raises:
-        ProfileError: unreadable file, empty file, a row with the wrong number of cells, or
-            a missing required column.
+        ProfileError: unreadable or non-UTF-8 file, empty file, malformed CSV, a row with
+            the wrong number of cells, or a missing required column (file, line, field).
     """
+    text = read_text(path, what="profile CSV", error=ProfileError)
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ProfileError("NUL byte in a CSV file", path=path, line=line)
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise ProfileError("empty CSV file (no header)", path=path, line=1) from None
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise ProfileError(
-                        f"expected {len(header)} cells, got {len(row)}",
-                        path=path, line=reader.line_num,
-                    )
-                rows.append(row)
-                lines.append(reader.line_num)
-    except OSError as exc:
-        raise ProfileError(f"cannot read: {exc}", path=path) from exc
-    table = CsvTable(path, [h.strip() for h in header], rows, lines)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ProfileError("empty CSV file (no header)", path=path, line=1) from None
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ProfileError(f"expected {len(header)} cells, got {len(row)}",
+                                   path=path, line=reader.line_num)
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise ProfileError(f"malformed CSV: {exc}", path=path,
+                           line=reader.line_num or 1) from None
+    names = [h.strip() for h in header]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise ProfileError("column appears twice in the header", path=path, line=1,
+                               field=name)
+        seen.add(name)
+    table = CsvTable(path, names, rows, lines)
     for name in required:
         table.col(name)
     return table
 
 
+def check_duplicate_keys(table: CsvTable, key_columns: Sequence[str],
+                         value_columns: Sequence[str], *, prefix: Sequence[str] = ()) -> list[int]:
+    """Rows of ``table`` that repeat an earlier row's key.
+
+    Two rows with equal cells in ``key_columns`` (after stripping) describe the same
+    measured point. When their ``value_columns`` cells differ too the table contradicts
+    itself and is refused; an exact repetition (same key, same values) is harmless and its
+    index is returned so the caller can drop it.
+
+    Args:
+        table: the parsed CSV.
+        key_columns: columns that identify a point.
+        value_columns: columns that hold what was measured at the point.
+        prefix: extra key parts, one per row (unused when empty).
+
+    Returns:
+        Indices (into ``table.rows``) of exact repetitions, ascending.
+
+    Raises:
+        ProfileError: two rows share a key but not their values (names the later row's line,
+            the first differing column and the earlier line).
+    """
+    keys = [table.col(c) for c in key_columns]
+    values = [table.col(c) for c in value_columns]
+    first: dict[tuple[str, ...], int] = {}
+    repeats: list[int] = []
+    for i, row in enumerate(table.rows):
+        key = (*(prefix[i:i + 1] if prefix else ()), *(row[j].strip() for j in keys))
+        j0 = first.setdefault(key, i)
+        if j0 == i:
+            continue
+        earlier = table.rows[j0]
+        for name, j in zip(value_columns, values):
+            if row[j].strip() != earlier[j].strip():
+                raise ProfileError(
+                    f"contradicts line {table.lines[j0]} (same "
+                    f"{', '.join(key_columns)}; {earlier[j].strip()!r} there, "
+                    f"{row[j].strip()!r} here)", path=table.path, line=table.lines[i],
+                    field=name)
+        repeats.append(i)
+    return repeats
+
+
+def drop_rows(table: CsvTable, indices: Sequence[int]) -> None:
+    """Remove rows ``indices`` (ascending) from ``table`` in place."""
+    for i in reversed(indices):
+        del table.rows[i]
+        del table.lines[i]
+
+
 def parse_int(cell: str) -> int:
-    """An integer cell (``"16"``; ``"16.0"`` is accepted when integral)."""
+    """An integer cell (``"16"``; ``"16.0"`` is accepted when integral), within int64."""
+    text = cell.strip()
+    if len(text) > 40:
+        raise ValueError("not an integer (too long)")
     try:
-        return int(cell)
+        value = int(text)
     except ValueError:
         try:
-            value = Decimal(cell)
+            dec = Decimal(text)
         except InvalidOperation:
             raise ValueError("not an integer") from None
-        if not value.is_finite() or value != value.to_integral_value():
-            raise ValueError("not an integer") from None
-        return int(value)
+        if not dec.is_finite() or dec.adjusted() > 18 or dec != dec.to_integral_value():
+            raise ValueError("not an integer within the signed 64-bit range") from None
+        value = int(dec)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError("outside the signed 64-bit range")
+    return value
+
+
+def parse_count(cell: str) -> int:
+    """A non-negative integer cell (a token, sequence, byte or rank count)."""
+    value = parse_int(cell)
+    if value < 0:
+        raise ValueError("a count cannot be negative")
+    return value
+
+
+def parse_uint32(cell: str) -> int:
+    """A non-negative integer cell that fits an unsigned 32-bit field (sample counts)."""
+    value = parse_count(cell)
+    if value > 2**32 - 1:
+        raise ValueError("larger than 4294967295")
+    return value
 
 
 def parse_float(cell: str) -> float:
@@ -149,7 +235,12 @@ def scaled_to_ns(exponent: int):
             raise ValueError("not a finite number")
         if value < 0:
             raise ValueError("a latency cannot be negative")
-        return float(value.scaleb(exponent))
+        if value.adjusted() > 300:
+            raise ValueError("too large for a latency")
+        result = float(value.scaleb(exponent))
+        if not math.isfinite(result):
+            raise ValueError("too large for a latency")
+        return result
 
     return parse
 

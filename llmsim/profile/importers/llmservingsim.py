@@ -20,27 +20,33 @@ exactly (see :mod:`llmsim.profile.importers._csv`).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
-
-from llmsim.yamlfile import read_yaml
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import DataNotFoundError, ProfileError
 from llmsim.model.config import ModelConfig, load_model_config
 from llmsim.profile.importers._csv import (
+    CsvTable,
+    check_duplicate_keys,
+    drop_rows,
     float_text,
     ns_to_us_text,
+    parse_count,
     parse_float,
     parse_float_or_nan,
-    parse_int,
+    parse_uint32,
     read_csv,
     us_to_ns,
     us_to_ns_or_nan,
 )
+from llmsim.safeio import check_finite, read_text
 from llmsim.v1 import profile_pb2 as pb
+from llmsim.yamlfile import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +73,90 @@ def is_bundle(path: Path) -> bool:
     return path.is_dir() and (path / "meta.yaml").is_file()
 
 
+_UINT32_MAX = 2**32 - 1
+
+
 def _load_meta(path: Path) -> tuple[dict[str, Any], str]:
-    meta, text = read_yaml(path, what="bundle meta.yaml", error=ProfileError)
+    """Parse and check ``meta.yaml``: every field the importer reads has the right type."""
+    read_text(path, what="bundle meta.yaml", error=ProfileError, max_bytes=MAX_META_BYTES)
+    try:
+        meta, text = read_yaml(path, what="bundle meta.yaml", error=ProfileError)
+    except RecursionError:
+        raise ProfileError("bundle meta.yaml nests too deeply", path=path) from None
     if not isinstance(meta, dict):
         raise ProfileError("meta.yaml must be a mapping", path=path)
     for key in ("model", "hardware", "tp_degrees"):
         if key not in meta:
             raise ProfileError("required field missing", path=path, field=key)
-    if not isinstance(meta["tp_degrees"], list) or not all(
-        isinstance(t, int) and t > 0 for t in meta["tp_degrees"]
+    _check_model_name(meta["model"], path)
+    tps = meta["tp_degrees"]
+    if not isinstance(tps, list) or not tps or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 4096 for t in tps
     ):
-        raise ProfileError("must be a list of positive integers", path=path, field="tp_degrees")
+        raise ProfileError("must be a non-empty list of positive integers (at most 4096)",
+                           path=path, field="tp_degrees")
+    if len(set(tps)) != len(tps):
+        raise ProfileError(f"lists a TP degree twice: {tps}", path=path, field="tp_degrees")
+    for key in _META_TEXT:
+        _meta_text(meta, key, path)
+    iters = meta.get("measurement_iterations")
+    if iters is not None and (isinstance(iters, bool) or not isinstance(iters, int)
+                              or not 0 <= iters <= _UINT32_MAX):
+        raise ProfileError(f"expected a non-negative integer, got {iters!r}", path=path,
+                           field="measurement_iterations")
+    engine = _mapping(meta, "engine_effective", path)
+    if engine.get("enforce_eager") is not None and not isinstance(engine["enforce_eager"], bool):
+        raise ProfileError(f"expected true or false, got {engine['enforce_eager']!r}",
+                           path=path, field="engine_effective.enforce_eager")
+    fit = _mapping(meta, "skew_fit", path)
+    _mapping(fit, "bucket_axes", path, "skew_fit.")
+    _mapping(fit, "per_tp", path, "skew_fit.")
     return meta, text
+
+
+MAX_META_BYTES = 16 * 2**20
+"""Ceiling on one bundle ``meta.yaml``, bytes (the published ones are ~2 KiB)."""
+
+# meta.yaml keys copied into the provenance as text
+_META_TEXT = ("gpu", "hardware", "cuda_version", "vllm_version", "profiler_version",
+              "profiled_at", "variant", "architecture_sha256")
+
+
+def _check_model_name(value: Any, path: Path) -> None:
+    """The model id names a config file under ``configs/model/``: ``org/name``-like text."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ProfileError(f"expected a model id such as 'org/name', got {value!r}",
+                           path=path, field="model")
+    parts = Path(value).parts
+    if value.startswith(("/", "\\")) or ".." in parts or len(value) > 512:
+        raise ProfileError(f"model id {value!r} must be a relative 'org/name' path",
+                           path=path, field="model")
+
+
+def _meta_text(meta: dict[str, Any], key: str, path: Path) -> str:
+    """``meta[key]`` as text ("" when absent); only scalars are accepted."""
+    value = meta.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, set, tuple, bytes)):
+        raise ProfileError(f"expected a single value, got {value!r}"[:200], path=path,
+                           field=key)
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProfileError("not representable as UTF-8 text", path=path, field=key) from None
+    return text
+
+
+def _mapping(meta: dict[str, Any], key: str, path: Path, prefix: str = "") -> dict[str, Any]:
+    value = meta.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProfileError(f"expected a mapping, got {value!r}"[:200], path=path,
+                           field=prefix + key)
+    return value
 
 
 def _find_model_config(bundle: Path, model_name: str) -> Path | None:
@@ -141,10 +219,27 @@ def _provenance(meta: dict[str, Any], meta_text: str, bundle: Path,
     return prov
 
 
+def _drop_repeats(table: CsvTable, key: tuple[str, ...], values: tuple[str, ...]) -> None:
+    """Refuse contradicting duplicate points; drop exact repetitions (logged).
+
+    A bundle table holds one measurement per grid point, and the cost model interpolates
+    over the points (two values at one point cannot both be right), so rows with the same
+    key and different values are a :class:`ProfileError`. A row repeated verbatim (e.g. two
+    concatenated copies of a sweep) carries no new information and is dropped with a
+    warning, so the imported profile holds each point once.
+    """
+    repeats = check_duplicate_keys(table, key, values)
+    if repeats:
+        logger.warning("%s: dropped %d repeated row(s) (first on line %d)", table.path,
+                       len(repeats), table.lines[repeats[0]])
+        drop_rows(table, repeats)
+
+
 def _op_tables_by_name(path: Path, axis: str, kind: int) -> list[pb.OpTable]:
     table = read_csv(path, ("layer", axis, "time_us"))
+    _drop_repeats(table, ("layer", axis), ("time_us",))
     names = [c.strip() for c in table.column("layer", str)]
-    xs = table.column(axis, parse_int)
+    xs = table.column(axis, parse_count)
     ys = table.column("time_us", us_to_ns)
     ops: dict[str, pb.OpTable] = {}
     for name, line, x, y in zip(names, table.lines, xs, ys):
@@ -161,18 +256,22 @@ def _op_tables_by_name(path: Path, axis: str, kind: int) -> list[pb.OpTable]:
 
 def _grid_table(path: Path, op: str, kind: int, axes: tuple[tuple[str, str], ...]) -> pb.OpTable:
     table = read_csv(path, [col for _, col in axes] + ["time_us"])
+    _drop_repeats(table, tuple(col for _, col in axes), ("time_us",))
+    if not table.rows:
+        raise ProfileError("no data rows", path=path, line=2)
     out = pb.OpTable(op=op, kind=kind)
     for name, col in axes:
-        out.axes.add(name=name, values=table.column(col, parse_int))
+        out.axes.add(name=name, values=table.column(col, parse_count))
     out.mean_ns.extend(table.column("time_us", us_to_ns))
     return out
 
 
 def _skew_table(path: Path) -> pb.SkewTable:
+    """Skew samples (kept as measured: repeated samples are legitimate, nothing is merged)."""
     table = read_csv(path, SKEW_COLUMNS)
     skew = pb.SkewTable(regime=table.column("regime", str))
     for col in SKEW_INT:
-        getattr(skew, col).extend(table.column(col, parse_int))
+        getattr(skew, col).extend(table.column(col, parse_count))
     for col in SKEW_FLOAT:
         getattr(skew, col).extend(table.column(col, parse_float_or_nan))
     for col, field in SKEW_US:
@@ -180,15 +279,50 @@ def _skew_table(path: Path) -> pb.SkewTable:
     return skew
 
 
+def _float_list(value: Any, meta_path: Path, field: str) -> list[float]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+        for v in value
+    ):
+        raise ProfileError(f"expected a list of numbers, got {value!r}"[:200], path=meta_path,
+                           field=field)
+    edges = [float(v) for v in value]
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ProfileError(f"bucket edges must increase strictly, got {value!r}"[:200],
+                           path=meta_path, field=field)
+    return edges
+
+
+def _fit_number(per_tp: dict[str, Any], key: str, meta_path: Path, tp: int,
+                integer: bool = False) -> float:
+    value = per_tp.get(key, 0)
+    field = f"skew_fit.per_tp.{tp}.{key}"
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT32_MAX:
+            raise ProfileError(f"expected a non-negative integer, got {value!r}",
+                               path=meta_path, field=field)
+        return value
+    return check_finite(value, field=field, path=meta_path, error=ProfileError)
+
+
 def _skew_fit(path: Path, meta: dict[str, Any], meta_path: Path, tp: int) -> pb.SkewFit:
     table = read_csv(path, SKEW_FIT_COLUMNS)
+    _drop_repeats(table, SKEW_FIT_COLUMNS[:5], SKEW_FIT_COLUMNS[5:])
     fit_meta = meta.get("skew_fit") or {}
     per_tp = (fit_meta.get("per_tp") or {}).get(tp) or {}
+    if not isinstance(per_tp, dict):
+        raise ProfileError(f"expected a mapping, got {per_tp!r}"[:200], path=meta_path,
+                           field=f"skew_fit.per_tp.{tp}")
     axes = fit_meta.get("bucket_axes") or {}
-    fit = pb.SkewFit(method=str(per_tp.get("method", "")),
-                     alpha_default=float(per_tp.get("alpha_default", 0.0)),
-                     num_samples=int(per_tp.get("n_samples", 0)),
+    method = per_tp.get("method", "")
+    if isinstance(method, (dict, list)):
+        raise ProfileError(f"expected a name, got {method!r}"[:200], path=meta_path,
+                           field=f"skew_fit.per_tp.{tp}.method")
+    fit = pb.SkewFit(method=str(method),
+                     alpha_default=_fit_number(per_tp, "alpha_default", meta_path, tp),
+                     num_samples=int(_fit_number(per_tp, "n_samples", meta_path, tp, True)),
                      disabled_by_source=fit_meta.get("enabled") is False)
+    known: dict[str, set[str]] = {}
     for key, field in _BUCKET_AXES:
         edges, labels = axes.get(f"{key}_bins"), axes.get(f"{key}_labels")
         if edges is None and labels is None:
@@ -198,21 +332,39 @@ def _skew_fit(path: Path, meta: dict[str, Any], meta_path: Path, tp: int) -> pb.
         if edges is None or labels is None:
             raise ProfileError("skew_fit bucket definition incomplete", path=meta_path,
                                field=f"skew_fit.bucket_axes.{key}_bins")
-        if len(edges) != len(labels) + 1:
+        edge_values = _float_list(edges, meta_path, f"skew_fit.bucket_axes.{key}_bins")
+        if not isinstance(labels, list) or any(isinstance(lab, (dict, list)) for lab in labels):
+            raise ProfileError(f"expected a list of labels, got {labels!r}"[:200],
+                               path=meta_path, field=f"skew_fit.bucket_axes.{key}_labels")
+        if len(edge_values) != len(labels) + 1:
             raise ProfileError("needs one more edge than labels", path=meta_path,
                                field=f"skew_fit.bucket_axes.{key}_bins")
-        getattr(fit, f"{field}_edges").extend(float(e) for e in edges)
+        getattr(fit, f"{field}_edges").extend(edge_values)
         getattr(fit, f"{field}_labels").extend(str(lab) for lab in labels)
+        known[f"{key}_label"] = {str(lab) for lab in labels}
     for key, value in per_tp.items():
         if key not in ("method", "alpha_default", "n_samples", "bucket_table") and isinstance(
             value, (int, float)
         ):
-            fit.fit_stats[str(key)] = float(value)
-    fit.pc.extend(table.column("pc", parse_int))
+            try:
+                stat = float(value)
+            except OverflowError:
+                stat = math.inf
+            fit.fit_stats[str(key)] = check_finite(
+                stat, field=f"skew_fit.per_tp.{tp}.{key}", path=meta_path, error=ProfileError)
+    fit.pc.extend(table.column("pc", parse_count))
     for col in ("n_label", "skew_rate_label", "kv_big_label", "kp_label"):
-        getattr(fit, col).extend(c.strip() for c in table.column(col, str))
+        labels = [c.strip() for c in table.column(col, str)]
+        allowed = known.get(col)
+        if allowed is not None:
+            for lab, line in zip(labels, table.lines):
+                if lab not in allowed:
+                    raise ProfileError(f"label {lab!r} is not one of meta.yaml's "
+                                       f"skew_fit.bucket_axes labels", path=path, line=line,
+                                       field=col)
+        getattr(fit, col).extend(labels)
     fit.bucket_alpha.extend(table.column("alpha", parse_float))
-    fit.bucket_num_samples.extend(table.column("n_samples", parse_int))
+    fit.bucket_num_samples.extend(table.column("n_samples", parse_uint32))
     return fit
 
 

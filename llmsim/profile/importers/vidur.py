@@ -10,6 +10,12 @@ and ``rank``, and columns ``median_ns``, ``mean_ns``, ``min_ns``, ``max_ns``, ``
 converted from ms with decimal arithmetic (``Decimal(cell).scaleb(6)``). The profile has no
 model and no TP tables: it is a hardware-only profile whose collectives a cost model can
 borrow (``ProfileCostModel(..., collectives=vidur.collectives)``).
+
+Repeated rows are kept: the published tables hold several measurements of one
+``(size, num_workers, devices_per_node, rank)`` point (e.g. ``a100_dgx/all_reduce.csv``
+lines 610 and 611), with different times, and the cost model averages them
+(:func:`llmsim.costmodel.collectives.collective_grid`). Cells are refused when they are not
+numbers, not finite, or negative (file, line, column).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmsim.errors import ProfileError
-from llmsim.profile.importers._csv import parse_int, read_csv, scaled_to_ns
+from llmsim.profile.importers._csv import parse_count, read_csv, scaled_to_ns
 from llmsim.v1 import profile_pb2 as pb
 
 SOURCE_NAME = "Vidur network profiles"
@@ -37,14 +43,17 @@ def _table(path: Path) -> pb.OpTable:
         raise ProfileError(f"expected one collective per file, found {sorted(names)}",
                            path=path, field="collective")
     op = names.pop()
+    if not op:
+        raise ProfileError("empty collective name", path=path, line=table.lines[0] if
+                           table.lines else 1, field="collective")
     out = pb.OpTable(op=op, kind=pb.OP_KIND_COLLECTIVE)
     for axis, col in _AXES:
-        out.axes.add(name=axis, values=table.column(col, parse_int))
+        out.axes.add(name=axis, values=table.column(col, parse_count))
     for stat, field in _STATS:
         getattr(out, field).extend(table.column(f"time_stats.{op}.{stat}", ms_to_ns))
     out.attributes["source_file"] = path.name
     if "max_devices_per_node" in table.header:
-        maxes = set(table.column("max_devices_per_node", parse_int))
+        maxes = set(table.column("max_devices_per_node", parse_count))
         out.attributes["max_devices_per_node"] = ",".join(str(m) for m in sorted(maxes))
     return out
 
@@ -66,8 +75,11 @@ def import_vidur(directory: str | Path, *, source_commit: str = "") -> pb.Profil
     directory = Path(directory)
     files = [directory / f for f in COLLECTIVE_FILES if (directory / f).is_file()]
     if not files:
-        subdirs = sorted(p.name for p in directory.iterdir() if p.is_dir()) if (
-            directory.is_dir()) else []
+        try:
+            subdirs = sorted(p.name for p in directory.iterdir() if p.is_dir()) if (
+                directory.is_dir()) else []
+        except OSError:
+            subdirs = []
         hint = f" (pick one of: {', '.join(subdirs)})" if subdirs else ""
         raise ProfileError(f"no collective CSVs ({', '.join(COLLECTIVE_FILES)}){hint}",
                            path=directory)
