@@ -217,7 +217,7 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     bs = experiment.engine.block_size
     validate_trace(trace, capacity_tokens=(capacity.num_gpu_blocks - 1) * bs)
     instances = build_instances(experiment, cost_model, model, capacity)
-    recorder = Recorder(trace.requests, instances, keep_steps=True)
+    recorder = Recorder(trace.requests, keep_steps=True)
     bar = None
     on_finished = None
     if progress:

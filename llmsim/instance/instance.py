@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from llmsim.costmodel.base import StepCost
-from llmsim.errors import InvariantError
+from llmsim.errors import CostModelUnavailable, InvariantError
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.kvcache.hashing import BlockHasher
 from llmsim.scheduler.plan import BatchPlan, StepOutput
@@ -190,6 +190,10 @@ class Instance:
 
         Returns:
             The step's end time (ns) for the loop to schedule, or ``None``.
+
+        Raises:
+            CostModelUnavailable: the cost model failed or priced the step outside
+                ``[0, MAX_STEP_COST_NS]`` (the message names this instance and the step).
         """
         if self._inflight is not None:
             return None
@@ -200,7 +204,11 @@ class Instance:
                 return None
         cpu_ns = self.step_time.overheads.cpu_ns(len(plan.chunks))
         start_ns = max(now_ns, plan.scheduled_ns + cpu_ns)
-        gpu_ns, cost = self.step_time.gpu_ns(plan)
+        try:
+            gpu_ns, cost = self.step_time.gpu_ns(plan)
+        except CostModelUnavailable as exc:
+            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
+                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
         end_ns = start_ns + gpu_ns
         self._inflight = (plan, start_ns, end_ns, gpu_ns, cpu_ns, cost)
         if self.async_scheduling:

@@ -24,21 +24,43 @@ off (vLLM ``enforce_eager``). The measured engine (vLLM 0.19) differs in two sys
    millisecond per step plus a few microseconds per request), not measurements: with async
    scheduling and an 8B model (>= ~10 ms per step on these GPUs) they are hidden, so the
    validation runs do not constrain them. Override them in the experiment's ``overheads``.
+
+Bounds (so bad input fails at once instead of stalling the simulated clock or exhausting
+memory): every duration a cost model returns, for the real batch and for its padded copy,
+must be a finite number in ``[0, MAX_STEP_COST_NS]`` (:mod:`llmsim.costmodel.base`), else
+:class:`~llmsim.errors.CostModelUnavailable` names the batch (and, raised through
+:meth:`llmsim.instance.Instance.try_start`, the instance and step); the CPU overheads are
+integers in the same range; capture sizes are integers in ``[1, MAX_CAPTURE_SIZE]``.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from dataclasses import dataclass
 
-from llmsim.costmodel.base import CostModel, StepBatch, StepCost
+from llmsim.costmodel.base import (
+    MAX_STEP_COST_NS,
+    CostModel,
+    StepBatch,
+    StepCost,
+    step_cost_is_valid,
+)
 from llmsim.costmodel.decompose import Rows, step_ops
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import ModelConfig
 from llmsim.scheduler.plan import BatchPlan
 
 logger = logging.getLogger(__name__)
+
+MAX_CAPTURE_SIZE = 1 << 16
+"""Largest accepted CUDA-graph capture size, tokens (65,536).
+
+vLLM 0.19 captures graphs of at most ``min(2 x max_num_seqs, 512)`` tokens by default and
+never runs a graph larger than ``max_num_batched_tokens``; 128x its default is far above
+any real list. The padding table and a padded step's dummy decodes are both sized by the
+largest capture size (8 bytes per token each), so a bigger value is refused instead of
+allocated.
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,8 +79,12 @@ class StepOverheads:
     cudagraph_padding: bool = True
 
     def __post_init__(self) -> None:
-        if self.cpu_step_ns < 0 or self.cpu_per_seq_ns < 0:
-            raise ConfigError("CPU overheads must be >= 0", field="overheads")
+        for name in ("cpu_step_ns", "cpu_per_seq_ns"):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, int)
+                    or not 0 <= value <= MAX_STEP_COST_NS):
+                raise ConfigError(f"must be an integer in [0, {MAX_STEP_COST_NS}] ns "
+                                  f"(MAX_STEP_COST_NS), got {value!r}", field=f"overheads.{name}")
 
     def cpu_ns(self, num_seqs: int) -> int:
         """CPU time of a step scheduling ``num_seqs`` sequences, ns."""
@@ -75,6 +101,10 @@ class StepTimeModel:
             disables padding.
         model: architecture, to know which operators scale with tokens (optional).
         tp: tensor-parallel degree.
+
+    Raises:
+        ConfigError: a capture size that is not an integer in ``[1, MAX_CAPTURE_SIZE]``
+            (field ``engine.cudagraph_capture_sizes``).
     """
 
     def __init__(self, cost_model: CostModel, overheads: StepOverheads, *,
@@ -82,6 +112,12 @@ class StepTimeModel:
                  tp: int = 1) -> None:
         self.cost_model = cost_model
         self.overheads = overheads
+        for size in cudagraph_capture_sizes:
+            if (isinstance(size, bool) or not isinstance(size, int)
+                    or not 1 <= size <= MAX_CAPTURE_SIZE):
+                raise ConfigError(f"capture size {size!r} is not an integer in [1, "
+                                  f"{MAX_CAPTURE_SIZE}] (MAX_CAPTURE_SIZE)",
+                                  field="engine.cudagraph_capture_sizes")
         self.capture_sizes = tuple(sorted(set(cudagraph_capture_sizes)))
         self.pad = overheads.cudagraph_padding and bool(self.capture_sizes)
         self.tp = tp
@@ -93,8 +129,24 @@ class StepTimeModel:
         # padded size per token count 0..max capture size (a list lookup per step)
         self._pad_to: list[int] = []
         if self.pad:
-            sizes = self.capture_sizes
-            self._pad_to = [sizes[bisect.bisect_left(sizes, n)] for n in range(sizes[-1] + 1)]
+            pad_to = self._pad_to  # tokens n -> the first size >= n (sizes ascending)
+            for size in self.capture_sizes:
+                pad_to += [size] * (size + 1 - len(pad_to))
+
+    def _checked_ns(self, value: object, what: str, batch: StepBatch) -> int:
+        """``value`` as int ns when it is a valid step duration (finite, in ``[0,
+        MAX_STEP_COST_NS]``).
+
+        Raises:
+            CostModelUnavailable: it is not (names ``what`` and the batch's shape).
+        """
+        if step_cost_is_valid(value):  # type: ignore[arg-type]
+            return int(value)  # type: ignore[call-overload]
+        raise CostModelUnavailable(
+            f"cost model {type(self.cost_model).__name__} priced {what} at {value!r} ns, not a "
+            f"finite duration in [0, {MAX_STEP_COST_NS}] ns (MAX_STEP_COST_NS); batch: "
+            f"{len(batch.prefills)} prefill chunks ({sum(p.num_new_tokens for p in batch.prefills)}"
+            f" tokens), {batch.num_decodes} decodes, tp {batch.tp}")
 
     def padded_tokens(self, num_tokens: int) -> int:
         """Token count the CUDA graph runs at (``num_tokens`` when no graph applies)."""
@@ -102,10 +154,17 @@ class StepTimeModel:
         return pad_to[num_tokens] if num_tokens < len(pad_to) else num_tokens
 
     def gpu_ns(self, plan: BatchPlan) -> tuple[int, StepCost]:
-        """GPU time of the step, ns, and the cost model's answer for the real batch."""
+        """GPU time of the step, ns, and the cost model's answer for the real batch.
+
+        Raises:
+            CostModelUnavailable: the cost model failed, or returned a duration that is not
+                finite in ``[0, MAX_STEP_COST_NS]`` (for the batch or its padded copy).
+        """
         batch = plan.batch
         cost = self.cost_model.step_cost(batch)
         duration_ns = cost.duration_ns
+        if type(duration_ns) is not int or not 0 <= duration_ns <= MAX_STEP_COST_NS:
+            duration_ns = self._checked_ns(duration_ns, "the step", batch)
         num_tokens = plan.num_prefill_tokens + plan.num_decodes
         pad_to = self._pad_to
         if num_tokens < len(pad_to):
@@ -126,10 +185,17 @@ class StepTimeModel:
         padded = StepBatch(prefills=batch.prefills,
                            decode_context_lens=batch.decode_context_lens + dummies, tp=batch.tp)
         pcost = self.cost_model.step_cost(padded)
+        padded_ns = pcost.duration_ns
+        if type(padded_ns) is not int or not 0 <= padded_ns <= MAX_STEP_COST_NS:
+            padded_ns = self._checked_ns(padded_ns, f"the step padded to {padded_tokens} "
+                                         "tokens", padded)
         ops = self._token_ops
         if ops and ops & cost.breakdown_ns.keys() and ops & pcost.breakdown_ns.keys():
             extra_ns = max(0, sum(pcost.breakdown_ns.get(o, 0) - cost.breakdown_ns.get(o, 0)
                                   for o in ops))
+            if type(extra_ns) is not int or extra_ns > MAX_STEP_COST_NS:
+                extra_ns = self._checked_ns(extra_ns, "the CUDA-graph padding of the step "
+                                            "(token-scaled ops)", padded)
             self._pad_extra_ns[key] = extra_ns  # token-scaled ops depend on token counts only
             return extra_ns
-        return max(0, pcost.duration_ns - cost.duration_ns)
+        return max(0, padded_ns - self._checked_ns(cost.duration_ns, "the step", batch))

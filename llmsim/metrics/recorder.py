@@ -10,20 +10,38 @@ the tick (vLLM counts a request's whole prompt when its prefill completes, once,
 is recomputed after a preemption), per second; ``gen_throughput`` the tokens delivered in
 the tick, per second; ``running`` / ``waiting`` / ``kv_cache_pct`` the gauges at the end of
 the tick (summed over instances; KV usage averaged over instances, percent).
+
+Sparse quiet runs: a tick is *quiet* when no token was counted in it and its gauges equal
+the previous tick's. Of a run of consecutive quiet ticks, the first
+:data:`QUIET_TICKS_WRITTEN` (60: a simulated minute) and the last are written; the ones in
+between are omitted. Every omitted row equals the row before it except for ``t``, so
+forward-filling the series on the 1 s grid restores it exactly. Busy ticks and short idle
+gaps are written as vLLM writes them (one row a second); a long idle gap (two requests
+days apart) or an absurdly long step costs O(1) rows instead of one per simulated second,
+and closing the ticks of a gap costs O(1) too. Rows are thus bounded by the number of
+events times 62, not by the simulated horizon.
+
+The recorder reads no live simulator state: it consumes :class:`StepRecord` values, release
+notifications and, when the loop crosses a tick boundary, a :class:`Gauges` snapshot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 import pandas as pd
 
-from llmsim.instance.instance import Instance, StepRecord
+from llmsim.instance.instance import StepRecord
 from llmsim.trace.record import Request
 
 NS_PER_S = 1_000_000_000
+
+QUIET_TICKS_WRITTEN = 60
+"""Rows written at the start of a run of quiet ticks (module doc); the run's last tick is
+written too."""
 
 STEP_COLUMNS = [
     "instance_id", "step", "scheduled_s", "start_s", "end_s", "gpu_ms", "cpu_ms",
@@ -39,21 +57,34 @@ REQUEST_COLUMNS = [
 ]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gauges:
+    """The time-series gauges at a moment, over all instances.
+
+    Attributes:
+        running: running sequences, summed over instances.
+        waiting: waiting sequences, summed over instances.
+        kv_usage: KV usage fraction in [0, 1], averaged over instances.
+    """
+
+    running: int
+    waiting: int
+    kv_usage: float
+
+
 class Recorder:
     """Collects everything a replay reports.
 
     Args:
         requests: the trace's requests (row order of the outputs).
-        instances: the simulated instances (for the time-series gauges).
         keep_steps: keep the per-step log.
-        tick_ns: time-series period, ns.
+        tick_ns: time-series period, ns (> 0).
     """
 
-    def __init__(self, requests: Sequence[Request], instances: Sequence[Instance], *,
-                 keep_steps: bool = False, tick_ns: int = NS_PER_S) -> None:
+    def __init__(self, requests: Sequence[Request], *, keep_steps: bool = False,
+                 tick_ns: int = NS_PER_S) -> None:
         n = len(requests)
         self.requests = requests
-        self.instances = instances
         self.keep_steps = keep_steps
         self.tick_ns = tick_ns
         self.release_ns = [-1] * n
@@ -70,24 +101,59 @@ class Recorder:
         self.next_tick_ns = tick_ns  # end of the open tick; the loop calls advance() past it
         self._prompt_acc = 0
         self._gen_acc = 0
+        self._last_gauges: tuple[int, int, float] | None = None  # of the last closed tick
+        self._quiet_run = 0  # consecutive quiet ticks up to the last closed one
+        self._omitted = False  # a tick of the current quiet run was not written
 
     # ------------------------------------------------------------ hot path
-    def advance(self, now_ns: int) -> None:
-        """Close every tick that ends before ``now_ns`` (call before handling an event)."""
-        while now_ns > self.next_tick_ns:
-            self._close_tick()
+    def advance(self, now_ns: int, gauges: Gauges) -> None:
+        """Close every tick that ends before ``now_ns`` (the loop calls it before handling
+        an event past :attr:`next_tick_ns`); ``gauges`` is the state at that moment, which
+        holds at the end of each of those ticks (nothing happens between two events)."""
+        if now_ns > self.next_tick_ns:
+            self._close_ticks((now_ns - self.next_tick_ns - 1) // self.tick_ns + 1, gauges)
 
-    def _close_tick(self) -> None:
-        insts = self.instances
-        running = sum(len(i.scheduler.running) for i in insts)
-        waiting = sum(len(i.scheduler.waiting) for i in insts)
-        kv = sum(i.scheduler.kv.usage() for i in insts) / len(insts)
-        per_s = NS_PER_S / self.tick_ns
-        self.ticks.append((self.next_tick_ns / NS_PER_S, self._prompt_acc * per_s,
-                           self._gen_acc * per_s, running, waiting, round(kv * 100.0, 2)))
-        self._prompt_acc = 0
-        self._gen_acc = 0
-        self.next_tick_ns += self.tick_ns
+    def _close_ticks(self, n: int, gauges: Gauges) -> None:
+        """Close the open tick and the ``n - 1`` after it, all ending with ``gauges``.
+
+        The ticks after the first count no tokens and repeat its gauges, so they are all
+        quiet: they are written (or skipped) in bulk, O(QUIET_TICKS_WRITTEN).
+        """
+        g = (gauges.running, gauges.waiting, round(gauges.kv_usage * 100.0, 2))
+        tick_ns = self.tick_ns
+        per_s = NS_PER_S / tick_ns
+        ticks = self.ticks
+        t_ns = self.next_tick_ns
+        if self._prompt_acc or self._gen_acc or g != self._last_gauges:
+            self._end_quiet_run(t_ns - tick_ns)
+            ticks.append((t_ns / NS_PER_S, self._prompt_acc * per_s, self._gen_acc * per_s,
+                          *g))
+            self._prompt_acc = 0
+            self._gen_acc = 0
+            first_quiet = 0
+        else:
+            first_quiet = 1  # this tick is quiet too
+        self._last_gauges = g
+        zero = 0 * per_s
+        run = self._quiet_run
+        write = max(0, min(n - 1 + first_quiet, QUIET_TICKS_WRITTEN - run))
+        for k in range(1 - first_quiet, write + 1 - first_quiet):
+            ticks.append(((t_ns + k * tick_ns) / NS_PER_S, zero, zero, *g))
+        quiet = n - 1 + first_quiet
+        self._quiet_run = run + quiet
+        if quiet > write:
+            self._omitted = True
+        self.next_tick_ns = t_ns + n * tick_ns
+
+    def _end_quiet_run(self, last_t_ns: int) -> None:
+        """Before a tick that is not quiet (or at the end): write the last tick of the
+        quiet run (ending at ``last_t_ns``) when it was omitted, so each gap in ``t`` lies
+        between two equal rows."""
+        if self._omitted and self._last_gauges is not None:
+            zero = 0 * (NS_PER_S / self.tick_ns)
+            self.ticks.append((last_t_ns / NS_PER_S, zero, zero, *self._last_gauges))
+        self._omitted = False
+        self._quiet_run = 0
 
     def on_release(self, index: int, instance_id: int, now_ns: int) -> None:
         """A request reached an instance's waiting queue."""
@@ -120,10 +186,11 @@ class Recorder:
                 len(plan.preempted), len(plan.admitted), len(out.emitted), len(out.finished),
                 rec.num_running, rec.num_waiting, rec.kv_usage))
 
-    def finish(self, end_ns: int) -> None:
-        """Close the ticks up to and including the one holding ``end_ns``."""
-        while self.next_tick_ns < end_ns + self.tick_ns:
-            self._close_tick()
+    def finish(self, end_ns: int, gauges: Gauges) -> None:
+        """Close the ticks up to and including the one holding ``end_ns`` (``gauges``: the
+        final state), and write the last tick of a quiet run in progress."""
+        self.advance(end_ns + self.tick_ns, gauges)
+        self._end_quiet_run(self.next_tick_ns - self.tick_ns)
 
     # ------------------------------------------------------------ end of run
     def tables(self) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, pd.DataFrame | None]:

@@ -7,6 +7,15 @@ instances.
 
 Requests with ``parent_id`` (session turns, agentic sub-requests) are released when their
 parent finishes, at ``max(arrival_ns, parent finish + think_time_ns)``.
+
+The trace's own arrivals are not pushed on the heap: they are already sorted, so the loop
+reads them from the trace in order and merges them with the heap by the same ``(time,
+kind, sequence)`` key (they take sequence numbers ``1..n`` before any other event, exactly
+as if pushed first). The heap then holds only the events in flight (a few per instance plus
+released session turns), so 10^7 requests arriving together cost O(1) per event instead of
+O(log 10^7) cache-missing heap moves.
+
+The simulated clock is bounded by :data:`MAX_SIMULATED_NS`.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llmsim.errors import ConfigError, InvariantError
+from llmsim.errors import ConfigError, InvariantError, TraceFormatError
 from llmsim.instance.instance import Instance, StepRecord
-from llmsim.metrics.recorder import Recorder
+from llmsim.metrics.recorder import Gauges, Recorder
 from llmsim.router.base import Router
 from llmsim.sim.events import EventKind, Handoff
 from llmsim.trace.record import Request
@@ -31,6 +40,16 @@ HandoffPolicy = Callable[[StepRecord], Sequence[Handoff]]
 
 _END, _ARRIVAL, _HANDOFF, _START = (EventKind.STEP_END, EventKind.ARRIVAL, EventKind.HANDOFF,
                                     EventKind.STEP_START)
+
+MAX_SIMULATED_NS = 10 * 365 * 86_400 * 1_000_000_000
+"""Ceiling on the simulated clock, ns (10 years of 365 days, ~3.2e17 ns).
+
+Far past any trace (the public ones span an hour to a few months), and 29x below the int64
+range (~292 years) in which the recorder's tables hold times, so no output overflows. An
+arrival beyond it is refused up front (``TraceFormatError`` naming the request); an event
+beyond it in the run (a session turn's think time, or steps priced near
+``MAX_STEP_COST_NS`` for years) stops the run with an error naming what got there.
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,7 +97,7 @@ class Simulation:
         self._seq = 0
         self._start_pending = [False] * len(instances)
         self._children: dict[int, list[int]] = {}
-        self._index_of = {r.request_id: i for i, r in enumerate(requests)}
+        self._roots: list[int] = []  # trace indices of the requests without a parent
 
     def _push(self, time_ns: int, kind: EventKind, payload: object) -> None:
         self._seq += 1
@@ -90,19 +109,40 @@ class Simulation:
             self._push(now_ns, _START, inst_id)
 
     def _initial_events(self) -> None:
-        heap = self._heap
+        """Collect the trace's own arrivals (in order) and the session children.
+
+        Raises:
+            ConfigError: a ``parent_id`` that is not an earlier request.
+            TraceFormatError: an arrival outside ``[0, MAX_SIMULATED_NS]``.
+        """
+        index_of: dict[str, int] = {}
+        roots = self._roots
+        prev = 0
+        unsorted = False
         for i, r in enumerate(self.requests):
+            index_of[r.request_id] = i
             if r.parent_id is not None:
-                parent = self._index_of.get(r.parent_id)
+                parent = index_of.get(r.parent_id)
                 if parent is None or parent >= i:
                     raise ConfigError(f"request {r.request_id!r}: parent {r.parent_id!r} is "
                                       "not an earlier request of the trace", line=i + 1,
                                       field="parent_id")
                 self._children.setdefault(parent, []).append(i)
                 continue
-            self._seq += 1
-            heap.append((r.arrival_ns, _ARRIVAL, self._seq, i))
-        heapq.heapify(heap)
+            t = r.arrival_ns
+            if not 0 <= t <= MAX_SIMULATED_NS:
+                raise TraceFormatError(
+                    f"request {r.request_id!r} arrives at {t} ns, outside [0, "
+                    f"{MAX_SIMULATED_NS}] ns (MAX_SIMULATED_NS)", line=i + 1, field="arrival_ns")
+            if t < prev:
+                unsorted = True
+            prev = t
+            roots.append(i)
+        if unsorted:  # the heap used to sort them; keep that order: (arrival, trace order)
+            requests = self.requests
+            roots.sort(key=lambda i: requests[i].arrival_ns)
+        # the arrivals take sequence numbers 1..len(roots), as if pushed first
+        self._seq = len(roots)
 
     def run(self) -> SimStats:
         """Run until no event is left.
@@ -127,20 +167,37 @@ class Simulation:
     def _run(self) -> SimStats:
         self._initial_events()
         heap, recorder, instances = self._heap, self.recorder, self.instances
+        requests, roots = self.requests, self._roots
+        n_roots = len(roots)
+        next_root = 0  # position in roots of the next trace arrival
+        root_ns = requests[roots[0]].arrival_ns if n_roots else None
         pending = self._start_pending
         pop = heapq.heappop
         now_ns = 0
         n_events = 0
-        while heap:
-            now_ns, kind, _s, payload = pop(heap)
+        while True:
+            # the next trace arrival goes first unless the heap's top sorts before it: an
+            # earlier time, or the same time and a smaller kind (STEP_END); at equal time and
+            # kind its sequence number is the smaller one (module doc)
+            if root_ns is not None and (not heap or root_ns < heap[0][0] or (
+                    root_ns == heap[0][0] and heap[0][1] >= _ARRIVAL)):
+                now_ns, kind, payload = root_ns, _ARRIVAL, roots[next_root]
+                next_root += 1
+                root_ns = requests[roots[next_root]].arrival_ns if next_root < n_roots else None
+            elif heap:
+                now_ns, kind, _s, payload = pop(heap)
+            else:
+                break
             n_events += 1
             if now_ns > recorder.next_tick_ns:
-                recorder.advance(now_ns)
+                if now_ns > MAX_SIMULATED_NS:
+                    self._past_horizon(now_ns, kind, payload)
+                recorder.advance(now_ns, self._gauges())
             if kind is _END:
                 self._on_step_end(instances[payload], now_ns)
                 # the instance is idle now (nothing in _on_step_end starts a step)
                 if not pending[payload]:
-                    if heap and heap[0][0] <= now_ns:
+                    if (heap and heap[0][0] <= now_ns) or root_ns == now_ns:
                         pending[payload] = True
                         self._push(now_ns, _START, payload)
                     else:
@@ -154,7 +211,7 @@ class Simulation:
                 self._start(payload, now_ns)
             else:
                 self._on_handoff(payload, now_ns)
-        recorder.finish(now_ns)
+        recorder.finish(now_ns, self._gauges())
         if recorder.num_finished != len(self.requests):
             stuck = [i for i in instances if i.scheduler.has_unfinished()]
             raise InvariantError(
@@ -162,6 +219,30 @@ class Simulation:
                 f"unfinished requests (instances with work: {[i.instance_id for i in stuck]})")
         return SimStats(end_ns=now_ns, num_events=n_events,
                         num_steps=sum(i.num_steps for i in instances))
+
+    def _gauges(self) -> Gauges:
+        """The time-series gauges now: running and waiting summed, KV usage averaged."""
+        insts = self.instances
+        return Gauges(running=sum(len(i.scheduler.running) for i in insts),
+                      waiting=sum(len(i.scheduler.waiting) for i in insts),
+                      kv_usage=sum(i.scheduler.kv.usage() for i in insts) / len(insts))
+
+    def _past_horizon(self, now_ns: int, kind: EventKind, payload: object) -> None:
+        """Refuse an event beyond :data:`MAX_SIMULATED_NS`, naming what got there.
+
+        Raises:
+            TraceFormatError: a session turn released past it (its ``think_time_ns``).
+            ConfigError: a step ending or starting past it (step costs or CPU overheads).
+        """
+        limit = f"beyond the simulated horizon of {MAX_SIMULATED_NS} ns (MAX_SIMULATED_NS)"
+        if kind is _ARRIVAL and isinstance(payload, int):
+            raise TraceFormatError(f"request {self.requests[payload].request_id!r} is "
+                                   f"released at {now_ns} ns, {limit}", line=payload + 1,
+                                   field="think_time_ns")
+        what = f"instance {payload}" if isinstance(payload, int) else "a hand-off"
+        raise ConfigError(f"{what} reached {now_ns} ns of simulated time, {limit}: step "
+                          "costs or CPU overheads are too large for this trace",
+                          field="overheads")
 
     def _start(self, inst_id: int, now_ns: int) -> None:
         end_ns = self.instances[inst_id].try_start(now_ns)

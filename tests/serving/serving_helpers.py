@@ -90,7 +90,7 @@ def simulate(requests: list[Request], instances: list[Instance] | Instance, *, r
              handoff_policy=None) -> tuple[LogRecorder, Simulation]:
     """Run requests through instances; returns the log recorder and the simulation."""
     insts = [instances] if isinstance(instances, Instance) else instances
-    rec = LogRecorder(requests, insts, keep_steps=True)
+    rec = LogRecorder(requests, keep_steps=True)
     sim = Simulation(requests, insts, router or RoundRobin(), rec, handoff_policy=handoff_policy)
     sim.run()
     return rec, sim
