@@ -32,7 +32,7 @@ Time origin: ``t = 0`` is the earliest frontend arrival on the engine clock
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import math
 import re
@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.errors import MeasuredRunError
+from llmsim.safeio import loads_json, read_text
 
 __all__ = [
     "REQUEST_COLUMNS",
@@ -94,6 +95,11 @@ _REQUEST_FIELDS = (
 _BENCH_FIELDS = ("ttfts", "itls", "input_lens", "output_lens")
 # Timestamps may disagree by float rounding only (they are stamped by one process).
 _CLOCK_TOLERANCE_S = 1e-6
+# Largest token count accepted per request (2^31 - 1: far above any context length, and
+# exact as a double, so integral floats such as 100.0 convert without loss).
+_MAX_TOKENS = 2**31 - 1
+# Ceiling on one measured-run file, bytes (the published requests.jsonl files are ~100 KB).
+MAX_MEASURED_BYTES = 1 * 2**30
 
 
 class MeasuredFormat(StrEnum):
@@ -231,7 +237,10 @@ def load_vllm_dir(root: str | Path) -> MeasuredRun:
     meta_path = vdir / "meta.json"
     meta = _read_json_object(meta_path) if meta_path.is_file() else {}
     expected = meta.get("num_requests")
-    if expected is not None and int(expected) != len(rows):
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
+        raise MeasuredRunError(f"expected an integer, got {expected!r}", path=meta_path,
+                               field="num_requests")
+    if expected is not None and expected != len(rows):
         raise MeasuredRunError(
             f"meta.json says {expected} requests but requests.jsonl has {len(rows)} rows",
             path=meta_path,
@@ -244,14 +253,16 @@ def load_vllm_dir(root: str | Path) -> MeasuredRun:
     summary_path = summary_dir / "llmservingsim_summary.txt"
     reference = None
     if summary_path.is_file():
-        reference = parse_llmservingsim_summary(summary_path.read_text(), path=summary_path)
+        text = read_text(summary_path, what="LLMServingSim summary", error=MeasuredRunError,
+                         max_bytes=MAX_MEASURED_BYTES)
+        reference = parse_llmservingsim_summary(text, path=summary_path)
     return MeasuredRun(
         source=root,
         format=MeasuredFormat.VLLM_DIR,
         requests=requests,
         timeseries=timeseries,
         kv_usage_measured=_kv_usage_measured(timeseries),
-        engine=_engine_settings(meta),
+        engine=_engine_settings(meta, meta_path),
         meta=meta,
         clock_offset_s=offset_s,
         reference=reference,
@@ -260,10 +271,9 @@ def load_vllm_dir(root: str | Path) -> MeasuredRun:
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise MeasuredRunError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    text = read_text(path, what="measured-run JSON", error=MeasuredRunError,
+                     max_bytes=MAX_MEASURED_BYTES)
+    obj = loads_json(text, path=path, error=MeasuredRunError)
     if not isinstance(obj, dict):
         raise MeasuredRunError("expected a JSON object", path=path)
     return obj
@@ -273,27 +283,24 @@ def _read_request_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Parse and check ``requests.jsonl``; returns ``(line number, row)`` pairs."""
     rows: list[tuple[int, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    with path.open() as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MeasuredRunError(f"invalid JSON: {exc.msg}", path=path, line=lineno) from exc
-            if not isinstance(row, dict):
-                raise MeasuredRunError("expected a JSON object", path=path, line=lineno)
-            _check_request_row(row, path, lineno)
-            rid = str(row["request_id"])
-            if rid in seen:
-                raise MeasuredRunError(
-                    f"duplicate request_id {rid!r} (first on line {seen[rid]})",
-                    path=path,
-                    line=lineno,
-                    field="request_id",
-                )
-            seen[rid] = lineno
-            rows.append((lineno, row))
+    content = read_text(path, what="requests.jsonl", error=MeasuredRunError, max_bytes=MAX_MEASURED_BYTES)
+    for lineno, text in enumerate(content.split("\n"), start=1):
+        if not text.strip():
+            continue
+        row = loads_json(text, path=path, line=lineno, error=MeasuredRunError, what="JSON row")
+        if not isinstance(row, dict):
+            raise MeasuredRunError("expected a JSON object", path=path, line=lineno)
+        _check_request_row(row, path, lineno)
+        rid = str(row["request_id"])
+        if rid in seen:
+            raise MeasuredRunError(
+                f"duplicate request_id {rid!r} (first on line {seen[rid]})",
+                path=path,
+                line=lineno,
+                field="request_id",
+            )
+        seen[rid] = lineno
+        rows.append((lineno, row))
     if not rows:
         raise MeasuredRunError("no requests", path=path)
     return rows
@@ -303,14 +310,19 @@ def _check_request_row(row: dict[str, Any], path: Path, lineno: int) -> None:
     for name in _REQUEST_FIELDS:
         if name not in row or row[name] is None:
             raise MeasuredRunError("missing field", path=path, line=lineno, field=name)
-        if name == "request_id":
-            continue
         value = row[name]
+        if name == "request_id":
+            if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+                raise MeasuredRunError(f"expected a string or integer id, got {value!r}"[:200], path=path, line=lineno, field=name)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise MeasuredRunError(f"expected a finite number, got {value!r}", path=path, line=lineno, field=name)
+            raise MeasuredRunError(f"expected a finite number, got {value!r}"[:200], path=path, line=lineno, field=name)
+        if value < 0:
+            raise MeasuredRunError(f"a timestamp or count cannot be negative, got {value!r}", path=path, line=lineno, field=name)
     for name in ("input_toks", "output_toks"):
-        if int(row[name]) != row[name] or row[name] < 1:
-            raise MeasuredRunError(f"expected a positive integer, got {row[name]!r}", path=path, line=lineno, field=name)
+        value = row[name]
+        if not 1 <= value <= _MAX_TOKENS or int(value) != value:
+            raise MeasuredRunError(f"expected an integer in [1, {_MAX_TOKENS}], got {value!r}", path=path, line=lineno, field=name)
     order = ("queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts")
     for before, after in zip(order, order[1:], strict=False):
         if row[after] < row[before] - _CLOCK_TOLERANCE_S:
@@ -360,10 +372,16 @@ def read_timeseries_csv(path: Path) -> pd.DataFrame:
         MeasuredRunError: a column is missing or a value is not a finite number
             (names the 1-based file line).
     """
+    text = read_text(path, what="timeseries.csv", error=MeasuredRunError, max_bytes=MAX_MEASURED_BYTES)
+    header = text.split("\n", 1)[0].split(",")
+    for name in TIMESERIES_COLUMNS:
+        if sum(h.strip() == name for h in header) > 1:
+            raise MeasuredRunError("column appears twice in the header", path=path, line=1, field=name)
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MeasuredRunError(f"unreadable CSV: {exc}", path=path) from exc
+        frame = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise MeasuredRunError(f"unreadable CSV: {exc}".splitlines()[0], path=path) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
     for name in TIMESERIES_COLUMNS:
         if name not in frame.columns:
             raise MeasuredRunError("missing column", path=path, line=1, field=name)
@@ -378,7 +396,28 @@ def read_timeseries_csv(path: Path) -> pd.DataFrame:
             line=row + 2,
             field=TIMESERIES_COLUMNS[colno],
         )
-    return values.astype(np.float64).reset_index(drop=True)
+    values = values.astype(np.float64).reset_index(drop=True)
+    _check_timeseries(values, path)
+    return values
+
+
+def _check_timeseries(values: pd.DataFrame, path: Path) -> None:
+    """Non-negative samples, KV usage within [0, 100] %, strictly increasing ``t``."""
+    arr = values.to_numpy()
+    for colno, name in enumerate(TIMESERIES_COLUMNS):
+        col = arr[:, colno]
+        limit = 100.0 if name == "kv_cache_pct" else math.inf
+        bad = np.flatnonzero((col < 0) | (col > limit))
+        if bad.size:
+            raise MeasuredRunError(
+                f"expected a value in [0, {limit:g}], got {col[bad[0]]!r}",
+                path=path, line=int(bad[0]) + 2, field=name)
+    t = arr[:, 0]
+    back = np.flatnonzero(np.diff(t) <= 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise MeasuredRunError(f"t={t[i]!r} does not come after t={t[i - 1]!r} on the previous line",
+                               path=path, line=i + 2, field="t")
 
 
 def _kv_usage_measured(ts: pd.DataFrame | None) -> bool:
@@ -388,24 +427,61 @@ def _kv_usage_measured(ts: pd.DataFrame | None) -> bool:
     return bool(busy.any() and (ts.loc[busy, "kv_cache_pct"] > 0).any())
 
 
-def _engine_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """Engine settings by vLLM argument name, from whichever part of meta.json has them."""
+def _section(meta: dict[str, Any], key: str, path: Path | None, prefix: str = "") -> dict[str, Any]:
+    value = meta.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MeasuredRunError(f"expected an object, got {value!r}"[:200], path=path, field=prefix + key)
+    return value
+
+
+def _setting(section: dict[str, Any], key: str, kind: str, path: Path | None, field: str) -> Any:
+    """``section[key]`` checked as a positive int, a fraction in (0, 1] or a bool."""
+    value = section[key]
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "fraction":
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and 0 < value <= 1
+    else:
+        ok = not isinstance(value, bool) and isinstance(value, int) and value >= 1
+    if not ok:
+        want = {"bool": "true or false", "fraction": "a number in (0, 1]"}.get(kind, "a positive integer")
+        raise MeasuredRunError(f"expected {want}, got {value!r}"[:200], path=path, field=field)
+    return value
+
+
+def _engine_settings(meta: dict[str, Any], path: Path | None = None) -> dict[str, Any]:
+    """Engine settings by vLLM argument name, from whichever part of meta.json has them.
+
+    Raises:
+        MeasuredRunError: a section is not an object or a setting has the wrong type.
+    """
     out: dict[str, Any] = {}
-    kwargs = meta.get("engine_kwargs") or {}
+    kwargs = _section(meta, "engine_kwargs", path)
     for key in ("tensor_parallel_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
         if kwargs.get(key) is not None:
-            out[key] = kwargs[key]
-    kv = meta.get("kv_cache") or {}
+            out[key] = _setting(kwargs, key, "int", path, f"engine_kwargs.{key}")
+    kv = _section(meta, "kv_cache", path)
+    kinds = {"gpu_memory_utilization": "fraction", "enable_prefix_caching": "bool"}
     for key in ("num_gpu_blocks", "block_size", "gpu_memory_utilization", "enable_prefix_caching"):
         if kv.get(key) is not None:
-            out[key] = kv[key]
-    resolved = meta.get("resolved_config") or {}
-    comp = resolved.get("compilation_config") or {}
-    if comp.get("cudagraph_capture_sizes") is not None:
-        out["cudagraph_capture_sizes"] = list(comp["cudagraph_capture_sizes"])
-    sched = resolved.get("scheduler_config") or {}
+            out[key] = _setting(kv, key, kinds.get(key, "int"), path, f"kv_cache.{key}")
+    resolved = _section(meta, "resolved_config", path)
+    comp = _section(resolved, "compilation_config", path, "resolved_config.")
+    sizes = comp.get("cudagraph_capture_sizes")
+    if sizes is not None:
+        field = "resolved_config.compilation_config.cudagraph_capture_sizes"
+        if not isinstance(sizes, list):
+            raise MeasuredRunError(f"expected a list of batch sizes, got {sizes!r}"[:200], path=path, field=field)
+        out["cudagraph_capture_sizes"] = [
+            _setting(dict(enumerate(sizes)), i, "int", path, f"{field}[{i}]") for i in range(len(sizes))
+        ]
+    sched = _section(resolved, "scheduler_config", path, "resolved_config.")
     if sched.get("async_scheduling") is not None:
-        out["async_scheduling"] = sched["async_scheduling"]
+        out["async_scheduling"] = _setting(
+            sched, "async_scheduling", "bool", path, "resolved_config.scheduler_config.async_scheduling"
+        )
     return out
 
 
@@ -443,12 +519,18 @@ def parse_llmservingsim_summary(text: str, *, path: str | Path | None = None) ->
             continue
         stat = m["stat"].lower()
         key = f"{_SUMMARY_METRIC[m['metric']]}_{'p50' if stat == 'median' else stat}"
-        out[key] = ReferenceMetric(
-            key=key,
-            measured_ms=float(m["meas"]),
-            simulated_ms=float(m["sim"]),
-            error_pct=float(m["err"]),
-        )
+        numbers = []
+        for group in ("meas", "sim", "err"):
+            try:
+                value = float(m[group])
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise MeasuredRunError(f"not a finite number: {m[group]!r}", path=path, line=lineno, field=f"{key}.{group}")
+            numbers.append(value)
+        if key in out:
+            raise MeasuredRunError("metric row appears twice", path=path, line=lineno, field=key)
+        out[key] = ReferenceMetric(key=key, measured_ms=numbers[0], simulated_ms=numbers[1], error_pct=numbers[2])
     if not out:
         raise MeasuredRunError("no metric rows found", path=path)
     return out
@@ -487,8 +569,8 @@ def load_bench_json(path: str | Path) -> MeasuredRun:
         raise MeasuredRunError("no requests", path=path, field="ttfts")
     errors = [str(e or "") for e in obj["errors"]] if "errors" in optional else [""] * n
     ttft = _bench_numbers(obj["ttfts"], path, "ttfts")
-    in_lens = _bench_numbers(obj["input_lens"], path, "input_lens")
-    out_lens = _bench_numbers(obj["output_lens"], path, "output_lens")
+    in_lens = _bench_numbers(obj["input_lens"], path, "input_lens", integer=True)
+    out_lens = _bench_numbers(obj["output_lens"], path, "output_lens", integer=True)
     success = np.array([e == "" for e in errors]) & (out_lens > 0)
     itls: list[np.ndarray] = []
     for i, gaps in enumerate(obj["itls"]):
@@ -496,7 +578,9 @@ def load_bench_json(path: str | Path) -> MeasuredRun:
             raise MeasuredRunError("expected a list of seconds", path=path, field=f"itls[{i}]")
         itls.append(_bench_numbers(gaps, path, f"itls[{i}]") if gaps else np.zeros(0))
     completed = obj.get("completed")
-    if completed is not None and int(completed) != int(success.sum()):
+    if completed is not None and (isinstance(completed, bool) or not isinstance(completed, int)):
+        raise MeasuredRunError(f"expected an integer, got {completed!r}"[:200], path=path, field="completed")
+    if completed is not None and completed != int(success.sum()):
         raise MeasuredRunError(
             f"completed={completed} but {int(success.sum())} requests succeeded", path=path, field="completed"
         )
@@ -528,8 +612,12 @@ def load_bench_json(path: str | Path) -> MeasuredRun:
     meta = {k: v for k, v in obj.items() if k not in (*_BENCH_FIELDS, "generated_texts", "errors", "start_times")}
     engine = {}
     if meta.get("max_concurrency") is not None:
-        engine["max_concurrency"] = meta["max_concurrency"]
+        engine["max_concurrency"] = _setting(meta, "max_concurrency", "int", path, "max_concurrency")
     duration = meta.get("duration")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0
+    ):
+        raise MeasuredRunError(f"expected a non-negative number of seconds, got {duration!r}"[:200], path=path, field="duration")
     return MeasuredRun(
         source=path,
         format=MeasuredFormat.BENCH_JSON,
@@ -542,8 +630,10 @@ def load_bench_json(path: str | Path) -> MeasuredRun:
     )
 
 
-def _bench_numbers(values: list[Any], path: Path, name: str) -> np.ndarray:
+def _bench_numbers(values: list[Any], path: Path, name: str, *, integer: bool = False) -> np.ndarray:
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-            raise MeasuredRunError(f"expected a non-negative number, got {v!r}", path=path, field=f"{name}[{i}]")
+            raise MeasuredRunError(f"expected a non-negative number, got {v!r}"[:200], path=path, field=f"{name}[{i}]")
+        if integer and (v > _MAX_TOKENS or int(v) != v):
+            raise MeasuredRunError(f"expected an integer in [0, {_MAX_TOKENS}], got {v!r}", path=path, field=f"{name}[{i}]")
     return np.asarray(values, dtype=np.float64)

@@ -44,7 +44,7 @@ from llmsim.profile.importers._csv import (
     us_to_ns,
     us_to_ns_or_nan,
 )
-from llmsim.safeio import check_finite, read_text
+from llmsim.safeio import check_finite
 from llmsim.v1 import profile_pb2 as pb
 from llmsim.yamlfile import read_yaml
 
@@ -78,11 +78,7 @@ _UINT32_MAX = 2**32 - 1
 
 def _load_meta(path: Path) -> tuple[dict[str, Any], str]:
     """Parse and check ``meta.yaml``: every field the importer reads has the right type."""
-    read_text(path, what="bundle meta.yaml", error=ProfileError, max_bytes=MAX_META_BYTES)
-    try:
-        meta, text = read_yaml(path, what="bundle meta.yaml", error=ProfileError)
-    except RecursionError:
-        raise ProfileError("bundle meta.yaml nests too deeply", path=path) from None
+    meta, text = read_yaml(path, what="bundle meta.yaml", error=ProfileError)
     if not isinstance(meta, dict):
         raise ProfileError("meta.yaml must be a mapping", path=path)
     for key in ("model", "hardware", "tp_degrees"):
@@ -113,9 +109,6 @@ def _load_meta(path: Path) -> tuple[dict[str, Any], str]:
     _mapping(fit, "per_tp", path, "skew_fit.")
     return meta, text
 
-
-MAX_META_BYTES = 16 * 2**20
-"""Ceiling on one bundle ``meta.yaml``, bytes (the published ones are ~2 KiB)."""
 
 # meta.yaml keys copied into the provenance as text
 _META_TEXT = ("gpu", "hardware", "cuda_version", "vllm_version", "profiler_version",
