@@ -104,8 +104,11 @@ def build_cost_model(experiment: Experiment, model: ModelConfig) -> CostModel:
     from llmsim.costmodel.registry import CostModelContext
     from llmsim.costmodel.registry import build_cost_model as build
 
+    sizes = experiment.engine.cudagraph_capture_sizes
     ctx = CostModelContext(model=model, tp=experiment.engine.tensor_parallel_size,
-                           profile_path=experiment.profile_path)
+                           profile_path=experiment.profile_path,
+                           hardware=experiment.hardware.name,
+                           cudagraph_max_tokens=max(sizes) if sizes else 0)
     try:
         return build(experiment.cost_model, ctx)
     except ImportError as exc:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from llmsim.costmodel.base import StepBatch
-from llmsim.costmodel.decompose import OpClass, Rows, Scope, all_reduce_bytes, step_ops
+from llmsim.costmodel.decompose import OpClass, Rows, Scope, collective_bytes, step_ops
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import cost_model_pb2 as pb
 
@@ -90,8 +90,9 @@ def _row_builders(model: ModelConfig, tp: int, per_decode: bool
             def key(rows: int, _b: StepBatch, name=name, t=times, n=n) -> QueryKey:
                 return ("elementwise", name, t, rows, n)
         elif op.op_class is OpClass.COLLECTIVE:
-            def key(rows: int, _b: StepBatch, name=name, t=times) -> QueryKey:
-                return ("collective", name, t, "all_reduce", all_reduce_bytes(model, rows), tp)
+            def key(rows: int, _b: StepBatch, name=name, t=times, op=op) -> QueryKey:
+                return ("collective", name, t, op.collective or "all_reduce",
+                        collective_bytes(op, rows, model.dtype_bytes), tp)
         elif op.op_class is OpClass.MOE:
             e, topk, n, k = model.num_experts, model.num_experts_per_token, op.n, op.k
 

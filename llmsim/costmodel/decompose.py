@@ -9,13 +9,28 @@ Composition (VLLM_SEMANTICS.md, "How the published profiles are meant to be comb
 per decoder layer, every ``scope == "layer"`` op runs once per layer (``count`` times) at
 the step's total tokens, plus attention over the step's batch; ``scope == "step"`` ops run
 once per step; ``lm_head`` and ``sampler`` run at the number of sequences that emit a token.
-With TP > 1 there is an all-reduce of ``tokens x hidden_size x dtype_bytes`` after
-``o_proj`` and after the FFN (Megatron-style sharding).
+With TP > 1 the step communicates as vLLM v0.19 does (VLLM_CLUSTER.md 1.1, read from
+``RowParallelLinear.forward``, ``VocabParallelEmbedding.forward``,
+``LogitsProcessor._gather_logits`` and ``DefaultMoERunner``):
+
+* ``all_reduce`` twice per decoder layer, ``[T_pad, hidden]`` in the model dtype: after
+  ``o_proj`` and after the FFN (``down_proj``, or, for a MoE layer with TP-sharded experts,
+  the MoE runner's all-reduce of the expert output, which replaces the ``down_proj`` one);
+* ``embedding_all_reduce`` once per step, ``[T_pad, hidden]`` (the vocab-parallel embedding
+  masks out-of-shard rows and all-reduces);
+* ``logits_all_gather`` once per step, ``[num_sampled, vocab]`` gathered from
+  ``[num_sampled, vocab / tp]`` per rank, outside the CUDA graph (so at the real sequence
+  count, never padded).
+
+``T_pad`` is the CUDA-graph-padded token count: every op with ``rows == TOKENS`` runs at the
+padded count, which :mod:`llmsim.instance.step_time` applies by pricing the padded batch.
+Bytes of one collective: :func:`collective_bytes` (``rows x n x dtype_bytes``).
 
 Operator names match the LLMServingSim profile bundle (``dense.csv``/``per_sequence.csv``):
 ``embedding, layernorm, qkv_proj, qk_norm, rotary_emb, o_proj, gate_up_proj, act_fn,
 down_proj, final_layernorm, lm_head, sampler``; plus ``attention``, ``moe`` (routed experts,
-``moe.csv``), ``moe_gate`` (router GEMM) and ``all_reduce``.
+``moe.csv``), ``moe_gate`` (router GEMM) and the collectives ``all_reduce``,
+``embedding_all_reduce`` and ``logits_all_gather``.
 """
 
 from __future__ import annotations
@@ -67,6 +82,9 @@ class OpSpec:
         n: GEMM output columns per rank (elements), or elements per row for
             element-wise ops; 0 when not applicable.
         k: GEMM reduction dimension per rank (elements); 0 when not applicable.
+        collective: for ``COLLECTIVE`` ops, which collective (``all_reduce``,
+            ``all_gather``, ...; :class:`llmsim.costmodel.collectives.Collective` values);
+            ``n`` is then the elements per row of the full (reduced or gathered) tensor.
     """
 
     name: str
@@ -76,6 +94,7 @@ class OpSpec:
     rows: Rows
     n: int = 0
     k: int = 0
+    collective: str = ""
 
     def gemm_mnk(self, rows: int) -> tuple[int, int, int]:
         """``(M, N, K)`` of this GEMM at ``rows`` rows."""
@@ -124,7 +143,7 @@ def step_ops(model: ModelConfig, tp: int = 1) -> tuple[OpSpec, ...]:
     ]
     if tp > 1:
         ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
-                          rows=T, n=h))
+                          rows=T, n=h, collective="all_reduce"))
     if model.is_moe:
         inter = model.moe_intermediate_size // tp
         ops += [
@@ -142,21 +161,37 @@ def step_ops(model: ModelConfig, tp: int = 1) -> tuple[OpSpec, ...]:
             OpSpec(name="down_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T, n=h,
                    k=inter),
         ]
-    if tp > 1:
+    if tp > 1:  # after down_proj, or the MoE runner's reduce of the TP-sharded experts
         ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
-                          rows=T, n=h))
+                          rows=T, n=h, collective="all_reduce"))
+    ops.append(OpSpec(name="embedding", op_class=OpClass.EMBEDDING, scope=S, count=1,
+                      rows=T, n=h))
+    if tp > 1:
+        ops.append(OpSpec(name="embedding_all_reduce", op_class=OpClass.COLLECTIVE, scope=S,
+                          count=1, rows=T, n=h, collective="all_reduce"))
     ops += [
-        OpSpec(name="embedding", op_class=OpClass.EMBEDDING, scope=S, count=1, rows=T, n=h),
         OpSpec(name="final_layernorm", op_class=OpClass.ELEMENTWISE, scope=S, count=1,
                rows=T, n=h),
         OpSpec(name="lm_head", op_class=OpClass.GEMM, scope=S, count=1, rows=Q,
                n=model.vocab_size // tp, k=h),
-        OpSpec(name="sampler", op_class=OpClass.SAMPLER, scope=S, count=1, rows=Q,
-               n=model.vocab_size),
     ]
+    if tp > 1:
+        ops.append(OpSpec(name="logits_all_gather", op_class=OpClass.COLLECTIVE, scope=S,
+                          count=1, rows=Q, n=model.vocab_size, collective="all_gather"))
+    ops.append(OpSpec(name="sampler", op_class=OpClass.SAMPLER, scope=S, count=1, rows=Q,
+                      n=model.vocab_size))
     return tuple(ops)
 
 
 def all_reduce_bytes(model: ModelConfig, tokens: int) -> int:
     """Bytes of one TP all-reduce of the hidden states: ``tokens x hidden x dtype_bytes``."""
     return tokens * model.hidden_size * model.dtype_bytes
+
+
+def collective_bytes(op: OpSpec, rows: int, dtype_bytes: int) -> int:
+    """Bytes of one call of collective ``op`` at ``rows`` rows: ``rows x n x dtype_bytes``.
+
+    ``rows`` is the padded token count for ``TOKENS`` ops and the sampled sequence count for
+    ``SEQUENCES`` ops; the result is the full tensor (the all-gather's gathered result).
+    """
+    return rows * op.n * dtype_bytes

@@ -6,6 +6,8 @@ operator list from :func:`llmsim.costmodel.decompose.step_ops`)::
     step = L x [ sum_dense_layer_ops  count x op(T)  +  attention(batch)  +  moe(T)
                  + 2 x all_reduce(T x hidden x dtype_bytes)   (TP > 1) ]
          + embedding(T) + final_layernorm(T) + lm_head(S) + sampler(S)
+         + embedding_all_reduce(T x hidden x dtype_bytes) + logits_all_gather(S x vocab x
+           dtype_bytes)                                       (TP > 1)
 
 with ``L`` = ``num_hidden_layers`` of the served model (the bundles profile one layer),
 ``T`` = tokens computed in the step (prefill chunk tokens + one per decode) and ``S`` =
@@ -73,8 +75,17 @@ Decisions, with the data behind them (figures from the RTXPRO6000 Llama-3.1-8B T
   ``T k``. A missing ``moe_gate`` (router GEMM; the LLMServingSim bundles do not profile it)
   costs 0 and is reported in :attr:`ProfileCostModel.missing_optional_ops`; any other missing
   op raises :class:`~llmsim.errors.ProfileRangeError`.
-* **TP all-reduce** from a collectives table when given, else the ring link model
-  (:mod:`llmsim.costmodel.collectives`).
+* **TP communication** (:mod:`llmsim.costmodel.collectives`): every collective of
+  ``step_ops`` priced by the TP group's :class:`~llmsim.costmodel.collectives.CollectivesModel`:
+  a measured table when one covers it (rows of the step's execution mode: CUDA graph when
+  the step's tokens are at most ``cudagraph_max_tokens``, else eager; the logits all-gather
+  always eager, it runs outside the graph), else the analytic NCCL model of the hardware's
+  link description, else (no link description) the unsourced default ring model, with a
+  warning. Which source and which vLLM implementation priced each collective is logged when
+  the tables are built and counted per step in
+  :attr:`ProfileCostModel.collective_sources` (:meth:`ProfileCostModel.collectives_report`).
+  Breakdown keys: ``all_reduce`` (the ``2 L`` per-layer calls), ``embedding_all_reduce``,
+  ``logits_all_gather``.
 * **Off-grid** lookups follow :mod:`llmsim.costmodel.interp`: linear between points; above
   the grid linear through the last two points (attention, per-sequence ops, MoE) or
   proportional to tokens (dense per-token ops); below it the first value is held. Every
@@ -91,14 +102,23 @@ import math
 import re
 from bisect import bisect_left
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmsim.costmodel.base import PrefillChunk, StepBatch, StepCost
-from llmsim.costmodel.collectives import LinkModel, collective_grid, table_values
+from llmsim.costmodel.collectives import (
+    Collective,
+    CollectivesModel,
+    LinkModel,
+    NcclModel,
+    collective_grid,
+    table_values,
+)
 from llmsim.costmodel.decompose import OpClass, Rows, Scope, step_ops
 from llmsim.costmodel.interp import GridND
 from llmsim.errors import ConfigError, ProfileError, ProfileRangeError
+from llmsim.hardware.links import LinkSpec
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import profile_pb2 as pb
 
@@ -236,7 +256,9 @@ class _TpCost:
     """Precomputed tables of one TP degree (see :class:`ProfileCostModel`)."""
 
     def __init__(self, profile: pb.Profile, model: ModelConfig, tp: int, source: str,
-                 collectives, link: LinkModel, skew: bool | None = None) -> None:
+                 collectives, link: LinkModel | NcclModel, skew: bool | None = None, *,
+                 link_spec: LinkSpec | None = None,
+                 cudagraph_max_tokens: int | None = None) -> None:
         tpp = next((t for t in profile.tp if t.tp_degree == tp), None)
         if tpp is None:
             have = ", ".join(str(t.tp_degree) for t in profile.tp) or "none"
@@ -262,6 +284,8 @@ class _TpCost:
         seq: dict[tuple[float, ...], list[tuple[str, list[float]]]] = {}
         self.has_moe = False
         self.n_all_reduce = 0
+        # (breakdown key, collective, calls per step, scales with sampled sequences?, n)
+        self.collective_ops: list[tuple[str, Collective, int, bool, int]] = []
         for op in step_ops(model, tp):
             if op.op_class is OpClass.ATTENTION:
                 continue
@@ -269,7 +293,11 @@ class _TpCost:
                 self.has_moe = True
                 continue
             if op.op_class is OpClass.COLLECTIVE:
-                self.n_all_reduce += op.count * (self.layers if op.scope is Scope.LAYER else 1)
+                calls = op.count * (self.layers if op.scope is Scope.LAYER else 1)
+                if op.name == "all_reduce":
+                    self.n_all_reduce += calls
+                self.collective_ops.append((op.name, Collective(op.collective), calls,
+                                            op.rows is Rows.SEQUENCES, op.n))
                 continue
             if op.name not in tables and op.name in OPTIONAL_OPS:
                 self.missing_optional.append(op.name)
@@ -304,9 +332,13 @@ class _TpCost:
             self.moe = GridND(list(zip(*axes)), table_values(moe))
             self.experts = model.num_experts
             self.experts_per_token = model.num_experts_per_token
+        self.dtype_bytes = model.dtype_bytes
         self.ar_bytes_per_token = model.hidden_size * model.dtype_bytes
         self.ar_grid = collective_grid(collectives, "all_reduce", tp) if tp > 1 else None
         self.link = link
+        self.cudagraph_max_tokens = cudagraph_max_tokens
+        self.comm = CollectivesModel(ranks=tp, tables=collectives, link=link_spec,
+                                     analytic=link)
 
     def _build_attention(self, table: pb.OpTable, source: str, where: str) -> None:
         names = [a.name for a in table.axes]
@@ -341,7 +373,10 @@ class _TpCost:
 
     # ------------------------------------------------------------------ evaluation
 
-    def cost(self, batch: StepBatch) -> tuple[StepCost, tuple[str, ...]]:
+    def cost(self, batch: StepBatch
+             ) -> tuple[StepCost, tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+        """The step's cost, the ops that extrapolated, and ``(op, impl, source)`` per
+        priced collective."""
         prefills = batch.prefills
         decodes = batch.decode_context_lens
         tokens = len(decodes)
@@ -351,7 +386,7 @@ class _TpCost:
             if p.emits_token:
                 sampled += 1
         if tokens <= 0:
-            return StepCost(duration_ns=0, breakdown_ns={}), ()
+            return StepCost(duration_ns=0, breakdown_ns={}), (), ()
         dense = self._dense_memo.get(tokens)
         if dense is None:
             dense = self._dense_memo[tokens] = self._rows_ns(self.dense, tokens, True)
@@ -375,18 +410,24 @@ class _TpCost:
             bd["moe"] = t * self.layers
             if moe_ex:
                 ex.append("moe")
-        if self.n_all_reduce:
-            nbytes = tokens * self.ar_bytes_per_token
-            if self.ar_grid is not None:
-                t, ar_ex = self.ar_grid(nbytes)
-                if ar_ex:
-                    ex.append("all_reduce")
-            else:
-                t = self.link.all_reduce_ns(nbytes, self.tp)
-            bd["all_reduce"] = t * self.n_all_reduce
+        sources: list[tuple[str, str, str]] = []
+        if self.collective_ops:
+            cap = self.cudagraph_max_tokens
+            graph = cap is None or tokens <= cap
+            for name, coll, calls, per_seq, n in self.collective_ops:
+                rows = sampled if per_seq else tokens
+                priced = self.comm.price(coll, rows * n * self.dtype_bytes,
+                                         cuda_graph=graph and not per_seq)
+                bd[name] = bd.get(name, 0.0) + priced.duration_ns * calls
+                if priced.extrapolated:
+                    ex.append(name)
+                entry = (name, priced.impl, priced.source)
+                if not sources or sources[-1] != entry:
+                    sources.append(entry)
         for k, v in bd.items():
             out[k] = int(v + 0.5)
-        return StepCost(duration_ns=sum(out.values()), breakdown_ns=out), tuple(ex)
+        cost = StepCost(duration_ns=sum(out.values()), breakdown_ns=out)
+        return cost, tuple(ex), tuple(sources)
 
     @staticmethod
     def _rows_ns(groups, rows: int, proportional: bool
@@ -462,6 +503,25 @@ class _TpCost:
         return t_mean + alpha * (t_max - t_mean), e1 or e2
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectivesReport:
+    """Which sources priced a cost model's TP collectives.
+
+    Attributes:
+        link: name of the hardware link description used (None: none matched).
+        link_path: its file.
+        analytic: source label of the model for collectives no table covers.
+        coverage: one line per collective and TP degree: what prices it.
+        calls: ``((op, vLLM implementation, source), step_cost calls)``, sorted.
+    """
+
+    link: str | None
+    link_path: str | None
+    analytic: str
+    coverage: tuple[str, ...]
+    calls: tuple[tuple[tuple[str, str, str], int], ...]
+
+
 def expected_active_experts(num_experts: int, experts_per_token: int, tokens: int) -> float:
     """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing.
 
@@ -530,9 +590,16 @@ class ProfileCostModel:
         model: the served model; defaults to the architecture recorded in the profile.
         tp: tensor-parallel degree of the instance (batches may name another one present in
             the profile; each degree's tables are built on first use).
-        collectives: collective tables (``OpTable``) to price TP all-reduces, e.g. from a
-            Vidur import; defaults to the profile's own ``collectives``.
-        link: the link model used when no all-reduce table covers the TP degree.
+        collectives: measured collective tables (``OpTable``), in priority order, e.g. from
+            an AIConfigurator or Vidur import; defaults to the profile's own ``collectives``.
+        link: an explicit analytic model for collectives no table covers (overrides the one
+            built from ``link_spec``).
+        link_spec: the hardware's TP link description (vLLM's implementation rule and the
+            NCCL constants); when None and no ``link`` is given, collectives no table covers
+            are priced by the unsourced default ring model, with a warning.
+        cudagraph_max_tokens: largest CUDA-graph capture size of the engine: steps of at
+            most this many tokens use the tables' CUDA-graph rows, larger ones the eager
+            rows; None when unknown (graph rows, said in the log and the report).
         source: where the profile came from, for error messages.
         skew: apply the decode-skew fit: ``None`` follows the profile
             (``SkewFit.disabled_by_source``), ``True``/``False`` force it.
@@ -541,6 +608,9 @@ class ProfileCostModel:
         extrapolations: op name -> number of :meth:`step_cost` calls whose lookup of that op
             left the measured grid.
         missing_optional_ops: optional ops (``moe_gate``) the profile lacks, priced at 0.
+        collective_sources: ``(op, vLLM implementation, source)`` -> number of
+            :meth:`step_cost` calls that priced that collective so (memoized repeats
+            included).
 
     Raises:
         ProfileRangeError: the TP degree or a needed operator is not in the profile.
@@ -548,7 +618,8 @@ class ProfileCostModel:
     """
 
     def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None, tp: int = 1,
-                 collectives=None, link: LinkModel | None = None,
+                 collectives=None, link: LinkModel | NcclModel | None = None,
+                 link_spec: LinkSpec | None = None, cudagraph_max_tokens: int | None = None,
                  source: str | Path | None = None, skew: bool | None = None) -> None:
         self.skew = skew
         self.source = str(source) if source is not None else (
@@ -563,17 +634,44 @@ class ProfileCostModel:
         self.tp = tp
         self.collectives = list(collectives) if collectives is not None else list(
             profile.collectives)
-        self.link = link or LinkModel()
+        self.link_spec = link_spec
+        self.cudagraph_max_tokens = cudagraph_max_tokens
+        if link is None and link_spec is not None:
+            link = NcclModel.from_link(link_spec)
+        self.link: LinkModel | NcclModel = link or LinkModel()
         self.extrapolations: Counter[str] = Counter()
+        self.collective_sources: Counter[tuple[str, str, str]] = Counter()
         self._tps: dict[int, _TpCost] = {}
-        self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...]]] = {}
+        self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...],
+                                          tuple[tuple[str, str, str], ...]]] = {}
         main = self.tp_tables(tp)
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
             logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
-        if tp > 1 and main.ar_grid is None:
-            logger.info("%s: no all_reduce table for %d ranks; using %s", self.source, tp,
-                        self.link)
+        if tp > 1:
+            self._log_collectives(main)
+
+    def _log_collectives(self, tpc: _TpCost) -> None:
+        """Log what prices each collective of TP degree ``tpc.tp`` (warning if not measured)."""
+        for line, measured in self._coverage(tpc):
+            (logger.info if measured else logger.warning)("%s: %s", self.source, line)
+
+    def _coverage(self, tpc: _TpCost) -> list[tuple[str, bool]]:
+        lines = [(f"tp{tpc.tp} all-reduce rule: {tpc.comm.rule_summary()}",
+                  self.link_spec is not None)]
+        if self.cudagraph_max_tokens is None:
+            note = (f"tp{tpc.tp}: CUDA-graph size limit not given; collective tables read "
+                    "at their CUDA-graph rows for every step")
+            lines.append((note, False))
+        seen = set()
+        for name, coll, _calls, per_seq, _n in tpc.collective_ops:
+            if name in seen:
+                continue
+            seen.add(name)
+            text = tpc.comm.coverage(coll, cuda_graph=not per_seq)
+            lines.append((f"tp{tpc.tp} {name} ({coll.value}) priced by {text}",
+                          not text.endswith("(no measured table)")))
+        return lines
 
     @classmethod
     def from_path(cls, path: str | Path, *, model: ModelConfig | None = None, tp: int = 1,
@@ -592,7 +690,9 @@ class ProfileCostModel:
         tpc = self._tps.get(tp)
         if tpc is None:
             tpc = self._tps[tp] = _TpCost(self.profile, self.model, tp, self.source,
-                                          self.collectives, self.link, self.skew)
+                                          self.collectives, self.link, self.skew,
+                                          link_spec=self.link_spec,
+                                          cudagraph_max_tokens=self.cudagraph_max_tokens)
         return tpc
 
     def step_cost(self, batch: StepBatch) -> StepCost:
@@ -610,7 +710,24 @@ class ProfileCostModel:
             self._memo[batch] = hit
         if hit[1]:
             self.extrapolations.update(hit[1])
+        if hit[2]:
+            self.collective_sources.update(hit[2])
         return hit[0]
+
+    def collectives_report(self) -> CollectivesReport:
+        """What priced the TP communication so far (see :class:`CollectivesReport`)."""
+        link = self.link_spec
+        coverage: list[str] = []
+        for tp in sorted(self._tps):
+            if tp > 1:
+                coverage += [line for line, _ in self._coverage(self._tps[tp])]
+        return CollectivesReport(
+            link=link.name if link is not None else None,
+            link_path=link.path if link is not None else None,
+            analytic=self.link.source,
+            coverage=tuple(coverage),
+            calls=tuple(sorted(self.collective_sources.items())),
+        )
 
     def attention_ns(self, batch: StepBatch) -> float:
         """One layer's attention time for ``batch`` (ns, unrounded; for tests and tools)."""
@@ -627,7 +744,18 @@ def from_context(spec: str, context) -> ProfileCostModel:
     Raises:
         ConfigError: the experiment names no profile.
     """
+    from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
+    from llmsim.profile import load_profile
+
     if context.profile_path is None:
         raise ConfigError("cost model 'profile' needs a profile (.pb or bundle dir)",
                           field="profile")
-    return ProfileCostModel.from_path(context.profile_path, model=context.model, tp=context.tp)
+    profile = load_profile(context.profile_path)
+    link_spec = tables = None
+    if context.tp > 1:  # TP1 steps communicate nothing: no lookup, no warnings
+        link_spec = find_link_spec_for(getattr(context, "hardware", None), profile)
+        tables = list(profile.collectives) + find_collective_tables(
+            link_spec, framework_version=profile.provenance.framework_version)
+    return ProfileCostModel(profile, model=context.model, tp=context.tp,
+                            source=context.profile_path, collectives=tables, link_spec=link_spec,
+                            cudagraph_max_tokens=getattr(context, "cudagraph_max_tokens", None))

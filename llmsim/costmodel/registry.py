@@ -5,17 +5,40 @@ experiment context and returns a :class:`~llmsim.costmodel.base.CostModel`.
 
 * ``profile`` (default): the profile cost model over the experiment's ``profile``.
 * ``grpc://host:port``: the gRPC cost bridge client.
+
+**Measured collectives lookup** (:func:`find_link_spec_for`, :func:`find_collective_tables`),
+used by the profile cost model at TP > 1:
+
+1. The hardware's link description: the first of the experiment's ``hardware.name``
+   (``CostModelContext.hardware``), the profile's ``provenance.hardware`` and its
+   ``provenance.device_name`` that names a file of ``llmsim/hardware/links/`` (its ``name``
+   or an alias, any case).
+2. Its measured tables in the data directories (``LLMSIM_DATA_DIR``, then the user cache):
+   ``aiconfigurator/systems/data/<aiconfigurator_system>/comm/vllm/<version>/
+   custom_allreduce_perf.parquet`` (the version equal to the profile's vLLM version when
+   present, else the newest, with a warning) and ``vidur/network/<vidur_network>/``, in this
+   order (AIConfigurator measured through vLLM's own all-reduce first); the profile's own
+   ``collectives`` come before both.
+3. Anything missing (no link description, no table in the data directories) is a logged
+   warning, and the cost model's :meth:`~llmsim.costmodel.profile_model.ProfileCostModel.
+   collectives_report` names the analytic model that priced those collectives instead.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmsim.costmodel.base import CostModel
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, DataNotFoundError
+from llmsim.hardware.links import LinkSpec, find_link_spec
 from llmsim.model.config import ModelConfig
+from llmsim.v1 import profile_pb2 as pb
+
+logger = logging.getLogger(__name__)
 
 # scheme -> "module:function"; the function is called as f(spec, context) -> CostModel
 FACTORIES: dict[str, str] = {
@@ -33,12 +56,82 @@ class CostModelContext:
         tp: tensor-parallel degree.
         profile_path: operator profile (``.pb`` or bundle dir), when the experiment has one.
         dtype: weight dtype label.
+        hardware: the experiment's ``hardware.name`` (selects the link description).
+        cudagraph_max_tokens: largest CUDA-graph capture size, tokens (0: no graphs; None:
+            unknown).
     """
 
     model: ModelConfig
     tp: int = 1
     profile_path: Path | None = None
     dtype: str = "bf16"
+    hardware: str | None = None
+    cudagraph_max_tokens: int | None = None
+
+
+def find_link_spec_for(hardware: str | None, profile: pb.Profile | None) -> LinkSpec | None:
+    """The link description of the experiment's hardware, else of the profile's (step 1)."""
+    prov = profile.provenance if profile is not None else None
+    spec = find_link_spec(hardware, prov.hardware if prov else None,
+                          prov.device_name if prov else None)
+    if spec is None:
+        logger.warning("no TP link description in llmsim/hardware/links/ for hardware %r "
+                       "(profile: %r, %r)", hardware, prov.hardware if prov else None,
+                       prov.device_name if prov else None)
+    return spec
+
+
+@functools.lru_cache(maxsize=16)
+def _aiconfigurator_tables(directory: str, version: str | None) -> tuple[pb.OpTable, ...]:
+    from llmsim.profile.importers.aiconfigurator import import_aiconfigurator_comm
+
+    return tuple(import_aiconfigurator_comm(directory, version=version).collectives)
+
+
+@functools.lru_cache(maxsize=16)
+def _vidur_tables(directory: str) -> tuple[pb.OpTable, ...]:
+    from llmsim.profile.importers.vidur import import_vidur
+
+    return tuple(import_vidur(directory).collectives)
+
+
+def find_collective_tables(link: LinkSpec | None, *, framework_version: str = ""
+                           ) -> list[pb.OpTable]:
+    """Measured collective tables of ``link``'s hardware in the data directories (step 2).
+
+    Missing data is logged as a warning and gives fewer (or no) tables, never an error.
+    """
+    from llmsim.data.paths import dataset_path
+    from llmsim.profile.importers.aiconfigurator import comm_versions
+
+    if link is None:
+        return []
+    tables: list[pb.OpTable] = []
+    if link.aiconfigurator_system:
+        rel = f"aiconfigurator/systems/data/{link.aiconfigurator_system}"
+        try:
+            directory = dataset_path(rel)
+        except DataNotFoundError:
+            logger.warning("%s: measured collectives %s not in the data directories; "
+                           "analytic model instead", link.name, rel)
+        else:
+            versions = comm_versions(directory)
+            version = framework_version if framework_version in versions else None
+            if not versions:
+                logger.warning("%s: no comm table under %s", link.name, directory)
+            else:
+                if version is None:
+                    logger.warning("%s: no comm table for vLLM %r in %s; using vLLM %s",
+                                   link.name, framework_version, rel, versions[-1])
+                tables += _aiconfigurator_tables(str(directory), version)
+    if link.vidur_network:
+        rel = f"vidur/network/{link.vidur_network}"
+        try:
+            tables += _vidur_tables(str(dataset_path(rel)))
+        except DataNotFoundError:
+            logger.warning("%s: measured collectives %s not in the data directories",
+                           link.name, rel)
+    return tables
 
 
 def build_cost_model(spec: str, context: CostModelContext) -> CostModel:
