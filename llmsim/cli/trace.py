@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmsim.errors import ConfigError
+from llmsim.safeio import loads_json
 from llmsim.trace.record import Request
 
 
@@ -49,27 +50,35 @@ def _load(args: argparse.Namespace):
     )
     from llmsim.trace.transforms import apply_transforms
 
+    transforms = [loads_json(text, error=ConfigError, what="--transform JSON") for text in args.transform]
     fmt = args.format
-    if not Path(args.trace).exists() and args.trace in load_catalog().traces:
+    if not _exists(args.trace) and args.trace in load_catalog().traces:
         path, cat_fmt = named_trace_path(args.trace)
         fmt = fmt or cat_fmt
     else:
         path = resolve_trace_path(args.trace)
     fmt = fmt or detect_format(path)
     frame = load_trace_frame(fmt, path, skip_bad_rows=args.skip_bad_rows, sort=args.sort)
-    transforms = []
-    for text in args.transform:
-        try:
-            transforms.append(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--transform is not JSON: {exc}", field="transform") from None
     return apply_transforms(frame, transforms)
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # e.g. a NUL byte or a name too long for the OS
+        return False
 
 
 def run_stats(args: argparse.Namespace) -> int:
     """Print the summary table; with ``--out`` also write JSON, CSV and PNG."""
-    from llmsim.trace.stats import format_table, trace_stats, write_stats
+    from llmsim.trace.stats import (
+        check_stats_options,
+        format_table,
+        trace_stats,
+        write_stats,
+    )
 
+    check_stats_options(bin_s=args.bin_s, block_size=args.block_size)
     frame = _load(args)
     stats = trace_stats(frame, bin_s=args.bin_s, block_size=args.block_size)
     print(format_table(stats))

@@ -34,11 +34,27 @@ prefix of the sequence).
 
 from __future__ import annotations
 
+from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.trace.record import Request
 
 ROOT_HASH = 0x6C6C6D73696D  # any fixed int; ints (not str) keep hashes PYTHONHASHSEED-free
 _TAG_TRACE_HASH = 1
 _UNIQUE_SALT_SHIFT = 32  # unique key = -1 - (salt << 32 | j), for j < 2**32 blocks
+
+
+def _check_ints(request: Request, name: str) -> None:
+    """Raise unless ``request.<name>`` is ``None`` or a tuple/list of ints (bools refused)."""
+    ids = getattr(request, name)
+    if ids is None:
+        return
+    if isinstance(ids, (tuple, list)) and set(map(type, ids)) <= _INT_TYPES:
+        return
+    bad = next((v for v in ids if type(v) not in _INT_TYPES), ids) if isinstance(ids, (tuple, list)) else ids
+    raise TraceFormatError(f"request {request.request_id!r}: ids must be integers, got {bad!r}"[:300],
+                           field=name)
+
+
+_INT_TYPES = {int}
 
 
 class BlockHasher:
@@ -49,16 +65,30 @@ class BlockHasher:
     hash ids, then unique blocks. Each run has its own loop (this runs for every block of
     every request, ~10^6-10^7 times per replay).
 
+    Token ids and trace hash ids must be ints: they are hashed, and only ints hash the same
+    in every process (``str`` hashes depend on ``PYTHONHASHSEED``) and never fail (a nested
+    list is unhashable). The trace loaders enforce this at the file; it is checked again
+    here, once per request (a set of the element types, ~10 ns per id), for requests built
+    in code.
+
     Args:
         request: the request whose tokens are hashed.
         block_size: engine block size ``B`` in tokens (> 0).
         salt: per-request value making unknown content unique (the request's trace index).
+
+    Raises:
+        ConfigError: ``block_size`` is not a positive integer.
+        TraceFormatError: token ids or block hashes of the request are not all integers.
     """
 
     __slots__ = ("_req", "_bs", "_salt", "hashes", "_ids", "_n_known", "_n_id_blocks",
                  "_n_trace_blocks")
 
     def __init__(self, request: Request, block_size: int, salt: int) -> None:
+        if type(block_size) is not int or block_size <= 0:
+            raise ConfigError(f"block size must be a positive integer, got {block_size!r}", field="block_size")
+        for name in ("input_token_ids", "output_token_ids", "block_hashes"):
+            _check_ints(request, name)
         self._req = request
         self._bs = block_size
         self._salt = salt

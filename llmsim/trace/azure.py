@@ -33,14 +33,16 @@ import pyarrow.parquet as pq
 
 from llmsim.data.atomic import atomic_write_text
 from llmsim.data.paths import user_cache_dir
-from llmsim.errors import TraceFormatError
+from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.trace.frame import (
+    DEFAULT_MAX_SPAN_S,
     NS_PER_S,
     TraceFrame,
     apply_row_checks,
     finish_frame,
     standard_checks,
 )
+from llmsim.trace.inputs import check_trace_file, scan_utf8
 from llmsim.trace.tabular import STREAM_BLOCK_BYTES, iter_csv_batches, read_csv_table
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,10 @@ FIELDS = {"arrival_ns": "TIMESTAMP", "input_tokens": "ContextTokens", "output_to
 CACHE_MIN_BYTES = 64 << 20
 _CACHE_VERSION = "1"
 _ZONE_RE = re.compile(rb"(Z|[+-]\d\d:?\d\d)\s*,")
+_LINE_BYTES = 1 << 16  # header / first row sniffed for the time zone, bytes
+#: Bounds on ``block_bytes`` (CSV text per streamed batch).
+MIN_BLOCK_BYTES = 4 << 10
+MAX_BLOCK_BYTES = 1 << 30
 
 
 def trace_cache_dir() -> Path:
@@ -80,10 +86,16 @@ def load_azure_frame(
         block_bytes: CSV text per streamed batch (bounds memory while building the cache).
 
     Raises:
-        TraceFormatError: empty file, bad row (file, line, field), unsorted arrivals, or an
-            absurd timestamp (more than 400 days after the first).
+        ConfigError: ``start_s``/``end_s`` not finite, negative or an empty window, or
+            ``block_bytes`` outside [:data:`MIN_BLOCK_BYTES`, :data:`MAX_BLOCK_BYTES`].
+        TraceFormatError: not a regular UTF-8 file, empty file, bad row (file, line, field),
+            unsorted arrivals, or an absurd timestamp (more than 400 days after the first).
     """
-    path = Path(path)
+    path = check_trace_file(path)
+    _check_window(start_s, end_s)
+    if type(block_bytes) is not int or not MIN_BLOCK_BYTES <= block_bytes <= MAX_BLOCK_BYTES:
+        raise ConfigError(f"must be an integer in [{MIN_BLOCK_BYTES}, {MAX_BLOCK_BYTES}] bytes, got "
+                          f"{block_bytes!r}", field="block_bytes")
     if cache is None:
         cache = path.stat().st_size >= CACHE_MIN_BYTES
     if cache:
@@ -100,11 +112,20 @@ def load_azure_frame(
     return frame
 
 
+def _check_window(start_s: float | None, end_s: float | None) -> None:
+    for name, v in (("start_s", start_s), ("end_s", end_s)):
+        if v is not None and (type(v) not in (int, float) or not 0 <= v <= DEFAULT_MAX_SPAN_S):
+            raise ConfigError(f"must be a number of seconds in [0, {DEFAULT_MAX_SPAN_S}], got {v!r}",
+                              field=name)
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise ConfigError(f"empty time window [{start_s}, {end_s}) s", field="end_s")
+
+
 def _timestamp_type(path: Path) -> pa.DataType:
     """``timestamp[ns, UTC]`` when the first data row's time has a zone offset, else naive."""
     with path.open("rb") as f:
-        f.readline()
-        first = f.readline()
+        f.readline(_LINE_BYTES)
+        first = f.readline(_LINE_BYTES)
     return pa.timestamp("ns", tz="UTC") if _ZONE_RE.search(first) else pa.timestamp("ns")
 
 
@@ -223,7 +244,7 @@ def azure_parquet_cache(
     Raises:
         TraceFormatError: as :func:`load_azure_frame`.
     """
-    path = Path(path)
+    path = check_trace_file(path)
     target = _cache_file(path, skip_bad_rows=skip_bad_rows, sort=sort)
     if target.exists():
         logger.debug("azure cache hit: %s", target)
@@ -238,6 +259,10 @@ def azure_parquet_cache(
                 break
             except pa.ArrowInvalid as exc:
                 if as_strings or "conversion error" not in str(exc):
+                    bad = scan_utf8(path)
+                    if bad is not None:
+                        raise TraceFormatError(f"not UTF-8 text (bad byte at offset {bad[1]})",
+                                               path=path, line=bad[0]) from None
                     raise TraceFormatError(f"not a valid CSV file: {exc}", path=path) from None
                 logger.info("%s: a value failed to convert; re-reading as text to locate it", path)
         _write_meta(target, meta)  # sidecar first: the Parquet file appears last

@@ -25,7 +25,14 @@ import pandas as pd
 import pyarrow as pa
 
 from llmsim.errors import TraceFormatError
-from llmsim.trace.frame import NS_PER_S, TraceFrame, finish_frame
+from llmsim.trace.frame import (
+    DEFAULT_MAX_SPAN_S,
+    NS_PER_S,
+    RowCheck,
+    TraceFrame,
+    finish_frame,
+    range_checks,
+)
 from llmsim.trace.tabular import read_csv_table
 
 FIELDS = {"arrival_ns": "Timestamp", "input_tokens": "Request tokens", "output_tokens": "Response tokens"}
@@ -44,8 +51,9 @@ def load_burstgpt_frame(path: str | Path, *, skip_bad_rows: bool = False, sort: 
         drop_failed: drop failed requests (0 response tokens) instead of rejecting them.
 
     Raises:
-        TraceFormatError: missing columns (line 1), empty file, a bad row (file, line, field),
-            unsorted arrivals.
+        TraceFormatError: not a regular UTF-8 file, missing columns (line 1), empty file, a bad
+            row (file, line, field; token counts and ``Elapsed time`` must be finite and in
+            range), unsorted arrivals.
     """
     path = Path(path)
     types = {"Request tokens": pa.float64(), "Response tokens": pa.float64(), "Model": pa.string(),
@@ -71,12 +79,17 @@ def load_burstgpt_frame(path: str | Path, *, skip_bad_rows: bool = False, sort: 
         has_elapsed = ELAPSED_COLUMN in table.schema.names
         df["_elapsed_s"] = _num(table, ELAPSED_COLUMN).fillna(0.0) if has_elapsed else 0.0
     meta = {"format": "burstgpt"}
+    checks = []
+    if "_elapsed_s" in df.columns:
+        checks = range_checks(df["_elapsed_s"].to_numpy(dtype=float), field=ELAPSED_COLUMN, minimum=0,
+                              maximum=DEFAULT_MAX_SPAN_S)
     if drop_failed:
         failed = (df["output_tokens"] == 0).to_numpy()
         df, lines = df.loc[~failed].reset_index(drop=True), lines[~failed]
+        checks = [RowCheck(bad=c.bad[~failed], field=c.field, reason=c.reason) for c in checks]
         meta["dropped_failed"] = str(int(failed.sum()))
     frame = finish_frame(df, path=path, lines=lines, fields=FIELDS, skip_bad_rows=skip_bad_rows, sort=sort,
-                         metadata=meta)
+                         extra_checks=checks, metadata=meta)
     if skipped:
         frame = frame.with_data(frame.data, skipped_rows=str(skipped + int(frame.metadata.get("skipped_rows", "0"))))
     if "session_id" in frame.data.columns:

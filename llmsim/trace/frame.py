@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.errors import TraceFormatError
+from llmsim.trace.inputs import MAX_TOKENS
 from llmsim.trace.record import Request, Trace
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,40 @@ def apply_row_checks(
     return df.loc[keep].reset_index(drop=True), lines[keep], n_bad
 
 
+def _floats(column: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN where missing or not a number; huge ints become large floats)."""
+    if column.dtype.kind in "iuf":
+        return column.to_numpy(dtype=float)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def range_checks(values: np.ndarray, *, field: str, minimum: float, maximum: float,
+                 integer: bool = False) -> list[RowCheck]:
+    """Checks of an optional numeric column: finite, in ``[minimum, maximum]``, integral.
+
+    Missing values (NaN) are allowed (the loader fills a default); +-inf and out-of-range
+    values are bad.
+
+    Args:
+        values: the column as floats, shape (n,).
+        field: the file's field name, for the error.
+        minimum: smallest allowed value (physical lower bound, e.g. 0 for durations).
+        maximum: largest allowed value.
+        integer: require integral values.
+    """
+    present = ~np.isnan(values)
+    checks = [RowCheck(bad=present & ((values < minimum) | (values > maximum)), field=field,
+                       reason=f"must be finite and in [{_num(minimum)}, {_num(maximum)}]")]
+    if integer:
+        checks.append(RowCheck(bad=present & (values != np.floor(values)), field=field,
+                               reason="must be an integer"))
+    return checks
+
+
 def standard_checks(
     df: pd.DataFrame,
     *,
@@ -257,13 +292,15 @@ def standard_checks(
     span = DEFAULT_MAX_SPAN_S * NS_PER_S if max_span_ns is None else max_span_ns
     checks: list[RowCheck] = []
     for col in ("input_tokens", "output_tokens"):
-        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        values = _floats(df[col])
         checks.append(RowCheck(bad=np.isnan(values), field=fields[col], reason="missing or not a number"))
         checks.append(RowCheck(bad=values <= 0, field=fields[col], reason="token count must be > 0"))
+        checks.append(RowCheck(bad=values > MAX_TOKENS, field=fields[col],
+                               reason=f"token count must be <= {MAX_TOKENS} (and finite)"))
         checks.append(
             RowCheck(bad=values != np.floor(values), field=fields[col], reason="token count must be an integer")
         )
-    arrival = pd.to_numeric(df["arrival_ns"], errors="coerce").to_numpy(dtype=float)
+    arrival = _floats(df["arrival_ns"])
     checks.append(RowCheck(bad=np.isnan(arrival), field=fields["arrival_ns"], reason="missing or unparsable time"))
     if not allow_negative:
         checks.append(RowCheck(bad=arrival < 0, field=fields["arrival_ns"], reason="negative arrival time"))
@@ -272,7 +309,7 @@ def standard_checks(
             bad=np.abs(arrival) > span,
             field=fields["arrival_ns"],
             reason=f"absurd timestamp: more than {span / NS_PER_S / 86_400:.0f} days after the "
-            "trace start (wrong unit?)",
+            "trace start (wrong unit?), or not finite",
         )
     )
     for ids_col, count_col in (("input_token_ids", "input_tokens"), ("output_token_ids", "output_tokens")):

@@ -27,7 +27,15 @@ import pandas as pd
 import pyarrow as pa
 
 from llmsim.errors import ConfigError, TraceFormatError
-from llmsim.trace.frame import TraceFrame, finish_frame
+from llmsim.trace.frame import (
+    DEFAULT_MAX_SPAN_S,
+    NS_PER_S,
+    RowCheck,
+    TraceFrame,
+    finish_frame,
+    range_checks,
+)
+from llmsim.trace.inputs import MAX_TOKENS
 from llmsim.trace.tabular import read_csv_table
 
 
@@ -71,11 +79,20 @@ def load_csv_frame(
         fmt: format name recorded in the metadata.
 
     Raises:
-        ConfigError: unknown mapping key or time unit.
-        TraceFormatError: a mapped column missing from the header (line 1), empty file,
-            bad row (file, line, field), unsorted arrivals.
+        ConfigError: a mapping that is not strings to strings, unknown mapping key or time
+            unit.
+        TraceFormatError: not a regular UTF-8 file, a mapped column missing from the header
+            (line 1), empty file, bad row (file, line, field: counts, times, ``turn`` and
+            think time finite and in range; request ids present and unique), unsorted
+            arrivals.
     """
     path = Path(path)
+    if columns is not None and not (isinstance(columns, dict)
+                                    and all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items())):
+        raise ConfigError(f"column mapping must map names to column names (strings), got {columns!r}"[:300],
+                          field="columns")
+    if not isinstance(time_unit, str):
+        raise ConfigError(f"time unit must be a string, got {time_unit!r}", field="time_unit")
     mapping = dict(DEFAULT_COLUMNS if columns is None else columns)
     unknown = set(mapping) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
@@ -101,7 +118,8 @@ def load_csv_frame(
         raise TraceFormatError(f"missing column(s) {missing} (have {table.schema.names})", path=path, line=1,
                                field=missing[0])
     arrival = _times_ns(table.column(mapping["arrival"]), unit)
-    if rebase or (rebase is None and unit is TimeUnit.DATETIME):
+    arrival[~np.isfinite(arrival)] = np.nan  # reported as unparsable by the row checks
+    if (rebase or (rebase is None and unit is TimeUnit.DATETIME)) and not np.isnan(arrival).all():
         arrival = arrival - np.nanmin(arrival)
     df = pd.DataFrame(
         {
@@ -114,15 +132,26 @@ def load_csv_frame(
     for key in ("session_id", "parent_id", "model"):
         if key in mapping:
             df[key] = _strings(table, mapping[key])
+    checks: list[RowCheck] = []
+    if "request_id" in mapping:
+        ids = df["request_id"]
+        checks.append(RowCheck(bad=ids.isna().to_numpy(), field=mapping["request_id"], reason="missing request id"))
+        checks.append(RowCheck(bad=(ids.duplicated(keep="first") & ids.notna()).to_numpy(),
+                               field=mapping["request_id"], reason="duplicate request id"))
     if "turn" in mapping:
-        df["turn"] = _numbers(table.column(mapping["turn"])).fillna(0).astype(np.int64)
+        turn = _numbers(table.column(mapping["turn"])).to_numpy(dtype=float)
+        checks += range_checks(turn, field=mapping["turn"], minimum=0, maximum=MAX_TOKENS, integer=True)
+        df["turn"] = _safe_int64(turn)
     if "think_time" in mapping:
-        think = _times_ns(table.column(mapping["think_time"]), unit if unit is not TimeUnit.DATETIME else TimeUnit.S)
-        df["think_time_ns"] = np.nan_to_num(np.round(think)).astype(np.int64)
+        think = np.round(_times_ns(table.column(mapping["think_time"]),
+                                   unit if unit is not TimeUnit.DATETIME else TimeUnit.S))
+        checks += range_checks(think, field=mapping["think_time"], minimum=0,
+                               maximum=DEFAULT_MAX_SPAN_S * NS_PER_S)
+        df["think_time_ns"] = _safe_int64(think)
     fields = {"arrival_ns": mapping["arrival"], "input_tokens": mapping["input_tokens"],
               "output_tokens": mapping["output_tokens"]}
     frame = finish_frame(df, path=path, lines=lines, fields=fields, skip_bad_rows=skip_bad_rows, sort=sort,
-                         metadata={"format": fmt})
+                         extra_checks=checks, metadata={"format": fmt})
     if skipped:
         frame = frame.with_data(frame.data, skipped_rows=str(skipped + int(frame.metadata.get("skipped_rows", "0"))))
     if "session_id" in mapping and "parent_id" not in mapping:
@@ -169,6 +198,12 @@ def _times_ns(col: pa.ChunkedArray, unit: TimeUnit) -> np.ndarray:
         out[index.isna()] = np.nan
         return out
     return _numbers(col).to_numpy(dtype=float) * _NS_PER_UNIT[unit]
+
+
+def _safe_int64(values: np.ndarray) -> np.ndarray:
+    """Floats as int64, 0 where missing or beyond int64 (such rows fail a range check)."""
+    ok = np.isfinite(values) & (np.abs(values) < 2.0**62)
+    return np.where(ok, values, 0).astype(np.int64)
 
 
 def _numbers(col: pa.ChunkedArray) -> pd.Series:

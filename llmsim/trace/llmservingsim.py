@@ -26,13 +26,16 @@ non-blank lines).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from llmsim.errors import TraceFormatError
-from llmsim.trace.frame import TraceFrame, finish_frame
+from llmsim.safeio import INT64_MAX, loads_json
+from llmsim.trace.frame import DEFAULT_MAX_SPAN_S, NS_PER_S, TraceFrame, finish_frame
+from llmsim.trace.inputs import MAX_TOKENS, int_id_problem, read_trace_bytes
 from llmsim.trace.record import Trace
 
 FIELDS = {
@@ -55,10 +58,12 @@ def load_llmservingsim(path: str | Path, *, skip_bad_rows: bool = False, sort: b
         sort: stable-sort by arrival instead of rejecting an unsorted file.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        TraceFormatError: invalid JSON, a missing or non-integer field, non-positive token
-            counts, token-id lists whose length differs from the count, unsorted arrivals,
-            or an empty file; the message names the file, line and field.
+        TraceFormatError: not a regular UTF-8 file, invalid JSON (``NaN``/``Infinity``,
+            nesting deeper than 64 levels), a missing or non-integer field, a count beyond
+            :data:`~llmsim.trace.inputs.MAX_TOKENS`, non-positive token counts, token ids that
+            are not flat lists of non-negative int64 integers or whose length differs from the
+            count, unsorted arrivals, or an empty file; the message names the file, line and
+            field.
     """
     return load_llmservingsim_frame(path, skip_bad_rows=skip_bad_rows, sort=sort).to_trace()
 
@@ -68,24 +73,24 @@ def load_llmservingsim_frame(
 ) -> TraceFrame:
     """Columnar form of :func:`load_llmservingsim` (same arguments and errors)."""
     path = Path(path)
+    text = read_trace_bytes(path).decode("utf-8-sig")
     records: list[dict] = []
     lines: list[int] = []
     skipped = 0
     index = -1
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            index += 1
-            try:
-                new = _records_of_line(raw, index=index, path=path, lineno=lineno)
-            except TraceFormatError:
-                if not skip_bad_rows:
-                    raise
-                skipped += 1
-                continue
-            records.extend(new)
-            lines.extend([lineno] * len(new))
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        index += 1
+        try:
+            new = _records_of_line(raw, index=index, path=path, lineno=lineno)
+        except TraceFormatError:
+            if not skip_bad_rows:
+                raise
+            skipped += 1
+            continue
+        records.extend(new)
+        lines.extend([lineno] * len(new))
     if not records:
         raise TraceFormatError("trace has no requests", path=path)
     df = pd.DataFrame.from_records(records)
@@ -108,12 +113,24 @@ def load_llmservingsim_frame(
     return frame
 
 
-def _records_of_line(raw: bytes, *, index: int, path: Path, lineno: int) -> list[dict]:
-    """Parse one JSONL line into one record (plain) or one per sub-request (agentic)."""
+def _parse_line(raw: str, *, path: Path, lineno: int) -> object:
+    """One JSON line: the C parser first; on any failure :func:`llmsim.safeio.loads_json`
+    re-parses it to name the problem (invalid JSON, NaN/Infinity, depth)."""
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"invalid JSON: {exc}", path=path, line=lineno) from None
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        pass
+    loads_json(raw, path=path, line=lineno, error=TraceFormatError, what="JSON line")
+    raise TraceFormatError("invalid JSON line", path=path, line=lineno)  # not reached in practice
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number")
+
+
+def _records_of_line(raw: str, *, index: int, path: Path, lineno: int) -> list[dict]:
+    """Parse one JSONL line into one record (plain) or one per sub-request (agentic)."""
+    obj = _parse_line(raw, path=path, lineno=lineno)
     if not isinstance(obj, dict):
         raise TraceFormatError("line is not a JSON object", path=path, line=lineno)
     arrival = _int_field(obj, "arrival_time_ns", path=path, lineno=lineno)
@@ -144,7 +161,8 @@ def _records_of_line(raw: bytes, *, index: int, path: Path, lineno: int) -> list
         think = 0
         for key in TOOL_KEYS:
             if key in sub:
-                think = _int_field(sub, key, path=path, lineno=lineno, prefix=prefix)
+                think = _int_field(sub, key, path=path, lineno=lineno, prefix=prefix,
+                                   maximum=DEFAULT_MAX_SPAN_S * NS_PER_S)
                 if think < 0:
                     raise TraceFormatError("tool duration must be >= 0", path=path, line=lineno,
                                            field=prefix + key)
@@ -152,24 +170,38 @@ def _records_of_line(raw: bytes, *, index: int, path: Path, lineno: int) -> list
 
 
 def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str) -> dict:
-    rec = {
-        "input_tokens": _int_field(obj, "input_toks", path=path, lineno=lineno, prefix=prefix),
-        "output_tokens": _int_field(obj, "output_toks", path=path, lineno=lineno, prefix=prefix),
+    rec: dict[str, object] = {
+        "input_tokens": _int_field(obj, "input_toks", path=path, lineno=lineno, prefix=prefix,
+                                   maximum=MAX_TOKENS),
+        "output_tokens": _int_field(obj, "output_toks", path=path, lineno=lineno, prefix=prefix,
+                                    maximum=MAX_TOKENS),
     }
     for key, col in (("input_tok_ids", "input_token_ids"), ("output_tok_ids", "output_token_ids")):
         ids = obj.get(key)
-        if ids is not None and not isinstance(ids, list):
-            raise TraceFormatError("must be a list of token ids", path=path, line=lineno,
-                                   field=prefix + key)
+        if ids is not None:
+            problem = int_id_problem(ids, minimum=0)
+            if problem:
+                raise TraceFormatError(problem, path=path, line=lineno, field=prefix + key)
         rec[col] = None if ids is None else tuple(ids)
     return rec
 
 
-def _int_field(obj: dict, key: str, *, path: Path, lineno: int, prefix: str = "") -> int:
+def _int_field(obj: dict, key: str, *, path: Path, lineno: int, prefix: str = "",
+               maximum: int = INT64_MAX) -> int:
+    """An integer field (an integral float such as ``5.0`` is accepted) in ``[-maximum, maximum]``.
+
+    Signs and the span are checked by the frame's row checks; this bounds the magnitude so the
+    int64 columns never wrap.
+    """
     if key not in obj:
         raise TraceFormatError("missing", path=path, line=lineno, field=prefix + key)
     value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise TraceFormatError(f"must be an integer, got {value!r}", path=path, line=lineno,
+    if type(value) is float and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if type(value) is not int:
+        raise TraceFormatError(f"must be an integer, got {value!r}"[:200], path=path, line=lineno,
                                field=prefix + key)
-    return int(value)
+    if abs(value) > maximum:
+        raise TraceFormatError(f"must be an integer of magnitude <= {maximum}, got {value}"[:200],
+                               path=path, line=lineno, field=prefix + key)
+    return value

@@ -21,11 +21,13 @@ import pandas as pd
 
 from llmsim.errors import TraceFormatError
 from llmsim.trace.frame import NS_PER_MS, RowCheck, TraceFrame, finish_frame
-from llmsim.trace.jsonl import id_tuples, numbers, read_jsonl_table
+from llmsim.trace.jsonl import FieldKind, id_tuples, numbers, read_jsonl_table
 
 HASH_BLOCK_SIZE = 512
 FIELDS = {"arrival_ns": "timestamp", "input_tokens": "input_length", "output_tokens": "output_length",
           "block_hashes": "hash_ids"}
+KINDS = {"timestamp": FieldKind.NUMBER, "input_length": FieldKind.NUMBER, "output_length": FieldKind.NUMBER,
+         "hash_ids": FieldKind.INT_LIST}
 
 
 def hash_count_check(df: pd.DataFrame, block_size: int, *, exact: bool) -> RowCheck:
@@ -53,11 +55,12 @@ def load_mooncake_frame(path: str | Path, *, skip_bad_rows: bool = False, sort: 
         sort: stable-sort by arrival instead of rejecting an unsorted file.
 
     Raises:
-        TraceFormatError: empty file, invalid JSON, a bad field (file, line, field), hash
-            count mismatch, or unsorted arrivals.
+        TraceFormatError: not a regular UTF-8 file, empty file, invalid JSON, a field of the
+            wrong type or out of range (file, line, field), hash count mismatch, or unsorted
+            arrivals.
     """
     path = Path(path)
-    table, lines, skipped = read_jsonl_table(path, skip_bad_rows=skip_bad_rows)
+    table, lines, skipped = read_jsonl_table(path, kinds=KINDS, skip_bad_rows=skip_bad_rows)
     if table.num_rows == 0:
         raise TraceFormatError("trace has no requests", path=path)
     df = pd.DataFrame(

@@ -25,14 +25,31 @@ import pandas as pd
 import pyarrow as pa
 
 from llmsim.errors import TraceFormatError
-from llmsim.trace.frame import NS_PER_S, RowCheck, TraceFrame, finish_frame
-from llmsim.trace.jsonl import column_or_null, id_tuples, numbers, read_jsonl_table
+from llmsim.safeio import INT64_MAX, loads_json
+from llmsim.trace.frame import (
+    NS_PER_S,
+    RowCheck,
+    TraceFrame,
+    finish_frame,
+    range_checks,
+)
+from llmsim.trace.inputs import MAX_TOKENS, int_id_problem
+from llmsim.trace.jsonl import (
+    FieldKind,
+    column_or_null,
+    id_tuples,
+    numbers,
+    read_jsonl_table,
+)
 from llmsim.trace.mooncake import hash_count_check
 from llmsim.trace.tabular import read_csv_table
 
 HASH_BLOCK_SIZE = 16
 FIELDS = {"arrival_ns": "timestamp", "input_tokens": "input_length", "output_tokens": "output_length",
           "request_id": "chat_id", "parent_id": "parent_chat_id", "block_hashes": "hash_ids"}
+KINDS = {"chat_id": FieldKind.ID, "parent_chat_id": FieldKind.ID, "timestamp": FieldKind.NUMBER,
+         "input_length": FieldKind.NUMBER, "output_length": FieldKind.NUMBER, "type": FieldKind.STRING,
+         "turn": FieldKind.NUMBER, "hash_ids": FieldKind.INT_LIST}
 
 
 def load_qwen_bailian_frame(path: str | Path, *, skip_bad_rows: bool = False, sort: bool = False) -> TraceFrame:
@@ -51,18 +68,23 @@ def load_qwen_bailian_frame(path: str | Path, *, skip_bad_rows: bool = False, so
     if path.suffix.lower() == ".csv":
         table, lines, skipped, _ = read_csv_table(path, {"chat_id": pa.string(), "parent_chat_id": pa.string(),
                                                         "hash_ids": pa.string()}, skip_bad_rows=skip_bad_rows)
-        hashes = _csv_hash_lists(table)
+        hashes, hash_errors = _csv_hash_lists(table, path)
     else:
-        table, lines, skipped = read_jsonl_table(path, skip_bad_rows=skip_bad_rows)
+        table, lines, skipped = read_jsonl_table(path, kinds=KINDS, skip_bad_rows=skip_bad_rows)
         hashes = id_tuples(table, "hash_ids")
+        hash_errors = np.zeros(table.num_rows, dtype=bool)
     if table.num_rows == 0:
         raise TraceFormatError("trace has no requests", path=path)
     ts = numbers(table, "timestamp").to_numpy(dtype=float)
-    t0 = np.nanmin(ts) if np.isfinite(ts).any() else 0.0
+    finite = np.isfinite(ts)
+    t0 = float(ts[finite].min()) if finite.any() else 0.0
+    ts = np.where(finite, ts, np.nan)  # +-inf is bad, reported as a missing time
     chat = _id_strings(column_or_null(table, "chat_id"), table.num_rows)
     parent = _id_strings(column_or_null(table, "parent_chat_id"), table.num_rows)
     parent = [None if p in (None, "-1", "") else p for p in parent]
-    turn = numbers(table, "turn").fillna(0).astype(np.int64) if "turn" in table.schema.names else 0
+    turn_f = numbers(table, "turn").to_numpy(dtype=float)
+    turn_checks = range_checks(turn_f, field="turn", minimum=0, maximum=MAX_TOKENS, integer=True)
+    turn = np.where(np.isfinite(turn_f) & (np.abs(turn_f) <= MAX_TOKENS), turn_f, 0).astype(np.int64)
     df = pd.DataFrame(
         {
             "request_id": chat,
@@ -80,9 +102,12 @@ def load_qwen_bailian_frame(path: str | Path, *, skip_bad_rows: bool = False, so
     missing_id = np.array([c is None for c in chat])
     dup = pd.Series(chat).duplicated(keep="first").to_numpy() & ~missing_id
     checks = [
+        RowCheck(bad=hash_errors, field="hash_ids",
+                 reason="not a JSON list of integers (within int64, at most 64 levels deep)"),
         hash_count_check(df, HASH_BLOCK_SIZE, exact=False),
         RowCheck(bad=missing_id, field="chat_id", reason="missing chat id"),
         RowCheck(bad=dup, field="chat_id", reason="duplicate chat id"),
+        *turn_checks,
     ]
     frame = finish_frame(df, path=path, lines=lines, fields=FIELDS, skip_bad_rows=skip_bad_rows, sort=sort,
                          extra_checks=checks, hash_block_size=HASH_BLOCK_SIZE,
@@ -141,16 +166,28 @@ def _id_strings(col: pa.ChunkedArray | None, n: int) -> list[str | None]:
     return out
 
 
-def _csv_hash_lists(table: pa.Table) -> list[tuple[int, ...] | None]:
-    import json
+def _csv_hash_lists(table: pa.Table, path: Path) -> tuple[list[tuple[int, ...] | None], np.ndarray]:
+    """``hash_ids`` cells (JSON list strings) as tuples, and a mask of the malformed cells.
 
+    Cells are parsed with llmsim's JSON limits (:func:`llmsim.safeio.loads_json`); a cell that
+    is not a flat list of int64 integers is marked bad (``None`` in the list).
+    """
+    n = table.num_rows
     if "hash_ids" not in table.schema.names:
-        return [None] * table.num_rows
+        return [None] * n, np.zeros(n, dtype=bool)
     out: list[tuple[int, ...] | None] = []
-    for text in table.column("hash_ids").to_pylist():
-        try:
-            value = json.loads(text) if text else None
-            out.append(tuple(int(x) for x in value) if isinstance(value, list) else None)
-        except (ValueError, TypeError):
+    bad = np.zeros(n, dtype=bool)
+    for i, text in enumerate(table.column("hash_ids").to_pylist()):
+        if text is None or not text.strip():
             out.append(None)
-    return out
+            continue
+        try:
+            value = loads_json(text, path=path, error=TraceFormatError, what="hash_ids")
+        except TraceFormatError:
+            value = None
+        if value is None or int_id_problem(value, minimum=-INT64_MAX - 1) is not None:
+            bad[i] = True
+            out.append(None)
+        else:
+            out.append(tuple(value))
+    return out, bad

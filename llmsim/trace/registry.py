@@ -6,13 +6,19 @@ One plain mapping, :data:`LOADERS`, from format name to a function
 
 from __future__ import annotations
 
+import inspect
+import math
+import types
+import typing
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
 from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, TraceFormatError
+from llmsim.safeio import loads_json
 from llmsim.trace.frame import TraceFrame
+from llmsim.trace.inputs import check_trace_file
 from llmsim.trace.record import Trace
 
 
@@ -65,25 +71,89 @@ def resolve_trace_path(path: str | Path) -> Path:
 
     Raises:
         DataNotFoundError: neither exists.
-        TraceFormatError: the path is a directory, not a trace file.
+        TraceFormatError: the path is not a readable regular file (a directory, a device
+            such as ``/dev/zero``, a FIFO), or is not a valid path (e.g. a NUL byte).
     """
-    p = Path(path).expanduser()
-    if not p.exists():
-        p = dataset_path(p)
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"trace path must be a string, got {path!r}", field="path")
+    try:
+        p = Path(path).expanduser()
+        if not p.exists():
+            p = dataset_path(p)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TraceFormatError(f"not a usable path: {exc}", path=str(path)) from None
     if p.is_dir():
         raise TraceFormatError("is a directory; expected a trace file", path=p)
-    return p
+    return check_trace_file(p)
+
+
+def check_options(fmt: TraceFormat, loader: Callable[..., TraceFrame], options: dict[str, object]) -> None:
+    """Refuse unknown option names and values of the wrong type for ``loader``.
+
+    Types come from the loader's annotations: ``bool`` takes only ``true``/``false``, ``int``
+    an integer (not a bool), ``float`` a finite number, ``str`` a string, ``dict[str, str]`` a
+    mapping of strings; ``X | None`` also takes null.
+
+    Raises:
+        ConfigError: unknown option (the message lists the known ones) or wrong type; the
+            field is ``options.<name>``.
+    """
+    params = list(inspect.signature(loader).parameters.values())[1:]
+    known = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    hints = typing.get_type_hints(loader)
+    for name, value in options.items():
+        if name not in known:
+            raise ConfigError(f"trace format {fmt.value!r}: unexpected keyword option {name!r} "
+                              f"(known: {', '.join(sorted(known))})", field=f"options.{name}")
+        hint = hints.get(name)
+        if hint is not None and not _matches(value, hint):
+            raise ConfigError(f"must be {_describe(hint)}, got {value!r}"[:300], field=f"options.{name}")
+
+
+def _matches(value: object, hint: object) -> bool:
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return type(value) is bool
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if hint is str:
+        return type(value) is str
+    if typing.get_origin(hint) is dict:
+        kt, vt = args
+        return isinstance(value, dict) and all(_matches(k, kt) and _matches(v, vt) for k, v in value.items())
+    return True
+
+
+def _describe(hint: object) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+             type(None): "null"}
+    if hint in names:
+        return names[hint]  # type: ignore[index]
+    if typing.get_origin(hint) is dict:
+        return "a mapping of strings to strings"
+    return str(hint)
 
 
 def load_trace_frame(fmt: str | TraceFormat, path: str | Path, **options: object) -> TraceFrame:
-    """Load a trace file in columnar form (see :func:`load_trace`)."""
-    loader = _loaders()[parse_format(fmt)]
-    try:
-        return loader(resolve_trace_path(path), **options)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise ConfigError(f"trace format {fmt!r}: {exc}", field="options") from None
-        raise
+    """Load a trace file in columnar form (see :func:`load_trace`).
+
+    Raises:
+        ConfigError: unknown format, unknown option or an option of the wrong type.
+        DataNotFoundError: the file is in no data dir.
+        TraceFormatError: not a regular file, or malformed content (file, line, field).
+    """
+    kind = parse_format(fmt)
+    loader = _loaders()[kind]
+    check_options(kind, loader, options)
+    return loader(resolve_trace_path(path), **options)
 
 
 def load_trace(fmt: str | TraceFormat, path: str | Path, **options: object) -> Trace:
@@ -97,7 +167,7 @@ def load_trace(fmt: str | TraceFormat, path: str | Path, **options: object) -> T
         **options: format options; all formats take ``skip_bad_rows`` and ``sort``.
 
     Raises:
-        ConfigError: unknown format or option.
+        ConfigError: unknown format, unknown option or an option of the wrong type.
         DataNotFoundError: the file is in no data dir.
         TraceFormatError: malformed content (file, line, field).
     """
@@ -107,19 +177,24 @@ def load_trace(fmt: str | TraceFormat, path: str | Path, **options: object) -> T
 def detect_format(path: str | Path) -> TraceFormat:
     """Guess a trace file's format from its header (CSV) or first object's keys (JSONL).
 
+    Only the first line is read (at most 1 MiB of it).
+
     Raises:
         ConfigError: the format cannot be recognized (pass it explicitly).
+        TraceFormatError: not a regular file.
     """
-    import json
-
-    p = Path(path)
-    with p.open("rb") as f:
-        first = f.readline().decode("utf-8", errors="replace").strip()
+    p = check_trace_file(path)
+    try:
+        with p.open("rb") as f:
+            first = f.readline(_DETECT_BYTES).decode("utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise TraceFormatError(f"cannot read trace: {exc.strerror or exc}", path=p) from None
     if first.startswith("{"):
         try:
-            keys = set(json.loads(first))
-        except json.JSONDecodeError:
-            keys = set()
+            obj = loads_json(first, path=p, line=1, error=TraceFormatError)
+        except TraceFormatError:
+            obj = {}
+        keys = set(obj) if isinstance(obj, dict) else set()
         if "arrival_time_ns" in keys:
             return TraceFormat.LLMSERVINGSIM
         if "chat_id" in keys:
@@ -137,3 +212,6 @@ def detect_format(path: str | Path) -> TraceFormat:
         if "chat_id" in header:
             return TraceFormat.QWEN_BAILIAN
     raise ConfigError(f"cannot tell the trace format of {p}; pass --format", path=p, field="format")
+
+
+_DETECT_BYTES = 1 << 20

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,17 @@ import numpy as np
 import pandas as pd
 
 from llmsim.data.atomic import atomic_write_bytes
+from llmsim.errors import ConfigError
 from llmsim.trace.frame import NS_PER_S, TraceFrame
 
 logger = logging.getLogger(__name__)
 
 PERCENTILES = (50, 90, 99)
+#: Most arrival-rate bins :func:`trace_stats` builds (10^7 bins = 80 MB of counts).
+MAX_RATE_BINS = 10_000_000
+#: Largest token-id block size for prefix reuse, tokens (vLLM block sizes are 1-256).
+MAX_BLOCK_SIZE = 1 << 20
+_UNDEFINED = "n/a (all requests arrive at one instant)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,10 +54,11 @@ class TraceStats:
         name: trace name.
         num_requests: number of requests.
         span_s: last arrival - first arrival, s.
-        mean_rate_per_s: requests / span.
+        mean_rate_per_s: requests / span (``None`` when all requests arrive at one instant).
         peak_rate_per_s: busiest ``bin_s`` bin, requests per second.
         empty_bin_share: share of ``bin_s`` bins with no arrival.
-        interarrival_cv: std / mean of inter-arrival gaps (1 for Poisson; > 1 bursty).
+        interarrival_cv: std / mean of inter-arrival gaps (1 for Poisson; > 1 bursty;
+            ``None`` when the mean gap is 0, i.e. a single arrival instant).
         input_tokens: prompt length distribution.
         output_tokens: output length distribution.
         num_sessions: distinct session ids (0 when none).
@@ -64,10 +72,10 @@ class TraceStats:
     name: str
     num_requests: int
     span_s: float
-    mean_rate_per_s: float
+    mean_rate_per_s: float | None
     peak_rate_per_s: float
     empty_bin_share: float
-    interarrival_cv: float
+    interarrival_cv: float | None
     input_tokens: LengthStats
     output_tokens: LengthStats
     num_sessions: int
@@ -88,12 +96,34 @@ def _lengths(values: np.ndarray) -> LengthStats:
                        p50=float(p[0]), p90=float(p[1]), p99=float(p[2]), max=int(values.max()))
 
 
+def check_stats_options(*, bin_s: object, block_size: object) -> None:
+    """Validate :func:`trace_stats` options before a (long) trace load.
+
+    Raises:
+        ConfigError: ``bin_s`` not a finite number > 0, or ``block_size`` not an integer in
+            [1, :data:`MAX_BLOCK_SIZE`].
+    """
+    _check_block_size(block_size)
+    if type(bin_s) not in (int, float) or not (math.isfinite(bin_s) and bin_s > 0):  # type: ignore[arg-type]
+        raise ConfigError(f"bin width must be a finite number of seconds > 0, got {bin_s!r}", field="bin_s")
+
+
+def _check_block_size(block_size: object) -> None:
+    if type(block_size) is not int or not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise ConfigError(f"block size must be an integer in [1, {MAX_BLOCK_SIZE}] tokens, got {block_size!r}",
+                          field="block_size")
+
+
 def ideal_prefix_reuse(frame: TraceFrame, *, block_size: int = 16) -> tuple[float | None, int]:
     """Ideal (infinite-cache) prefix hit share of prompt tokens; see the module docstring.
 
     Returns:
         ``(ratio, block size used)``; ratio is None without hashes or token ids.
+
+    Raises:
+        ConfigError: ``block_size`` not an integer in [1, :data:`MAX_BLOCK_SIZE`].
     """
+    _check_block_size(block_size)
     df = frame.data
     if "block_hashes" in df.columns and frame.hash_block_size:
         bs = frame.hash_block_size
@@ -129,15 +159,27 @@ def trace_stats(frame: TraceFrame, *, bin_s: float = 1.0, block_size: int = 16) 
 
     Args:
         frame: the trace (non-empty).
-        bin_s: width of the arrival-rate bins, s.
-        block_size: block size for token-id prefix reuse, tokens.
+        bin_s: width of the arrival-rate bins, s (finite, > 0, and at most
+            :data:`MAX_RATE_BINS` bins over the trace span).
+        block_size: block size for token-id prefix reuse, tokens (an integer in
+            [1, :data:`MAX_BLOCK_SIZE`]).
+
+    Raises:
+        ConfigError: empty trace, or ``bin_s`` / ``block_size`` out of range.
     """
+    check_stats_options(bin_s=bin_s, block_size=block_size)
     df = frame.data
+    if len(df) == 0:
+        raise ConfigError("trace has no requests to characterize", field="trace")
     arrival_s = df["arrival_ns"].to_numpy(dtype=np.int64) / NS_PER_S
-    span_s = float(arrival_s[-1] - arrival_s[0]) if len(arrival_s) else 0.0
+    span_s = float(arrival_s[-1] - arrival_s[0])
+    bins = (span_s + 1e-12) / bin_s
+    if not bins <= MAX_RATE_BINS:
+        raise ConfigError(f"{bin_s!r} s bins over a {span_s:,.3f} s trace make more than {MAX_RATE_BINS:,} "
+                          "bins; use wider bins", field="bin_s")
     gaps = np.diff(arrival_s)
-    cv = float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else float("nan")
-    num_bins = max(1, int(np.ceil((span_s + 1e-12) / bin_s)))
+    cv = float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else None
+    num_bins = max(1, int(np.ceil(bins)))
     counts = np.bincount(np.minimum(((arrival_s - arrival_s[0]) / bin_s).astype(np.int64), num_bins - 1),
                          minlength=num_bins)
     rate = counts / bin_s
@@ -147,7 +189,7 @@ def trace_stats(frame: TraceFrame, *, bin_s: float = 1.0, block_size: int = 16) 
         name=frame.name,
         num_requests=len(df),
         span_s=span_s,
-        mean_rate_per_s=len(df) / span_s if span_s > 0 else float("nan"),
+        mean_rate_per_s=len(df) / span_s if span_s > 0 else None,
         peak_rate_per_s=float(rate.max()),
         empty_bin_share=float((counts == 0).mean()),
         interarrival_cv=cv,
@@ -167,10 +209,10 @@ def format_table(stats: TraceStats) -> str:
         ("trace", stats.name),
         ("requests", f"{stats.num_requests:,}"),
         ("span", f"{stats.span_s:,.1f} s"),
-        ("mean rate", f"{stats.mean_rate_per_s:.3f} req/s"),
+        ("mean rate", _UNDEFINED if stats.mean_rate_per_s is None else f"{stats.mean_rate_per_s:.3f} req/s"),
         (f"peak rate ({stats.bin_s:g} s bins)", f"{stats.peak_rate_per_s:.1f} req/s"),
         ("empty bins", f"{100 * stats.empty_bin_share:.1f} %"),
-        ("inter-arrival CV", f"{stats.interarrival_cv:.3f}"),
+        ("inter-arrival CV", _UNDEFINED if stats.interarrival_cv is None else f"{stats.interarrival_cv:.3f}"),
     ]
     for label, ls in (("input tokens", stats.input_tokens), ("output tokens", stats.output_tokens)):
         rows.append((label, (f"mean {ls.mean:.1f}  p50 {ls.p50:.0f}  p90 {ls.p90:.0f}  p99 {ls.p99:.0f}  "
@@ -229,7 +271,8 @@ def _plot_png(frame: TraceFrame, stats: TraceStats, rate: pd.DataFrame) -> bytes
         if gaps_s.size:
             ax.hist(gaps_s, bins=np.logspace(np.log10(gaps_s.min()), np.log10(gaps_s.max()) + 1e-9, 60))
             ax.set_xscale("log")
-        ax.set(title=f"inter-arrival (CV {stats.interarrival_cv:.2f})", xlabel="gap (s)", ylabel="count")
+        cv = "n/a" if stats.interarrival_cv is None else f"{stats.interarrival_cv:.2f}"
+        ax.set(title=f"inter-arrival (CV {cv})", xlabel="gap (s)", ylabel="count")
         for ax, col, label in ((axes[1, 0], "input_tokens", "input"), (axes[1, 1], "output_tokens", "output")):
             ax.hist(df[col].to_numpy(), bins=60)
             ax.set(title=f"{label} length", xlabel="tokens", ylabel="count")

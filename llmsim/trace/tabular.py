@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from llmsim.errors import TraceFormatError
+from llmsim.trace.inputs import check_trace_file, read_trace_bytes
 
 #: Bytes per Arrow CSV block when streaming (bounds the memory of one batch).
 STREAM_BLOCK_BYTES = 16 << 20
@@ -108,15 +109,17 @@ def read_csv_table(
         ``types`` columns came back as strings (a value failed to convert).
 
     Raises:
-        TraceFormatError: a row with the wrong number of columns (unless skipped), or a
-            file that is not CSV.
+        TraceFormatError: a row with the wrong number of columns (unless skipped), a file
+            that is not CSV, not UTF-8 or not a regular file (see :mod:`llmsim.trace.inputs`).
     """
+    data = read_trace_bytes(path)
     for as_strings in (False, True):
         log = _BadRowLog(path, skip_bad_rows)
         ro, po, co = _options(path, types, log, as_strings=as_strings, block_bytes=None)
         try:
-            table = pacsv.read_csv(path, read_options=ro, parse_options=po, convert_options=co)
-        except pa.ArrowInvalid as exc:
+            table = pacsv.read_csv(pa.BufferReader(data), read_options=ro, parse_options=po,
+                                   convert_options=co)
+        except pa.ArrowException as exc:
             if log.error is not None:
                 raise log.error from None
             if not as_strings and "conversion error" in str(exc):
@@ -146,6 +149,7 @@ def iter_csv_batches(
         pyarrow.ArrowInvalid: a value failed to convert (retry with ``as_strings=True``).
         TraceFormatError: a malformed row (unless skipped) or a file that is not CSV.
     """
+    check_trace_file(path)
     log = _BadRowLog(path, skip_bad_rows)
     ro, po, co = _options(path, types, log, as_strings=as_strings, block_bytes=block_bytes)
     counter = _LineCounter()

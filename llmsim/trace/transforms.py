@@ -16,6 +16,7 @@ All randomness comes from ``numpy.random.default_rng(seed)``: same seed, same re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from llmsim.errors import ConfigError
-from llmsim.trace.frame import NS_PER_S, TraceFrame
+from llmsim.safeio import INT64_MAX
+from llmsim.trace.frame import DEFAULT_MAX_SPAN_S, NS_PER_S, TraceFrame
 from llmsim.trace.record import Trace
 
 
@@ -49,10 +51,14 @@ def time_window(frame: TraceFrame, *, start_s: float | None = None, end_s: float
         rebase: shift arrivals so the window start is time 0.
 
     Raises:
-        ConfigError: ``end_s <= start_s`` or a negative bound.
+        ConfigError: a bound that is not a finite number in [0, 400 days], ``end_s <=
+            start_s``, or a non-bool ``rebase``.
     """
+    _seconds(start_s, "window.start_s")
+    _seconds(end_s, "window.end_s")
+    _flag(rebase, "window.rebase")
     lo = int(round((start_s or 0.0) * NS_PER_S))
-    if lo < 0 or (end_s is not None and end_s * NS_PER_S <= lo):
+    if end_s is not None and end_s * NS_PER_S <= lo:
         raise ConfigError(f"bad time window [{start_s}, {end_s}) s", field="window")
     arrival = frame.data["arrival_ns"].to_numpy()
     keep = arrival >= lo
@@ -70,14 +76,21 @@ def scale_rate(frame: TraceFrame, factor: float) -> TraceFrame:
     ``factor = 2`` doubles the arrival rate (halves every inter-arrival gap).
 
     Raises:
-        ConfigError: ``factor <= 0``.
+        ConfigError: ``factor`` not a finite number > 0, or so small that the scaled trace
+            would span more than 400 days (the loaders' absurd-timestamp limit).
     """
-    if not factor > 0:
-        raise ConfigError(f"rate scale factor must be > 0, got {factor}", field="scale_rate")
+    if type(factor) not in (int, float) or not (math.isfinite(factor) and factor > 0):
+        raise ConfigError(f"rate scale factor must be a finite number > 0, got {factor!r}", field="scale_rate")
     df = frame.data.copy()
-    df["arrival_ns"] = np.round(df["arrival_ns"].to_numpy() / factor).astype(np.int64)
-    if "think_time_ns" in df.columns:
-        df["think_time_ns"] = np.round(df["think_time_ns"].to_numpy() / factor).astype(np.int64)
+    limit_ns = DEFAULT_MAX_SPAN_S * NS_PER_S
+    for col in ("arrival_ns", "think_time_ns"):
+        if col in df.columns and len(df):
+            with np.errstate(over="ignore"):
+                scaled = df[col].to_numpy() / factor
+            if not float(np.abs(scaled).max()) <= limit_ns:
+                raise ConfigError(f"rate scale factor {factor!r} stretches {col} beyond "
+                                  f"{DEFAULT_MAX_SPAN_S} s", field="scale_rate")
+            df[col] = np.round(scaled).astype(np.int64)
     return frame.with_data(df, scale_rate=str(factor))
 
 
@@ -92,20 +105,21 @@ def sample(frame: TraceFrame, *, n: int | None = None, fraction: float | None = 
         seed: RNG seed.
 
     Raises:
-        ConfigError: neither or both of ``n``/``fraction``, or out of range.
+        ConfigError: neither or both of ``n``/``fraction``; ``n`` or ``seed`` not an
+            integer >= 0; ``fraction`` not a number in (0, 1].
     """
     if (n is None) == (fraction is None):
         raise ConfigError("sample needs exactly one of n or fraction", field="sample")
+    if n is not None:
+        _integer(n, "sample.n", minimum=0)
+    if fraction is not None and (type(fraction) not in (int, float) or not 0 < fraction <= 1):
+        raise ConfigError(f"sample fraction must be a number in (0, 1], got {fraction!r}", field="sample.fraction")
+    _integer(seed, "sample.seed", minimum=0)
     df = frame.data
     groups = _session_keys(df)
     unique = pd.unique(groups)
     total = len(unique)
-    k = n if n is not None else int(round(fraction * total))
-    if fraction is not None and not 0 < fraction <= 1:
-        raise ConfigError(f"sample fraction must be in (0, 1], got {fraction}", field="sample")
-    if k is None or k < 0:
-        raise ConfigError(f"sample size must be >= 0, got {k}", field="sample")
-    k = min(k, total)
+    k = min(n if n is not None else int(round(fraction * total)), total)  # type: ignore[operator]
     rng = np.random.default_rng(seed)
     chosen = unique[rng.choice(total, size=k, replace=False)] if k < total else unique
     keep = np.isin(groups, chosen)
@@ -124,8 +138,8 @@ def truncate(frame: TraceFrame, *, max_requests: int | None = None, max_input_to
     """
     for name, v in (("max_requests", max_requests), ("max_input_tokens", max_input_tokens),
                     ("max_output_tokens", max_output_tokens)):
-        if v is not None and v < 1:
-            raise ConfigError(f"{name} must be >= 1, got {v}", field=f"truncate.{name}")
+        if v is not None:
+            _integer(v, f"truncate.{name}", minimum=1)
     df = frame.data if max_requests is None else frame.data.iloc[:max_requests]
     df = df.copy()
     if max_input_tokens is not None:
@@ -147,13 +161,34 @@ def filter_model(frame: TraceFrame, models: str | Sequence[str]) -> TraceFrame:
     """Keep requests whose ``model`` is one of ``models``.
 
     Raises:
-        ConfigError: the trace has no model column.
+        ConfigError: ``models`` is not a string or a non-empty list of strings, or the trace
+            has no model column.
     """
+    wanted = [models] if isinstance(models, str) else models
+    if not (isinstance(wanted, (list, tuple)) and wanted and all(isinstance(m, str) for m in wanted)):
+        raise ConfigError(f"filter_model takes a model name or a non-empty list of names, got {models!r}"[:300],
+                          field="filter_model")
+    wanted = list(wanted)
     if "model" not in frame.data.columns:
         raise ConfigError("trace has no model column to filter on", field="filter_model")
-    wanted = [models] if isinstance(models, str) else list(models)
     keep = frame.data["model"].isin(wanted).to_numpy()
     return _drop_dangling_parents(frame.with_data(frame.data.loc[keep], filter_model=",".join(wanted)))
+
+
+def _seconds(value: object, field: str) -> None:
+    if value is not None and (type(value) not in (int, float) or not 0 <= value <= DEFAULT_MAX_SPAN_S):
+        raise ConfigError(f"must be a number of seconds in [0, {DEFAULT_MAX_SPAN_S}], got {value!r}"[:300],
+                          field=field)
+
+
+def _flag(value: object, field: str) -> None:
+    if type(value) is not bool:
+        raise ConfigError(f"must be true or false, got {value!r}"[:300], field=field)
+
+
+def _integer(value: object, field: str, *, minimum: int) -> None:
+    if type(value) is not int or not minimum <= value <= INT64_MAX:
+        raise ConfigError(f"must be an integer in [{minimum}, {INT64_MAX}], got {value!r}"[:300], field=field)
 
 
 def _session_keys(df: pd.DataFrame) -> np.ndarray:
@@ -211,8 +246,12 @@ def apply_transforms(trace: Trace | TraceFrame, transforms: Sequence[dict[str, A
             or a scalar (``{"scale_rate": 2.0}``, ``{"filter_model": "GPT-4"}``).
 
     Raises:
-        ConfigError: unknown transform or bad parameters.
+        ConfigError: ``transforms`` not a list, unknown transform, bad parameters (wrong
+            type, unknown name, out of range), or a transform that leaves no request.
     """
+    if not isinstance(transforms, (list, tuple)):
+        raise ConfigError(f"transforms must be a list of one-key mappings, got {transforms!r}"[:300],
+                          field="transforms")
     frame = TraceFrame.from_trace(trace) if isinstance(trace, Trace) else trace
     for i, spec in enumerate(transforms):
         if not isinstance(spec, dict) or len(spec) != 1:
@@ -224,4 +263,7 @@ def apply_transforms(trace: Trace | TraceFrame, transforms: Sequence[dict[str, A
             known = ", ".join(t.value for t in TransformName)
             raise ConfigError(f"unknown transform {name!r} (known: {known})", field="transforms") from None
         frame = _call(_TRANSFORMS[kind], frame, params, kind)
+        if len(frame) == 0:
+            raise ConfigError(f"transform #{i} ({kind.value}: {params!r}) leaves no requests"[:300],
+                              field="transforms")
     return frame.to_trace() if isinstance(trace, Trace) else frame

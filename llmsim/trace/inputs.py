@@ -1,0 +1,158 @@
+"""Reading trace files safely: regular files only, UTF-8 with the line of a bad byte, bounds.
+
+Every trace loader gets its bytes through :func:`read_trace_bytes` (whole-file readers) or
+checks the file with :func:`check_trace_file` first (the Azure streaming reader), so that a
+device (``/dev/zero``, ``/dev/urandom``), a FIFO or a directory is refused before a byte is
+read, and non-UTF-8 bytes fail with the file and line. The limits themselves live in
+:mod:`llmsim.safeio`, shared with every other reader.
+
+Bounds on trace values (every loader enforces them with the first bad row's line):
+
+* token counts per request are integers in ``[1, MAX_TOKENS]``, :data:`MAX_TOKENS` =
+  2**31 - 1 (the Azure Parquet cache stores them as int32; no model's context window is
+  within three orders of magnitude of it, and 10^7 such requests still sum within int64);
+* token ids are integers in ``[0, INT64_MAX]``, block hash ids integers within int64;
+* times are finite and within the trace span limit
+  (:data:`llmsim.trace.frame.DEFAULT_MAX_SPAN_S`, 400 days), so their int64 ns never wrap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from llmsim.errors import TraceFormatError
+from llmsim.safeio import (
+    INT64_MAX,
+    MAX_INPUT_BYTES,
+    MAX_JSON_DEPTH,
+    json_depth_exceeds,
+    read_bytes,
+)
+
+__all__ = [
+    "MAX_TOKENS",
+    "check_trace_file",
+    "first_bad_utf8",
+    "int_id_problem",
+    "read_trace_bytes",
+    "scan_utf8",
+    "too_deep_lines",
+]
+
+MAX_TOKENS = 2**31 - 1
+"""Largest token count of one request (prompt or output), tokens."""
+
+
+def check_trace_file(path: str | Path) -> Path:
+    """``path`` when it is a regular file of at most :data:`~llmsim.safeio.MAX_INPUT_BYTES`.
+
+    Raises:
+        TraceFormatError: missing, unreadable, a directory, a device / FIFO, or too large.
+    """
+    import os
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError) as exc:
+        raise TraceFormatError(f"cannot read trace: {getattr(exc, 'strerror', None) or exc}",
+                               path=p) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise TraceFormatError(f"cannot read trace: {kind} (only regular files are read)", path=p)
+    if st.st_size > MAX_INPUT_BYTES:
+        raise TraceFormatError(f"trace is {st.st_size} bytes, more than the {MAX_INPUT_BYTES}-byte "
+                               "limit for one input file", path=p)
+    return p
+
+
+def first_bad_utf8(data: bytes) -> tuple[int, int] | None:
+    """``(1-based line, byte offset)`` of the first byte that is not UTF-8, or ``None``."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, exc.start
+    return None
+
+
+def scan_utf8(path: Path, *, chunk_bytes: int = 16 << 20) -> tuple[int, int] | None:
+    """:func:`first_bad_utf8` of a file read in chunks (memory bounded by ``chunk_bytes``)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                start = max(exc.start, 0)
+                return lines + chunk.count(b"\n", 0, start) + 1, offset + start
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return lines + 1, offset
+    return None
+
+
+def read_trace_bytes(path: str | Path) -> bytes:
+    """The content of a trace file, checked to be UTF-8 text.
+
+    Raises:
+        TraceFormatError: not a regular file, too large, unreadable, or not UTF-8 (names the
+            line and byte offset of the first bad byte).
+    """
+    p = check_trace_file(path)
+    data = read_bytes(p, what="trace", error=TraceFormatError)
+    bad = first_bad_utf8(data)
+    if bad is not None:
+        line, offset = bad
+        raise TraceFormatError(f"not UTF-8 text (bad byte 0x{data[offset]:02x} at offset {offset})",
+                               path=p, line=line)
+    return data
+
+
+def too_deep_lines(data: bytes, limit: int = MAX_JSON_DEPTH) -> list[int]:
+    """1-based lines of a JSONL text whose JSON nests deeper than ``limit`` levels.
+
+    A line with at most ``limit`` opening brackets cannot nest deeper, so only lines with
+    more are scanned exactly (vectorized count; real traces have 2-4 per line).
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if arr.size == 0:
+        return []
+    opens = np.cumsum((arr == 0x5B) | (arr == 0x7B), dtype=np.int64)
+    ends = np.flatnonzero(arr == 0x0A)
+    ends = np.append(ends, arr.size - 1) if ends.size == 0 or ends[-1] != arr.size - 1 else ends
+    per_line = np.diff(np.concatenate(([0], opens[ends])))
+    out = []
+    for idx in np.flatnonzero(per_line > limit):
+        start = 0 if idx == 0 else int(ends[idx - 1]) + 1
+        text = data[start : int(ends[idx]) + 1].decode("utf-8", errors="replace")
+        if json_depth_exceeds(text, limit):
+            out.append(int(idx) + 1)
+    return out
+
+
+def int_id_problem(ids: object, *, minimum: int) -> str | None:
+    """Why ``ids`` is not a flat list of ints in ``[minimum, INT64_MAX]`` (``None`` if it is).
+
+    Bools, floats, strings, nulls and nested lists are refused: ids are hashed, and only
+    ints hash the same in every process (strings depend on ``PYTHONHASHSEED``).
+    """
+    if not isinstance(ids, (list, tuple)):
+        return f"must be a list of integer ids, got {type(ids).__name__}"
+    if not ids:
+        return None
+    if not set(map(type, ids)) <= {int}:
+        bad = next(v for v in ids if type(v) is not int)
+        return f"must hold only integer ids, got {bad!r}"[:200]
+    lo, hi = min(ids), max(ids)
+    if lo < minimum or hi > INT64_MAX:
+        return f"ids must be in [{minimum}, {INT64_MAX}], got {lo if lo < minimum else hi}"
+    return None
