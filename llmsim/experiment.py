@@ -1,4 +1,13 @@
-"""Experiment files (YAML): what to replay, on what, with which engine settings.
+"""Experiment configuration: what to replay, on what, with which engine settings.
+
+One config layer serves YAML files and Python code alike: every section is a frozen, slotted,
+keyword-only dataclass validated by pydantic v2 (unknown keys refused, strict types: no
+``true`` for a number, no ``"8"`` for an integer, no NaN/infinity), and every default is
+written once, on the dataclass field. ``EngineConfig()`` built in Python therefore gets
+exactly what an empty ``engine:`` section gets, including vLLM's default CUDA-graph capture
+sizes for its ``max_num_seqs``. A violation raises :class:`~llmsim.errors.ConfigError`
+naming the file, the line of the offending key and the dotted field; from Python code, the
+dotted field (no file). No pydantic exception escapes.
 
 Schema (engine keys are vLLM's argument names)::
 
@@ -27,49 +36,209 @@ Schema (engine keys are vLLM's argument names)::
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
     measured: llmservingsim/measured/RTXPRO6000/Llama-3.1-8B   # optional, for validation
+    description: free text         # optional
 
-Relative paths resolve against the experiment file's directory first, then the data dirs
-(``LLMSIM_DATA_DIR``, user cache). ``output_dir`` resolves against the current directory.
-Errors name the file, the line of the offending key and the dotted field.
+In Python the fields carry their attribute names (``model_path``, ``profile_path``,
+``num_instances``, ``check``, ``measured_path``); the YAML names are accepted as well. A trace
+may be given in memory (``Experiment(trace=some_trace)``, a :class:`~llmsim.trace.Trace` or
+:class:`~llmsim.trace.TraceFrame`).
+
+Relative paths resolve against the experiment file's directory first, then the current
+directory, then the data dirs (``LLMSIM_DATA_DIR``, user cache). ``output_dir`` resolves
+against the current directory.
+
+Bounds: every number has a physical or resource bound, given with its reason on the field
+(``Field(description=...)``) and quoted in the error when it is exceeded; the module-level
+``MAX_*`` constants hold the figures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self, TypeVar
 
-import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
+from llmsim.costmodel.base import MAX_STEP_COST_NS
 from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
 from llmsim.router.base import RouterPolicy
 from llmsim.scheduler.config import SchedulerConfig
-from llmsim.yamlfile import read_yaml
+from llmsim.trace.frame import TraceFrame
+from llmsim.trace.record import Trace
+from llmsim.yamlfile import load_yaml_document, loads_yaml
 
-_TOP_KEYS = {"name", "model", "profile", "cost_model", "hardware", "engine", "overheads",
-             "trace", "instances", "router", "check_invariants", "output_dir", "description",
-             "measured"}
-_ENGINE_KEYS = {"tensor_parallel_size", "max_num_seqs", "max_num_batched_tokens", "block_size",
-                "enable_prefix_caching", "gpu_memory_utilization", "num_gpu_blocks_override",
-                "cudagraph_capture_sizes", "async_scheduling", "scheduler_reserve_full_isl",
-                "long_prefill_token_threshold"}
+__all__ = [
+    "MAX_BLOCK_SIZE",
+    "MAX_CAPTURE_SIZES",
+    "MAX_GPU_MEMORY_BYTES",
+    "MAX_INSTANCES",
+    "MAX_NUM_BATCHED_TOKENS",
+    "MAX_NUM_GPU_BLOCKS",
+    "MAX_NUM_SEQS",
+    "MAX_TENSOR_PARALLEL_SIZE",
+    "MAX_TOTAL_GPU_BLOCKS",
+    "EngineConfig",
+    "Experiment",
+    "HardwareConfig",
+    "TraceConfig",
+    "default_cudagraph_capture_sizes",
+    "experiment_from_dict",
+    "load_experiment",
+    "parse_override",
+]
+
+# ----------------------------------------------------------------------------- bounds
+MAX_TENSOR_PARALLEL_SIZE = 128
+"""Largest ``tensor_parallel_size``: TP runs inside one scale-up (NVLink) domain, and the
+largest shipped is 72 GPUs (GB200 NVL72)."""
+
+MAX_NUM_SEQS = 2**20
+"""Largest ``max_num_seqs``: every running sequence holds >= 1 KV block plus scheduler state
+(~1 KiB of host memory), so 2^20 sequences is ~1 GiB; vLLM's largest default is 1,024."""
+
+MAX_NUM_BATCHED_TOKENS = 2**24
+"""Largest ``max_num_batched_tokens`` (and ``long_prefill_token_threshold``): 16.8 M tokens
+per step, above the longest context window of any open model (10 M, Llama 4 Scout); per-step
+token arrays scale with it."""
+
+MAX_BLOCK_SIZE = 4096
+"""Largest ``block_size``, tokens: vLLM's attention backends use 1-256; hybrid
+(attention + mamba) models raise it to a few thousand to match the mamba state size."""
+
+MAX_NUM_GPU_BLOCKS = 2**24
+"""Largest ``num_gpu_blocks_override``: the block pool holds ~64 bytes of host memory per
+block (measured: 64 MB and 0.9 s for 10^6 blocks), so 2^24 blocks is ~1 GiB and ~15 s to
+build; a 288 GB GPU holds ~1.5 M 16-token blocks of even a 0.5 B-parameter model."""
+
+MAX_TOTAL_GPU_BLOCKS = 2**26
+"""Largest ``instances x num_gpu_blocks_override``: ~4.3 GiB of block pools in host memory."""
+
+MAX_CAPTURE_SIZES = 4096
+"""Most entries of ``cudagraph_capture_sizes``: one captured graph each; vLLM's default list
+has at most 67."""
+
+MAX_GPU_MEMORY_BYTES = 2**42
+"""Largest ``gpu_memory_bytes`` (4 TiB): 14x the largest single accelerator (288 GB, B300)."""
+
+MAX_INSTANCES = 4096
+"""Most ``instances``: each is a full scheduler, block pool and step-time model, and the
+router looks at every instance on every arrival; 4,096 instances of a 10^5-block cache is
+~26 GB of host memory."""
+
+_MAX_NAME_CHARS = 256
+_MAX_TEXT_CHARS = 4096
+_MAX_TRANSFORMS = 64
+
+_CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
+                     arbitrary_types_allowed=True)
+
+_Int = Annotated[int, Strict()]
+_Bool = Annotated[bool, Strict()]
+_Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
-def default_cudagraph_capture_sizes(max_num_seqs: int) -> tuple[int, ...]:
-    """vLLM 0.19's default capture sizes: up to ``min(2 x max_num_seqs, 512)``, as
-    ``1, 2, 4``, then every 8 below 256, then every 16 from 256 (matches the RTX4090 run's
-    recorded list for ``max_num_seqs = 256``)."""
+def _name_str(value: Any) -> Any:
+    """Names may be written as YAML numbers (``name: 4090``); keep them as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+_Name = Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_NAME_CHARS),
+                  BeforeValidator(_name_str)]
+_Text = Annotated[str, Strict(), Field(max_length=_MAX_TEXT_CHARS)]
+
+
+class _FieldError(ValueError):
+    """Raised inside a validator to blame a field other than the one being validated.
+
+    Attributes:
+        field: dotted field, relative to the section being validated.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def default_cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int | None = None
+                                    ) -> tuple[int, ...]:
+    """vLLM 0.19's default capture sizes.
+
+    Up to ``min(2 x max_num_seqs, 512, max_num_batched_tokens)`` tokens, as ``1, 2, 4``, then
+    every 8 below 256, then every 16 from 256 (matches the RTX4090 run's recorded list for
+    ``max_num_seqs = 256``; vLLM caps the largest size at the step token budget).
+    """
     top = min(2 * max_num_seqs, 512)
+    if max_num_batched_tokens is not None:
+        top = min(top, max_num_batched_tokens)
     sizes = [s for s in (1, 2, 4) if s <= top]
     sizes += list(range(8, min(top + 1, 256), 8))
     sizes += list(range(256, top + 1, 16))
     return tuple(sizes)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+class _DefaultSizes(tuple):  # type: ignore[type-arg]
+    """Marker type of :data:`_VLLM_DEFAULT`."""
+
+    __slots__ = ()
+
+
+_VLLM_DEFAULT: tuple[int, ...] = _DefaultSizes()
+"""Sentinel default of ``cudagraph_capture_sizes``: vLLM's default for the engine's settings."""
+
+_UNSET_PATH = Path("out")
+"""Sentinel default of ``output_dir`` (identity-compared): ``out/<name>``."""
+
+_C = TypeVar("_C")
+
+
+def _config_errors(section: str) -> Callable[[type[_C]], type[_C]]:
+    """Make a config dataclass raise :class:`ConfigError` (never pydantic's error) from code.
+
+    ``section`` prefixes the dotted field (``engine`` -> ``engine.max_num_seqs``).
+    """
+
+    def wrap(cls: type[_C]) -> type[_C]:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise config_error(exc, prefix=section) from None
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------- sections
+@_config_errors("hardware")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class HardwareConfig:
     """The accelerator of each instance.
 
@@ -79,25 +248,86 @@ class HardwareConfig:
             then ``engine.num_gpu_blocks_override`` is required).
     """
 
-    name: str
-    gpu_memory_bytes: int | None = None
+    name: _Name = "gpu"
+    gpu_memory_bytes: Annotated[_Int | None, Field(
+        ge=1, le=MAX_GPU_MEMORY_BYTES,
+        description="4 TiB is 14x the largest single accelerator (288 GB, B300)")] = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+def _capture_sizes_in(value: Any) -> Any:
+    if value is None:
+        return _VLLM_DEFAULT
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+@_config_errors("engine")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class EngineConfig:
-    """vLLM engine arguments the simulation honours (see module doc for names)."""
+    """vLLM engine arguments the simulation honours (vLLM's names and defaults).
 
-    tensor_parallel_size: int = 1
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
-    block_size: int = 16
-    enable_prefix_caching: bool = True
-    gpu_memory_utilization: float = 0.9
-    num_gpu_blocks_override: int | None = None
-    cudagraph_capture_sizes: tuple[int, ...] = ()
-    async_scheduling: bool = True
-    scheduler_reserve_full_isl: bool = True
-    long_prefill_token_threshold: int = 0
+    Attributes:
+        tensor_parallel_size: GPUs per instance (TP degree).
+        max_num_seqs: most running requests per step.
+        max_num_batched_tokens: token budget of one step.
+        block_size: tokens per KV block.
+        enable_prefix_caching: reuse KV blocks of equal prompt prefixes.
+        gpu_memory_utilization: fraction of GPU memory vLLM may use, in (0, 1].
+        num_gpu_blocks_override: KV blocks per instance (None: from the memory model).
+        cudagraph_capture_sizes: token counts with a captured CUDA graph, ascending;
+            ``()`` for none; omitted or ``None``: vLLM 0.19's default for ``max_num_seqs``
+            and ``max_num_batched_tokens`` (:func:`default_cudagraph_capture_sizes`). Note
+            that ``dataclasses.replace`` keeps the resolved list.
+        async_scheduling: the CPU prepares step n+1 while step n runs.
+        scheduler_reserve_full_isl: admit a request only if its whole prompt fits in KV.
+        long_prefill_token_threshold: cap on one request's prompt tokens per step (0: none).
+    """
+
+    tensor_parallel_size: Annotated[_Int, Field(
+        ge=1, le=MAX_TENSOR_PARALLEL_SIZE,
+        description="TP runs inside one scale-up domain; the largest is 72 GPUs (NVL72)")] = 1
+    max_num_seqs: Annotated[_Int, Field(
+        ge=1, le=MAX_NUM_SEQS,
+        description="~1 KiB of host state per running sequence (2^20 is ~1 GiB)")] = 256
+    max_num_batched_tokens: Annotated[_Int, Field(
+        ge=1, le=MAX_NUM_BATCHED_TOKENS,
+        description="16.8 M tokens per step exceeds any model's context window")] = 2048
+    block_size: Annotated[_Int, Field(
+        ge=1, le=MAX_BLOCK_SIZE,
+        description="vLLM uses 1-256, hybrid models a few thousand")] = 16
+    enable_prefix_caching: _Bool = True
+    gpu_memory_utilization: Annotated[_Float, Field(gt=0, le=1)] = 0.9
+    num_gpu_blocks_override: Annotated[_Int | None, Field(
+        ge=2, le=MAX_NUM_GPU_BLOCKS,
+        description="~64 bytes of host memory per block (2^24 blocks is ~1 GiB)")] = None
+    cudagraph_capture_sizes: Annotated[tuple[Annotated[_Int, Field(ge=1)], ...], Field(
+        max_length=MAX_CAPTURE_SIZES, description="one captured graph per size"),
+        BeforeValidator(_capture_sizes_in)] = _VLLM_DEFAULT
+    async_scheduling: _Bool = True
+    scheduler_reserve_full_isl: _Bool = True
+    long_prefill_token_threshold: Annotated[_Int, Field(
+        ge=0, le=MAX_NUM_BATCHED_TOKENS,
+        description="no prompt chunk exceeds the step token bound")] = 0
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        budget = self.max_num_batched_tokens
+        if budget < self.block_size:
+            raise _FieldError("max_num_batched_tokens",
+                              f"{budget} is smaller than one KV block ({self.block_size} tokens)")
+        sizes = self.cudagraph_capture_sizes
+        if sizes is _VLLM_DEFAULT or isinstance(sizes, _DefaultSizes):
+            resolved = default_cudagraph_capture_sizes(self.max_num_seqs, budget)
+        else:
+            resolved = tuple(sorted(set(sizes)))
+            if resolved and resolved[-1] > budget:
+                raise _FieldError("cudagraph_capture_sizes",
+                                  f"capture size {resolved[-1]} exceeds max_num_batched_tokens "
+                                  f"({budget}): vLLM never runs a graph above the step's token "
+                                  "budget")
+        object.__setattr__(self, "cudagraph_capture_sizes", resolved)
+        return self
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduler's view of these settings."""
@@ -108,139 +338,357 @@ class EngineConfig:
             long_prefill_token_threshold=self.long_prefill_token_threshold)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+_OVERHEAD_DEFAULTS = StepOverheads()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class _OverheadsSchema:
+    """Validation schema of :class:`~llmsim.instance.step_time.StepOverheads` (defaults
+    taken from it, so they are written once)."""
+
+    cpu_step_ns: Annotated[_Int, Field(
+        ge=0, le=MAX_STEP_COST_NS,
+        description="a step costs at most llmsim.costmodel.base.MAX_STEP_COST_NS (600 s)"),
+    ] = _OVERHEAD_DEFAULTS.cpu_step_ns
+    cpu_per_seq_ns: Annotated[_Int, Field(
+        ge=0, le=MAX_STEP_COST_NS,
+        description="a step costs at most llmsim.costmodel.base.MAX_STEP_COST_NS (600 s)"),
+    ] = _OVERHEAD_DEFAULTS.cpu_per_seq_ns
+    cudagraph_padding: _Bool = _OVERHEAD_DEFAULTS.cudagraph_padding
+
+
+_OVERHEADS = TypeAdapter(_OverheadsSchema)
+
+
+def _overheads_in(value: Any) -> StepOverheads:
+    if isinstance(value, StepOverheads):
+        value = dataclasses.asdict(value)
+    if value is None:
+        value = {}
+    checked = _OVERHEADS.validate_python(value)
+    return StepOverheads(**dataclasses.asdict(checked))
+
+
+def _resolve_path(value: Any, info: ValidationInfo, *, must_exist: bool = True) -> Path | None:
+    """A path field: relative to the experiment file, the working dir, then the data dirs."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT_CHARS:
+        raise PydanticCustomError("path", "must be a path string, got {value}",
+                                  {"value": _short(value)})
+    source = (info.context or {}).get("source")
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        if must_exist and not p.exists():
+            raise PydanticCustomError("path", "file not found: {path}", {"path": str(p)})
+        return p
+    if source is not None:
+        local = Path(source).parent / p
+        if local.exists():
+            return local
+    if Path.cwd().joinpath(p).exists():
+        return Path.cwd() / p
+    try:
+        return dataset_path(p)
+    except DataNotFoundError as exc:
+        if must_exist:
+            raise PydanticCustomError("path", "{message}", {"message": str(exc)}) from None
+        return p
+
+
+def _transforms_in(value: Any) -> Any:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple):
+        from llmsim.trace.transforms import TransformName
+
+        known = {t.value for t in TransformName}
+        for i, spec in enumerate(value):
+            if not isinstance(spec, dict) or len(spec) != 1:
+                raise _FieldError(f"transforms.{i}", "a transform is a one-key mapping "
+                                  f"{{name: parameters}}, got {_short(spec)}")
+            name = next(iter(spec))
+            if name not in known:
+                raise _FieldError(f"transforms.{i}", f"unknown transform {_short(name)} "
+                                  f"(known: {', '.join(sorted(known))})")
+    return value
+
+
+@_config_errors("trace")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class TraceConfig:
-    """Where the requests come from.
+    """Where the requests come from: a trace file, or a trace in memory.
 
     Attributes:
-        format: loader name for :func:`llmsim.trace.load_trace`.
-        path: resolved trace file.
+        format: loader name for :func:`llmsim.trace.load_trace` (normalized).
+        path: resolved trace file (None when ``requests`` is given).
         options: keyword options of the loader.
         transforms: for :func:`llmsim.trace.apply_transforms`.
+        requests: an in-memory trace (Python only), used instead of ``path``.
     """
 
-    format: str
-    path: Path
-    options: dict[str, Any] = field(default_factory=dict)
-    transforms: tuple[dict[str, Any], ...] = ()
+    format: Annotated[str, Strict(), Field(max_length=_MAX_NAME_CHARS)] = "llmservingsim"
+    path: Path | None = None
+    options: dict[Annotated[str, Strict()], Any] = Field(default_factory=dict)
+    transforms: Annotated[tuple[dict[str, Any], ...], Field(max_length=_MAX_TRANSFORMS),
+                          BeforeValidator(_transforms_in)] = ()
+    requests: InstanceOf[Trace] | None = None
+
+    @field_validator("format", mode="after")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        from llmsim.trace.registry import TraceFormat
+
+        name = value.strip().lower().replace("-", "_")
+        if name not in {f.value for f in TraceFormat}:
+            known = ", ".join(f.value for f in TraceFormat)
+            raise PydanticCustomError("trace_format", "unknown trace format {fmt} (known: "
+                                      "{known})", {"fmt": _short(value), "known": known})
+        return name
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _requests(cls, value: Any) -> Any:
+        return value.to_trace() if isinstance(value, TraceFrame) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.path is None and self.requests is None:
+            raise _FieldError("path", "missing (a trace file, or requests in memory)")
+        if self.path is not None and self.requests is not None:
+            raise _FieldError("requests", "give either path or requests, not both")
+        return self
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+def _trace_in(value: Any) -> Any:
+    if isinstance(value, TraceFrame):
+        value = value.to_trace()
+    if isinstance(value, Trace):
+        return TraceConfig(requests=value)
+    return value
+
+
+def _enum_in(enum: type) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, enum):
+            return value
+        try:
+            return enum(value)
+        except (ValueError, TypeError):
+            known = ", ".join(e.value for e in enum)  # type: ignore[attr-defined]
+            raise PydanticCustomError("enum", "unknown value {value} (known: {known})",
+                                      {"value": _short(value), "known": known}) from None
+    return parse
+
+
+# -------------------------------------------------------------------------- experiment
+@_config_errors("")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class Experiment:
-    """A validated experiment file.
+    """A validated experiment (from a YAML file or built in code).
 
     Attributes:
-        name: experiment name.
+        name: experiment name (YAML default: the file's stem).
         source: the YAML file (None when built in code).
-        model_path: HF ``config.json`` of the served model.
-        profile_path: operator profile (``.pb`` or bundle dir), if any.
+        model_path: HF ``config.json`` of the served model (YAML ``model``).
+        profile_path: operator profile (``.pb`` or bundle dir), if any (YAML ``profile``).
         cost_model: cost-model spec (``profile`` or ``grpc://host:port``).
         hardware: accelerator.
         engine: engine settings.
         overheads: modelled step-time effects.
-        trace: the workload.
-        num_instances: identical instances behind the router.
+        trace: the workload (a ``Trace`` or ``TraceFrame`` is accepted and wrapped).
+        num_instances: identical instances behind the router (YAML ``instances``).
         router: routing policy.
-        check: invariant checking level.
-        output_dir: where ``llmsim replay`` writes (relative to the working directory).
-        measured_path: the measured run this experiment reproduces (``measured:``), if any;
-            resolved like other paths but not required to exist.
+        check: invariant checking level (YAML ``check_invariants``).
+        output_dir: where ``llmsim replay`` writes (relative to the working directory;
+            default ``out/<name>``).
+        measured_path: the measured run this experiment reproduces (YAML ``measured``), if
+            any; resolved like other paths but not required to exist.
+        description: free text.
+
+    Raises:
+        ConfigError: on construction, a missing, unknown or invalid field (dotted name).
     """
 
-    name: str
-    source: Path | None
-    model_path: Path
-    profile_path: Path | None
-    cost_model: str
-    hardware: HardwareConfig
-    engine: EngineConfig
-    overheads: StepOverheads
-    trace: TraceConfig
-    num_instances: int = 1
-    router: RouterPolicy = RouterPolicy.ROUND_ROBIN
-    check: CheckLevel = CheckLevel.COUNTERS
-    output_dir: Path = Path("out")
-    measured_path: Path | None = None
+    model_path: Path = Field(alias="model")
+    trace: Annotated[TraceConfig, BeforeValidator(_trace_in)]
+    name: _Name = "experiment"
+    source: Path | None = None
+    profile_path: Path | None = Field(default=None, alias="profile")
+    cost_model: Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_TEXT_CHARS)] = \
+        "profile"
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    overheads: Annotated[InstanceOf[StepOverheads], BeforeValidator(_overheads_in)] = Field(
+        default_factory=StepOverheads)
+    num_instances: Annotated[_Int, Field(
+        ge=1, le=MAX_INSTANCES, alias="instances",
+        description="each instance is a full scheduler and block pool in host memory")] = 1
+    router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
+        RouterPolicy.ROUND_ROBIN
+    check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
+        default=CheckLevel.COUNTERS, alias="check_invariants")
+    output_dir: Path = _UNSET_PATH
+    measured_path: Path | None = Field(default=None, alias="measured")
+    description: _Text = ""
+
+    @field_validator("model_path", "profile_path", mode="before")
+    @classmethod
+    def _input_path(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @field_validator("measured_path", mode="before")
+    @classmethod
+    def _measured_path(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info, must_exist=False) if value else None
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_dir(cls, value: Any) -> Any:
+        if value is None or value is _UNSET_PATH:
+            return _UNSET_PATH
+        if isinstance(value, str) and value and len(value) <= _MAX_TEXT_CHARS:
+            return Path(value)
+        if isinstance(value, Path):
+            return value
+        raise PydanticCustomError("path", "must be a path string, got {value}",
+                                  {"value": _short(value)})
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        e, o = self.engine, self.overheads
+        if e.num_gpu_blocks_override is None and self.hardware.gpu_memory_bytes is None:
+            raise _FieldError("hardware.gpu_memory_bytes", "needed to size the KV cache unless "
+                              "engine.num_gpu_blocks_override is set")
+        if self.cost_model == "profile" and self.profile_path is None:
+            raise _FieldError("profile", "the profile cost model needs a profile")
+        if o.cpu_step_ns + o.cpu_per_seq_ns * e.max_num_seqs > MAX_STEP_COST_NS:
+            raise _FieldError("overheads.cpu_per_seq_ns", (
+                f"cpu_step_ns + cpu_per_seq_ns x max_num_seqs ({e.max_num_seqs}) exceeds the "
+                f"step-cost ceiling MAX_STEP_COST_NS ({MAX_STEP_COST_NS} ns)"))
+        blocks = e.num_gpu_blocks_override
+        if blocks is not None and blocks * self.num_instances > MAX_TOTAL_GPU_BLOCKS:
+            raise _FieldError("instances", (
+                f"{self.num_instances} instances x {blocks} KV blocks exceeds "
+                f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
+        if self.output_dir is _UNSET_PATH:
+            object.__setattr__(self, "output_dir", Path(f"out/{self.name}"))
+        return self
 
 
-# --------------------------------------------------------------------- parsing helpers
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line of the key in the YAML text (best effort)."""
-    lines: dict[str, int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
+_EXPERIMENT = TypeAdapter(Experiment)
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = f"{prefix}{k.value}"
-                lines[key] = k.start_mark.line + 1
-                walk(v, key + ".")
-
-    walk(root, "")
-    return lines
+_SECTIONS: dict[str, type] = {"": Experiment, "engine": EngineConfig,
+                              "hardware": HardwareConfig, "trace": TraceConfig,
+                              "overheads": _OverheadsSchema}
+_CODE_ONLY = {"": {"source"}, "trace": {"requests"}}
 
 
-class _Ctx:
-    """Carries the file and line map for error messages."""
-
-    def __init__(self, path: Path | None, lines: dict[str, int]) -> None:
-        self.path = path
-        self.lines = lines
-
-    def error(self, key: str, message: str) -> ConfigError:
-        line = self.lines.get(key)
-        if line is None and "." in key:
-            line = self.lines.get(key.rsplit(".", 1)[0])
-        return ConfigError(message, path=self.path, line=line, field=key)
-
-    def int_(self, raw: dict, key: str, prefix: str, default: Any, *, minimum: int = 1,
-             nullable: bool = False) -> Any:
-        value = raw.get(key, default)
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(prefix + key, f"must be an integer >= {minimum}, got {value!r}")
-        return value
-
-    def bool_(self, raw: dict, key: str, prefix: str, default: bool) -> bool:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(prefix + key, f"must be true or false, got {value!r}")
-        return value
-
-    def mapping(self, raw: Any, key: str) -> dict:
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            raise self.error(key, f"must be a mapping, got {type(raw).__name__}")
-        return raw
-
-    def resolve(self, value: Any, key: str, *, must_exist: bool = True) -> Path:
-        if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a path string, got {value!r}")
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            if must_exist and not p.exists():
-                raise self.error(key, f"file not found: {p}")
-            return p
-        if self.path is not None:
-            local = self.path.parent / p
-            if local.exists():
-                return local
-        if Path.cwd().joinpath(p).exists():
-            return Path.cwd() / p
-        try:
-            return dataset_path(p)
-        except DataNotFoundError as exc:
-            if must_exist:
-                raise self.error(key, str(exc)) from None
-            return p
+def _yaml_keys(section: str) -> list[str]:
+    """The keys a YAML section accepts (aliases where a field has one)."""
+    cls = _SECTIONS[section]
+    names = []
+    for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+        if name not in _CODE_ONLY.get(section, set()):
+            names.append(info.alias or name)
+    return sorted(names)
 
 
-def _apply_overrides(raw: dict, overrides: dict[str, Any], ctx: _Ctx) -> None:
+# ------------------------------------------------------------------------ error mapping
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (never the whole of a huge input)."""
+    if isinstance(value, dict | list | tuple) and len(value) > 20:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bound_reason(field: str) -> str | None:
+    section, _, name = field.rpartition(".")
+    cls = _SECTIONS.get(section)
+    info = getattr(cls, "__pydantic_fields__", {}).get(name) if cls else None
+    if info is None and section == "":
+        info = next((f for f in Experiment.__pydantic_fields__.values()  # type: ignore[attr-defined]
+                     if f.alias == name), None)
+    return info.description if info is not None else None
+
+
+def _one_error(err: Any, prefix: str) -> tuple[str, str]:
+    """(dotted field, message) of one pydantic error entry."""
+    loc = [str(p) for p in err["loc"] if "[" not in str(p)]
+    parts = [prefix] if prefix else []
+    parts += loc
+    kind = err["type"]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        return ".".join(parts + [cause.field]), str(cause)
+    field = ".".join(parts)
+    section = ".".join(parts[:-1])
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        if section in _SECTIONS:
+            return field, f"unknown key (known: {', '.join(_yaml_keys(section))})"
+        return field, "unknown key"
+    if kind.startswith("missing"):
+        return field, "missing"
+    if kind in ("dataclass_type", "dataclass_exact_type", "model_type"):
+        return field, f"must be a mapping, got {_short(err.get('input'))}"
+    message = str(cause) if isinstance(cause, Exception) else err["msg"]
+    message = re.sub(r"^Input should be ", "must be ", message)
+    message = message[0].lower() + message[1:] if message else message
+    if kind not in ("path", "enum", "trace_format", "value_error"):
+        message += f", got {_short(err.get('input'))}"
+    if kind in ("less_than_equal", "less_than", "too_long"):
+        reason = _bound_reason(field)
+        if reason:
+            message += f" (bound: {reason})"
+    return field, message
+
+
+def config_error(exc: ValidationError, *, prefix: str = "", source: Path | None = None,
+                 lines: Mapping[str, int] | None = None) -> ConfigError:
+    """The :class:`ConfigError` for a pydantic validation error.
+
+    Names the first failing field in file order (line map), its line and dotted name, and
+    how many more fields failed.
+
+    Args:
+        exc: the pydantic error.
+        prefix: dotted section the validated value sits at (``"engine"``).
+        source: the experiment file, if any.
+        lines: dotted key -> 1-based line (from :func:`llmsim.yamlfile.load_yaml_document`).
+    """
+    lines = lines or {}
+    found = []
+    for i, err in enumerate(exc.errors()):
+        field, message = _one_error(err, prefix)
+        found.append((_line_of(field, lines) or 10**9, i, field, message))
+    line, _, field, message = min(found)
+    more = len(found) - 1
+    if more:
+        message += f" (and {more} more invalid field{'s' if more > 1 else ''})"
+    return ConfigError(message, path=source, line=line if line < 10**9 else None, field=field)
+
+
+def _line_of(field: str, lines: Mapping[str, int]) -> int | None:
+    key = field
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- loading
+def _apply_overrides(raw: dict, overrides: Mapping[str, Any], source: Path | None) -> None:
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = raw
@@ -250,7 +698,7 @@ def _apply_overrides(raw: dict, overrides: dict[str, Any], ctx: _Ctx) -> None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"cannot override inside a non-mapping ({part})",
-                                  path=ctx.path, field=dotted)
+                                  path=source, field=dotted)
             node = nxt
         node[parts[-1]] = value
 
@@ -265,138 +713,47 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"expected KEY=VALUE, got {text!r}", field="--set")
     key, value = text.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = loads_yaml(value, what="--set value").data if value.strip() else None
+    except ConfigError:
         parsed = value
     return key.strip(), parsed
 
 
-# ------------------------------------------------------------------------ sections
-def _engine(raw: dict, ctx: _Ctx) -> EngineConfig:
-    p = "engine."
-    unknown = set(raw) - _ENGINE_KEYS
-    if unknown:
-        k = min(unknown)
-        raise ctx.error(p + k, f"unknown engine setting (known: {', '.join(sorted(_ENGINE_KEYS))})")
-    max_seqs = ctx.int_(raw, "max_num_seqs", p, 256)
-    block_size = ctx.int_(raw, "block_size", p, 16)
-    budget = ctx.int_(raw, "max_num_batched_tokens", p, 2048)
-    if budget < block_size:
-        raise ctx.error(p + "max_num_batched_tokens",
-                        f"{budget} is smaller than one KV block ({block_size} tokens)")
-    util = raw.get("gpu_memory_utilization", 0.9)
-    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
-        raise ctx.error(p + "gpu_memory_utilization", f"must be in (0, 1], got {util!r}")
-    sizes = raw.get("cudagraph_capture_sizes")
-    if sizes is None:
-        sizes_t = default_cudagraph_capture_sizes(max_seqs)
-    else:
-        if not isinstance(sizes, list) or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-            raise ctx.error(p + "cudagraph_capture_sizes", "must be a list of positive integers")
-        sizes_t = tuple(sorted(set(sizes)))
-    return EngineConfig(
-        tensor_parallel_size=ctx.int_(raw, "tensor_parallel_size", p, 1),
-        max_num_seqs=max_seqs, max_num_batched_tokens=budget, block_size=block_size,
-        enable_prefix_caching=ctx.bool_(raw, "enable_prefix_caching", p, True),
-        gpu_memory_utilization=float(util),
-        num_gpu_blocks_override=ctx.int_(raw, "num_gpu_blocks_override", p, None, minimum=2,
-                                         nullable=True),
-        cudagraph_capture_sizes=sizes_t,
-        async_scheduling=ctx.bool_(raw, "async_scheduling", p, True),
-        scheduler_reserve_full_isl=ctx.bool_(raw, "scheduler_reserve_full_isl", p, True),
-        long_prefill_token_threshold=ctx.int_(raw, "long_prefill_token_threshold", p, 0,
-                                              minimum=0),
-    )
-
-
-def _overheads(raw: dict, ctx: _Ctx) -> StepOverheads:
-    p = "overheads."
-    known = {"cpu_step_ns", "cpu_per_seq_ns", "cudagraph_padding"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ctx.error(p + min(unknown),
-                        f"unknown overhead (known: {', '.join(sorted(known))})")
-    d = StepOverheads()
-    return StepOverheads(
-        cpu_step_ns=ctx.int_(raw, "cpu_step_ns", p, d.cpu_step_ns, minimum=0),
-        cpu_per_seq_ns=ctx.int_(raw, "cpu_per_seq_ns", p, d.cpu_per_seq_ns, minimum=0),
-        cudagraph_padding=ctx.bool_(raw, "cudagraph_padding", p, d.cudagraph_padding),
-    )
-
-
-def _trace(raw: dict, ctx: _Ctx) -> TraceConfig:
-    if "path" not in raw:
-        raise ctx.error("trace.path", "missing")
-    fmt = raw.get("format", "llmservingsim")
-    if not isinstance(fmt, str):
-        raise ctx.error("trace.format", f"must be a string, got {fmt!r}")
-    options = ctx.mapping(raw.get("options"), "trace.options")
-    transforms = raw.get("transforms") or []
-    if not isinstance(transforms, list):
-        raise ctx.error("trace.transforms", "must be a list")
-    return TraceConfig(format=fmt, path=ctx.resolve(raw["path"], "trace.path"),
-                       options=dict(options), transforms=tuple(transforms))
-
-
-def _enum(value: Any, enum: type, key: str, ctx: _Ctx) -> Any:
-    try:
-        return enum(str(value))
-    except ValueError:
-        known = ", ".join(e.value for e in enum)
-        raise ctx.error(key, f"unknown value {value!r} (known: {known})") from None
-
-
-def experiment_from_dict(raw: dict, *, source: Path | None = None,
-                         lines: dict[str, int] | None = None) -> Experiment:
+def experiment_from_dict(raw: Any, *, source: Path | None = None,
+                         lines: Mapping[str, int] | None = None) -> Experiment:
     """Validate a parsed experiment mapping (see the module doc for the schema).
+
+    Args:
+        raw: the mapping, with YAML key names.
+        source: the file it came from (relative paths resolve against its directory).
+        lines: dotted key -> 1-based line, for messages.
 
     Raises:
         ConfigError: a missing, unknown or invalid field (file, line, field).
     """
-    ctx = _Ctx(source, lines or {})
+    lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError("experiment file must be a YAML mapping", path=source)
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        k = min(unknown)
-        raise ctx.error(k, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    for key in ("model", "trace"):
-        if key not in raw:
-            raise ctx.error(key, "missing")
-    hw_raw = ctx.mapping(raw.get("hardware"), "hardware")
-    mem = hw_raw.get("gpu_memory_bytes")
-    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int) or mem <= 0):
-        raise ctx.error("hardware.gpu_memory_bytes", f"must be a positive integer, got {mem!r}")
-    hardware = HardwareConfig(name=str(hw_raw.get("name", "gpu")), gpu_memory_bytes=mem)
-    engine = _engine(ctx.mapping(raw.get("engine"), "engine"), ctx)
-    if engine.num_gpu_blocks_override is None and hardware.gpu_memory_bytes is None:
-        raise ctx.error("hardware.gpu_memory_bytes",
-                        "needed to size the KV cache unless engine.num_gpu_blocks_override is set")
-    cost_model = raw.get("cost_model", "profile")
-    if not isinstance(cost_model, str):
-        raise ctx.error("cost_model", f"must be a string, got {cost_model!r}")
-    profile = raw.get("profile")
-    profile_path = ctx.resolve(profile, "profile") if profile is not None else None
-    if cost_model == "profile" and profile_path is None:
-        raise ctx.error("profile", "the profile cost model needs a profile")
-    name = raw.get("name") or (source.stem if source else "experiment")
-    return Experiment(
-        name=str(name), source=source,
-        model_path=ctx.resolve(raw["model"], "model"),
-        profile_path=profile_path, cost_model=cost_model, hardware=hardware, engine=engine,
-        overheads=_overheads(ctx.mapping(raw.get("overheads"), "overheads"), ctx),
-        trace=_trace(ctx.mapping(raw.get("trace"), "trace"), ctx),
-        num_instances=ctx.int_(raw, "instances", "", 1),
-        router=_enum(raw.get("router", "round_robin"), RouterPolicy, "router", ctx),
-        check=_enum(raw.get("check_invariants", "counters"), CheckLevel, "check_invariants", ctx),
-        output_dir=Path(str(raw.get("output_dir") or f"out/{name}")),
-        measured_path=(ctx.resolve(raw["measured"], "measured", must_exist=False)
-                       if raw.get("measured") else None),
-    )
+    for key in raw:
+        if not isinstance(key, str) or key in _CODE_ONLY[""]:
+            raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys(''))})", path=source,
+                              line=lines.get(str(key)), field=str(key))
+    trace = raw.get("trace")
+    if isinstance(trace, dict) and "requests" in trace:
+        raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys('trace'))})",
+                          path=source, line=lines.get("trace.requests"), field="trace.requests")
+    data = dict(raw)
+    data["source"] = source
+    if not data.get("name"):
+        data["name"] = source.stem if source is not None else "experiment"
+    try:
+        return _EXPERIMENT.validate_python(data, context={"source": source}, by_alias=True,
+                                           by_name=False)
+    except ValidationError as exc:
+        raise config_error(exc, source=source, lines=lines) from None
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
+def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Experiment:
     """Read and validate an experiment YAML file.
 
     Args:
@@ -405,12 +762,13 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
             before validation.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML (with line) or an invalid field.
+        ConfigError: unreadable or non-UTF-8 file, invalid YAML (with line), an alias bomb,
+            or an invalid field (file, line, dotted field).
     """
     path = Path(path)
-    raw, text = read_yaml(path, what="experiment file")
-    ctx = _Ctx(path, _line_map(text))
+    doc = load_yaml_document(path, what="experiment file")
+    raw = doc.data
     if isinstance(raw, dict) and overrides:
-        _apply_overrides(raw, overrides, ctx)
-    return experiment_from_dict(raw, source=path, lines=ctx.lines)
-
+        raw = copy.deepcopy(raw)
+        _apply_overrides(raw, overrides, path)
+    return experiment_from_dict(raw, source=path, lines=doc.lines)
