@@ -1,4 +1,5 @@
-"""``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log]``."""
+"""``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log]
+[--trace-events FILE]``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a field, e.g. --set engine.max_num_seqs=64 (repeatable)")
     p.add_argument("--out", default=None, help="output directory (default: output_dir)")
     p.add_argument("--steps-log", action="store_true", help="also write steps.csv")
+    p.add_argument("--trace-events", default=None, metavar="FILE",
+                   help="also write a Chrome/Perfetto timeline (open it in ui.perfetto.dev); "
+                   "gzip-compressed when FILE ends in .gz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
@@ -29,6 +33,11 @@ def main(args: argparse.Namespace) -> int:
 
     check_output_target(args.out or exp.output_dir)  # refuse a file / foreign dir before the run
     result = run(exp, progress=not args.no_progress and sys.stderr.isatty())
+    timeline = None
+    if args.trace_events:
+        from llmsim.timeline import timeline_from_replay
+
+        timeline = timeline_from_replay(result)
     out = write_outputs(result, args.out or exp.output_dir, steps_log=args.steps_log)
     s = result.summary
     print(f"{exp.name}: {s['num_finished']}/{s['num_requests']} requests, "
@@ -44,4 +53,8 @@ def main(args: argparse.Namespace) -> int:
           f"peak KV usage {s['kv_cache']['peak_usage_pct']:.1f}% of "
           f"{s['kv_cache']['num_gpu_blocks']} blocks ({s['kv_cache']['source']})")
     print(f"  wrote {out}")
+    if timeline is not None:
+        from llmsim.timeline import write_trace_events
+
+        print(f"  wrote timeline {write_trace_events(timeline, args.trace_events)}")
     return 0

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="override an experiment field, e.g. --set overheads.cpu_step_ns=0 (repeatable)",
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar during the replay")
+    parser.add_argument("--trace-events", metavar="FILE",
+                        help="also write the replay's Chrome/Perfetto timeline (.gz: gzipped)")
     parser.set_defaults(func=run)
 
 
@@ -53,4 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(done.comparison))
     files = done.files
     print(f"report: {files.markdown}  (data: {files.json}; plots in {files.out_dir})")
+    if args.trace_events:
+        from llmsim.timeline import timeline_from_replay, write_trace_events
+
+        print(f"timeline: {write_trace_events(timeline_from_replay(done.result), args.trace_events)}")
     return 0
