@@ -4,6 +4,7 @@ against the replay's own step log, request table and summary."""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,18 @@ def test_cli_replay_writes_a_checked_timeline_and_leaves_outputs_unchanged(
             (tmp_path / "without" / name).read_bytes()
     assert gzip.decompress(trace.read_bytes())[:16] == b'{"traceEvents":['
     assert_timeline_matches(result, check_trace_events(trace))
+
+
+@pytest.mark.realdata
+def test_cli_validate_writes_the_replays_timeline(tmp_path, data_path, capsys):
+    measured = data_path("llmservingsim/measured/RTXPRO6000/Llama-3.1-8B")
+    data_path("llmservingsim/profiles/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16")
+    exp = EXAMPLES / "rtxpro6000-llama-3.1-8b.yaml"
+    trace = tmp_path / "validate.json"
+    assert main(["validate", str(exp), "--measured", str(measured), "--out",
+                 str(tmp_path / "rep"), "--trace-events", str(trace)]) == 0
+    assert f"timeline: {trace}" in capsys.readouterr().out
+    chk = check_trace_events(trace)
+    assert chk.problems == ()
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert chk.counts_by_cat()["queued"] == report["num_requests"] == 300
