@@ -342,12 +342,16 @@ def temp_dir_next_to(out_dir: str | Path) -> Path:
 
     Assemble a multi-file output in it, then publish it with :func:`publish_dir` (or remove
     it on failure). Stale temporaries of killed runs are cleaned up first
-    (:func:`clean_stale_temps`). The directory holds the owner file until it is published.
+    (:func:`clean_stale_temps`). The directory holds the owner file until it is published
+    (assemble only the output's own files in it; :func:`publish_dir` lists them all).
 
     Raises:
-        ConfigError: the parent cannot be created or written (read-only, a file in the way).
+        ConfigError: ``out_dir`` is something :func:`publish_dir` would refuse (checked
+            first, so nothing is created beside a device or a foreign file), or the parent
+            cannot be created or written (read-only, a file in the way).
     """
     out_dir = Path(out_dir)
+    _describe_target(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -368,9 +372,9 @@ def temp_dir_next_to(out_dir: str | Path) -> Path:
 
 
 def _write_manifest(directory: Path) -> None:
-    (directory / OWNER_NAME).unlink(missing_ok=True)
+    skip = {directory / MANIFEST_NAME, directory / OWNER_NAME}
     files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
-                   if not p.is_dir() and p.name != MANIFEST_NAME)
+                   if not p.is_dir() and p not in skip)
     from llmsim import __version__
 
     manifest = {"schema": MANIFEST_SCHEMA, "written_by": f"llmsim {__version__}", "files": files}
@@ -405,6 +409,8 @@ def publish_dir(tmp: Path, out_dir: str | Path, *, replace_existing: bool = True
             _swap(tmp, out_dir, carry)
     except OSError as exc:
         raise _os_error(exc, out_dir, "publish the output") from exc
+    # the owner file stayed until now so that a kill during the swap leaves a removable tmp
+    (out_dir / OWNER_NAME).unlink(missing_ok=True)
     return out_dir
 
 
