@@ -24,7 +24,7 @@ from pathlib import Path
 from adapters.common.coster import OpFailure, PerQueryCoster, ServerInfo, check_common
 from llmsim.costmodel import profile_model as pm
 from llmsim.costmodel.base import PrefillChunk
-from llmsim.costmodel.collectives import table_values
+from llmsim.costmodel.collectives import Collective, table_values
 from llmsim.errors import ProfileRangeError
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import cost_model_pb2 as pb
@@ -146,13 +146,14 @@ class ProfileCoster(PerQueryCoster):
             return tpc.attention(prefills, decodes)[0] * reps, None
         if kind == "collective":
             c = query.collective
-            if c.collective != "all_reduce":
-                raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED, f"collective {c.collective!r}")
-            if tpc.ar_grid is not None:
-                t = tpc.ar_grid(c.bytes)[0]
-            else:
-                t = tpc.link.all_reduce_ns(c.bytes, c.ranks)
-            return t * reps, None
+            try:
+                coll = Collective(c.collective)
+            except ValueError:
+                raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED,
+                                f"collective {c.collective!r}") from None
+            # the logits all-gather runs outside the CUDA graph (its table rows: eager)
+            priced = tpc.comm.price(coll, c.bytes, cuda_graph=coll is not Collective.ALL_GATHER)
+            return priced.duration_ns * reps, None
         if kind == "moe":
             if tpc.moe is None:
                 raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED, "profile has no moe table")

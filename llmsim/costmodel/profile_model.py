@@ -416,6 +416,8 @@ class _TpCost:
             graph = cap is None or tokens <= cap
             for name, coll, calls, per_seq, n in self.collective_ops:
                 rows = sampled if per_seq else tokens
+                if not rows:  # nothing sampled: no logits to gather (as lm_head)
+                    continue
                 priced = self.comm.price(coll, rows * n * self.dtype_bytes,
                                          cuda_graph=graph and not per_seq)
                 bd[name] = bd.get(name, 0.0) + priced.duration_ns * calls
@@ -424,8 +426,8 @@ class _TpCost:
                 entry = (name, priced.impl, priced.source)
                 if not sources or sources[-1] != entry:
                     sources.append(entry)
-        for k, v in bd.items():
-            out[k] = int(v + 0.5)
+        for op_name, v in bd.items():
+            out[op_name] = int(v + 0.5)
         cost = StepCost(duration_ns=sum(out.values()), breakdown_ns=out)
         return cost, tuple(ex), tuple(sources)
 

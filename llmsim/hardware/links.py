@@ -125,7 +125,7 @@ def load_link_spec(path: str | Path) -> LinkSpec:
     for key in _SOURCED:
         values[key], sources[key] = _sourced(raw, key, path)
     try:
-        kind = LinkKind(values["link_kind"])
+        kind = LinkKind(str(values["link_kind"]))
     except ValueError:
         raise ConfigError(f"must be one of {[k.value for k in LinkKind]}", path=path,
                           field="link_kind") from None

@@ -4,6 +4,7 @@ Usage::
 
     llmsim profile import llmservingsim <bundle dir> -o out.pb
     llmsim profile import vidur <dir> -o out.pb
+    llmsim profile import aiconfigurator <system dir> -o out.pb
     llmsim profile show file.pb            (a bundle directory works too)
 
 Input paths (bundle, directory, profile, model config) are used as given when they exist,
@@ -54,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vid.add_argument("--source-commit", default="", help="source revision for the provenance")
     vid.set_defaults(func=_import_vidur)
 
+    aic = sources.add_parser("aiconfigurator",
+                             help="AIConfigurator measured vLLM all-reduce of one system")
+    aic.add_argument("directory", help="e.g. aiconfigurator/systems/data/rtx_pro_6000_server")
+    aic.add_argument("-o", "--output", required=True, help="output .pb file")
+    aic.add_argument("--vllm-version", default=None, help="comm/vllm/<version> (default: newest)")
+    aic.add_argument("--source-commit", default="", help="source revision for the provenance")
+    aic.set_defaults(func=_import_aiconfigurator)
+
     show = subparsers.add_parser("show", help="summarize a profile (.pb or bundle dir)")
     show.add_argument("profile", help=".pb file or LLMServingSim bundle directory")
     show.set_defaults(func=_show)
@@ -77,6 +86,18 @@ def _import_vidur(args: argparse.Namespace) -> int:
     from llmsim.profile.io import write_profile
 
     profile = import_vidur(resolve_input(args.directory), source_commit=args.source_commit)
+    path = write_profile(profile, args.output)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; collectives "
+          f"{', '.join(t.op for t in profile.collectives)})")
+    return 0
+
+
+def _import_aiconfigurator(args: argparse.Namespace) -> int:
+    from llmsim.profile.importers.aiconfigurator import import_aiconfigurator_comm
+    from llmsim.profile.io import write_profile
+
+    profile = import_aiconfigurator_comm(args.directory, version=args.vllm_version,
+                                         source_commit=args.source_commit)
     path = write_profile(profile, args.output)
     print(f"wrote {path} ({path.stat().st_size:,} bytes; collectives "
           f"{', '.join(t.op for t in profile.collectives)})")
