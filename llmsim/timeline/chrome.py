@@ -110,14 +110,14 @@ def trace_event_dicts(timeline: Timeline) -> list[dict[str, Any]]:
         if s.duration_ns < 0:
             raise InvariantError(f"timeline: slice {s.name!r} has negative duration "
                                  f"{s.duration_ns} ns")
-        ev = {"name": s.name, "cat": str(s.kind), "ph": "X", "ts": ns_to_us(s.start_ns),
+        ev = {"name": s.name, "cat": s.kind.value, "ph": "X", "ts": ns_to_us(s.start_ns),
               "dur": ns_to_us(s.duration_ns), "pid": pid, "tid": s.track}
         if s.args:
             ev["args"] = dict(s.args)
         keyed.append(((s.start_ns, -s.duration_ns, s.track, len(keyed)), ev))
     for i in timeline.instants:
         pid = where(i.track, f"instant {i.name!r}", i.time_ns)
-        ev = {"name": i.name, "cat": str(i.kind), "ph": "i", "ts": ns_to_us(i.time_ns),
+        ev = {"name": i.name, "cat": i.kind.value, "ph": "i", "ts": ns_to_us(i.time_ns),
               "pid": pid, "tid": i.track, "s": "t"}
         if i.args:
             ev["args"] = dict(i.args)
@@ -137,11 +137,10 @@ def encode_trace_events(timeline: Timeline) -> bytes:
     Raises:
         InvariantError: as :func:`trace_event_dicts`, or a non-finite number in an event.
     """
+    encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # one, reused
     try:
-        lines = [json.dumps(ev, separators=(",", ":"), allow_nan=False)
-                 for ev in trace_event_dicts(timeline)]
-        other = json.dumps(dict(timeline.metadata), separators=(",", ":"), sort_keys=True,
-                           allow_nan=False)
+        lines = [encode(ev) for ev in trace_event_dicts(timeline)]
+        other = encode(dict(sorted(timeline.metadata)))
     except ValueError as exc:
         raise InvariantError(f"timeline: {exc} (NaN or infinity in an event)") from exc
     text = '{"traceEvents":[\n' + ",\n".join(lines) + '\n],\n"otherData":' + other + "}\n"
