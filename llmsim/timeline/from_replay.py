@@ -204,10 +204,11 @@ def timeline_from_replay(result: Any) -> Timeline:
     ids = _instance_ids(steps, requests, summary)
     for i in ids:
         pid, label = i + 1, _instance_label(i, summary)
-        lanes[i] = tuple(tracks.add(pid=pid, process=label, process_sort=i, thread=name,
-                                    thread_sort=k)
-                         for k, name in enumerate(("GPU steps", "CPU schedule",
-                                                   "prefill chunks")))  # type: ignore[assignment]
+        gpu, cpu, prefill = (tracks.add(pid=pid, process=label, process_sort=i, thread=name,
+                                        thread_sort=k)
+                             for k, name in enumerate(("GPU steps", "CPU schedule",
+                                                       "prefill chunks")))
+        lanes[i] = (gpu, cpu, prefill)
     slices: list[Slice] = []
     instants: list[Instant] = []
     counters: list[CounterSample] = []
