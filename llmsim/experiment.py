@@ -71,6 +71,8 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -174,7 +176,8 @@ class _FieldError(ValueError):
     """Raised inside a validator to blame a field other than the one being validated.
 
     Attributes:
-        field: dotted field, relative to the section being validated.
+        field: dotted field, relative to where pydantic reports the error (the section for
+            a model validator, the field for a field validator).
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -200,7 +203,7 @@ def default_cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: i
 
 
 class _DefaultSizes(tuple):  # type: ignore[type-arg]
-    """Marker type of :data:`_VLLM_DEFAULT`."""
+    """Type of :data:`_VLLM_DEFAULT`: an empty tuple with its own identity."""
 
     __slots__ = ()
 
@@ -254,12 +257,12 @@ class HardwareConfig:
         description="4 TiB is 14x the largest single accelerator (288 GB, B300)")] = None
 
 
-def _capture_sizes_in(value: Any) -> Any:
-    if value is None:
+def _capture_sizes_in(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """``None`` (YAML ``null``) or the untouched default: vLLM's default list (resolved by
+    :class:`EngineConfig` once ``max_num_seqs`` is known); a list: validated as a tuple."""
+    if value is None or value is _VLLM_DEFAULT:
         return _VLLM_DEFAULT
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+    return handler(tuple(value) if isinstance(value, list) else value)
 
 
 @_config_errors("engine")
@@ -303,7 +306,7 @@ class EngineConfig:
         description="~64 bytes of host memory per block (2^24 blocks is ~1 GiB)")] = None
     cudagraph_capture_sizes: Annotated[tuple[Annotated[_Int, Field(ge=1)], ...], Field(
         max_length=MAX_CAPTURE_SIZES, description="one captured graph per size"),
-        BeforeValidator(_capture_sizes_in)] = _VLLM_DEFAULT
+        WrapValidator(_capture_sizes_in)] = _VLLM_DEFAULT
     async_scheduling: _Bool = True
     scheduler_reserve_full_isl: _Bool = True
     long_prefill_token_threshold: Annotated[_Int, Field(
@@ -317,7 +320,7 @@ class EngineConfig:
             raise _FieldError("max_num_batched_tokens",
                               f"{budget} is smaller than one KV block ({self.block_size} tokens)")
         sizes = self.cudagraph_capture_sizes
-        if sizes is _VLLM_DEFAULT or isinstance(sizes, _DefaultSizes):
+        if sizes is _VLLM_DEFAULT:
             resolved = default_cudagraph_capture_sizes(self.max_num_seqs, budget)
         else:
             resolved = tuple(sorted(set(sizes)))
@@ -409,11 +412,11 @@ def _transforms_in(value: Any) -> Any:
         known = {t.value for t in TransformName}
         for i, spec in enumerate(value):
             if not isinstance(spec, dict) or len(spec) != 1:
-                raise _FieldError(f"transforms.{i}", "a transform is a one-key mapping "
+                raise _FieldError(str(i), "a transform is a one-key mapping "
                                   f"{{name: parameters}}, got {_short(spec)}")
             name = next(iter(spec))
             if name not in known:
-                raise _FieldError(f"transforms.{i}", f"unknown transform {_short(name)} "
+                raise _FieldError(str(i), f"unknown transform {_short(name)} "
                                   f"(known: {', '.join(sorted(known))})")
     return value
 
@@ -622,6 +625,10 @@ def _bound_reason(field: str) -> str | None:
     return info.description if info is not None else None
 
 
+_BOUND_SIGNS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
+                "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
+
+
 def _one_error(err: Any, prefix: str) -> tuple[str, str]:
     """(dotted field, message) of one pydantic error entry."""
     loc = [str(p) for p in err["loc"] if "[" not in str(p)]
@@ -641,7 +648,11 @@ def _one_error(err: Any, prefix: str) -> tuple[str, str]:
         return field, "missing"
     if kind in ("dataclass_type", "dataclass_exact_type", "model_type"):
         return field, f"must be a mapping, got {_short(err.get('input'))}"
+    ctx = err.get("ctx") or {}
     message = str(cause) if isinstance(cause, Exception) else err["msg"]
+    if kind in _BOUND_SIGNS and _BOUND_SIGNS[kind][0] in ctx:
+        name, sign = _BOUND_SIGNS[kind]
+        message = f"must be {sign} {ctx[name]}"
     message = re.sub(r"^Input should be ", "must be ", message)
     message = message[0].lower() + message[1:] if message else message
     if kind not in ("path", "enum", "trace_format", "value_error"):
