@@ -324,7 +324,9 @@ class CollectivesModel:
     def _grid(self, op: str, cuda_graph: bool) -> tuple[Grid1D, pb.OpTable] | None:
         key = (op, cuda_graph)
         if key not in self._grids:
-            self._grids[key] = collective_lookup(self.tables, op, self.ranks,
+            # send/recv is point-to-point: a pair of ranks whatever the group size
+            ranks = 2 if op == Collective.SEND_RECV.value else self.ranks
+            self._grids[key] = collective_lookup(self.tables, op, ranks,
                                                  cuda_graph=cuda_graph)
         return self._grids[key]
 
@@ -335,12 +337,13 @@ class CollectivesModel:
         Args:
             collective: which collective.
             nbytes: bytes of the full tensor (all-reduce: the reduced tensor; all-gather:
-                the gathered result).
+                the gathered result; send/recv: the message between one pair of ranks).
             cuda_graph: the step runs inside a captured CUDA graph (selects table rows).
         """
         impl = impl_of(collective, nbytes, self.ranks, self.link)
         if self.ranks <= 1 or nbytes <= 0:
             return PricedCollective(duration_ns=0.0, source="none", impl=impl)
+        ranks = 2 if collective is Collective.SEND_RECV else self.ranks
         found = self._grid(collective.value, cuda_graph)
         if found is not None:
             grid, table = found
@@ -352,8 +355,7 @@ class CollectivesModel:
             if not measured_through_vllm(table) and impl != AllReduceImpl.NCCL.value:
                 source += f"(nccl measurement; vLLM runs {impl})"
             return PricedCollective(duration_ns=t, source=source, impl=impl, extrapolated=ex)
-        return PricedCollective(duration_ns=self.analytic.time_ns(collective, nbytes,
-                                                                  self.ranks),
+        return PricedCollective(duration_ns=self.analytic.time_ns(collective, nbytes, ranks),
                                 source=self.analytic.source, impl=impl)
 
     def coverage(self, collective: Collective, cuda_graph: bool = True) -> str:

@@ -421,10 +421,10 @@ class _TpCost:
                 priced = self.comm.price(coll, rows * n * self.dtype_bytes,
                                          cuda_graph=graph and not per_seq)
                 bd[name] = bd.get(name, 0.0) + priced.duration_ns * calls
-                if priced.extrapolated:
+                if priced.extrapolated and name not in ex:
                     ex.append(name)
                 entry = (name, priced.impl, priced.source)
-                if not sources or sources[-1] != entry:
+                if entry not in sources:
                     sources.append(entry)
         for op_name, v in bd.items():
             out[op_name] = int(v + 0.5)

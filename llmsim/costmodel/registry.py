@@ -92,7 +92,11 @@ def _aiconfigurator_tables(directory: str, version: str | None) -> tuple[pb.OpTa
 def _vidur_tables(directory: str) -> tuple[pb.OpTable, ...]:
     from llmsim.profile.importers.vidur import import_vidur
 
-    return tuple(import_vidur(directory).collectives)
+    tables = []
+    for table in import_vidur(directory).collectives:
+        table.attributes.setdefault("source", f"vidur:{Path(directory).name}")
+        tables.append(table)
+    return tuple(tables)
 
 
 def find_collective_tables(link: LinkSpec | None, *, framework_version: str = ""

@@ -148,3 +148,21 @@ def test_unknown_hardware_falls_back_to_the_unsourced_ring_loudly(data_path, cap
     cm.step_cost(StepBatch(decode_context_lens=(512,), tp=2))
     report = cm.collectives_report()
     assert report.link is None and report.analytic == "ring:default(unsourced)"
+
+
+def test_h100_lookup_orders_vllm_table_before_vidur_nccl(data_path):
+    from llmsim.costmodel.collectives import Collective, CollectivesModel, NcclModel
+    from llmsim.costmodel.registry import find_collective_tables
+
+    data_path("aiconfigurator/systems/data/h100_sxm")
+    data_path("vidur/network/h100_dgx")
+    h100 = find_link_spec("NVIDIA H100 80GB HBM3")
+    tables = find_collective_tables(h100, framework_version="0.19.0")
+    assert [(t.op, t.attributes["source"]) for t in tables] == [
+        ("all_reduce", "aiconfigurator:h100_sxm"), ("all_reduce", "vidur:h100_dgx"),
+        ("send_recv", "vidur:h100_dgx")]
+    comm = CollectivesModel(ranks=8, tables=tables, link=h100, analytic=NcclModel.from_link(h100))
+    ar = comm.price(Collective.ALL_REDUCE, 1 << 20)
+    assert ar.source == "table:aiconfigurator:h100_sxm[graph]" and ar.impl == "symm_mem"
+    sr = comm.price(Collective.SEND_RECV, 1 << 20)
+    assert sr.source == "table:vidur:h100_dgx" and sr.impl == "nccl"
