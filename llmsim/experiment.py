@@ -50,6 +50,13 @@ against the current directory.
 Bounds: every number has a physical or resource bound, given with its reason on the field
 (``Field(description=...)``) and quoted in the error when it is exceeded; the module-level
 ``MAX_*`` constants hold the figures.
+
+Adding a section (e.g. a cluster description): write a pydantic dataclass like
+:class:`HardwareConfig` (``@_config_errors("<key>")``, ``config=_CONFIG``, bounded fields
+with their reasons) and add a field of that type (or a tuple of them) to :class:`Experiment`.
+YAML key, unknown-key messages, bound reasons and line numbers follow from the field types;
+checks across sections go in ``Experiment._check`` and raise ``_FieldError(dotted field,
+message)``.
 """
 
 from __future__ import annotations
@@ -57,11 +64,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import numbers
 import re
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
 
+import numpy as np
 from pydantic import (
     BeforeValidator,
     ConfigDict,
@@ -155,7 +165,14 @@ _MAX_TRANSFORMS = 64
 _CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
                      arbitrary_types_allowed=True)
 
-_Int = Annotated[int, Strict()]
+def _integral(value: Any) -> Any:
+    """Integers of other types (``numpy.int64``) as ``int``; bools stay refused."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    return value
+
+
+_Int = Annotated[int, Strict(), BeforeValidator(_integral)]
 _Bool = Annotated[bool, Strict()]
 _Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
@@ -590,20 +607,56 @@ class Experiment:
 
 _EXPERIMENT = TypeAdapter(Experiment)
 
-_SECTIONS: dict[str, type] = {"": Experiment, "engine": EngineConfig,
-                              "hardware": HardwareConfig, "trace": TraceConfig,
-                              "overheads": _OverheadsSchema}
-_CODE_ONLY = {"": {"source"}, "trace": {"requests"}}
+_SCHEMAS: dict[type, type] = {StepOverheads: _OverheadsSchema}
+"""Validation schema of a section whose value type is not itself a pydantic dataclass."""
+
+_CODE_ONLY: dict[type, set[str]] = {Experiment: {"source"}, TraceConfig: {"requests"}}
+"""Fields a YAML file may not set."""
 
 
-def _yaml_keys(section: str) -> list[str]:
+def _field(cls: type | None, key: str) -> Any:
+    """The pydantic ``FieldInfo`` of ``cls`` for a YAML key or attribute name, or None."""
+    fields = getattr(cls, "__pydantic_fields__", {})
+    return fields.get(key) or next((f for f in fields.values() if f.alias == key), None)
+
+
+def _config_class(annotation: Any) -> type | None:
+    """The config dataclass inside a field's type (through ``X | None``, tuples, Annotated)."""
+    if isinstance(annotation, type):
+        if annotation in _SCHEMAS:
+            return _SCHEMAS[annotation]
+        if hasattr(annotation, "__pydantic_fields__"):
+            return annotation
+    for arg in typing.get_args(annotation):
+        found = _config_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _section_class(parts: list[str]) -> type | None:
+    """The config class holding the keys under dotted ``parts`` (``[]``: the experiment).
+
+    Walks the field types, so a new section (or a list of sections, ``cluster.pools.0``)
+    needs no registration here.
+    """
+    cls: type | None = Experiment
+    for part in parts:
+        if part.isdigit():  # an item of a sequence of sections
+            continue
+        info = _field(cls, part)
+        cls = _config_class(info.annotation) if info is not None else None
+        if cls is None:
+            return None
+    return cls
+
+
+def _yaml_keys(cls: type) -> list[str]:
     """The keys a YAML section accepts (aliases where a field has one)."""
-    cls = _SECTIONS[section]
-    names = []
-    for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
-        if name not in _CODE_ONLY.get(section, set()):
-            names.append(info.alias or name)
-    return sorted(names)
+    hidden = _CODE_ONLY.get(cls, set())
+    return sorted(info.alias or name
+                  for name, info in getattr(cls, "__pydantic_fields__", {}).items()
+                  if name not in hidden)
 
 
 # ------------------------------------------------------------------------ error mapping
@@ -616,12 +669,9 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _bound_reason(field: str) -> str | None:
-    section, _, name = field.rpartition(".")
-    cls = _SECTIONS.get(section)
-    info = getattr(cls, "__pydantic_fields__", {}).get(name) if cls else None
-    if info is None and section == "":
-        info = next((f for f in Experiment.__pydantic_fields__.values()  # type: ignore[attr-defined]
-                     if f.alias == name), None)
+    """The documented reason of a field's bound (its ``Field(description=...)``)."""
+    parts = field.split(".")
+    info = _field(_section_class(parts[:-1]), parts[-1])
     return info.description if info is not None else None
 
 
@@ -639,10 +689,10 @@ def _one_error(err: Any, prefix: str) -> tuple[str, str]:
     if isinstance(cause, _FieldError):
         return ".".join(parts + [cause.field]), str(cause)
     field = ".".join(parts)
-    section = ".".join(parts[:-1])
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
-        if section in _SECTIONS:
-            return field, f"unknown key (known: {', '.join(_yaml_keys(section))})"
+        cls = _section_class(parts[:-1])
+        if cls is not None:
+            return field, f"unknown key (known: {', '.join(_yaml_keys(cls))})"
         return field, "unknown key"
     if kind.startswith("missing"):
         return field, "missing"
@@ -746,12 +796,12 @@ def experiment_from_dict(raw: Any, *, source: Path | None = None,
     if not isinstance(raw, dict):
         raise ConfigError("experiment file must be a YAML mapping", path=source)
     for key in raw:
-        if not isinstance(key, str) or key in _CODE_ONLY[""]:
-            raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys(''))})", path=source,
+        if not isinstance(key, str) or key in _CODE_ONLY[Experiment]:
+            raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys(Experiment))})", path=source,
                               line=lines.get(str(key)), field=str(key))
     trace = raw.get("trace")
     if isinstance(trace, dict) and "requests" in trace:
-        raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys('trace'))})",
+        raise ConfigError(f"unknown key (known: {', '.join(_yaml_keys(TraceConfig))})",
                           path=source, line=lines.get("trace.requests"), field="trace.requests")
     data = dict(raw)
     data["source"] = source
