@@ -66,7 +66,7 @@ def test_h100_custom_then_symm_mem_then_nccl():
 
 @settings(max_examples=100, deadline=None)
 @given(words=st.integers(min_value=1, max_value=(64 * MiB) // 16), ranks=st.sampled_from(
-    [2, 4, 6, 8]), name=st.sampled_from(["RTXPRO6000", "RTX4090", "H100", "H200"]))
+    [2, 4, 6, 8]), name=st.sampled_from(["RTXPRO6000", "RTX4090", "H100", "H200", "A100"]))
 def test_custom_iff_p2p_group_and_below_cap(words, ranks, name):
     link = spec(name)
     nbytes = 16 * words
@@ -80,7 +80,7 @@ def test_custom_iff_p2p_group_and_below_cap(words, ranks, name):
 
 def test_every_shipped_link_value_has_a_source():
     specs = shipped_link_specs()
-    assert {s.name for s in specs} >= {"RTXPRO6000", "RTX4090", "H100", "H200"}
+    assert {s.name for s in specs} >= {"RTXPRO6000", "RTX4090", "H100", "H200", "A100"}
     for s in specs:
         assert set(s.sources) == {"link_kind", "p2p", "fully_nvlink",
                                   "custom_all_reduce_max_bytes", "symm_mem_max_bytes",
