@@ -32,7 +32,7 @@ memory where the GPU supports it and ``bytes < symm_mem_max_bytes[ranks]``; else
    ``f = (n-1) / n`` with ``S`` the gathered (total) size; send/recv ``f = 1``; all-to-all
    ``f = (n-1) / n``. nccl-tests defines busbw so that it is the same figure for every
    collective on a given link, which is what lets one measured constant price them all.
-   Constants come from the link description (``llmsim/hardware/links/<gpu>.yaml``), each
+   Constants come from the link description (``llmsim/hardware/data/<gpu>.yaml``), each
    with its source.
 3. **Ring model** (:class:`LinkModel`): the previous default, ``2 (p-1)`` ring steps of
    ``bytes / p`` each paying a hop latency (Patarasuk & Yuan, JPDC 2009). Its default

@@ -11,7 +11,7 @@ used by the profile cost model at TP > 1:
 
 1. The hardware's link description: the first of the experiment's ``hardware.name``
    (``CostModelContext.hardware``), the profile's ``provenance.hardware`` and its
-   ``provenance.device_name`` that names a file of ``llmsim/hardware/links/`` (its ``name``
+   ``provenance.device_name`` that names a file of ``llmsim/hardware/data/`` (its ``name``
    or an alias, any case).
 2. Its measured tables in the data directories (``LLMSIM_DATA_DIR``, then the user cache):
    ``aiconfigurator/systems/data/<aiconfigurator_system>/comm/vllm/<version>/
@@ -75,7 +75,7 @@ def find_link_spec_for(hardware: str | None, profile: pb.Profile | None) -> Link
     spec = find_link_spec(hardware, prov.hardware if prov else None,
                           prov.device_name if prov else None)
     if spec is None:
-        logger.warning("no TP link description in llmsim/hardware/links/ for hardware %r "
+        logger.warning("no TP link description in llmsim/hardware/data/ for hardware %r "
                        "(profile: %r, %r)", hardware, prov.hardware if prov else None,
                        prov.device_name if prov else None)
     return spec

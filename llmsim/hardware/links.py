@@ -18,7 +18,7 @@ of the analytic NCCL-style model used where no measured table covers a collectiv
   ``vidur_network``: ``vidur/network/<dir>``).
 
 Each scalar is written ``{value: ..., source: "..."}``; a value without a source is refused.
-Files live in ``llmsim/hardware/links/``; :func:`find_link_spec` matches a hardware name
+Files live in ``llmsim/hardware/data/``; :func:`find_link_spec` matches a hardware name
 (the experiment's ``hardware.name`` or a profile's ``provenance.hardware`` / device name)
 against each file's ``name`` and ``aliases``, case-insensitively.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 from llmsim.errors import ConfigError
 from llmsim.yamlfile import read_yaml
 
-LINKS_DIR = Path(__file__).with_name("links")
+LINKS_DIR = Path(__file__).with_name("data")
 """Directory of the shipped link descriptions."""
 
 

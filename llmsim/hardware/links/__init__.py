@@ -1,1 +1,0 @@
-"""Shipped TP link descriptions (one YAML file per GPU type; a package so they install)."""
