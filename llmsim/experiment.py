@@ -486,7 +486,22 @@ class TraceConfig:
             raise _FieldError("path", "missing (a trace file, or requests in memory)")
         if self.path is not None and self.requests is not None:
             raise _FieldError("requests", "give either path or requests, not both")
+        if self.requests is not None and self.options:
+            raise _FieldError("options", "loader options apply to a trace file, not to "
+                              "requests in memory")
+        _check_loader_options(self.format, self.options)
         return self
+
+
+def _check_loader_options(fmt: str, options: dict[str, Any]) -> None:
+    """Refuse options the format's loader does not take (at load time, so with the line)."""
+    from llmsim.trace.registry import _loaders, check_options, parse_format
+
+    kind = parse_format(fmt)
+    try:
+        check_options(kind, _loaders()[kind], options)
+    except ConfigError as exc:
+        raise _FieldError(exc.field or "options", exc.reason) from None
 
 
 def _trace_in(value: Any) -> Any:

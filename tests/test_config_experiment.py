@@ -178,6 +178,8 @@ def _drop_section(text: str, name: str) -> str:
     ({"trace.format": "parquet"}, "trace.format", "unknown trace format"),
     ({"trace.transforms": [{"shuffle": 1}]}, "trace.transforms.0", "unknown transform"),
     ({"trace.options": [1]}, "trace.options", "dictionary"),
+    ({"trace.options": {"colour": 1}}, "trace.options.colour", "unexpected keyword option"),
+    ({"trace.options": {"sort": "yes"}}, "trace.options.sort", "true or false"),
     ({"engine": [1, 2]}, "engine", "mapping"),
     ({"model": "missing.json"}, "model", "not found"),
 ])
