@@ -165,6 +165,7 @@ _MAX_TRANSFORMS = 64
 _CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True,
                      arbitrary_types_allowed=True)
 
+
 def _integral(value: Any) -> Any:
     """Integers of other types (``numpy.int64``) as ``int``; bools stay refused."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):

@@ -341,3 +341,18 @@ def test_validate_without_a_measured_run_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no measured run") as err:
         llmsim.validate(make_files(tmp_path))
     assert err.value.field == "measured"
+
+
+@pytest.mark.realdata
+def test_validate_api_matches_the_cli_pipeline(data_path, tmp_path):
+    import llmsim
+    from llmsim.validate.pipeline import validate_experiment
+
+    data_path("llmservingsim/measured/RTX4090/Llama-3.1-8B")
+    example = Path(__file__).resolve().parent.parent / "examples" / "rtx4090-llama-3.1-8b.yaml"
+    ours = llmsim.validate(example, out_dir=tmp_path / "report")
+    theirs = validate_experiment(example, "llmservingsim/measured/RTX4090/Llama-3.1-8B",
+                                 write=False)
+    assert ours.comparison.mean_abs_error_pct == theirs.comparison.mean_abs_error_pct
+    assert ours.files is not None and ours.files.markdown.exists()
+    assert ours.result.requests.equals(theirs.result.requests)
