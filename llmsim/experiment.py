@@ -391,7 +391,12 @@ def _overheads_in(value: Any) -> StepOverheads:
 
 
 def _resolve_path(value: Any, info: ValidationInfo, *, must_exist: bool = True) -> Path | None:
-    """A path field: relative to the experiment file, the working dir, then the data dirs."""
+    """A path field: relative to the experiment file, the working dir, then the data dirs.
+
+    Raises:
+        PydanticCustomError: not a string, unusable (a component too long for the file
+            system, a NUL byte, an unknown ``~user``), or (``must_exist``) not found.
+    """
     if value is None:
         return None
     if isinstance(value, Path):
@@ -400,10 +405,21 @@ def _resolve_path(value: Any, info: ValidationInfo, *, must_exist: bool = True) 
         raise PydanticCustomError("path", "must be a path string, got {value}",
                                   {"value": _short(value)})
     source = (info.context or {}).get("source")
+    try:
+        return _find(value, source, must_exist=must_exist)
+    except PydanticCustomError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise PydanticCustomError("path", "not a usable path {value}: {error}",
+                                  {"value": _short(value), "error": reason[:200]}) from None
+
+
+def _find(value: str, source: Path | None, *, must_exist: bool) -> Path:
     p = Path(value).expanduser()
     if p.is_absolute():
         if must_exist and not p.exists():
-            raise PydanticCustomError("path", "file not found: {path}", {"path": str(p)})
+            raise PydanticCustomError("path", "file not found: {path}", {"path": _short(str(p))})
         return p
     if source is not None:
         local = Path(source).parent / p

@@ -182,6 +182,10 @@ def _drop_section(text: str, name: str) -> str:
     ({"trace.options": {"sort": "yes"}}, "trace.options.sort", "true or false"),
     ({"engine": [1, 2]}, "engine", "mapping"),
     ({"model": "missing.json"}, "model", "not found"),
+    ({"model": "a" * 300}, "model", "not a usable path"),
+    ({"trace.path": "/" + "b" * 300}, "trace.path", "not a usable path"),
+    ({"profile": "~no-such-user-here/x.pb"}, "profile", "not a usable path"),
+    ({"model": 7}, "model", "must be a path string"),
 ])
 def test_bad_values_name_the_field_and_its_bound(tmp_path, override, field, words):
     path = make_files(tmp_path)

@@ -33,7 +33,8 @@ HOSTILE = st.one_of(
     st.booleans(),
     st.none(),
     st.text(max_size=30),
-    st.sampled_from(["1e18", "round_robin", "full", "grpc://127.0.0.1:1", "", "~", "../x"]),
+    st.sampled_from(["1e18", "round_robin", "full", "grpc://127.0.0.1:1", "", "~", "../x",
+                     "a" * 300, "/" + "b" * 300, "~no-such-user/x", "x\x00y", "é" * 5000]),
     st.lists(st.integers(min_value=-5, max_value=10**13), max_size=8),
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
 )
