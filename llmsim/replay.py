@@ -38,12 +38,18 @@ from llmsim.instance.instance import Instance
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.kvcache.manager import KVCacheManager
 from llmsim.memory.capacity import KVCapacity, kv_capacity
+from llmsim.memory.host import (
+    BYTES_PER_CAPTURE_TOKEN,
+    BYTES_PER_INSTANCE,
+    BYTES_PER_KV_BLOCK,
+    check_host_memory,
+)
 from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.model.config import ModelConfig, load_model_config
 from llmsim.router.base import make_router
 from llmsim.scheduler.scheduler import Scheduler
-from llmsim.sim.loop import Simulation
+from llmsim.sim.loop import MAX_SIMULATED_NS, Simulation
 from llmsim.trace.record import Trace
 
 logger = logging.getLogger(__name__)
@@ -136,9 +142,37 @@ def resolve_capacity(experiment: Experiment, model: ModelConfig) -> KVCapacity:
         raise ConfigError(exc.reason, path=experiment.source, field=exc.field) from exc
 
 
+def check_instances_memory(experiment: Experiment, capacity: KVCapacity) -> None:
+    """Refuse instances whose block pools and tables cannot fit in host memory, before
+    building any (estimates: :mod:`llmsim.memory.host`).
+
+    Raises:
+        ConfigError: naming ``engine.num_gpu_blocks_override`` or
+            ``hardware.gpu_memory_bytes`` (whichever sized the cache) when one instance's
+            pool alone does not fit, else ``instances``.
+    """
+    sizes = experiment.engine.cudagraph_capture_sizes
+    pool_bytes = capacity.num_gpu_blocks * BYTES_PER_KV_BLOCK
+    per_instance = (pool_bytes + BYTES_PER_INSTANCE
+                    + BYTES_PER_CAPTURE_TOKEN * (max(sizes) if sizes else 0))
+    src = experiment.source
+    kv_field = ("engine.num_gpu_blocks_override" if capacity.source == "override"
+                else "hardware.gpu_memory_bytes")
+    check_host_memory(pool_bytes, path=src, field=kv_field,
+                      what=f"a KV cache of {capacity.num_gpu_blocks} blocks per instance")
+    n = experiment.num_instances
+    check_host_memory(n * per_instance, path=src, field="instances",
+                      what=f"{n} instances of {capacity.num_gpu_blocks} KV blocks each")
+
+
 def build_instances(experiment: Experiment, cost_model: CostModel, model: ModelConfig | None,
                     capacity: KVCapacity) -> list[Instance]:
-    """``experiment.num_instances`` identical instances."""
+    """``experiment.num_instances`` identical instances.
+
+    Raises:
+        ConfigError: they would not fit in host memory (:func:`check_instances_memory`).
+    """
+    check_instances_memory(experiment, capacity)
     e = experiment.engine
     out = []
     for i in range(experiment.num_instances):
@@ -157,7 +191,8 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
     """Reject traces the loop cannot replay.
 
     Raises:
-        TraceFormatError: unsorted arrivals, negative arrival, non-positive token counts,
+        TraceFormatError: unsorted arrivals, an arrival outside ``[0, MAX_SIMULATED_NS]``,
+            non-positive token counts,
             token-id lists whose length differs from the count, duplicate ids, a
             ``parent_id`` that is not an earlier request; the message names the trace file
             and the request (``line`` = 1-based request position).
@@ -175,6 +210,9 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
 
         if r.arrival_ns < 0:
             raise bad("arrival_ns", f"negative arrival {r.arrival_ns}")
+        if r.arrival_ns > MAX_SIMULATED_NS:
+            raise bad("arrival_ns", f"arrival {r.arrival_ns} ns is beyond the simulated horizon "
+                                    f"of {MAX_SIMULATED_NS} ns (MAX_SIMULATED_NS)")
         if r.arrival_ns < prev:
             raise bad("arrival_ns", f"arrivals not sorted ({r.arrival_ns} after {prev})")
         prev = r.arrival_ns

@@ -35,7 +35,6 @@ from enum import StrEnum
 from llmsim.costmodel.base import StepCost
 from llmsim.errors import CostModelUnavailable, InvariantError
 from llmsim.instance.step_time import StepTimeModel
-from llmsim.kvcache.hashing import BlockHasher
 from llmsim.scheduler.plan import BatchPlan, StepOutput
 from llmsim.scheduler.scheduler import Scheduler
 from llmsim.scheduler.state import SeqState
@@ -167,9 +166,7 @@ class Instance:
         recomputed here, reusing this instance's prefix cache (KV transfer is future work).
         """
         seq.arrival_ns = now_ns
-        block_size = self.scheduler.config.block_size
-        if seq.hasher.block_size != block_size:
-            seq.hasher = BlockHasher(seq.request, block_size, seq.index)
+        seq.rehash(self.scheduler.config.block_size)
         self.scheduler.add(seq)
 
     # ------------------------------------------------------------------- steps

@@ -134,14 +134,14 @@ class StepTimeModel:
                 pad_to += [size] * (size + 1 - len(pad_to))
 
     def _checked_ns(self, value: object, what: str, batch: StepBatch) -> int:
-        """``value`` as int ns when it is a valid step duration (finite, in ``[0,
-        MAX_STEP_COST_NS]``).
+        """``value``, unchanged, when it is a valid step duration (an int or a finite float
+        in ``[0, MAX_STEP_COST_NS]``; a float is kept as is, as before the check).
 
         Raises:
             CostModelUnavailable: it is not (names ``what`` and the batch's shape).
         """
         if step_cost_is_valid(value):  # type: ignore[arg-type]
-            return int(value)  # type: ignore[call-overload]
+            return value  # type: ignore[return-value]
         raise CostModelUnavailable(
             f"cost model {type(self.cost_model).__name__} priced {what} at {value!r} ns, not a "
             f"finite duration in [0, {MAX_STEP_COST_NS}] ns (MAX_STEP_COST_NS); batch: "

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from llmsim.errors import InvariantError
+from llmsim.errors import ConfigError, InvariantError
+from llmsim.memory.host import BYTES_PER_KV_BLOCK, check_host_memory
 
 NULL_BLOCK = 0
 
@@ -37,6 +38,12 @@ class BlockPool:
 
     Args:
         num_gpu_blocks: blocks in the pool including the null block (>= 2).
+
+    Raises:
+        ConfigError: ``num_gpu_blocks`` is not an integer, or its tables
+            (:data:`~llmsim.memory.host.BYTES_PER_KV_BLOCK` bytes a block) would not fit in
+            the host's available memory (checked before allocating).
+        InvariantError: fewer than 2 blocks.
 
     Attributes:
         ref_cnt: per block, how many sequences hold it.
@@ -51,8 +58,12 @@ class BlockPool:
                  "_num_free", "block_of_hash", "num_used")
 
     def __init__(self, num_gpu_blocks: int) -> None:
+        if isinstance(num_gpu_blocks, bool) or not isinstance(num_gpu_blocks, int):
+            raise ConfigError(f"must be an integer, got {num_gpu_blocks!r}", field="num_gpu_blocks")
         if num_gpu_blocks < 2:
             raise InvariantError(f"a block pool needs >= 2 blocks, got {num_gpu_blocks}")
+        check_host_memory(num_gpu_blocks * BYTES_PER_KV_BLOCK,
+                          what=f"a KV block pool of {num_gpu_blocks} blocks", field="num_gpu_blocks")
         self.num_gpu_blocks = num_gpu_blocks
         self.ref_cnt = [0] * num_gpu_blocks
         self.ref_cnt[NULL_BLOCK] = 1

@@ -117,16 +117,23 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
         The block count with the terms it came from (per TP rank).
 
     Raises:
-        ConfigError: the override is not positive, or the model leaves no room for even
-            one block (names the terms).
+        ConfigError: the override is not an integer >= 2, ``total_gpu_bytes`` is not an
+            integer >= 0, or the model leaves no room for even one block (names the terms).
+            A huge block count is returned as is; :mod:`llmsim.memory.host` refuses it
+            before anything is allocated.
     """
     per_block = block_size * model.kv_bytes_per_token(tp)
     if num_gpu_blocks_override is not None:
-        if num_gpu_blocks_override < 2:
-            raise ConfigError(f"must be >= 2, got {num_gpu_blocks_override}",
+        if (isinstance(num_gpu_blocks_override, bool) or not isinstance(num_gpu_blocks_override, int)
+                or num_gpu_blocks_override < 2):
+            raise ConfigError(f"must be an integer >= 2, got {num_gpu_blocks_override!r}",
                               field="engine.num_gpu_blocks_override")
         return KVCapacity(num_gpu_blocks=num_gpu_blocks_override, block_size=block_size,
                           bytes_per_block=per_block, source="override")
+    if (isinstance(total_gpu_bytes, bool) or not isinstance(total_gpu_bytes, int)
+            or total_gpu_bytes < 0):
+        raise ConfigError(f"must be an integer >= 0, got {total_gpu_bytes!r}",
+                          field="hardware.gpu_memory_bytes")
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ConfigError(f"must be in (0, 1], got {gpu_memory_utilization}",
                           field="engine.gpu_memory_utilization")

@@ -34,7 +34,10 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 
+from llmsim.errors import ConfigError
+
 from llmsim.instance.instance import StepRecord
+from llmsim.memory.host import BYTES_PER_OUTPUT_TOKEN, BYTES_PER_REQUEST, check_host_memory
 from llmsim.trace.record import Request
 
 NS_PER_S = 1_000_000_000
@@ -79,11 +82,16 @@ class Recorder:
         requests: the trace's requests (row order of the outputs).
         keep_steps: keep the per-step log.
         tick_ns: time-series period, ns (> 0).
+
+    Raises:
+        ConfigError: the requests' rows and output-token times would not fit in the host's
+            available memory (:mod:`llmsim.memory.host`; names the largest request).
     """
 
     def __init__(self, requests: Sequence[Request], *, keep_steps: bool = False,
                  tick_ns: int = NS_PER_S) -> None:
         n = len(requests)
+        _check_memory(requests)
         self.requests = requests
         self.keep_steps = keep_steps
         self.tick_ns = tick_ns
@@ -94,7 +102,10 @@ class Recorder:
         self.prefix_hit_tokens = [0] * n
         self.num_preemptions = [0] * n
         self.instance_of = [-1] * n
-        self.token_ns: list[list[int]] = [[] for _ in range(n)]
+        # token times, flat: per step with tokens, its end and the trace indices it served
+        # (8 bytes a token, nothing per request; regrouped per request by tables())
+        self._emit_end_ns: list[int] = []
+        self._emit_index: list[tuple[int, ...]] = []
         self.steps: list[tuple] = []
         self.ticks: list[tuple] = []
         self.num_finished = 0
@@ -164,10 +175,11 @@ class Recorder:
         """A step finished: record its tokens, finished requests and log line."""
         end = rec.end_ns
         out = rec.output
-        token_ns = self.token_ns
-        for seq in out.emitted:
-            token_ns[seq.index].append(end)
-        self._gen_acc += len(out.emitted)
+        emitted = out.emitted
+        if emitted:
+            self._emit_end_ns.append(end)
+            self._emit_index.append(tuple([seq.index for seq in emitted]))
+            self._gen_acc += len(emitted)
         for seq in out.first_tokens:
             self.first_token_ns[seq.index] = end
             self._prompt_acc += seq.num_prompt
@@ -193,6 +205,25 @@ class Recorder:
         self._end_quiet_run(self.next_tick_ns - self.tick_ns)
 
     # ------------------------------------------------------------ end of run
+    def _token_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(flat, lens)``: every token time (ns, int64) grouped by request in trace order,
+        each request's in delivery order, and the number per request."""
+        per_step = np.fromiter(map(len, self._emit_index), dtype=np.int64,
+                               count=len(self._emit_index))
+        index = np.fromiter(chain.from_iterable(self._emit_index), dtype=np.int64,
+                            count=int(per_step.sum()))
+        times = np.repeat(np.asarray(self._emit_end_ns, dtype=np.int64), per_step)
+        order = np.argsort(index, kind="stable")  # steps arrive in end order: stable keeps it
+        return times[order], np.bincount(index, minlength=len(self.requests))
+
+    @property
+    def token_ns(self) -> list[list[int]]:
+        """Per request (trace order), its token delivery times, ns (built on each access)."""
+        flat, lens = self._token_times()
+        flat_l = flat.tolist()
+        starts = np.concatenate(([0], np.cumsum(lens))).tolist()
+        return [flat_l[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
     def tables(self) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, pd.DataFrame | None]:
         """Build ``(requests, itls_s, timeseries, steps)``; see :class:`ReplayResult`."""
         reqs = self.requests
@@ -222,7 +253,7 @@ class Recorder:
             "e2e_s": finish - arrival,
             "instance_id": np.asarray(self.instance_of, dtype=np.int64),
         }, columns=REQUEST_COLUMNS)
-        itls = _gaps_s(self.token_ns)
+        itls = _gaps_s(*self._token_times())
         timeseries = pd.DataFrame(self.ticks, columns=TIMESERIES_COLUMNS)
         steps = None
         if self.keep_steps:
@@ -235,6 +266,29 @@ class Recorder:
         return requests, itls, timeseries, steps
 
 
+def _check_memory(requests: Sequence[Request]) -> None:
+    """Refuse requests whose metrics (a row each, a time per output token) cannot fit.
+
+    Raises:
+        ConfigError: naming the total output tokens and the largest request.
+    """
+    out_tokens = sum(map(_output_tokens, requests))
+    needed = len(requests) * BYTES_PER_REQUEST + out_tokens * BYTES_PER_OUTPUT_TOKEN
+    try:
+        check_host_memory(needed, field="output_tokens", what=(
+            f"recording {len(requests)} requests with {out_tokens} output tokens in all"))
+    except ConfigError as exc:
+        big = max(range(len(requests)), key=lambda i: requests[i].output_tokens)
+        r = requests[big]
+        raise ConfigError(f"{exc.reason} (the largest request, {r.request_id!r} at position "
+                          f"{big + 1}, has {r.output_tokens} output tokens)", line=big + 1,
+                          field="output_tokens") from None
+
+
+def _output_tokens(r: Request) -> int:
+    return r.output_tokens
+
+
 def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
     """``pd.DataFrame(rows, columns=columns)`` for rows of ints and floats, built column by
     column (the row-wise constructor costs ~1 s per 10^5 rows)."""
@@ -244,11 +298,16 @@ def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
                                                                       strict=True)})
 
 
-def _gaps_s(token_ns: list[list[int]]) -> list[np.ndarray]:
-    """Per list of token times (ns), the gaps between consecutive tokens in s (float64),
-    computed on one concatenated array; each result is a slice of it."""
-    lens = np.fromiter(map(len, token_ns), dtype=np.int64, count=len(token_ns))
-    flat = np.fromiter(chain.from_iterable(token_ns), dtype=np.int64, count=int(lens.sum()))
+def _gaps_s(flat: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
+    """Per request, the gaps between its consecutive token times in s (float64).
+
+    Args:
+        flat: token times, ns (int64), grouped by request.
+        lens: tokens per request, shape (num_requests,).
+
+    Returns:
+        One array per request, each a slice of one array of gaps.
+    """
     gaps = np.diff(flat).astype(np.float64) / NS_PER_S
     starts = np.concatenate(([0], np.cumsum(lens)[:-1])).tolist() if len(lens) else []
     return [gaps[s:s + n - 1] if n > 1 else gaps[:0] for s, n in zip(starts, lens.tolist())]

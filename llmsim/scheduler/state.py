@@ -35,7 +35,9 @@ class SeqState:
         num_computed: tokens whose KV is computed or scheduled to be computed.
         blocks: KV block ids, in token order.
         num_cached_blocks: leading blocks registered in the prefix cache.
-        hasher: chained block hashes of the sequence.
+        hasher: chained block hashes of the sequence, built on first use (a waiting
+            sequence holds none: 10^7 requests arriving together wait without one).
+        block_size: the block size ``hasher`` is (or will be) built for, tokens.
         status: waiting / running / finished.
         epoch: incremented on each preemption; outputs of steps scheduled in an earlier
             epoch are discarded.
@@ -51,7 +53,7 @@ class SeqState:
 
     __slots__ = (
         "request", "index", "num_prompt", "max_output", "num_output", "num_placeholders",
-        "num_computed", "blocks", "num_cached_blocks", "hasher", "status", "epoch",
+        "num_computed", "blocks", "num_cached_blocks", "_hasher", "block_size", "status", "epoch",
         "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
         "fast_limit",
     )
@@ -66,7 +68,8 @@ class SeqState:
         self.num_computed = 0
         self.blocks: list[int] = []
         self.num_cached_blocks = 0
-        self.hasher = BlockHasher(request, block_size, salt=index)
+        self._hasher: BlockHasher | None = None
+        self.block_size = block_size
         self.status = SeqStatus.WAITING
         self.epoch = 0
         self.num_preemptions = 0
@@ -74,6 +77,21 @@ class SeqState:
         self.first_scheduled_ns = -1
         self.arrival_ns = arrival_ns
         self.fast_limit = -1
+
+    @property
+    def hasher(self) -> BlockHasher:
+        """The sequence's block hasher (salt: its trace index), built on first use."""
+        h = self._hasher
+        if h is None:
+            h = self._hasher = BlockHasher(self.request, self.block_size, salt=self.index)
+        return h
+
+    def rehash(self, block_size: int) -> None:
+        """Hash blocks of ``block_size`` tokens from now on (a hand-off to an instance with
+        another block size); hashes computed for the old size are dropped."""
+        if block_size != self.block_size:
+            self.block_size = block_size
+            self._hasher = None
 
     @property
     def num_tokens(self) -> int:
