@@ -307,6 +307,10 @@ def test_cli_refuses_file_device_and_foreign_dir_before_running(tmp_path, capsys
         assert rc == 2, err
         assert err.startswith(f"llmsim: error: {out}: field 'output_dir': ") and reason in err
         assert "choose another output directory (--out)" in err and len(err.strip().splitlines()) == 1
+    rc = main(["replay", str(TINY_EXP), "--no-progress", "--out", str(target / "sub")])  # under a file
+    err = capsys.readouterr().err
+    assert rc == 2 and err == (f"llmsim: error: {target / 'sub'}: field 'output_dir': cannot create it: "
+                               f"{target} is a regular file, not a directory\n")
     assert target.read_text() == "precious" and (foreign / "keep.txt").read_text() == "keep"
     null_after = os.lstat("/dev/null")
     assert stat.S_ISCHR(null_after.st_mode) and null_after.st_rdev == null_before.st_rdev
