@@ -108,5 +108,5 @@ def _show(args: argparse.Namespace) -> int:
     from llmsim.profile.io import load_profile
     from llmsim.profile.show import format_profile
 
-    print(format_profile(load_profile(resolve_input(args.profile))))
+    print(format_profile(load_profile(args.profile)))  # resolves in the data dirs too
     return 0

@@ -41,6 +41,7 @@ _STAT_FIELDS = ("median_ns", "mean_ns", "p90_ns", "min_ns", "max_ns", "std_ns", 
 _SKEW_INT = ("n", "nb", "pc", "kp", "kvs", "kv_big", "kv_mean")
 _SKEW_TIMES = ("t_mean_ns", "t_max_ns", "t_skew_ns")  # NaN = left blank by the source
 _SKEW_FLOAT = ("ratio", "skew", "alpha")
+_ATTENTION_AXES = ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode")
 _FIT_COLUMNS = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label",
                 "bucket_alpha")
 
@@ -77,6 +78,8 @@ def validate_profile(profile: pb.Profile, path: str | Path | None = None) -> Non
       non-empty statistic / energy / power columns have one entry per point, and the table
       has a ``mean_ns`` or ``median_ns`` column; axis values are >= 0;
     * latencies, energies and powers are finite and >= 0;
+    * attention points are decode-only, prefill-only or mixed calls (no cached prefill KV
+      without a chunk, no decode KV without decodes);
     * operator tables of a TP degree hold each point once (the cost model interpolates over
       them; a collective table may repeat a point: repeated measurements are averaged,
       :func:`llmsim.costmodel.collectives.collective_grid`);
@@ -163,6 +166,8 @@ def _check_table(table: pb.OpTable, where: str, path: str | Path | None, *,
     if len(table.mean_ns) != n and len(table.median_ns) != n:
         raise ProfileError("table has neither a mean_ns nor a median_ns column", path=path,
                            field=f"{where}.mean_ns")
+    if table.kind == pb.OP_KIND_ATTENTION and [a.name for a in table.axes] == list(_ATTENTION_AXES):
+        _check_attention_points(table, where, path)
     if unique_points:
         first: dict[tuple[int, ...], int] = {}
         for i, point in enumerate(zip(*(a.values for a in table.axes))):
@@ -170,6 +175,27 @@ def _check_table(table: pb.OpTable, where: str, path: str | Path | None, *,
             if j != i:
                 raise ProfileError(f"point {point} appears twice (also at index {j})",
                                    path=path, field=f"{where}.axes[{i}]")
+
+
+def _check_attention_points(table: pb.OpTable, where: str, path: str | Path | None) -> None:
+    """Each attention point is a decode-only, prefill-only or mixed call.
+
+    The cost model files a point with ``prefill_chunk == 0`` under decode-only by
+    ``(n_decode, kv_decode)`` and one with ``n_decode == 0`` under prefill-only by
+    ``(prefill_chunk, kv_prefill)``, so cached prefill KV without a chunk, decode KV without
+    decodes, or a call with neither would be silently merged or dropped.
+    """
+    for i, (pc, kp, n, kv) in enumerate(zip(*(a.values for a in table.axes))):
+        if pc == 0 and n == 0:
+            problem = "a call with neither a prefill chunk nor decodes"
+        elif pc == 0 and kp > 0:
+            problem = f"kv_prefill={kp} without a prefill chunk"
+        elif n == 0 and kv > 0:
+            problem = f"kv_decode={kv} without decodes"
+        else:
+            continue
+        raise ProfileError(f"point ({pc}, {kp}, {n}, {kv}) is {problem}", path=path,
+                           field=f"{where}.axes[{i}]")
 
 
 def _check_skew(skew: pb.SkewTable, where: str, path: str | Path | None) -> None:
@@ -264,9 +290,29 @@ def write_profile(profile: pb.Profile, path: str | Path) -> Path:
     return path
 
 
+def _existing(path: Path) -> Path:
+    """``path`` if it exists, else the same relative path inside a data dir."""
+    if path.exists():
+        return path
+    from llmsim.data.paths import data_dirs, dataset_path
+    from llmsim.errors import DataNotFoundError
+
+    if not path.is_absolute():
+        try:
+            return dataset_path(path)
+        except DataNotFoundError:
+            pass
+    where = "" if path.is_absolute() else (
+        f" (nor in the data dirs {', '.join(str(d) for d in data_dirs())})")
+    raise ProfileError(f"no such profile file or bundle directory{where}", path=path)
+
+
 def load_profile(path: str | Path) -> pb.Profile:
     """Load a profile from a ``.pb`` file or an LLMServingSim bundle directory.
 
+    A relative path that does not exist is looked up in the data directories
+    (``LLMSIM_DATA_DIR``, then the user cache), as every command resolves its inputs, so
+    ``llmservingsim/profiles/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16`` works from anywhere.
     Bundles are imported on the fly (see
     :func:`llmsim.profile.importers.llmservingsim.import_bundle`); the parsed result is cached
     per process by path and modification time, and every call returns a fresh message.
@@ -274,9 +320,7 @@ def load_profile(path: str | Path) -> pb.Profile:
     Raises:
         ProfileError: missing or malformed input (file, line, field).
     """
-    path = Path(path)
-    if not path.exists():
-        raise ProfileError("no such profile file or bundle directory", path=path)
+    path = _existing(Path(path))
     from llmsim.profile.importers.llmservingsim import import_bundle, is_bundle
 
     if path.is_dir():
@@ -290,11 +334,7 @@ def load_profile(path: str | Path) -> pb.Profile:
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     data = _CACHE.get(key)
     if data is None:
-        if path.is_dir():
-            profile = import_bundle(path)
-            validate_profile(profile, path)
-        else:
-            profile = read_profile(path)
+        profile = import_bundle(path) if path.is_dir() else read_profile(path)
         data = profile.SerializeToString()
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))

@@ -256,7 +256,24 @@ def _grid_table(path: Path, op: str, kind: int, axes: tuple[tuple[str, str], ...
     for name, col in axes:
         out.axes.add(name=name, values=table.column(col, parse_count))
     out.mean_ns.extend(table.column("time_us", us_to_ns))
+    if kind == pb.OP_KIND_ATTENTION:
+        _check_attention_rows(out, table)
     return out
+
+
+def _check_attention_rows(out: pb.OpTable, table: CsvTable) -> None:
+    """Each row is a decode-only, prefill-only or mixed call (see
+    :func:`llmsim.profile.io.validate_profile`), named by its file line."""
+    for line, (pc, kp, n, kv) in zip(table.lines, zip(*(a.values for a in out.axes))):
+        if pc == 0 and n == 0:
+            raise ProfileError("a call with neither a prefill chunk nor decodes",
+                               path=table.path, line=line, field="n_decode")
+        if pc == 0 and kp > 0:
+            raise ProfileError("kv_prefill > 0 without a prefill chunk", path=table.path,
+                               line=line, field="kv_prefill")
+        if n == 0 and kv > 0:
+            raise ProfileError("kv_decode > 0 without decodes", path=table.path, line=line,
+                               field="kv_decode")
 
 
 def _skew_table(path: Path) -> pb.SkewTable:
@@ -393,10 +410,12 @@ def import_bundle(bundle: str | Path, *, model_config: str | Path | None = None,
         source_commit: revision of the published bundle, recorded in the provenance.
 
     Raises:
-        ProfileError: a missing file, column or field, or a malformed cell (file, line, field).
+        ProfileError: a missing file, column or field, a malformed cell (file, line, field),
+            contradicting duplicate rows, or a result
+            :func:`llmsim.profile.io.validate_profile` refuses.
         ConfigError: the model config is malformed.
     """
-    from llmsim.profile.io import SCHEMA_VERSION
+    from llmsim.profile.io import SCHEMA_VERSION, validate_profile
 
     bundle = Path(bundle)
     meta_path = bundle / "meta.yaml"
@@ -415,6 +434,7 @@ def import_bundle(bundle: str | Path, *, model_config: str | Path | None = None,
         profile.model.name = str(meta["model"])
     for tp in sorted(meta["tp_degrees"]):
         profile.tp.append(_tp_profile(bundle, tp, meta))
+    validate_profile(profile, bundle)
     return profile
 
 

@@ -70,7 +70,7 @@ def import_vidur(directory: str | Path, *, source_commit: str = "") -> pb.Profil
         ProfileError: no collective file, a missing column or a malformed cell
             (file, line, field).
     """
-    from llmsim.profile.io import SCHEMA_VERSION
+    from llmsim.profile.io import SCHEMA_VERSION, validate_profile
 
     directory = Path(directory)
     files = [directory / f for f in COLLECTIVE_FILES if (directory / f).is_file()]
@@ -93,4 +93,5 @@ def import_vidur(directory: str | Path, *, source_commit: str = "") -> pb.Profil
     profile = pb.Profile(schema_version=SCHEMA_VERSION, provenance=prov)
     for path in files:
         profile.collectives.append(_table(path))
+    validate_profile(profile, directory)
     return profile
