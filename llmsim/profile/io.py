@@ -2,8 +2,9 @@
 
 Writes are atomic (temp file in the same directory, then ``os.replace``); reads check the
 schema version and the content (:func:`validate_profile`: finite, non-negative latencies and
-energies, consistent column lengths, each point once). :func:`load_profile` also accepts an LLMServingSim bundle directory and
-imports it on the fly.
+energies, consistent column lengths, each point once). :func:`load_profile` also accepts an
+LLMServingSim bundle directory and imports it on the fly, and looks relative paths up in the
+data directories.
 """
 
 from __future__ import annotations

@@ -145,6 +145,14 @@ def test_meta_yaml_fields_typed(tmp_path, old, new, field):
     assert err.path.endswith("meta.yaml") and err.field == field
 
 
+def test_meta_yaml_bytes(tmp_path):
+    meta = bundle_files()["meta.yaml"].encode()
+    err = _import_error(tmp_path, {"meta.yaml": meta.replace(b"Test GPU", b"Test \xffGPU")})
+    assert err.path.endswith("meta.yaml") and err.line == 3 and "UTF-8" in err.reason
+    err = _import_error(tmp_path / "deep", {"meta.yaml": meta + b"x: " + b"[" * 5000 + b"\n"})
+    assert err.path.endswith("meta.yaml")
+
+
 # --------------------------------------------------------------------------- .pb files
 
 

@@ -76,8 +76,9 @@ class CsvTable:
 def read_csv(path: Path, required: Sequence[str] = ()) -> CsvTable:
     """Read ``path`` (header + rows), checking that ``required`` columns exist.
 
-    The file must be a regular UTF-8 file (:func:`llmsim.safeio.read_text`); a cell longer
-    than :data:`MAX_CELL_CHARS` or a NUL byte is refused rather than parsed.
+    The file must be a regular UTF-8 file (:func:`llmsim.safeio.read_text`); a NUL byte, a
+    cell longer than the ``csv`` module's field limit (131,072 characters) and a column
+    named twice are refused rather than parsed.
 
     Raises:
         ProfileError: unreadable or non-UTF-8 file, empty file, malformed CSV, a row with
@@ -120,19 +121,20 @@ def read_csv(path: Path, required: Sequence[str] = ()) -> CsvTable:
 
 
 def check_duplicate_keys(table: CsvTable, key_columns: Sequence[str],
-                         value_columns: Sequence[str], *, prefix: Sequence[str] = ()) -> list[int]:
+                         value_columns: Sequence[str]) -> list[int]:
     """Rows of ``table`` that repeat an earlier row's key.
 
-    Two rows with equal cells in ``key_columns`` (after stripping) describe the same
-    measured point. When their ``value_columns`` cells differ too the table contradicts
+    Two rows with equal cells in ``key_columns`` (compared as stripped text) describe the
+    same measured point. When their ``value_columns`` cells differ too the table contradicts
     itself and is refused; an exact repetition (same key, same values) is harmless and its
-    index is returned so the caller can drop it.
+    index is returned so the caller can drop it. (Keys spelled differently but equal as
+    numbers, ``16`` and ``16.0``, are caught afterwards as repeated grid points by
+    :func:`llmsim.profile.io.validate_profile`.)
 
     Args:
         table: the parsed CSV.
         key_columns: columns that identify a point.
         value_columns: columns that hold what was measured at the point.
-        prefix: extra key parts, one per row (unused when empty).
 
     Returns:
         Indices (into ``table.rows``) of exact repetitions, ascending.
@@ -146,7 +148,7 @@ def check_duplicate_keys(table: CsvTable, key_columns: Sequence[str],
     first: dict[tuple[str, ...], int] = {}
     repeats: list[int] = []
     for i, row in enumerate(table.rows):
-        key = (*(prefix[i:i + 1] if prefix else ()), *(row[j].strip() for j in keys))
+        key = tuple(row[j].strip() for j in keys)
         j0 = first.setdefault(key, i)
         if j0 == i:
             continue

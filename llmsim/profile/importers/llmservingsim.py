@@ -16,6 +16,14 @@ off), so every latency lands in ``mean_ns``; the other statistic columns stay em
 ``meta.yaml`` is kept verbatim in ``provenance.attributes["source_meta_yaml"]`` so that
 :func:`export_bundle` can write the bundle back; a round trip reproduces every CSV value
 exactly (see :mod:`llmsim.profile.importers._csv`).
+
+Untrusted input: cells must be finite decimals (latencies and counts >= 0, integers within
+int64), files UTF-8, and ``meta.yaml`` fields of the documented types. A grid table
+(``dense``, ``per_sequence``, ``attention``, ``moe``, ``skew_fit``) holds one measurement per
+point: two rows with the same key and different values are refused (file, line, the
+differing column and the earlier line); a row repeated verbatim is dropped with a warning
+(the published bundles have none). ``skew.csv`` holds samples and is kept as measured. The
+result is checked by :func:`llmsim.profile.io.validate_profile` before it is returned.
 """
 
 from __future__ import annotations
