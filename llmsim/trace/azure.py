@@ -234,7 +234,8 @@ def azure_parquet_cache(
     """Return the Parquet cache of an Azure CSV, building it by streaming if needed.
 
     Memory while building is bounded by one CSV block (``block_bytes`` of text) and its
-    converted columns, whatever the file size. The cache is written to a temporary file and
+    converted columns, whatever the file size. The file is checked to be UTF-8 first (one
+    chunked pass, memory bounded the same way). The cache is written to a temporary file and
     renamed into place, so an interrupted build never leaves a cache that looks complete.
 
     Returns:
@@ -249,6 +250,9 @@ def azure_parquet_cache(
     if target.exists():
         logger.debug("azure cache hit: %s", target)
         return target
+    bad = scan_utf8(path)  # before Arrow: its bad-row callback cannot decode such rows
+    if bad is not None:
+        raise TraceFormatError(f"not UTF-8 text (bad byte at offset {bad[1]})", path=path, line=bad[0])
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -257,12 +261,8 @@ def azure_parquet_cache(
                 meta = _stream_to_parquet(path, tmp, as_strings=as_strings, skip_bad_rows=skip_bad_rows,
                                           sort=sort, block_bytes=block_bytes, memory_pool=memory_pool)
                 break
-            except pa.ArrowInvalid as exc:
-                if as_strings or "conversion error" not in str(exc):
-                    bad = scan_utf8(path)
-                    if bad is not None:
-                        raise TraceFormatError(f"not UTF-8 text (bad byte at offset {bad[1]})",
-                                               path=path, line=bad[0]) from None
+            except (pa.ArrowException, UnicodeDecodeError) as exc:
+                if as_strings or not isinstance(exc, pa.ArrowInvalid) or "conversion error" not in str(exc):
                     raise TraceFormatError(f"not a valid CSV file: {exc}", path=path) from None
                 logger.info("%s: a value failed to convert; re-reading as text to locate it", path)
         _write_meta(target, meta)  # sidecar first: the Parquet file appears last

@@ -197,7 +197,8 @@ def _times_ns(col: pa.ChunkedArray, unit: TimeUnit) -> np.ndarray:
         out = index.as_unit("us").asi8.astype(np.float64) * 1000.0
         out[index.isna()] = np.nan
         return out
-    return _numbers(col).to_numpy(dtype=float) * _NS_PER_UNIT[unit]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf, refused by the row checks
+        return _numbers(col).to_numpy(dtype=float) * _NS_PER_UNIT[unit]
 
 
 def _safe_int64(values: np.ndarray) -> np.ndarray:

@@ -124,26 +124,31 @@ def too_deep_lines(data: bytes, limit: int = MAX_JSON_DEPTH) -> list[int]:
     more are scanned exactly (vectorized count; real traces have 2-4 per line).
     """
     arr = np.frombuffer(data, dtype=np.uint8)
-    if arr.size == 0:
+    openers = np.flatnonzero((arr == 0x5B) | (arr == 0x7B))
+    if openers.size <= limit:
         return []
-    opens = np.cumsum((arr == 0x5B) | (arr == 0x7B), dtype=np.int64)
-    ends = np.flatnonzero(arr == 0x0A)
-    ends = np.append(ends, arr.size - 1) if ends.size == 0 or ends[-1] != arr.size - 1 else ends
-    per_line = np.diff(np.concatenate(([0], opens[ends])))
+    newlines = np.flatnonzero(arr == 0x0A)
+    per_line = np.bincount(np.searchsorted(newlines, openers))  # line index of each opener
     out = []
     for idx in np.flatnonzero(per_line > limit):
-        start = 0 if idx == 0 else int(ends[idx - 1]) + 1
-        text = data[start : int(ends[idx]) + 1].decode("utf-8", errors="replace")
-        if json_depth_exceeds(text, limit):
+        start = 0 if idx == 0 else int(newlines[idx - 1]) + 1
+        end = int(newlines[idx]) if idx < newlines.size else arr.size
+        if json_depth_exceeds(data[start:end].decode("utf-8", errors="replace"), limit):
             out.append(int(idx) + 1)
     return out
 
 
-def int_id_problem(ids: object, *, minimum: int) -> str | None:
+def int_id_problem(ids: object, *, minimum: int, check_range: bool = True) -> str | None:
     """Why ``ids`` is not a flat list of ints in ``[minimum, INT64_MAX]`` (``None`` if it is).
 
     Bools, floats, strings, nulls and nested lists are refused: ids are hashed, and only
     ints hash the same in every process (strings depend on ``PYTHONHASHSEED``).
+
+    Args:
+        ids: the value to check.
+        minimum: smallest allowed id.
+        check_range: also check the bounds (a caller that knows the text has no ``-`` and
+            no 19-digit number passes False: such ids are in [0, 10^18]).
     """
     if not isinstance(ids, (list, tuple)):
         return f"must be a list of integer ids, got {type(ids).__name__}"
@@ -152,6 +157,8 @@ def int_id_problem(ids: object, *, minimum: int) -> str | None:
     if not set(map(type, ids)) <= {int}:
         bad = next(v for v in ids if type(v) is not int)
         return f"must hold only integer ids, got {bad!r}"[:200]
+    if not check_range:
+        return None
     lo, hi = min(ids), max(ids)
     if lo < minimum or hi > INT64_MAX:
         return f"ids must be in [{minimum}, {INT64_MAX}], got {lo if lo < minimum else hi}"

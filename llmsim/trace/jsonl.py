@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,7 @@ from llmsim.safeio import INT64_MAX, loads_json
 from llmsim.trace.inputs import int_id_problem, read_trace_bytes, too_deep_lines
 
 logger = logging.getLogger(__name__)
+_BLANKISH = re.compile(rb"\n[ \t\r\n]")  # a line that is empty or starts with whitespace
 
 
 class FieldKind(StrEnum):
@@ -81,8 +83,9 @@ def _types_ok(table: pa.Table, kinds: Mapping[str, FieldKind]) -> bool:
         t = col.type
         if pa.types.is_null(t):
             continue
-        if kind is FieldKind.NUMBER:
-            ok = pa.types.is_integer(t) or pa.types.is_floating(t)
+        if kind is FieldKind.NUMBER:  # NaN / Infinity are not JSON: the slow path names them
+            ok = pa.types.is_integer(t) or (pa.types.is_floating(t) and not pc.any(
+                pc.invert(pc.is_finite(col))).as_py())
         elif kind is FieldKind.ID:
             ok = pa.types.is_integer(t) or pa.types.is_string(t)
         elif kind is FieldKind.STRING:
@@ -170,8 +173,7 @@ def _column(values: list[object], kind: FieldKind) -> pa.Array:
 def _nonblank_lines(raw: bytes, num_rows: int) -> np.ndarray:
     """1-based line numbers of the non-blank lines (``num_rows`` of them when each holds one row)."""
     body = raw.rstrip(b"\n")
-    if b"\n\n" not in body and body.count(b"\n") + 1 == num_rows and not body[:1].isspace() \
-            and b"\n " not in body and b"\n\r" not in body and b"\n\t" not in body:
+    if body.count(b"\n") + 1 == num_rows and not body[:1].isspace() and _BLANKISH.search(body) is None:
         return np.arange(1, num_rows + 1, dtype=np.int64)
     nums = [i for i, text in enumerate(raw.split(b"\n"), start=1) if text.strip()]
     return np.asarray(nums, dtype=np.int64)

@@ -47,6 +47,7 @@ FIELDS = {
     "think_time_ns": "tool_duration_ns",
 }
 TOOL_KEYS = ("tool_duration_ns", "tool_time_ns")
+_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")  # 19 zeros in a row = a 19-digit number
 
 
 def load_llmservingsim(path: str | Path, *, skip_bad_rows: bool = False, sort: bool = False) -> Trace:
@@ -73,17 +74,20 @@ def load_llmservingsim_frame(
 ) -> TraceFrame:
     """Columnar form of :func:`load_llmservingsim` (same arguments and errors)."""
     path = Path(path)
-    text = read_trace_bytes(path).decode("utf-8-sig")
+    data = read_trace_bytes(path)
+    text = data.decode("utf-8-sig")
     records: list[dict] = []
     lines: list[int] = []
     skipped = 0
     index = -1
+    # ids can only leave [0, INT64_MAX] when the text has a minus sign or a 19-digit number
+    id_range = b"-" in data or b"0" * 19 in data.translate(_DIGITS_TO_0)
     for lineno, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         index += 1
         try:
-            new = _records_of_line(raw, index=index, path=path, lineno=lineno)
+            new = _records_of_line(raw, index=index, path=path, lineno=lineno, id_range=id_range)
         except TraceFormatError:
             if not skip_bad_rows:
                 raise
@@ -128,7 +132,7 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number")
 
 
-def _records_of_line(raw: str, *, index: int, path: Path, lineno: int) -> list[dict]:
+def _records_of_line(raw: str, *, index: int, path: Path, lineno: int, id_range: bool = True) -> list[dict]:
     """Parse one JSONL line into one record (plain) or one per sub-request (agentic)."""
     obj = _parse_line(raw, path=path, lineno=lineno)
     if not isinstance(obj, dict):
@@ -136,7 +140,7 @@ def _records_of_line(raw: str, *, index: int, path: Path, lineno: int) -> list[d
     arrival = _int_field(obj, "arrival_time_ns", path=path, lineno=lineno)
     subs = obj.get("sub_requests")
     if subs is None:
-        rec = _request_fields(obj, path=path, lineno=lineno, prefix="")
+        rec = _request_fields(obj, path=path, lineno=lineno, prefix="", id_range=id_range)
         rec.update(request_id=str(index), arrival_ns=arrival, session_id=None, parent_id=None,
                    turn=0, think_time_ns=0)
         return [rec]
@@ -148,7 +152,7 @@ def _records_of_line(raw: str, *, index: int, path: Path, lineno: int) -> list[d
         prefix = f"sub_requests[{k}]."
         if not isinstance(sub, dict):
             raise TraceFormatError("must be an object", path=path, line=lineno, field=prefix[:-1])
-        rec = _request_fields(sub, path=path, lineno=lineno, prefix=prefix)
+        rec = _request_fields(sub, path=path, lineno=lineno, prefix=prefix, id_range=id_range)
         rec.update(
             request_id=f"{index}.{k}",
             arrival_ns=arrival,
@@ -169,7 +173,7 @@ def _records_of_line(raw: str, *, index: int, path: Path, lineno: int) -> list[d
     return out
 
 
-def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str) -> dict:
+def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str, id_range: bool = True) -> dict:
     rec: dict[str, object] = {
         "input_tokens": _int_field(obj, "input_toks", path=path, lineno=lineno, prefix=prefix,
                                    maximum=MAX_TOKENS),
@@ -179,7 +183,7 @@ def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str) -> dict:
     for key, col in (("input_tok_ids", "input_token_ids"), ("output_tok_ids", "output_token_ids")):
         ids = obj.get(key)
         if ids is not None:
-            problem = int_id_problem(ids, minimum=0)
+            problem = int_id_problem(ids, minimum=0, check_range=id_range)
             if problem:
                 raise TraceFormatError(problem, path=path, line=lineno, field=prefix + key)
         rec[col] = None if ids is None else tuple(ids)

@@ -17,6 +17,7 @@ All randomness comes from ``numpy.random.default_rng(seed)``: same seed, same re
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -79,7 +80,7 @@ def scale_rate(frame: TraceFrame, factor: float) -> TraceFrame:
         ConfigError: ``factor`` not a finite number > 0, or so small that the scaled trace
             would span more than 400 days (the loaders' absurd-timestamp limit).
     """
-    if type(factor) not in (int, float) or not (math.isfinite(factor) and factor > 0):
+    if not _is_real(factor) or not (math.isfinite(factor) and factor > 0):
         raise ConfigError(f"rate scale factor must be a finite number > 0, got {factor!r}", field="scale_rate")
     df = frame.data.copy()
     limit_ns = DEFAULT_MAX_SPAN_S * NS_PER_S
@@ -112,7 +113,7 @@ def sample(frame: TraceFrame, *, n: int | None = None, fraction: float | None = 
         raise ConfigError("sample needs exactly one of n or fraction", field="sample")
     if n is not None:
         _integer(n, "sample.n", minimum=0)
-    if fraction is not None and (type(fraction) not in (int, float) or not 0 < fraction <= 1):
+    if fraction is not None and (not _is_real(fraction) or not 0 < fraction <= 1):
         raise ConfigError(f"sample fraction must be a number in (0, 1], got {fraction!r}", field="sample.fraction")
     _integer(seed, "sample.seed", minimum=0)
     df = frame.data
@@ -176,18 +177,23 @@ def filter_model(frame: TraceFrame, models: str | Sequence[str]) -> TraceFrame:
 
 
 def _seconds(value: object, field: str) -> None:
-    if value is not None and (type(value) not in (int, float) or not 0 <= value <= DEFAULT_MAX_SPAN_S):
+    if value is not None and (not _is_real(value) or not 0 <= value <= DEFAULT_MAX_SPAN_S):
         raise ConfigError(f"must be a number of seconds in [0, {DEFAULT_MAX_SPAN_S}], got {value!r}"[:300],
                           field=field)
 
 
+def _is_real(value: object) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _flag(value: object, field: str) -> None:
-    if type(value) is not bool:
+    if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"must be true or false, got {value!r}"[:300], field=field)
 
 
 def _integer(value: object, field: str, *, minimum: int) -> None:
-    if type(value) is not int or not minimum <= value <= INT64_MAX:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
         raise ConfigError(f"must be an integer in [{minimum}, {INT64_MAX}], got {value!r}"[:300], field=field)
 
 
