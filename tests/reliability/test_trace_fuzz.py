@@ -149,3 +149,18 @@ def test_fuzz_trace_cli(tmp_path, capsys, case, data):
     elif argv[1] == "convert":
         for line in (tmp_path / "out.jsonl").read_text().splitlines():
             json.loads(line)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 50) | st.sampled_from([0, -1, 1.5, True, None, "5", 2**70, float("nan")]),
+       rate=OPTION_VALUES | st.floats(1e-3, 1e3),
+       arrival=st.sampled_from(["poisson", "gamma", "x", 5]), cv=OPTION_VALUES | st.floats(0.1, 10),
+       lengths=OPTION_VALUES | st.fixed_dictionaries({"input": OPTION_VALUES, "output": OPTION_VALUES}),
+       seed=OPTION_VALUES)
+def test_fuzz_generator(n, rate, arrival, cv, lengths, seed):
+    from llmsim.trace import generate_trace
+
+    frame = load_or_error(lambda: generate_trace(n=n, rate_per_s=rate, arrival=arrival, cv=cv,
+                                                 lengths=lengths, seed=seed))
+    if frame is not None:
+        check_loaded(frame)
