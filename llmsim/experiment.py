@@ -571,11 +571,11 @@ class Experiment:
         ConfigError: on construction, a missing, unknown or invalid field (dotted name).
     """
 
-    model_path: Path = Field(alias="model")
+    model_path: Path = Field(validation_alias="model")
     trace: Annotated[TraceConfig, BeforeValidator(_trace_in)]
     name: _Name = "experiment"
     source: Path | None = None
-    profile_path: Path | None = Field(default=None, alias="profile")
+    profile_path: Path | None = Field(default=None, validation_alias="profile")
     cost_model: Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_TEXT_CHARS)] = \
         "profile"
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
@@ -583,14 +583,14 @@ class Experiment:
     overheads: Annotated[InstanceOf[StepOverheads], BeforeValidator(_overheads_in)] = Field(
         default_factory=StepOverheads)
     num_instances: Annotated[_Int, Field(
-        ge=1, le=MAX_INSTANCES, alias="instances",
+        ge=1, le=MAX_INSTANCES, validation_alias="instances",
         description="each instance is a full scheduler and block pool in host memory")] = 1
     router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
         RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
-        default=CheckLevel.COUNTERS, alias="check_invariants")
+        default=CheckLevel.COUNTERS, validation_alias="check_invariants")
     output_dir: Path = _UNSET_PATH
-    measured_path: Path | None = Field(default=None, alias="measured")
+    measured_path: Path | None = Field(default=None, validation_alias="measured")
     description: _Text = ""
 
     @field_validator("model_path", "profile_path", mode="before")
@@ -649,7 +649,14 @@ _CODE_ONLY: dict[type, set[str]] = {Experiment: {"source"}, TraceConfig: {"reque
 def _field(cls: type | None, key: str) -> Any:
     """The pydantic ``FieldInfo`` of ``cls`` for a YAML key or attribute name, or None."""
     fields = getattr(cls, "__pydantic_fields__", {})
-    return fields.get(key) or next((f for f in fields.values() if f.alias == key), None)
+    return fields.get(key) or next((f for f in fields.values() if _yaml_name("", f) == key),
+                                   None)
+
+
+def _yaml_name(name: str, info: Any) -> str:
+    """A field's YAML key: its validation alias, else its name."""
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else name
 
 
 def _config_class(annotation: Any) -> type | None:
@@ -686,7 +693,7 @@ def _section_class(parts: list[str]) -> type | None:
 def _yaml_keys(cls: type) -> list[str]:
     """The keys a YAML section accepts (aliases where a field has one)."""
     hidden = _CODE_ONLY.get(cls, set())
-    return sorted(info.alias or name
+    return sorted(_yaml_name(name, info)
                   for name, info in getattr(cls, "__pydantic_fields__", {}).items()
                   if name not in hidden)
 
