@@ -15,7 +15,6 @@ or a given :class:`TraceFrame`, which keeps their correlation. All draws come fr
 from __future__ import annotations
 
 import math
-import numbers
 from enum import StrEnum
 
 import numpy as np
@@ -32,7 +31,7 @@ MAX_CV = 1000.0
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class ArrivalProcess(StrEnum):
@@ -67,7 +66,7 @@ def _length_pairs(lengths: str | dict | TraceFrame, n: int, rng: np.random.Gener
     if isinstance(lengths, dict):
         n_in, n_out = lengths.get("input"), lengths.get("output")
         if set(lengths) != {"input", "output"} or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= MAX_TOKENS
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= MAX_TOKENS
                 for v in (n_in, n_out)):
             raise ConfigError(f"fixed lengths need exactly integer 'input' and 'output' in [1, {MAX_TOKENS}], "
                               f"got {lengths!r}"[:300], field="lengths")
@@ -113,9 +112,9 @@ def generate_trace(
             integers in [1, MAX_TOKENS], or a trace longer than 400 days).
         DataNotFoundError: the named length trace is not available locally.
     """
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or not 1 <= n <= MAX_REQUESTS:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_REQUESTS:
         raise ConfigError(f"n must be an integer in [1, {MAX_REQUESTS}], got {n!r}", field="n")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}", field="seed")
     rng = np.random.default_rng(seed)
     gaps = interarrival_s(arrival, rate_per_s=rate_per_s, n=n - 1, rng=rng, cv=cv)

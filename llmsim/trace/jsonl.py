@@ -165,7 +165,8 @@ def _column(values: list[object], kind: FieldKind) -> pa.Array:
         return pa.array(values, type=pa.list_(pa.int64()))
     if kind is FieldKind.NUMBER:
         if any(type(v) is float for v in values):
-            return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+            return pa.array([None if v is None else float(v) for v in values],  # type: ignore[arg-type]
+                            type=pa.float64())
         return pa.array(values, type=pa.int64())
     return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 

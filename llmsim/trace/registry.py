@@ -121,7 +121,7 @@ def _matches(value: object, hint: object) -> bool:
     if hint is int:
         return type(value) is int
     if hint is float:
-        return type(value) in (int, float) and math.isfinite(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return type(value) is str
     if typing.get_origin(hint) is dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,16 +104,13 @@ def check_stats_options(*, bin_s: object, block_size: object) -> None:
             [1, :data:`MAX_BLOCK_SIZE`].
     """
     _check_block_size(block_size)
-    if not _is_real(bin_s) or not (math.isfinite(bin_s) and bin_s > 0):  # type: ignore[arg-type]
+    if not isinstance(bin_s, (int, float, np.integer, np.floating)) or isinstance(bin_s, bool) \
+            or not (math.isfinite(bin_s) and bin_s > 0):
         raise ConfigError(f"bin width must be a finite number of seconds > 0, got {bin_s!r}", field="bin_s")
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_block_size(block_size: object) -> None:
-    if not isinstance(block_size, numbers.Integral) or isinstance(block_size, bool) \
+    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) \
             or not 1 <= block_size <= MAX_BLOCK_SIZE:
         raise ConfigError(f"block size must be an integer in [1, {MAX_BLOCK_SIZE}] tokens, got {block_size!r}",
                           field="block_size")

@@ -17,7 +17,6 @@ All randomness comes from ``numpy.random.default_rng(seed)``: same seed, same re
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -177,14 +176,15 @@ def filter_model(frame: TraceFrame, models: str | Sequence[str]) -> TraceFrame:
 
 
 def _seconds(value: object, field: str) -> None:
-    if value is not None and (not _is_real(value) or not 0 <= value <= DEFAULT_MAX_SPAN_S):
+    if value is not None and (not isinstance(value, (int, float, np.integer, np.floating))
+                              or isinstance(value, bool) or not 0 <= value <= DEFAULT_MAX_SPAN_S):
         raise ConfigError(f"must be a number of seconds in [0, {DEFAULT_MAX_SPAN_S}], got {value!r}"[:300],
                           field=field)
 
 
 def _is_real(value: object) -> bool:
     """A real number (Python or NumPy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _flag(value: object, field: str) -> None:
@@ -193,7 +193,7 @@ def _flag(value: object, field: str) -> None:
 
 
 def _integer(value: object, field: str, *, minimum: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
         raise ConfigError(f"must be an integer in [{minimum}, {INT64_MAX}], got {value!r}"[:300], field=field)
 
 

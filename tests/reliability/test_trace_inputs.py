@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 from trace_strategies import AZURE_2023, CASES, LLMSERVINGSIM, MOONCAKE, QWEN_CSV
@@ -13,7 +14,13 @@ from trace_strategies import AZURE_2023, CASES, LLMSERVINGSIM, MOONCAKE, QWEN_CS
 from llmsim.cli.main import main
 from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.kvcache.hashing import BlockHasher
-from llmsim.trace import Request, apply_transforms, detect_format, load_trace_frame, trace_stats
+from llmsim.trace import (
+    Request,
+    apply_transforms,
+    detect_format,
+    load_trace_frame,
+    trace_stats,
+)
 from llmsim.trace.inputs import MAX_TOKENS
 from llmsim.trace.stats import MAX_RATE_BINS, format_table
 
@@ -254,7 +261,7 @@ def test_fifo_and_directory_are_refused(tmp_path, capsys):
 ])
 def test_wrong_option_types_are_config_errors(tmp_path, fmt, options, field):
     content = {"azure": AZURE_2023, "mooncake": MOONCAKE, "csv": b"arrival_s,input_tokens,output_tokens\n0,1,1\n",
-               "burstgpt": open(f"{FIX}/burstgpt_sample.csv", "rb").read()}[fmt]
+               "burstgpt": Path(f"{FIX}/burstgpt_sample.csv").read_bytes()}[fmt]
     p = _write(tmp_path, "t.csv", content)
     with pytest.raises(ConfigError) as exc:
         load_trace_frame(fmt, p, **options)
