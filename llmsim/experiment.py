@@ -473,7 +473,7 @@ class TraceConfig:
     options: dict[Annotated[str, Strict()], Any] = Field(default_factory=dict)
     transforms: Annotated[tuple[dict[str, Any], ...], Field(max_length=_MAX_TRANSFORMS),
                           BeforeValidator(_transforms_in)] = ()
-    requests: InstanceOf[Trace] | None = None
+    requests: InstanceOf[Trace] | None = Field(default=None, repr=False)
 
     @field_validator("format", mode="after")
     @classmethod
