@@ -155,3 +155,31 @@ def test_a_bomb_under_a_real_key_is_refused_not_expanded(workdir):
     with pytest.raises(ConfigError, match="alias expansion is bounded") as err:
         load_experiment(path)
     assert len(str(err.value)) < 500
+
+
+ENGINE_FIELDS = ["tensor_parallel_size", "max_num_seqs", "max_num_batched_tokens", "block_size",
+                 "enable_prefix_caching", "gpu_memory_utilization", "num_gpu_blocks_override",
+                 "cudagraph_capture_sizes", "async_scheduling", "scheduler_reserve_full_isl",
+                 "long_prefill_token_threshold"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(kwargs=st.dictionaries(st.sampled_from(ENGINE_FIELDS + ["bogus"]), HOSTILE, max_size=4))
+def test_engine_config_from_code_is_valid_or_a_config_error(kwargs):
+    from llmsim.experiment import EngineConfig
+
+    try:
+        e = EngineConfig(**kwargs)
+    except ConfigError as exc:
+        assert exc.field is not None and exc.field.startswith("engine.")
+        assert len(str(exc)) < 2000
+        return
+    assert 1 <= e.block_size <= e.max_num_batched_tokens
+    assert 0 < e.gpu_memory_utilization <= 1
+    sizes = e.cudagraph_capture_sizes
+    assert sizes == tuple(sorted(set(sizes))) and all(1 <= s <= e.max_num_batched_tokens
+                                                       for s in sizes)
+    if "cudagraph_capture_sizes" not in kwargs or kwargs["cudagraph_capture_sizes"] is None:
+        from llmsim.experiment import default_cudagraph_capture_sizes
+
+        assert sizes == default_cudagraph_capture_sizes(e.max_num_seqs, e.max_num_batched_tokens)
