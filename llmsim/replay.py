@@ -12,7 +12,8 @@ byte-identical files):
 * ``requests.csv`` / ``requests.parquet``: one row per request (see :class:`ReplayResult`);
 * ``itls.parquet``: long format ``request_id, token_index, itl_s`` (gap before token
   ``token_index``, 1-based after the first token);
-* ``timeseries.csv``: vLLM ``timeseries.csv`` columns at 1 s ticks;
+* ``timeseries.csv``: vLLM ``timeseries.csv`` columns at 1 s ticks (a run of more than
+  60 quiet ticks keeps its first 60 and its last; see :mod:`llmsim.metrics.recorder`);
 * ``steps.csv`` (only when asked): the per-step log;
 * ``summary.json``: percentiles, throughput, preemptions, prefix hits, settings.
 """
@@ -68,7 +69,9 @@ class ReplayResult:
         itls_s: per request (same order), the ``output_tokens - 1`` gaps between
             consecutive tokens, s.
         timeseries: ``t, prompt_throughput, gen_throughput, running, waiting,
-            kv_cache_pct`` at 1 s ticks (``t`` = end of the tick, s).
+            kv_cache_pct`` at 1 s ticks (``t`` = end of the tick, s); long runs of quiet
+            ticks are cut short (:mod:`llmsim.metrics.recorder`: forward-filling restores
+            them).
         steps: per-step log (:data:`llmsim.metrics.STEP_COLUMNS`) or ``None``.
         summary: JSON-able summary.
         num_steps: engine steps simulated (all instances).
@@ -245,7 +248,11 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     """Replay ``experiment`` (or ``trace`` / ``cost_model`` in place of its own).
 
     Raises:
-        ConfigError, TraceFormatError, ProfileError, DataNotFoundError: bad inputs.
+        ConfigError, TraceFormatError, ProfileError, DataNotFoundError: bad inputs, including
+            sizes the host memory cannot hold (:mod:`llmsim.memory.host`) and a simulated
+            clock past :data:`llmsim.sim.loop.MAX_SIMULATED_NS`.
+        CostModelUnavailable: the cost model failed or priced a step outside ``[0,
+            MAX_STEP_COST_NS]``.
         InvariantError: the simulation broke an invariant (a bug).
     """
     if model is None:

@@ -29,15 +29,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, pairwise
 
 import numpy as np
 import pandas as pd
 
 from llmsim.errors import ConfigError
-
 from llmsim.instance.instance import StepRecord
-from llmsim.memory.host import BYTES_PER_OUTPUT_TOKEN, BYTES_PER_REQUEST, check_host_memory
+from llmsim.memory.host import (
+    BYTES_PER_OUTPUT_TOKEN,
+    BYTES_PER_REQUEST,
+    check_host_memory,
+)
 from llmsim.trace.record import Request
 
 NS_PER_S = 1_000_000_000
@@ -222,7 +225,7 @@ class Recorder:
         flat, lens = self._token_times()
         flat_l = flat.tolist()
         starts = np.concatenate(([0], np.cumsum(lens))).tolist()
-        return [flat_l[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return [flat_l[a:b] for a, b in pairwise(starts)]
 
     def tables(self) -> tuple[pd.DataFrame, list[np.ndarray], pd.DataFrame, pd.DataFrame | None]:
         """Build ``(requests, itls_s, timeseries, steps)``; see :class:`ReplayResult`."""

@@ -53,8 +53,8 @@ class SeqState:
 
     __slots__ = (
         "request", "index", "num_prompt", "max_output", "num_output", "num_placeholders",
-        "num_computed", "blocks", "num_cached_blocks", "_hasher", "block_size", "status", "epoch",
-        "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
+        "num_computed", "blocks", "num_cached_blocks", "_hasher", "block_size", "status",
+        "epoch", "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
         "fast_limit",
     )
 

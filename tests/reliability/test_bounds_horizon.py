@@ -13,7 +13,15 @@ import heapq
 import numpy as np
 import pandas as pd
 import pytest
-from bounds_factories import DAY_NS, MS, S, FnCost, make_instance, make_request, simulate
+from bounds_factories import (
+    DAY_NS,
+    MS,
+    FnCost,
+    S,
+    make_instance,
+    make_request,
+    simulate,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

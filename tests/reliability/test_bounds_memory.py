@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 from bounds_factories import FnCost, make_request
 
-import llmsim.memory.host as host
 from llmsim.errors import ConfigError
 from llmsim.instance import StepOverheads, StepTimeModel
 from llmsim.instance.step_time import MAX_CAPTURE_SIZE
 from llmsim.kvcache.block_pool import BlockPool
+from llmsim.memory import host
 from llmsim.memory.capacity import KVCapacity, kv_capacity
 from llmsim.metrics import Recorder
 from llmsim.replay import check_instances_memory
