@@ -3,14 +3,20 @@
 Rows are keyed by a *namespace* (server fingerprint, dtype, TP degree: anything that changes
 answers) and the query key's ``repr``. Writes are batched in transactions; SQLite keeps each
 transaction atomic, so a crash loses at most the unflushed rows, never corrupts the table.
+:meth:`PersistentCache.load` skips (and logs) rows that are not a valid cost (a latency that
+fails :func:`~llmsim.costmodel.base.step_cost_is_valid`, an energy that is not a finite
+non-negative number), so a file edited by hand or written by an older client can only cost
+a re-asked query, never a wrong number.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from pathlib import Path
 
+from llmsim.costmodel.base import step_cost_is_valid
 from llmsim.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,11 +60,22 @@ class PersistentCache:
             raise ConfigError(f"cannot open bridge cache: {exc}", path=self.path) from exc
 
     def load(self) -> dict[str, tuple[float, float | None]]:
-        """Every answer of this namespace: ``{query repr: (latency_ns, energy_j)}``."""
-        rows = self._db.execute(
-            "SELECT query, latency_ns, energy_j FROM answers WHERE namespace = ?",
-            (self.namespace,))
-        return {q: (lat, e) for q, lat, e in rows}
+        """Every valid answer of this namespace: ``{query repr: (latency_ns, energy_j)}``.
+
+        Raises:
+            ConfigError: the file is not a readable cache database.
+        """
+        try:
+            rows = self._db.execute(
+                "SELECT query, latency_ns, energy_j FROM answers WHERE namespace = ?",
+                (self.namespace,)).fetchall()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read bridge cache: {exc}", path=self.path) from exc
+        answers = {q: (lat, e) for q, lat, e in rows if _valid(lat, e)}
+        if len(answers) < len(rows):
+            log.warning("%s: skipped %d cached answer(s) that are not valid costs",
+                        self.path, len(rows) - len(answers))
+        return answers
 
     def put(self, query: str, latency_ns: float, energy_j: float | None) -> None:
         """Remember one answer (committed in batches)."""
@@ -81,3 +98,11 @@ class PersistentCache:
             self.flush()
         finally:
             self._db.close()
+
+
+def _valid(latency_ns: object, energy_j: object) -> bool:
+    """A stored row is a cost: valid latency, energy absent or finite and non-negative."""
+    if not step_cost_is_valid(latency_ns):
+        return False
+    return energy_j is None or (isinstance(energy_j, (int, float))
+                                and math.isfinite(energy_j) and energy_j >= 0)

@@ -23,10 +23,22 @@ Transport: a ``CostStream`` kept open for the run when the server offers it (one
 step that needs the server; the server answers the needed queries first and prices the
 guesses while the simulation goes on), else one unary ``CostBatch`` per such step.
 
+If the server refuses the stream (all its stream slots are in use, RESOURCE_EXHAUSTED before
+any answer), the client asks what was outstanding, and everything after, by unary
+``CostBatch``: the same answers, so the same results.
+
 Failure policy: any RPC failure, or a per-query error or missing answer for a query a step
 needs, raises :class:`~llmsim.errors.CostModelUnavailable` (per-query errors as its subclass
 :class:`BridgeQueryError`); a number is never made up. An error answer to a guess that no
 step ever needs is not an error.
+
+Answer validation: every latency must pass
+:func:`~llmsim.costmodel.base.step_cost_is_valid` (finite, in ``[0, MAX_STEP_COST_NS]``)
+and every energy must be finite and non-negative; anything else is an ``INVALID_ANSWER``
+:class:`BridgeQueryError` (raised when a step needs that query, never cached), and a step
+whose composed duration exceeds ``MAX_STEP_COST_NS`` raises
+:class:`~llmsim.errors.CostModelUnavailable`. A server answering ``1e300`` ns therefore
+ends the run with an error instead of stalling the simulated clock.
 """
 
 from __future__ import annotations
@@ -46,8 +58,19 @@ from llmsim.bridge.queries import (
     StepShape,
     required_kinds,
 )
-from llmsim.bridge.transport import BridgeTransport, CostStream, TransportOptions
-from llmsim.costmodel.base import StepBatch, StepCost
+from llmsim.bridge.transport import (
+    BridgeTransport,
+    CostStream,
+    StreamRefused,
+    TransportOptions,
+    check_count,
+)
+from llmsim.costmodel.base import (
+    MAX_STEP_COST_NS,
+    StepBatch,
+    StepCost,
+    step_cost_is_valid,
+)
 from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import cost_model_pb2 as pb
@@ -84,6 +107,9 @@ class BridgeOptions:
         max_lookahead_steps: the horizon doubles, up to this, each time the steps ran
             exactly as guessed to its end.
         stream: use the server's ``CostStream`` when it offers one.
+
+    Raises:
+        ConfigError: a negative count, or a horizon above ``MAX_LOOKAHEAD_STEPS``.
     """
 
     transport: TransportOptions = field(default_factory=TransportOptions)
@@ -92,6 +118,16 @@ class BridgeOptions:
     lookahead_steps: int = 8
     max_lookahead_steps: int = 64
     stream: bool = True
+
+    def __post_init__(self) -> None:
+        check_count(self.step_memo_size, field="step_memo_size", low=0, high=2**62)
+        check_count(self.lookahead_steps, field="lookahead", low=0, high=MAX_LOOKAHEAD_STEPS)
+        check_count(self.max_lookahead_steps, field="max_lookahead", low=0,
+                    high=MAX_LOOKAHEAD_STEPS)
+
+
+MAX_LOOKAHEAD_STEPS: int = 4096
+"""Longest guess horizon accepted, steps (a request's queries grow with it)."""
 
 
 @dataclass(slots=True)
@@ -165,6 +201,18 @@ class _Partial:
     static_ns: int
     energy_before_j: float | None
     energies_after_j: tuple[float | None, ...]
+
+
+def _invalid_answer(answer: Answer) -> str:
+    """Why ``(latency_ns, energy_j)`` is not a cost, or ``""`` when it is one."""
+    latency_ns, energy_j = answer
+    if not step_cost_is_valid(latency_ns):
+        return (f"latency {latency_ns!r} ns (a cost must be finite and in "
+                f"[0, {MAX_STEP_COST_NS}] ns, MAX_STEP_COST_NS)")
+    if energy_j is not None and not (isinstance(energy_j, (int, float))
+                                     and math.isfinite(energy_j) and energy_j >= 0):
+        return f"energy {energy_j!r} J (must be finite and non-negative)"
+    return ""
 
 
 class BridgeCostModel:
@@ -265,6 +313,11 @@ class BridgeCostModel:
             cost = self._step_cost_fast(batch, shape, partial)
         else:
             cost = self._step_cost_full(batch, shape)
+        if not step_cost_is_valid(cost.duration_ns):
+            raise CostModelUnavailable(
+                f"cost bridge {self.target}: {self.server.server_name} priced a step of "
+                f"{batch.num_tokens} tokens at {cost.duration_ns} ns, above the "
+                f"{MAX_STEP_COST_NS} ns ceiling (MAX_STEP_COST_NS)")
         if len(self._step_memo) < self.options.step_memo_size:
             self._step_memo[batch] = cost
         return cost
@@ -501,11 +554,29 @@ class BridgeCostModel:
             self._store(tp, keys, self._transport.cost_batch(queries))
 
     def _receive(self) -> None:
-        """Wait for the next streamed part and store it."""
-        (tp, keys), first, answers = self._stream.recv()
+        """Wait for the next streamed part and store it (or, when the server refused the
+        stream, ask everything outstanding by unary calls and stop streaming)."""
+        try:
+            (tp, keys), first, answers = self._stream.recv()
+        except StreamRefused as exc:
+            self._fall_back_to_unary(exc)
+            return
         part = keys[first:first + len(answers)]
         self._pending[tp].difference_update(part)
         self._store(tp, part, answers)
+
+    def _fall_back_to_unary(self, refusal: StreamRefused) -> None:
+        """Re-ask the refused stream's unanswered queries with ``CostBatch``, in order."""
+        log.warning("%s; asking by unary CostBatch calls from now on", refusal)
+        stream, self._stream = self._stream, None
+        self.stats.streamed = False
+        for (tp, keys), first, queries in stream.take_unanswered():
+            part = keys[first:]
+            self.stats.rpcs += 1
+            answers = self._transport.cost_batch(queries)
+            self._pending[tp].difference_update(part)
+            self._store(tp, part, answers)
+        stream.close()
 
     def _store(self, tp: int, keys: list[QueryKey], answers) -> None:
         """Remember answers; errors are kept and raised only when a step needs them."""
@@ -520,14 +591,15 @@ class BridgeCostModel:
                     f"cost bridge {self.target}: {self.server.server_name} could not price "
                     f"{key[1]} {key[2:]}: {code}: {err.message}", op_name=key[1], code=code)
                 continue
-            latency_ns = answer.cost.latency_ns
-            if not math.isfinite(latency_ns) or latency_ns < 0:
+            value = (answer.cost.latency_ns,
+                     answer.cost.energy_j if answer.cost.HasField("energy_j") else None)
+            problem = _invalid_answer(value)
+            if problem:
                 errors[key] = BridgeQueryError(
-                    f"cost bridge {self.target}: invalid latency {latency_ns!r} for {key[1]}",
-                    op_name=key[1], code="INVALID_ANSWER")
+                    f"cost bridge {self.target}: {self.server.server_name} answered "
+                    f"{key[1]} {key[2:]} with {problem}", op_name=key[1],
+                    code="INVALID_ANSWER")
                 continue
-            value = (latency_ns, answer.cost.energy_j if answer.cost.HasField("energy_j")
-                     else None)
             memo[key] = value
             if cache is not None:
                 cache.put(repr(key), *value)
@@ -574,46 +646,74 @@ class BridgeCostModel:
 def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
     """Parse ``grpc://HOST:PORT[?option=value&...]``.
 
-    Options: ``deadline_s``, ``connect_timeout_s``, ``retries``, ``cache`` (SQLite path),
-    ``lookahead`` (first guess horizon, steps; 0 = no guesses), ``max_lookahead`` (steps),
-    ``stream`` (``0`` forces unary ``CostBatch`` calls).
+    ``HOST`` is a name or an IPv4 address, or an IPv6 address in brackets
+    (``grpc://[::1]:50051``); ``PORT`` is in ``1..65535``; nothing else (user, path,
+    fragment) may appear. Options: ``deadline_s``, ``connect_timeout_s`` (seconds, see
+    :class:`~llmsim.bridge.transport.TransportOptions` for the ranges), ``retries``,
+    ``cache`` (SQLite path), ``lookahead`` (first guess horizon, steps; 0 = no guesses),
+    ``max_lookahead`` (steps), ``stream`` (``0`` forces unary ``CostBatch`` calls).
 
     Raises:
-        ConfigError: not a ``grpc://`` spec, no port, or a bad option.
+        ConfigError: (field ``cost_model``) not such a spec, or a bad option value.
     """
-    parts = urlsplit(spec)
-    if parts.scheme != "grpc" or not parts.hostname or parts.port is None:
-        raise ConfigError(f"expected grpc://HOST:PORT, got {spec!r}", field="cost_model")
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{why} in {spec!r} (expected grpc://HOST:PORT[?option=value])",
+                           field="cost_model")
+
+    try:
+        parts = urlsplit(spec)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise bad(str(exc)) from None
+    if parts.scheme != "grpc":
+        raise bad(f"scheme {parts.scheme!r} is not grpc")
+    if not parts.hostname:
+        raise bad("no host")
+    if port is None or not 1 <= port <= 65535:
+        raise bad("no port in 1..65535" if port is None else f"port {port} is not in 1..65535")
+    if parts.username is not None or parts.path not in ("", "/") or parts.fragment:
+        raise bad("unexpected user, path or fragment")
     host = parts.hostname
-    target = f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
-    params = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=False).items()}
+    if ":" in host and not parts.netloc.split("@")[-1].startswith("["):
+        raise bad("an IPv6 host must be in brackets")
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True,
+                                                 strict_parsing=bool(parts.query)).items()}
+    except ValueError as exc:
+        raise bad(f"malformed options ({exc})") from None
     transport = TransportOptions()
     options = BridgeOptions()
+    option = ""
     try:
-        if "deadline_s" in params:
-            transport = replace(transport, deadline_s=float(params.pop("deadline_s")))
-        if "connect_timeout_s" in params:
-            transport = replace(transport,
-                                connect_timeout_s=float(params.pop("connect_timeout_s")))
-        if "retries" in params:
-            transport = replace(transport, max_retries=int(params.pop("retries")))
-        if "cache" in params:
-            options = replace(options, cache_path=Path(params.pop("cache")))
-        if "lookahead" in params:
-            options = replace(options, lookahead_steps=int(params.pop("lookahead")))
-        if "max_lookahead" in params:
-            options = replace(options, max_lookahead_steps=int(params.pop("max_lookahead")))
-        if "stream" in params:
-            flag = params.pop("stream").lower()
+        for option in ("deadline_s", "connect_timeout_s"):
+            if option in params:
+                transport = replace(transport, **{option: float(params.pop(option))})
+        option = "retries"
+        if option in params:
+            transport = replace(transport, max_retries=int(params.pop(option)))
+        option = "cache"
+        if option in params:
+            value = params.pop(option)
+            if not value:
+                raise ValueError("empty path")
+            options = replace(options, cache_path=Path(value))
+        for option, name in (("lookahead", "lookahead_steps"),
+                             ("max_lookahead", "max_lookahead_steps")):
+            if option in params:
+                options = replace(options, **{name: int(params.pop(option))})
+        option = "stream"
+        if option in params:
+            flag = params.pop(option).lower()
             if flag not in ("0", "1", "true", "false"):
-                raise ValueError(f"stream={flag!r} (use 0 or 1)")
+                raise ValueError(f"{flag!r} (use 0 or 1)")
             options = replace(options, stream=flag in ("1", "true"))
-    except ValueError as exc:
-        raise ConfigError(f"bad option in {spec!r}: {exc}", field="cost_model") from exc
+    except (ValueError, ConfigError) as exc:
+        why = exc.reason if isinstance(exc, ConfigError) else str(exc)
+        raise bad(f"bad option {option}: {why}") from None
     if params:
-        raise ConfigError(f"unknown option(s) {', '.join(params)} in {spec!r} (have "
-                          "deadline_s, connect_timeout_s, retries, cache, lookahead, "
-                          "max_lookahead, stream)", field="cost_model")
+        raise bad(f"unknown option(s) {', '.join(params)} (have deadline_s, "
+                  "connect_timeout_s, retries, cache, lookahead, max_lookahead, stream)")
     return target, replace(options, transport=transport)
 
 
@@ -629,5 +729,12 @@ def from_context(spec: str, context) -> BridgeCostModel:
                            options=options)
 
 
-__all__ = ["BridgeCostModel", "BridgeOptions", "BridgeQueryError", "BridgeStats",
-           "KIND_OF_CLASS", "from_context", "parse_spec"]
+__all__ = [
+    "KIND_OF_CLASS",
+    "BridgeCostModel",
+    "BridgeOptions",
+    "BridgeQueryError",
+    "BridgeStats",
+    "from_context",
+    "parse_spec",
+]

@@ -11,12 +11,19 @@ request message per step: a message costs about half a unary call in Python gRPC
 server answers the needed queries before it prices the guesses). A stream has the same
 guarantees as the unary call: every answer awaited is due within ``deadline_s`` (the call is
 cancelled when it is late), and UNAVAILABLE reopens the stream and resends what is
-unanswered, at most ``max_retries`` times.
+unanswered, at most ``max_retries`` times. A server whose stream slots are all taken refuses
+a new stream with RESOURCE_EXHAUSTED before answering anything: :meth:`CostStream.recv`
+raises :class:`StreamRefused`, and the client carries on with unary calls.
+
+Every duration option is checked once, at construction (:func:`check_seconds`): NaN,
+infinite, negative or absurdly long timeouts are a :class:`~llmsim.errors.ConfigError`
+instead of a call that never returns.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -27,7 +34,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmsim.errors import CostModelUnavailable
+from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.v1 import cost_model_pb2 as pb
 from llmsim.v1 import cost_model_pb2_grpc as pb_grpc
 
@@ -36,17 +43,67 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION: int = pb.PROTOCOL_VERSION_CURRENT
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["CostModelService"].full_name
 
+MAX_TIMEOUT_S: float = 86_400.0
+"""Longest deadline or connect timeout accepted, seconds (one day): far above any answer a
+bridge server gives (a SCALE-Sim batch takes minutes at worst), and a bound that keeps a
+mistyped value from turning into a call that never returns."""
+
+MAX_RETRIES: int = 100
+"""Most UNAVAILABLE retries accepted (the back-off doubles each time, so more is a hang)."""
+
+MAX_BACKOFF_S: float = 60.0
+"""Longest back-off before one retry, seconds (the doubling stops there)."""
+
+MAX_MESSAGE_BYTES: int = 2**31 - 1
+"""gRPC's own limit on one message, bytes (its size options are C ``int``)."""
+
+
+def check_seconds(value: object, *, field: str, allow_zero: bool = False) -> float:
+    """``value`` as a duration in seconds, or a :class:`ConfigError` naming ``field``.
+
+    Accepted: a finite real number in ``(0, MAX_TIMEOUT_S]`` (``[0, ...]`` with
+    ``allow_zero``). NaN, infinities, negative values and bools are refused: a NaN deadline
+    makes gRPC wait forever.
+
+    Raises:
+        ConfigError: not such a number.
+    """
+    low = "[0" if allow_zero else "(0"
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)
+            or value > MAX_TIMEOUT_S):
+        raise ConfigError(f"{value!r} is not a number of seconds in {low}, {MAX_TIMEOUT_S:g}]",
+                          field=field)
+    return float(value)
+
+
+def check_count(value: object, *, field: str, low: int, high: int) -> int:
+    """``value`` as an integer in ``[low, high]``, or a :class:`ConfigError` naming ``field``.
+
+    Raises:
+        ConfigError: not such an integer.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{value!r} is not an integer in [{low}, {high}]", field=field)
+    return value
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportOptions:
-    """How the client talks to a server.
+    """How the client talks to a server (checked at construction).
 
     Attributes:
-        deadline_s: deadline of each RPC, seconds.
-        connect_timeout_s: time allowed to connect and pass the health check, seconds.
-        max_retries: retries of an RPC that failed with UNAVAILABLE.
-        backoff_s: first back-off before a retry, seconds (doubles each retry).
-        max_message_bytes: largest message sent or received, bytes.
+        deadline_s: deadline of each RPC, seconds, in ``(0, MAX_TIMEOUT_S]``.
+        connect_timeout_s: time allowed to connect and pass the health check, seconds, in
+            ``(0, MAX_TIMEOUT_S]``.
+        max_retries: retries of an RPC that failed with UNAVAILABLE, ``[0, MAX_RETRIES]``.
+        backoff_s: first back-off before a retry, seconds (doubles each retry, up to
+            ``MAX_BACKOFF_S``), in ``[0, MAX_BACKOFF_S]``.
+        max_message_bytes: largest message sent or received, bytes, in
+            ``[1, MAX_MESSAGE_BYTES]``.
+
+    Raises:
+        ConfigError: a value out of its range (the field is named).
     """
 
     deadline_s: float = 10.0
@@ -54,6 +111,22 @@ class TransportOptions:
     max_retries: int = 3
     backoff_s: float = 0.05
     max_message_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        check_seconds(self.deadline_s, field="deadline_s")
+        check_seconds(self.connect_timeout_s, field="connect_timeout_s")
+        check_seconds(self.backoff_s, field="backoff_s", allow_zero=True)
+        if self.backoff_s > MAX_BACKOFF_S:
+            raise ConfigError(f"{self.backoff_s!r} is above {MAX_BACKOFF_S:g} s",
+                              field="backoff_s")
+        check_count(self.max_retries, field="max_retries", low=0, high=MAX_RETRIES)
+        check_count(self.max_message_bytes, field="max_message_bytes", low=1,
+                    high=MAX_MESSAGE_BYTES)
+
+
+class StreamRefused(CostModelUnavailable):
+    """The server refused a ``CostStream`` (RESOURCE_EXHAUSTED: all its stream slots are in
+    use) before answering anything on it; unary ``CostBatch`` calls still work."""
 
 
 class BridgeTransport:
@@ -132,7 +205,7 @@ class BridgeTransport:
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code is grpc.StatusCode.UNAVAILABLE and attempt < self.options.max_retries:
-                    delay = self.options.backoff_s * (2 ** attempt)
+                    delay = _backoff_s(self.options, attempt)
                     attempt += 1
                     log.warning("cost bridge %s: %s UNAVAILABLE, retry %d/%d in %.3f s",
                                 self.target, what, attempt, self.options.max_retries, delay)
@@ -144,6 +217,11 @@ class BridgeTransport:
                 raise CostModelUnavailable(
                     f"cost bridge {self.target}: {what} failed with {code.name}: {detail}"
                     + (f" (after {attempt} retries)" if attempt else "")) from exc
+
+
+def _backoff_s(options: TransportOptions, attempt: int) -> float:
+    """Back-off before retry ``attempt + 1``, seconds: doubling, capped at MAX_BACKOFF_S."""
+    return min(options.backoff_s * 2.0 ** attempt, MAX_BACKOFF_S)
 
 
 @dataclass(slots=True)
@@ -190,6 +268,7 @@ class CostStream:
         self._requests: queue.SimpleQueue | None = None
         self._replies: queue.SimpleQueue | None = None
         self._call = None
+        self._answered_on_call = 0   # replies received on the current call
         self._failure: CostModelUnavailable | None = None   # a failed stream stays failed
 
     # -- public -----------------------------------------------------------------------
@@ -227,6 +306,19 @@ class CostStream:
             self._end_call()
             raise
 
+    def take_unanswered(self) -> list[tuple[object, int, list]]:
+        """Forget every outstanding request and return what is unanswered of each:
+        ``(tag, index of its first unanswered query in the request, those queries)``.
+
+        Used after :class:`StreamRefused` to ask the same queries by unary calls.
+        """
+        out = []
+        for entry in self._outstanding:
+            first = entry.parts[0][0]
+            out.append((entry.tag, first, entry.queries[first - entry.offset:]))
+        self._outstanding.clear()
+        return out
+
     def _recv(self) -> tuple[object, int, list]:
         attempt = 0
         while True:
@@ -238,6 +330,7 @@ class CostStream:
                     f"DEADLINE_EXCEEDED: no answer within the {self._options.deadline_s:g} s "
                     "deadline") from None
             if isinstance(reply, pb.CostBatchResponse):
+                self._answered_on_call += 1
                 return self._match(reply)
             if reply is None:
                 raise CostModelUnavailable(
@@ -245,13 +338,17 @@ class CostStream:
                     "still due")
             code = reply.code()
             if code is grpc.StatusCode.UNAVAILABLE and attempt < self._options.max_retries:
-                delay = self._options.backoff_s * (2 ** attempt)
+                delay = _backoff_s(self._options, attempt)
                 attempt += 1
                 log.warning("cost bridge %s: CostStream UNAVAILABLE, retry %d/%d in %.3f s",
                             self._transport.target, attempt, self._options.max_retries, delay)
                 time.sleep(delay)
                 self._reopen()
                 continue
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and not self._answered_on_call:
+                raise StreamRefused(
+                    f"cost bridge {self._transport.target}: CostStream refused with "
+                    f"RESOURCE_EXHAUSTED: {reply.details() or ''}")
             name = code.name if code is not None else "UNKNOWN"
             raise CostModelUnavailable(
                 f"cost bridge {self._transport.target}: CostStream failed with {name}: "
@@ -283,6 +380,7 @@ class CostStream:
                 replies.put(exc)
 
         self._requests, self._replies, self._call = requests, replies, call
+        self._answered_on_call = 0
         threading.Thread(target=read, daemon=True,
                          name=f"bridge-reader-{self._transport.target}").start()
 

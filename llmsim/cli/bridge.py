@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=run_serve)
     describe = sub.add_parser("describe", help="health-check and describe a running server")
     describe.add_argument("target", help="grpc://HOST:PORT")
-    describe.add_argument("--timeout-s", type=float, default=5.0)
+    describe.add_argument("--timeout-s", type=float, default=5.0,
+                          help="connect, health-check and Describe deadline, seconds "
+                               "(finite, > 0, at most one day; default 5)")
     describe.set_defaults(func=run_describe)
 
 
@@ -80,13 +82,19 @@ def run_describe(args: argparse.Namespace) -> int:
     """Connect (health check + version check) and print the server's ``Describe`` answer.
 
     Raises:
+        ConfigError: a malformed target, or ``--timeout-s`` not a finite number of seconds
+            in ``(0, MAX_TIMEOUT_S]``.
         CostModelUnavailable: no healthy server within ``--timeout-s``, or a protocol mismatch.
     """
     from llmsim.bridge.client import parse_spec
-    from llmsim.bridge.transport import BridgeTransport, TransportOptions
+    from llmsim.bridge.transport import BridgeTransport, TransportOptions, check_seconds
 
+    check_seconds(args.timeout_s, field="--timeout-s")
     spec = args.target if "://" in args.target else f"grpc://{args.target}"
-    target, _ = parse_spec(spec)
+    try:
+        target, _ = parse_spec(spec)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, field="target") from None
     transport = BridgeTransport(target, TransportOptions(connect_timeout_s=args.timeout_s,
                                                          deadline_s=args.timeout_s))
     try:

@@ -3,6 +3,7 @@
 Run as a script it serves a roofline coster that can misbehave on purpose::
 
     python tests/bridge/bridge_testlib.py --die-after N --port 0   # os._exit on the Nth batch
+    python tests/bridge/bridge_testlib.py --stall-s S --port 0     # every batch sleeps S s
 """
 
 from __future__ import annotations
@@ -91,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     from adapters.common.server import add_server_arguments, run_server_cli
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--die-after", type=int, required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--die-after", type=int)
+    group.add_argument("--stall-s", type=float)
     add_server_arguments(parser)
-    return run_server_cli(lambda a: DyingCoster(a.die_after), parser, argv)
+    return run_server_cli(lambda a: (DyingCoster(a.die_after) if a.die_after is not None
+                                     else StallingCoster(a.stall_s)), parser, argv)
 
 
 if __name__ == "__main__":
