@@ -100,7 +100,13 @@ def load_azure_frame(
         cache = path.stat().st_size >= CACHE_MIN_BYTES
     if cache:
         parquet = azure_parquet_cache(path, skip_bad_rows=skip_bad_rows, sort=sort, block_bytes=block_bytes)
-        frame = _frame_from_parquet(parquet, path, start_s=start_s, end_s=end_s)
+        try:
+            frame = _frame_from_parquet(parquet, path, start_s=start_s, end_s=end_s)
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:  # damaged cache: rebuild once
+            logger.warning("%s: unreadable trace cache (%s); rebuilding it", parquet, exc)
+            parquet.unlink(missing_ok=True)
+            parquet = azure_parquet_cache(path, skip_bad_rows=skip_bad_rows, sort=sort, block_bytes=block_bytes)
+            frame = _frame_from_parquet(parquet, path, start_s=start_s, end_s=end_s)
     else:
         frame = _frame_from_csv(path, skip_bad_rows=skip_bad_rows, sort=sort)
         if start_s is not None or end_s is not None:
@@ -244,6 +250,7 @@ def azure_parquet_cache(
 
     Raises:
         TraceFormatError: as :func:`load_azure_frame`.
+        ConfigError: the cache directory cannot be written.
     """
     path = check_trace_file(path)
     target = _cache_file(path, skip_bad_rows=skip_bad_rows, sort=sort)
@@ -253,8 +260,13 @@ def azure_parquet_cache(
     bad = scan_utf8(path)  # before Arrow: its bad-row callback cannot decode such rows
     if bad is not None:
         raise TraceFormatError(f"not UTF-8 text (bad byte at offset {bad[1]})", path=path, line=bad[0])
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the trace cache: {exc.strerror or exc} (pass cache=False to read the "
+                          "CSV directly)", path=target.parent, field="cache") from None
     try:
         for as_strings in (False, True):
             try:
@@ -350,7 +362,10 @@ def _read_meta(parquet: Path) -> dict[str, str]:
     import json
 
     side = parquet.with_suffix(parquet.suffix + ".json")
-    return json.loads(side.read_text()) if side.exists() else {}
+    meta = json.loads(side.read_text(encoding="utf-8"))  # missing or damaged: ValueError / OSError
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{side}: not a cache sidecar")
+    return meta
 
 
 def _frame_from_parquet(parquet: Path, path: Path, *, start_s: float | None, end_s: float | None) -> TraceFrame:

@@ -347,3 +347,30 @@ def test_huge_token_counts_are_refused_not_wrapped(tmp_path, capsys):
 def test_cli_path_with_nul_byte_is_an_error(capsys):
     assert main(["trace", "stats", "bad\x00name.jsonl"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ Azure Parquet cache
+def test_damaged_azure_cache_is_rebuilt(tmp_path):
+    from llmsim.trace.azure import azure_parquet_cache
+
+    p = _write(tmp_path, "t.csv", AZURE_2023)
+    want = load_trace_frame("azure", p, cache=True).data
+    cache = azure_parquet_cache(p)
+    for damage in (b"PAR1 not parquet", None):
+        if damage is None:  # a damaged sidecar instead
+            cache.with_suffix(cache.suffix + ".json").write_text("{not json")
+        else:
+            cache.write_bytes(damage)
+        got = load_trace_frame("azure", p, cache=True).data
+        assert got.equals(want)
+
+
+def test_unwritable_azure_cache_is_a_config_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "xdg"))
+    p = _write(tmp_path, "t.csv", AZURE_2023)
+    with pytest.raises(ConfigError, match="cache=False") as exc:
+        load_trace_frame("azure", p, cache=True)
+    assert exc.value.field == "cache"
+    assert len(load_trace_frame("azure", p, cache=False)) == 3
