@@ -48,6 +48,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -154,7 +155,7 @@ class CostModelServicer(pb_grpc.CostModelServiceServicer):
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _check_request(self, request: object, what: str, context: grpc.ServicerContext
+    def _check_request(self, request: Any, what: str, context: grpc.ServicerContext
                        ) -> None:
         if isinstance(request, _Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,

@@ -12,6 +12,8 @@ from adapters.scalesim.runner import ResultTable, ScaleSimRunner
 from llmsim.errors import ConfigError
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "llmsim" / "scalesim"
+MAX_SIM_WORKERS = 256
+"""Most SCALE-Sim worker processes accepted (each is a process)."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -35,8 +37,11 @@ def build(args: argparse.Namespace) -> ScaleSimCoster:
     """The coster for parsed arguments.
 
     Raises:
-        ConfigError: no such array config.
+        ConfigError: no such array config, or ``--sim-workers`` outside ``1..MAX_SIM_WORKERS``.
     """
+    if not 1 <= args.sim_workers <= MAX_SIM_WORKERS:
+        raise ConfigError(f"{args.sim_workers} is not in 1..{MAX_SIM_WORKERS}",
+                          field="--sim-workers")
     path = Path(args.array)
     if not path.exists():
         path = CONFIG_DIR / f"{args.array}.yaml"

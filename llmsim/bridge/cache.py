@@ -100,7 +100,7 @@ class PersistentCache:
             self._db.close()
 
 
-def _valid(latency_ns: object, energy_j: object) -> bool:
+def _valid(latency_ns: float, energy_j: float | None) -> bool:
     """A stored row is a cost: valid latency, energy absent or finite and non-negative."""
     if not step_cost_is_valid(latency_ns):
         return False

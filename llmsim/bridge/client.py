@@ -48,6 +48,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from llmsim.bridge.cache import PersistentCache
@@ -556,21 +557,24 @@ class BridgeCostModel:
     def _receive(self) -> None:
         """Wait for the next streamed part and store it (or, when the server refused the
         stream, ask everything outstanding by unary calls and stop streaming)."""
+        stream = cast(CostStream, self._stream)   # only streamed requests are pending
         try:
-            (tp, keys), first, answers = self._stream.recv()
+            tag, first, answers = stream.recv()
         except StreamRefused as exc:
-            self._fall_back_to_unary(exc)
+            self._fall_back_to_unary(stream, exc)
             return
+        tp, keys = cast(tuple[int, list[QueryKey]], tag)
         part = keys[first:first + len(answers)]
         self._pending[tp].difference_update(part)
         self._store(tp, part, answers)
 
-    def _fall_back_to_unary(self, refusal: StreamRefused) -> None:
+    def _fall_back_to_unary(self, stream: CostStream, refusal: StreamRefused) -> None:
         """Re-ask the refused stream's unanswered queries with ``CostBatch``, in order."""
         log.warning("%s; asking by unary CostBatch calls from now on", refusal)
-        stream, self._stream = self._stream, None
+        self._stream = None
         self.stats.streamed = False
-        for (tp, keys), first, queries in stream.take_unanswered():
+        for tag, first, queries in stream.take_unanswered():
+            tp, keys = cast(tuple[int, list[QueryKey]], tag)
             part = keys[first:]
             self.stats.rpcs += 1
             answers = self._transport.cost_batch(queries)
@@ -686,9 +690,12 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
     options = BridgeOptions()
     option = ""
     try:
-        for option in ("deadline_s", "connect_timeout_s"):
-            if option in params:
-                transport = replace(transport, **{option: float(params.pop(option))})
+        option = "deadline_s"
+        if option in params:
+            transport = replace(transport, deadline_s=float(params.pop(option)))
+        option = "connect_timeout_s"
+        if option in params:
+            transport = replace(transport, connect_timeout_s=float(params.pop(option)))
         option = "retries"
         if option in params:
             transport = replace(transport, max_retries=int(params.pop(option)))
@@ -698,10 +705,12 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
             if not value:
                 raise ValueError("empty path")
             options = replace(options, cache_path=Path(value))
-        for option, name in (("lookahead", "lookahead_steps"),
-                             ("max_lookahead", "max_lookahead_steps")):
-            if option in params:
-                options = replace(options, **{name: int(params.pop(option))})
+        option = "lookahead"
+        if option in params:
+            options = replace(options, lookahead_steps=int(params.pop(option)))
+        option = "max_lookahead"
+        if option in params:
+            options = replace(options, max_lookahead_steps=int(params.pop(option)))
         option = "stream"
         if option in params:
             flag = params.pop(option).lower()

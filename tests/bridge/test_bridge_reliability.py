@@ -119,6 +119,22 @@ def test_unbounded_latency_ends_the_step_naming_the_op_and_value(foreign_server,
     assert "qkv_proj" in str(err) and repr(latency_ns) in str(err)
 
 
+def test_replay_against_a_server_answering_1e300_ends_with_an_error(foreign_server,
+                                                                   tmp_path, capsys):
+    from llmsim.cli.main import main
+
+    running = foreign_server(OneBadOp("o_proj", latency_ns=1e300))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    rc = main(["replay", str(FIXTURES / "tiny-experiment.yaml"), "--no-progress",
+               "--set", f"cost_model=grpc://{running.target}?deadline_s=2", "--out", str(out)])
+    assert time.monotonic() - t0 < 30
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "o_proj" in err and "1e+300" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_bad_energy_is_refused_and_bad_answers_are_never_cached(foreign_server, tmp_path):
     running = foreign_server(OneBadOp("o_proj", energy_j=math.nan))
     cache = tmp_path / "cache.sqlite"
@@ -303,6 +319,17 @@ def test_server_command_refuses_bad_arguments_in_one_line(args, option):
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""   # never bound, so no port line
     assert option in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scalesim_command_refuses_zero_sim_workers():
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "adapters.scalesim", "--array",
+                           "systolic-32x32", "--sim-workers", "0", "--port", "0"],
+                          capture_output=True, text=True, cwd=REPO, timeout=30, check=False,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "--sim-workers" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # -- idle streams cannot starve health checks ------------------------------------------
