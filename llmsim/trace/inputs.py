@@ -33,12 +33,15 @@ from llmsim.safeio import (
 
 __all__ = [
     "MAX_TOKENS",
+    "DuplicateKeyError",
     "check_trace_file",
+    "duplicate_csv_column",
     "first_bad_utf8",
     "int_id_problem",
     "read_trace_bytes",
     "scan_utf8",
     "too_deep_lines",
+    "unique_keys",
 ]
 
 MAX_TOKENS = 2**31 - 1
@@ -136,6 +139,37 @@ def too_deep_lines(data: bytes, limit: int = MAX_JSON_DEPTH) -> list[int]:
         if json_depth_exceeds(data[start:end].decode("utf-8", errors="replace"), limit):
             out.append(int(idx) + 1)
     return out
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (raised by :func:`unique_keys`)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r} in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for :func:`json.loads` refusing duplicate keys (which JSON
+    parsers resolve differently: Python keeps the last, others the first or fail)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return obj
+
+
+def duplicate_csv_column(names: list[str]) -> str | None:
+    """The first CSV header name that appears twice, or ``None``."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def int_id_problem(ids: object, *, minimum: int, check_range: bool = True) -> str | None:

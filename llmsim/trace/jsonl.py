@@ -5,13 +5,15 @@ types (:class:`FieldKind`). Anything else (invalid JSON, ``NaN``/``Infinity`` in
 numbers beyond int64, a field whose type changes between rows, strings where numbers are
 expected, nesting deeper than :data:`llmsim.safeio.MAX_JSON_DEPTH`, two objects on one line)
 takes the slow path: each line is parsed with :func:`llmsim.safeio.loads_json` and each field
-checked, so the error (or the skipped row) names the file, line and field. Deeply nested lines
+checked, so the error (or the skipped row) names the file, line and field. A key repeated in
+one object is refused too (Arrow rejects it; Python would silently keep the last value). Deeply nested lines
 never reach Arrow (its parser recurses and crashes the process beyond ~10^4 levels).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -26,7 +28,13 @@ import pyarrow.json as pajson
 
 from llmsim.errors import TraceFormatError
 from llmsim.safeio import INT64_MAX, loads_json
-from llmsim.trace.inputs import int_id_problem, read_trace_bytes, too_deep_lines
+from llmsim.trace.inputs import (
+    DuplicateKeyError,
+    int_id_problem,
+    read_trace_bytes,
+    too_deep_lines,
+    unique_keys,
+)
 
 logger = logging.getLogger(__name__)
 _BLANKISH = re.compile(rb"\n[ \t\r\n]")  # a line that is empty or starts with whitespace
@@ -128,11 +136,15 @@ def _read_slow(raw: bytes, path: Path, kinds: Mapping[str, FieldKind], *,
 
 
 def _checked_row(text: bytes, kinds: Mapping[str, FieldKind], *, path: Path, lineno: int) -> dict[str, object]:
-    obj = loads_json(text.decode("utf-8-sig"), path=path, line=lineno, error=TraceFormatError,
-                     what="JSON line")
+    doc = text.decode("utf-8-sig")
+    obj = loads_json(doc, path=path, line=lineno, error=TraceFormatError, what="JSON line")
     if not isinstance(obj, dict):
         raise TraceFormatError(f"line is not a JSON object (got {type(obj).__name__})", path=path,
                                line=lineno)
+    try:  # within the limits just checked; this pass only looks for repeated keys
+        json.loads(doc, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise TraceFormatError(str(exc), path=path, line=lineno, field=exc.key) from None
     row: dict[str, object] = {}
     for name, kind in kinds.items():
         if name not in obj:

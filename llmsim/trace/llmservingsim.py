@@ -35,7 +35,13 @@ import pandas as pd
 from llmsim.errors import TraceFormatError
 from llmsim.safeio import INT64_MAX, loads_json
 from llmsim.trace.frame import DEFAULT_MAX_SPAN_S, NS_PER_S, TraceFrame, finish_frame
-from llmsim.trace.inputs import MAX_TOKENS, int_id_problem, read_trace_bytes
+from llmsim.trace.inputs import (
+    MAX_TOKENS,
+    DuplicateKeyError,
+    int_id_problem,
+    read_trace_bytes,
+    unique_keys,
+)
 from llmsim.trace.record import Trace
 
 FIELDS = {
@@ -121,7 +127,9 @@ def _parse_line(raw: str, *, path: Path, lineno: int) -> object:
     """One JSON line: the C parser first; on any failure :func:`llmsim.safeio.loads_json`
     re-parses it to name the problem (invalid JSON, NaN/Infinity, depth)."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise TraceFormatError(str(exc), path=path, line=lineno, field=exc.key) from None
     except (ValueError, RecursionError):
         pass
     loads_json(raw, path=path, line=lineno, error=TraceFormatError, what="JSON line")

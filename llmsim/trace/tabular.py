@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from llmsim.errors import TraceFormatError
-from llmsim.trace.inputs import check_trace_file, read_trace_bytes
+from llmsim.trace.inputs import check_trace_file, duplicate_csv_column, read_trace_bytes
 
 #: Bytes per Arrow CSV block when streaming (bounds the memory of one batch).
 STREAM_BLOCK_BYTES = 16 << 20
@@ -93,6 +93,12 @@ def _options(
     )
 
 
+def _check_header(names: list[str], path: Path) -> None:
+    dup = duplicate_csv_column(names)
+    if dup is not None:
+        raise TraceFormatError("column named twice in the header", path=path, line=1, field=dup)
+
+
 def read_csv_table(
     path: Path, types: dict[str, pa.DataType], *, skip_bad_rows: bool
 ) -> tuple[pa.Table, np.ndarray, int, bool]:
@@ -109,8 +115,9 @@ def read_csv_table(
         ``types`` columns came back as strings (a value failed to convert).
 
     Raises:
-        TraceFormatError: a row with the wrong number of columns (unless skipped), a file
-            that is not CSV, not UTF-8 or not a regular file (see :mod:`llmsim.trace.inputs`).
+        TraceFormatError: a row with the wrong number of columns (unless skipped), a column
+            named twice in the header, a file that is not CSV, not UTF-8 or not a regular
+            file (see :mod:`llmsim.trace.inputs`).
     """
     data = read_trace_bytes(path)
     for as_strings in (False, True):
@@ -125,6 +132,7 @@ def read_csv_table(
             if not as_strings and "conversion error" in str(exc):
                 continue
             raise TraceFormatError(f"not a valid CSV file: {exc}", path=path) from None
+        _check_header(table.schema.names, path)
         lines = _LineCounter().lines_for(table.num_rows, log.lines)
         return table, lines, len(log.lines), as_strings
     raise AssertionError("unreachable")
@@ -162,6 +170,7 @@ def iter_csv_batches(
         if "conversion error" in str(exc):
             raise
         raise TraceFormatError(f"not a valid CSV file: {exc}", path=path) from None
+    _check_header(reader.schema.names, path)
     with reader:
         while True:
             try:

@@ -374,3 +374,26 @@ def test_unwritable_azure_cache_is_a_config_error(tmp_path, monkeypatch):
         load_trace_frame("azure", p, cache=True)
     assert exc.value.field == "cache"
     assert len(load_trace_frame("azure", p, cache=False)) == 3
+
+
+# ------------------------------------------------------------- repeated names
+@pytest.mark.parametrize(("fmt", "row", "key"), [("llmservingsim", LSS_ROW, "input_toks"),
+                                                 ("mooncake", MC_ROW, "input_length"),
+                                                 ("qwen_bailian", QW_ROW, "chat_id")])
+def test_repeated_json_key_is_refused(tmp_path, fmt, row, key):
+    line = json.dumps(row)[:-1] + f', "{key}": {json.dumps(row[key])}}}\n'
+    p = _write(tmp_path, "t.jsonl", line)
+    _refused(fmt, p, line=1, field=key, match="duplicate key")
+
+
+@pytest.mark.parametrize(("fmt", "header", "col"), [
+    ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens,ContextTokens", "ContextTokens"),
+    ("vidur", "arrived_at,arrived_at,num_prefill_tokens,num_decode_tokens", "arrived_at"),
+    ("burstgpt", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type,Model", "Model"),
+])
+def test_header_column_named_twice_is_refused(tmp_path, fmt, header, col):
+    n = header.count(",") + 1
+    p = _write(tmp_path, "t.csv", header + "\n" + ",".join(["1"] * n) + "\n")
+    _refused(fmt, p, line=1, field=col, match="twice")
+    if fmt == "azure":
+        _refused(fmt, p, line=1, field=col, match="twice", cache=True)

@@ -4,7 +4,7 @@
 Damage is what real trace files suffer: hostile numbers (``NaN``, ``Infinity``, ``1e999``,
 integers beyond int64, strings, bools, nested lists) in place of any number, deep nesting,
 invalid UTF-8, cut lines, dropped / repeated / swapped rows, blank lines, CRLF, a BOM, NUL
-bytes. :func:`check_loaded` states what a trace that *does* load must satisfy.
+bytes, a key repeated in one object or a header column named twice. :func:`check_loaded` states what a trace that *does* load must satisfy.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def mutated(draw: st.DrawFn, base: bytes, hostile: list[str]) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["value", "value", "value", "truncate", "utf8", "drop_line",
                                      "dup_line", "swap_lines", "blank", "crlf", "bom", "nul",
-                                     "drop_field", "text"]))
+                                     "drop_field", "dup_name", "text"]))
         lines = data.split(b"\n")
         if kind == "value":
             spots = list(_NUMBER.finditer(data))
@@ -138,6 +138,14 @@ def mutated(draw: st.DrawFn, base: bytes, hostile: list[str]) -> bytes:
             if spots:
                 m = draw(st.sampled_from(spots))
                 data = data[: m.start()] + data[m.end():]
+        elif kind == "dup_name":  # a key repeated in one object, or a header column named twice
+            spots = list(re.finditer(rb'"[a-z_]+": [^,}]+', data)) or list(re.finditer(rb"[A-Za-z_ ]+", lines[0]))
+            if spots:
+                m = draw(st.sampled_from(spots))
+                if data.startswith(b"{") or b'": ' in m.group():
+                    data = data[: m.end()] + b", " + m.group() + data[m.end():]
+                else:
+                    data = data[: len(lines[0])] + b"," + m.group() + data[len(lines[0]):]
         else:  # arbitrary text spliced in
             at = draw(st.integers(0, len(data)))
             data = data[:at] + draw(st.text(max_size=12)).encode() + data[at:]
