@@ -95,10 +95,11 @@ def run_stats(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output_errors(out: Path) -> Iterator[None]:
-    """Turn an ``OSError`` while writing ``--out`` into a ``ConfigError`` (exit 2, no traceback)."""
+    """Turn an ``OSError`` (or a path with a NUL byte) while writing ``--out`` into a
+    ``ConfigError`` (exit 2, no traceback)."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path the OS cannot take (NUL byte)
         raise ConfigError(f"cannot write: {exc}", path=out, field="--out") from exc
 
 

@@ -346,6 +346,8 @@ def test_huge_token_counts_are_refused_not_wrapped(tmp_path, capsys):
 
 def test_cli_path_with_nul_byte_is_an_error(capsys):
     assert main(["trace", "stats", "bad\x00name.jsonl"]) == 2
+    for cmd in ("stats", "convert"):
+        assert main(["trace", cmd, f"{FIX}/vidur_sample.csv", "--out", "a\x00b"]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 
