@@ -234,6 +234,7 @@ def _check_skew_fit(fit: pb.SkewFit, where: str, path: str | Path | None) -> Non
         labels = getattr(fit, f"{axis}_labels")
         field = f"{where}.{axis}_edges"
         if not edges and not labels:
+            _check_labels_readable(getattr(fit, f"{axis}_label"), f"{where}.{axis}_label", path)
             continue
         if len(edges) != len(labels) + 1:
             raise ProfileError(f"{len(edges)} edges for {len(labels)} labels (needs one "
@@ -242,6 +243,23 @@ def _check_skew_fit(fit: pb.SkewFit, where: str, path: str | Path | None) -> Non
                                                       itertools.pairwise(edges)):
             raise ProfileError(f"edges must increase strictly, got {edges}", path=path,
                                field=field)
+
+
+def _check_labels_readable(labels, field: str, path: str | Path | None) -> None:
+    """Without bucket edges the cost model reads them from the labels (``n<=8``, ``kp=0``,
+    ``sr>70%``): each label must have that form."""
+    from llmsim.costmodel.profile_model import _label_edges  # the one parser of labels
+
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if label in seen:
+            continue
+        seen.add(label)
+        try:
+            _label_edges([label])
+        except ValueError as exc:
+            raise ProfileError(f"{exc} (expected e.g. 'n<=8', 'kp=0', 'sr>70%')", path=path,
+                               field=f"{field}[{i}]") from None
 
 
 def _check_model(m: pb.ModelArchitecture, path: str | Path | None) -> None:

@@ -112,6 +112,16 @@ def test_skew_fit_label_must_be_a_meta_label(tmp_path):
     assert err.field == "kv_big_label" and err.line == 3
 
 
+def test_skew_fit_labels_readable_without_meta_buckets(tmp_path):
+    # RTX4090 layout: no bucket edges in meta.yaml, the cost model parses the labels
+    ok = import_bundle(write_bundle(tmp_path / "ok", {"meta.yaml": _meta_without_fit()}))
+    ProfileCostModel(ok, skew=True).step_cost(StepBatch(decode_context_lens=(16, 40)))
+    fit = bundle_files()["tp1/skew_fit.csv"].replace("kvB>1k", "big")
+    err = _import_error(tmp_path / "bad", {"tp1/skew_fit.csv": fit,
+                                           "meta.yaml": _meta_without_fit()})
+    assert err.field == "tp1/skew_fit.kv_big_label[1]" and "big" in err.reason
+
+
 # --------------------------------------------------------------------------- meta.yaml
 
 
@@ -294,14 +304,21 @@ def test_profile_commands_resolve_data_dir_paths(tmp_path, monkeypatch, capsys):
 
 
 def _usable(profile: pb.Profile) -> None:
-    """'Loaded correctly': the profile validates and the cost model prices a mixed step."""
+    """'Loaded correctly': the profile validates and the cost model, with and without the
+    skew fit, prices a mixed step."""
     validate_profile(profile)
-    try:
-        model = ProfileCostModel(profile)
-        model.step_cost(StepBatch(decode_context_lens=(16, 40),
-                                  prefills=(PrefillChunk(num_new_tokens=8),)))
-    except LlmsimError:
-        pass  # e.g. an operator the fuzz removed: a located refusal, not a crash
+    for skew in (None, True, False):
+        try:
+            model = ProfileCostModel(profile, skew=skew)
+            model.step_cost(StepBatch(decode_context_lens=(16, 40),
+                                      prefills=(PrefillChunk(num_new_tokens=8),)))
+        except LlmsimError:
+            pass  # e.g. an operator the fuzz removed: a located refusal, not a crash
+
+
+def _meta_without_fit() -> str:
+    """meta.yaml with no skew_fit section: the cost model reads bucket edges from labels."""
+    return bundle_files()["meta.yaml"].split("skew_fit:")[0]
 
 
 _BUNDLE_FILES = sorted(bundle_files())
@@ -318,10 +335,12 @@ def test_fuzz_bundle_file_bytes(tmp_path_factory, rel, data):
 
 
 @FUZZ
-@given(rel=st.sampled_from([r for r in _BUNDLE_FILES if r.endswith(".csv")]), data=st.data())
-def test_fuzz_bundle_cells(tmp_path_factory, rel, data):
+@given(rel=st.sampled_from([r for r in _BUNDLE_FILES if r.endswith(".csv")]),
+       fit_in_meta=st.booleans(), data=st.data())
+def test_fuzz_bundle_cells(tmp_path_factory, rel, fit_in_meta, data):
     mutated = data.draw(mutated_cells(bundle_files()[rel]))
-    bundle = write_bundle(tmp_path_factory.mktemp("c"), {rel: mutated})
+    files = {rel: mutated} if fit_in_meta else {rel: mutated, "meta.yaml": _meta_without_fit()}
+    bundle = write_bundle(tmp_path_factory.mktemp("c"), files)
     profile = load_or_error(lambda: import_bundle(bundle))
     if profile is not None:
         _usable(profile)
