@@ -112,7 +112,8 @@ def validate(experiment: Experiment | str | Path,
 
     Raises:
         ConfigError: no measured run given or named by the experiment; bad experiment.
-        DataNotFoundError, MeasuredRunError: the measured run is missing or malformed.
+        DataNotFoundError, MeasuredRunError: the measured run is missing or malformed, or
+            served another model or workload (checked before the replay).
     """
     from llmsim.validate import MeasuredRun, compare, load_measured, write_report
     from llmsim.validate.pipeline import ValidationRun, engine_notes, resolve_measured
@@ -125,8 +126,13 @@ def validate(experiment: Experiment | str | Path,
         measured = exp.measured_path
     run_m = measured if isinstance(measured, MeasuredRun) else load_measured(
         resolve_measured(measured))
-    notes = engine_notes(exp, run_m.engine)
-    result = run(exp, progress=progress)
+    from llmsim.replay import run as replay
+    from llmsim.validate.match import check_match
+    from llmsim.validate.pipeline import workload_of
+
+    trace = experiment_trace(exp)  # refuse another model / workload before the replay
+    notes = check_match(run_m, workload_of(exp, trace)) + engine_notes(exp, run_m.engine)
+    result = replay(exp, trace=trace, progress=progress)
     # ReplayLike declares plain attributes; ReplayResult's are frozen (read-only) fields
     comparison = compare(run_m, result, name=exp.name, notes=notes)  # type: ignore[arg-type]
     files = write_report(comparison, out_dir) if out_dir is not None else None

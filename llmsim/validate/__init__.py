@@ -6,8 +6,20 @@ LLMServingSim 2.0's published errors side by side) -> :func:`write_report` (``re
 ``report.json``, plots; atomic).
 """
 
-from llmsim.validate.compare import Comparison, MetricRow, PairedError, SeriesComparison, TotalRow, compare
-from llmsim.validate.measured import MeasuredFormat, MeasuredRun, ReferenceMetric, load_measured
+from llmsim.validate.compare import (
+    Comparison,
+    MetricRow,
+    PairedError,
+    SeriesComparison,
+    TotalRow,
+    compare,
+)
+from llmsim.validate.measured import (
+    MeasuredFormat,
+    MeasuredRun,
+    ReferenceMetric,
+    load_measured,
+)
 from llmsim.validate.report import ReportFiles, format_table, report_dict, write_report
 
 __all__ = [

@@ -22,8 +22,12 @@ Definitions (all from per-request timestamps; see ``shared/VLLM_SEMANTICS.md``):
   same ids, else by position (both lists are in workload order); for TTFT, TPOT and E2E we
   report the median and 90th percentile of |sim - measured| in ms and of
   |sim - measured| / measured in percent.
-- Time series: both sides on the 1 s grid of vLLM's ``timeseries.csv`` (tick ``t`` covers
-  ``(t-1, t]`` s from the run's start; ticks past either side's end count as idle, value 0).
+- Time series: both sides on the simulation's 1 s grid (tick ``t`` covers ``(t-1, t]`` s of
+  the simulation clock; ticks past either side's end count as idle, value 0). The measured
+  series is first moved onto the simulation clock by the same shift as the request tables
+  (its own origin, ``meta.json`` ``started_at``, relative to the first arrival, plus the
+  median arrival gap), then re-binned: rates through their cumulative count, gauges by
+  linear interpolation between samples.
   Error measure: normalized mean absolute error ``NMAE % = sum|sim - meas| / sum|meas| x 100``
   and Pearson correlation r; plus the error of the series' mean.
 - Run totals: makespan (first arrival -> last token), token and request throughput over the
@@ -45,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.errors import MeasuredRunError
+from llmsim.validate.match import check_requests
 from llmsim.validate.measured import TIMESERIES_COLUMNS, LatencyOrigin, MeasuredRun
 
 __all__ = [
@@ -275,21 +280,19 @@ def compare(
         notes: remarks to carry into the report.
 
     Raises:
-        MeasuredRunError: the two runs have different numbers of requests (names the
-            measured file), or the simulation lacks a required column.
+        MeasuredRunError: the two runs have different numbers of requests, or a pair of
+            requests has different token counts (:func:`llmsim.validate.match.check_requests`
+            names the measured file and the first differing request), or the simulation lacks
+            a required column.
     """
     sim = result.requests
     for col in ("request_id", "arrival_s", "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s"):
         if col not in sim.columns:
             raise MeasuredRunError(f"simulated requests lack column '{col}'", field=col)
     meas = measured.requests
-    if len(meas) != len(sim):
-        raise MeasuredRunError(
-            f"measured run has {len(meas)} requests but the simulation replayed {len(sim)}; "
-            "replay the same workload (same trace, no sampling/window transforms)",
-            path=measured.requests_path,
-            field="requests",
-        )
+    check_requests(measured, sim["request_id"].tolist(),
+                   sim["input_tokens"].tolist() if "input_tokens" in sim.columns else meas["input_tokens"].tolist(),
+                   sim["output_tokens"].tolist() if "output_tokens" in sim.columns else meas["output_tokens"].tolist())
     notes = list(notes)
     sim = _align(meas, sim, notes)
     sim = _align_latency_origin(sim, getattr(result, "steps", None), measured.latency_origin, notes)
@@ -303,7 +306,7 @@ def compare(
     ref_mae = None
     if measured.reference and all(r.reference_error_pct is not None for r in latency):
         ref_mae = float(np.mean([abs(r.reference_error_pct) for r in latency]))
-    grid, series = _series(measured, getattr(result, "timeseries", None))
+    grid, series = _series(measured, getattr(result, "timeseries", None), shift, notes)
     return Comparison(
         name=name,
         measured=measured,
@@ -339,14 +342,6 @@ def _align(meas: pd.DataFrame, sim: pd.DataFrame, notes: list[str]) -> pd.DataFr
     else:
         how = "position (workload order)"
     logger.debug("paired requests by %s", how)
-    mismatch = 0
-    for col in ("input_tokens", "output_tokens"):
-        if col in sim.columns:
-            mismatch = max(mismatch, int((sim[col].to_numpy() != meas[col].to_numpy()).sum()))
-    if mismatch:
-        msg = f"{mismatch} paired requests have different token counts: check that the same workload was replayed"
-        logger.warning(msg)
-        notes.append(msg)
     notes.append(f"requests paired by {how}")
     return sim
 
@@ -502,28 +497,67 @@ def _paired(pairs: pd.DataFrame, metric: str) -> PairedError:
 
 
 def _series(
-    measured: MeasuredRun, sim_ts: pd.DataFrame | None
+    measured: MeasuredRun, sim_ts: pd.DataFrame | None, shift: float | None, notes: list[str]
 ) -> tuple[pd.DataFrame | None, tuple[SeriesComparison, ...]]:
+    """Both series on the simulation's 1 s grid, the measured one moved by the request shift.
+
+    Measured tick ``t`` covers ``(o + t - 1, o + t]`` on the measured request axis, ``o`` =
+    :attr:`MeasuredRun.timeseries_origin_s`; adding ``shift`` (the request tables' offset)
+    puts it on the simulation clock. Rates (prompt / generation throughput) are re-binned
+    through their cumulative token count, interpolated linearly inside a tick; gauges
+    (running, waiting, KV usage: samples at the tick's end) are interpolated linearly
+    between samples, held for half a tick past either end, idle (0) beyond.
+    """
     meas_ts = measured.timeseries
     if meas_ts is None or sim_ts is None or len(sim_ts) == 0:
         return None, ()
     for col in TIMESERIES_COLUMNS:
         if col not in sim_ts.columns:
             raise MeasuredRunError(f"simulated timeseries lacks column '{col}'", field=col)
-    m_idx = np.rint(meas_ts["t"].to_numpy(dtype=np.float64)).astype(np.int64)
+    origin = measured.timeseries_origin_s
+    move = (origin if origin is not None else 0.0) + (shift if shift is not None else 0.0)
+    m_end = meas_ts["t"].to_numpy(dtype=np.float64) + move
     s_idx = np.rint(sim_ts["t"].to_numpy(dtype=np.float64)).astype(np.int64)
-    last = int(max(m_idx.max(), s_idx.max()))
+    last = int(max(math.ceil(m_end.max() - 1e-9), s_idx.max()))
     ticks = np.arange(1, last + 1)
     grid = pd.DataFrame({"t": ticks.astype(np.float64)})
     out = []
     for name in SERIES:
-        m = _on_grid(m_idx, meas_ts[name].to_numpy(dtype=np.float64), last)
+        values = meas_ts[name].to_numpy(dtype=np.float64)
+        m = _rebin_rate(m_end, values, last) if name in _RATE_SERIES else _resample_gauge(m_end, values, last)
         s = _on_grid(s_idx, sim_ts[name].to_numpy(dtype=np.float64), last)
         grid[f"{name}_measured"] = m
         grid[f"{name}_simulated"] = s
         recorded = measured.kv_usage_measured if name == "kv_cache_pct" else True
         out.append(_series_row(name, m, s, recorded))
+    where = ("meta.json started_at" if origin is not None else
+             "assumed at the first arrival (no started_at in the metadata)")
+    notes.append(f"measured time series moved by {move * 1e3:+.1f} ms onto the simulation clock "
+                 f"(series origin: {where}; plus the request timeline shift)")
     return grid, tuple(out)
+
+
+#: Series that are rates over their tick (re-binned by cumulative count, not interpolated).
+_RATE_SERIES = frozenset({"prompt_throughput", "gen_throughput"})
+
+
+def _rebin_rate(end_s: np.ndarray, rate: np.ndarray, last: int) -> np.ndarray:
+    """A per-tick rate (ticks ``(e - 1, e]``) on the integer ticks ``1..last`` (same unit)."""
+    cum = np.cumsum(rate)
+    xs = np.maximum.accumulate(np.column_stack([end_s - 1.0, end_s]).ravel())  # float-safe order
+    cs = np.column_stack([np.concatenate([[0.0], cum[:-1]]), cum]).ravel()
+    at = np.interp(np.arange(0, last + 1, dtype=np.float64), xs, cs, left=0.0, right=float(cum[-1]))
+    return np.diff(at)
+
+
+def _resample_gauge(end_s: np.ndarray, values: np.ndarray, last: int) -> np.ndarray:
+    """Samples taken at ``end_s`` read at ``1..last``: linear between samples, the edge sample
+    within half a tick of either end (a sub-second shift moves no sample off the grid), idle
+    (0) further out."""
+    at = np.arange(1, last + 1, dtype=np.float64)
+    out = np.interp(at, end_s, values)
+    out[(at < end_s[0] - 0.5) | (at > end_s[-1] + 0.5)] = 0.0
+    return out
 
 
 def _on_grid(idx: np.ndarray, values: np.ndarray, last: int) -> np.ndarray:

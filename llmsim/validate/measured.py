@@ -37,6 +37,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,9 @@ class MeasuredRun:
         reference: LLMServingSim 2.0's published numbers by metric key, or None.
         reference_path: the file ``reference`` came from.
         latency_origin: where measured TTFT/E2E start (the simulated side is aligned to it).
+        timeseries_origin_s: where ``timeseries.csv``'s ``t = 0`` lies on the request
+            timeline (s; ``meta.json`` ``started_at`` minus the first frontend arrival, both
+            epoch), or None when the metadata does not say.
     """
 
     source: Path
@@ -181,6 +185,7 @@ class MeasuredRun:
     reference: dict[str, ReferenceMetric] | None = None
     reference_path: Path | None = None
     latency_origin: LatencyOrigin = LatencyOrigin.ENGINE_QUEUE
+    timeseries_origin_s: float | None = None
 
     @property
     def num_requests(self) -> int:
@@ -267,7 +272,31 @@ def load_vllm_dir(root: str | Path) -> MeasuredRun:
         clock_offset_s=offset_s,
         reference=reference,
         reference_path=summary_path if reference is not None else None,
+        timeseries_origin_s=_series_origin(meta, rows) if timeseries is not None else None,
     )
+
+
+# A series origin further than this from the first arrival is not the same run's clock.
+_MAX_SERIES_ORIGIN_S = 3600.0
+
+
+def _series_origin(meta: dict[str, Any], rows: list[tuple[int, dict[str, Any]]]) -> float | None:
+    """``started_at`` (ISO 8601, UTC) minus the first ``arrival_time`` (epoch s), or None."""
+    started = meta.get("started_at")
+    if not isinstance(started, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(started)  # Python >= 3.11 reads a trailing Z
+    except ValueError:
+        logger.warning("meta.json started_at %r is not an ISO 8601 time; series origin unknown", started[:80])
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    origin = stamp.timestamp() - min(float(r["arrival_time"]) for _, r in rows)
+    if not math.isfinite(origin) or abs(origin) > _MAX_SERIES_ORIGIN_S:
+        logger.warning("meta.json started_at is %.0f s from the first arrival; series origin unknown", origin)
+        return None
+    return origin
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

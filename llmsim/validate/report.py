@@ -37,7 +37,17 @@ the replay took on this machine) go to ``host.json`` only::
       "measurement": {"clock_offset_s", "frontend_delay_median_s", "frontend_delay_p99_s",
                       "timeline_shift_s", "kv_usage_recorded", "engine": {...}},
       "simulation": {"num_steps": int|null},
-      "notes": [str], "files": [str]
+      "notes": [str], "files": [str],
+      "uncertainty": {                   # only with --bands / --sensitivity
+        "samples": int, "seed": int, "band_percentiles": [5.0, 95.0],
+        "noise_model": {"sigma_log": float, "source": str, "num_pairs": int},
+        "bands": {"<metric>_<stat>": {"measured", "simulated", "low", "high": float (ms),
+                  "measured_inside": bool}},
+        "band_coverage": float|null,     # fraction of the 15 metrics inside their band
+        "sensitivity": {"<parameter>": {"low": str, "high": str, "description": str,
+                        "applicable": bool, "note": str,
+                        "low_pct"|"high_pct": {"<metric>_<stat>": float}}}  # % of nominal
+      }
     }
 
 NaN values are written as ``null``. Error definitions are in :mod:`llmsim.validate.compare`.
@@ -59,7 +69,8 @@ from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError
 from llmsim.validate.compare import Comparison, MetricRow
 
-__all__ = ["HOST_SCHEMA", "SCHEMA", "ReportFiles", "format_table", "host_dict", "report_dict", "write_report"]
+__all__ = ["HOST_SCHEMA", "SCHEMA", "ReportFiles", "format_table", "format_uncertainty", "host_dict", "report_dict",
+           "uncertainty_dict", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +135,27 @@ def _metric_entry(row: MetricRow) -> dict[str, Any]:
     }
 
 
-def report_dict(comp: Comparison, files: list[str] | None = None) -> dict[str, Any]:
+def uncertainty_dict(u: Any) -> dict[str, Any]:
+    """The ``uncertainty`` entry of ``report.json`` (schema in the module docstring)."""
+    return {
+        "samples": u.samples,
+        "seed": u.seed,
+        "noise_model": {"sigma_log": _num(u.noise.sigma_log), "source": u.noise.source,
+                        "num_pairs": u.noise.num_pairs},
+        "band_percentiles": [5.0, 95.0],
+        "bands": {b.key: {"measured": _num(b.measured_ms), "simulated": _num(b.simulated_ms),
+                          "low": _num(b.low_ms), "high": _num(b.high_ms), "measured_inside": b.inside}
+                  for b in u.bands},
+        "band_coverage": _num(u.coverage),
+        "sensitivity": {r.parameter: {"low": r.low_label, "high": r.high_label, "description": r.description,
+                                      "applicable": r.applicable, "note": r.note,
+                                      "low_pct": {k: _num(v) for k, v in r.low_pct.items()},
+                                      "high_pct": {k: _num(v) for k, v in r.high_pct.items()}}
+                        for r in u.sensitivity},
+    }
+
+
+def report_dict(comp: Comparison, files: list[str] | None = None, uncertainty: Any = None) -> dict[str, Any]:
     """The ``report.json`` content (schema in the module docstring)."""
     m = comp.measured
     delay = m.requests["frontend_delay_s"].to_numpy(dtype=np.float64)
@@ -177,6 +208,7 @@ def report_dict(comp: Comparison, files: list[str] | None = None) -> dict[str, A
         "simulation": {"num_steps": _num(comp.sim_num_steps)},
         "notes": list(comp.notes),
         "files": files or [],
+        **({"uncertainty": uncertainty_dict(uncertainty)} if uncertainty is not None else {}),
     }
 
 
@@ -236,7 +268,65 @@ def format_table(comp: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _markdown(comp: Comparison, plots: list[str]) -> str:
+#: Metrics drawn in the tornado chart (the JSON has all 15).
+TORNADO_METRICS = ("ttft_mean", "ttft_p50", "tpot_mean", "e2e_mean")
+
+
+def _uncertainty_markdown(u: Any) -> list[str]:
+    out = ["", "## Error bars", ""]
+    if u.bands:
+        inside = sum(b.inside for b in u.bands)
+        out += [
+            (f"90% bands (5th-95th percentile) over {u.samples} Monte Carlo replays (seeds {u.seed}.."
+            f"{u.seed + u.samples - 1}), each with every profile point perturbed by its measurement spread. "
+            f"Noise model: {u.noise.source}."),
+            "",
+            (f"**Band coverage: {inside}/{len(u.bands)} measured values inside their band.** A value outside "
+            "says the gap is larger than the profile's measurement noise can explain (modelling error)."),
+            "",
+            "| metric | measured | llmsim | 90% band | measured inside |",
+            "|---|---:|---:|---|:---:|",
+        ]
+        for b in u.bands:
+            metric, stat = b.key.split("_")
+            out.append(f"| {_LABEL[metric]} {stat} | {_f(b.measured_ms)} | {_f(b.simulated_ms)} | "
+                       f"[{_f(b.low_ms)}, {_f(b.high_ms)}] | {'yes' if b.inside else '**no**'} |")
+    if u.sensitivity:
+        out += ["", "### Sensitivity (one at a time; change in % of the nominal simulated value)", ""]
+        head = "| parameter | settings | " + " | ".join(f"{_LABEL[k.split('_')[0]]} {k.split('_')[1]}" for k in TORNADO_METRICS)
+        out += [head + " | largest change |", "|---|---|" + "---:|" * len(TORNADO_METRICS) + "---|"]
+        for r in u.sensitivity:
+            if not r.applicable:
+                out.append(f"| {r.parameter} | {r.low_label} / {r.high_label} | " + " | ".join("-" for _ in TORNADO_METRICS)
+                           + f" | not applicable: {r.note} |")
+                continue
+            cells = " | ".join(f"{r.low_pct[k]:+.2f} / {r.high_pct[k]:+.2f}" for k in TORNADO_METRICS)
+            worst = max(r.low_pct, key=r.span_pct)
+            out.append(f"| {r.parameter} ({r.description}) | {r.low_label} / {r.high_label} | {cells} | "
+                       f"{worst} {r.span_pct(worst):.2f}%{'; ' + r.note if r.note else ''} |")
+    return out
+
+
+def format_uncertainty(u: Any) -> str:
+    """Terminal lines for the bands and sensitivities."""
+    lines = []
+    if u.bands:
+        lines.append(f"90% bands over {u.samples} replays (noise sigma {u.noise.sigma_log:.2%}): "
+                     f"{sum(b.inside for b in u.bands)}/{len(u.bands)} measured values inside")
+        outside = [b.key for b in u.bands if not b.inside]
+        if outside:
+            lines.append("  measured outside the band: " + ", ".join(outside))
+    for r in u.sensitivity:
+        if r.applicable:
+            worst = max(r.low_pct, key=r.span_pct)
+            lines.append(f"sensitivity {r.parameter} {r.low_label}/{r.high_label}: largest change {worst} "
+                         f"{r.low_pct[worst]:+.2f}% / {r.high_pct[worst]:+.2f}%")
+        else:
+            lines.append(f"sensitivity {r.parameter}: not applicable ({r.note})")
+    return "\n".join(lines)
+
+
+def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> str:
     m = comp.measured
     has_ref = comp.reference_mean_abs_error_pct is not None
     out = [f"# Validation report: {comp.name or 'experiment'}", ""]
@@ -282,9 +372,9 @@ def _markdown(comp: Comparison, plots: list[str]) -> str:
     if comp.series:
         out += ["", "## Time series (1 s grid)", ""]
         out += [
-            "NMAE = sum|sim - measured| / sum|measured|; r = Pearson correlation; the mean columns "
+            ("NMAE = sum|sim - measured| / sum|measured|; r = Pearson correlation; the mean columns "
             "average each series over the grid (for the throughputs they agree by construction when "
-            "both sides process the same tokens: NMAE and r measure the timing).",
+            "both sides process the same tokens: NMAE and r measure the timing)."),
             "",
             "| series | measured mean | simulated mean | error of mean | NMAE | r |",
             "|---|---:|---:|---:|---:|---:|",
@@ -322,6 +412,8 @@ def _markdown(comp: Comparison, plots: list[str]) -> str:
         out.append("- Engine settings recorded by the run: " + ", ".join(f"`{k}={v}`" for k, v in m.engine.items() if k != "cudagraph_capture_sizes"))
     for note in comp.notes:
         out.append(f"- {note}")
+    if uncertainty is not None:
+        out += _uncertainty_markdown(uncertainty)
     if plots:
         out += ["", "## Plots", ""]
         out += [f"![{Path(p).stem}]({p})" for p in plots]
@@ -339,7 +431,40 @@ def _cdf(ax: Any, values_s: np.ndarray, label: str, style: str) -> None:
         ax.plot(v, np.arange(1, v.size + 1) / v.size, style, label=label)
 
 
-def _plots(comp: Comparison, out: Path) -> list[str]:
+def _uncertainty_plots(u: Any, save: Any, plt: Any) -> None:
+    if u.bands:
+        fig, ax = plt.subplots(figsize=(10, 3.8))
+        y = np.arange(len(u.bands))
+        rel = [(b.low_ms / b.measured_ms - 1) * 100 for b in u.bands]
+        rel_hi = [(b.high_ms / b.measured_ms - 1) * 100 for b in u.bands]
+        sim = [(b.simulated_ms / b.measured_ms - 1) * 100 for b in u.bands]
+        ax.hlines(y, rel, rel_hi, color="C1", lw=6, alpha=0.5, label="llmsim 90% band")
+        ax.plot(sim, y, "C1o", label="llmsim")
+        ax.axvline(0, color="k", lw=1.2, label="measured")
+        ax.set_yticks(y, [b.key for b in u.bands])
+        ax.set(xlabel="% of the measured value", title="Predicted metrics with 90% bands (profile noise)")
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        save(fig, "bands.png")
+    rows = [r for r in u.sensitivity if r.applicable]
+    if rows:
+        fig, axes = plt.subplots(1, len(TORNADO_METRICS), figsize=(4.0 * len(TORNADO_METRICS), 0.6 * len(rows) + 1.6),
+                                 squeeze=False)
+        for ax, key in zip(axes[0], TORNADO_METRICS, strict=True):
+            order = sorted(rows, key=lambda r: r.span_pct(key))
+            y = np.arange(len(order))
+            ax.barh(y, [r.low_pct[key] for r in order], color="C0", label="low setting")
+            ax.barh(y, [r.high_pct[key] for r in order], color="C3", alpha=0.7, label="high setting")
+            ax.set_yticks(y, [f"{r.parameter} ({r.low_label}/{r.high_label})" for r in order], fontsize=8)
+            ax.axvline(0, color="k", lw=1)
+            ax.set(title=f"{key}", xlabel="% change vs nominal")
+            ax.grid(alpha=0.3, axis="x")
+        axes[0][0].legend(fontsize=7, loc="lower left")
+        save(fig, "tornado.png")
+
+
+def _plots(comp: Comparison, out: Path, uncertainty: Any = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,6 +507,8 @@ def _plots(comp: Comparison, out: Path) -> list[str]:
         ax.grid(alpha=0.3)
     save(fig, "latency_scatter.png")
 
+    if uncertainty is not None:
+        _uncertainty_plots(uncertainty, save, plt)
     grid = comp.grid
     if grid is None:
         return files
@@ -411,12 +538,14 @@ def _plots(comp: Comparison, out: Path) -> list[str]:
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
+def write_report(comparison: Comparison, out_dir: str | Path, *, uncertainty: Any = None) -> ReportFiles:
     """Write report.md, report.json, plots and ``requests.csv`` into ``out_dir`` atomically.
 
     The directory is assembled under a temporary name next to ``out_dir`` and renamed into
     place; an existing ``out_dir`` (a previous llmsim output only) is replaced only once the
-    new report is complete. ``host.json`` receives the host timings.
+    new report is complete. ``host.json`` receives the host timings. With ``uncertainty``
+    (:class:`llmsim.validate.uncertainty.Uncertainty`) the report adds the bands, the
+    sensitivity table, ``bands.png`` and ``tornado.png``.
 
     Returns:
         The written paths.
@@ -427,23 +556,24 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> ReportFiles:
     """
     out_dir = Path(out_dir)
     try:
-        return _write_report(comparison, out_dir)
+        return _write_report(comparison, out_dir, uncertainty)
     except OSError as exc:
         raise ConfigError(f"cannot write the report: {exc}", path=out_dir, field="output_dir") from exc
 
 
-def _write_report(comparison: Comparison, out_dir: Path) -> ReportFiles:
+def _write_report(comparison: Comparison, out_dir: Path, uncertainty: Any = None) -> ReportFiles:
     tmp = temp_dir_next_to(out_dir)
     try:
-        plots = _plots(comparison, tmp)
+        plots = _plots(comparison, tmp, uncertainty)
         comparison.pairs.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
         if comparison.grid is not None:
             comparison.grid.to_csv(tmp / "timeseries.csv", index=False, float_format="%.3f")
         files = ["report.md", "report.json", "requests.csv", *plots, "host.json"]
         if comparison.grid is not None:
             files.insert(3, "timeseries.csv")
-        (tmp / "report.md").write_text(_markdown(comparison, plots))
-        (tmp / "report.json").write_text(json.dumps(report_dict(comparison, files), indent=2, allow_nan=False) + "\n")
+        (tmp / "report.md").write_text(_markdown(comparison, plots, uncertainty))
+        report = report_dict(comparison, files, uncertainty)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         (tmp / "host.json").write_text(json.dumps(host_dict(comparison), indent=2, allow_nan=False) + "\n")
         publish_dir(tmp, out_dir)
     except BaseException:

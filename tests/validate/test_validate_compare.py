@@ -71,17 +71,18 @@ def test_pairs_by_id_when_ids_match_else_by_position():
     assert "requests paired by position (workload order)" in comp.notes
 
 
-def test_token_count_mismatch_is_noted():
+def test_token_count_mismatch_is_refused():
     meas = make_requests([0.1, 0.2], [1.0, 1.0], [2, 2])
     sim = make_requests([0.1, 0.2], [1.0, 1.0], [2, 3])
-    comp = compare(make_measured(meas), _fake(sim))
-    assert any("different token counts" in n for n in comp.notes)
+    with pytest.raises(MeasuredRunError, match="request '1' .* output_tokens=2 measured but 3") as exc:
+        compare(make_measured(meas), _fake(sim))
+    assert exc.value.field == "output_tokens"
 
 
 def test_mismatched_request_count_is_a_clear_error():
     meas = make_requests([0.1, 0.2, 0.3], [1.0] * 3, [2] * 3)
     sim = make_requests([0.1, 0.2], [1.0] * 2, [2] * 2)
-    with pytest.raises(MeasuredRunError, match="measured run has 3 requests but the simulation replayed 2") as exc:
+    with pytest.raises(MeasuredRunError, match="measured run has 3 requests but the experiment's workload has 2") as exc:
         compare(make_measured(meas), _fake(sim))
     assert exc.value.field == "requests"
 

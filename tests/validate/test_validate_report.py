@@ -66,7 +66,9 @@ def test_write_report_files_and_schema(tmp_path):
     assert ttft["llmservingsim"] == {"measured": 250.2, "simulated": 240.0, "error_pct": -4.1}
     assert data["mean_abs_error_pct"] == pytest.approx(comp.mean_abs_error_pct)
     assert data["llmservingsim_mean_abs_error_pct"] == pytest.approx(comp.reference_mean_abs_error_pct)
-    assert data["timeseries"]["running"]["nmae_pct"] == pytest.approx(1 / 8 * 100)
+    # measured running [2, 3, 2, 1] sampled at t - 1 ms (the request shift), read at 1..4 s:
+    # [2.001, 2.999, 1.999, 1]; simulated [2, 3, 3, 1]
+    assert data["timeseries"]["running"]["nmae_pct"] == pytest.approx(1.003 / 7.999 * 100)
     assert data["totals"]["num_preemptions"]["measured"] is None  # NaN/None -> null
     assert data["simulation"] == {"num_steps": 42}  # host time only in host.json
     assert json.loads(files.host_json.read_text())["simulation_wall_time_s"] == 0.01
