@@ -80,15 +80,34 @@ def bundle_files() -> dict[str, str]:
     }
 
 
+MOE_DENSE_OPS = ("layernorm", "qkv_proj", "qk_norm", "rotary_emb", "o_proj", "embedding",
+                 "final_layernorm")
+
+
+def moe_bundle_files() -> dict[str, str]:
+    """:func:`bundle_files` of a tiny MoE model (Qwen3-MoE layout: experts in ``moe.csv``,
+    no dense FFN ops)."""
+    files = bundle_files()
+    dense = ["layer,tokens,time_us"] + [f"{op},{t},{t + 1.5}" for op in MOE_DENSE_OPS
+                                        for t in (1, 2, 4)]
+    moe = ["tokens,activated_experts,time_us"] + [f"{t},{e},{10 * t + e}" for t in (1, 2, 4, 8)
+                                                  for e in (2, 4)]
+    files["tp1/dense.csv"] = "\n".join(dense) + "\n"
+    files["tp1/moe.csv"] = "\n".join(moe) + "\n"
+    return files
+
+
 def write_bundle(root: Path, files: dict[str, str | bytes] | None = None, *,
-                 model_cfg: dict[str, Any] | None = None) -> Path:
+                 model_cfg: dict[str, Any] | None = None, moe: bool = False) -> Path:
     """A tiny bundle at ``root/profiles/HW/org/tiny/bf16`` (model config next to it);
-    ``files`` replaces files by bundle-relative path (text or raw bytes)."""
+    ``files`` replaces files by bundle-relative path (text or raw bytes); ``moe`` gives the
+    MoE variant (:data:`MOE_CFG`, :func:`moe_bundle_files`)."""
     bundle = root / "profiles" / "HW" / "org" / "tiny" / "bf16"
     cfg_dir = root / "configs" / "model" / "org"
     cfg_dir.mkdir(parents=True, exist_ok=True)
-    (cfg_dir / "tiny.json").write_text(json.dumps(model_cfg or MODEL_CFG))
-    for rel, content in {**bundle_files(), **(files or {})}.items():
+    (cfg_dir / "tiny.json").write_text(json.dumps(model_cfg or (MOE_CFG if moe else MODEL_CFG)))
+    base = moe_bundle_files() if moe else bundle_files()
+    for rel, content in {**base, **(files or {})}.items():
         path = bundle / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from readers_factories import (
     bundle_files,
     load_or_error,
+    moe_bundle_files,
     mutated_bytes,
     mutated_cells,
     vidur_files,
@@ -42,11 +43,14 @@ def _import_error(tmp_path, files: dict) -> ProfileError:
     return exc.value
 
 
-def test_tiny_bundle_is_valid(tmp_path):
-    profile = import_bundle(write_bundle(tmp_path))
+def test_tiny_bundles_are_valid(tmp_path):
+    profile = import_bundle(write_bundle(tmp_path / "dense"))
     validate_profile(profile)
     assert len(profile.tp[0].skew.n) == 3 and len(profile.tp[0].skew_fit.pc) == 2
     ProfileCostModel(profile).step_cost(StepBatch(decode_context_lens=(16, 32)))
+    moe = import_bundle(write_bundle(tmp_path / "moe", moe=True))
+    cost = ProfileCostModel(moe).step_cost(StepBatch(decode_context_lens=(16, 32)))
+    assert cost.breakdown_ns["moe"] > 0
 
 
 # --------------------------------------------------------------------------- bundle CSVs
@@ -321,14 +325,15 @@ def _meta_without_fit() -> str:
     return bundle_files()["meta.yaml"].split("skew_fit:")[0]
 
 
-_BUNDLE_FILES = sorted(bundle_files())
+_BUNDLE_FILES = sorted(moe_bundle_files())  # moe.csv is ignored by the dense variant
 
 
 @FUZZ
-@given(rel=st.sampled_from(_BUNDLE_FILES), data=st.data())
-def test_fuzz_bundle_file_bytes(tmp_path_factory, rel, data):
-    mutated = data.draw(mutated_bytes(bundle_files()[rel].encode()))
-    bundle = write_bundle(tmp_path_factory.mktemp("b"), {rel: mutated})
+@given(rel=st.sampled_from(_BUNDLE_FILES), moe=st.booleans(), data=st.data())
+def test_fuzz_bundle_file_bytes(tmp_path_factory, rel, moe, data):
+    base = moe_bundle_files() if moe else bundle_files()
+    mutated = data.draw(mutated_bytes(base.get(rel, base["tp1/dense.csv"]).encode()))
+    bundle = write_bundle(tmp_path_factory.mktemp("b"), {rel: mutated}, moe=moe)
     profile = load_or_error(lambda: import_bundle(bundle))
     if profile is not None:
         _usable(profile)
@@ -336,11 +341,12 @@ def test_fuzz_bundle_file_bytes(tmp_path_factory, rel, data):
 
 @FUZZ
 @given(rel=st.sampled_from([r for r in _BUNDLE_FILES if r.endswith(".csv")]),
-       fit_in_meta=st.booleans(), data=st.data())
-def test_fuzz_bundle_cells(tmp_path_factory, rel, fit_in_meta, data):
-    mutated = data.draw(mutated_cells(bundle_files()[rel]))
+       fit_in_meta=st.booleans(), moe=st.booleans(), data=st.data())
+def test_fuzz_bundle_cells(tmp_path_factory, rel, fit_in_meta, moe, data):
+    base = moe_bundle_files() if moe else bundle_files()
+    mutated = data.draw(mutated_cells(base.get(rel, base["tp1/dense.csv"])))
     files = {rel: mutated} if fit_in_meta else {rel: mutated, "meta.yaml": _meta_without_fit()}
-    bundle = write_bundle(tmp_path_factory.mktemp("c"), files)
+    bundle = write_bundle(tmp_path_factory.mktemp("c"), files, moe=moe)
     profile = load_or_error(lambda: import_bundle(bundle))
     if profile is not None:
         _usable(profile)
