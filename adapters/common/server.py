@@ -10,15 +10,15 @@ Servers bind 127.0.0.1 unless told otherwise.
 
 Robustness (each rule has a test in ``tests/bridge/test_bridge_reliability.py``):
 
-* **Threads.** gRPC's synchronous server runs each RPC on a pool thread, and a
-  ``CostStream`` holds its thread for as long as the client keeps it open, idle or not.
-  The pool therefore has ``max_workers + max_streams`` threads, and at most
-  ``max_streams`` streams are admitted at once; one more is refused at once with
-  RESOURCE_EXHAUSTED (clients then fall back to unary ``CostBatch``). Streams can thus
-  never hold more than ``max_streams`` threads, and ``max_workers`` threads are always left
-  for health checks, ``Describe``, ``CostBatch`` and reflection, however many clients
-  idle on a stream. Server keepalive pings free the slot of a client that vanished
-  without closing its connection.
+* **Threads.** gRPC's synchronous server runs each RPC on a pool thread, and a streaming
+  call (``CostStream``, ``Health.Watch``, reflection) holds its thread for as long as the
+  client keeps it open, idle or not. The pool therefore has ``max_workers + max_streams``
+  threads, and at most ``max_streams`` streaming calls are admitted at once
+  (:class:`StreamSlots`); one more is refused at once with RESOURCE_EXHAUSTED (bridge
+  clients then fall back to unary ``CostBatch``). Streams can thus never hold more than
+  ``max_streams`` threads, and ``max_workers`` threads are always left for health checks,
+  ``Describe`` and ``CostBatch``, however many clients idle on a stream. Server keepalive
+  pings free the slot of a client that vanished without closing its connection.
 * **Malformed messages.** Requests are parsed by the handlers, not by gRPC: bytes that
   are not the expected message are refused with INVALID_ARGUMENT. (gRPC's own
   deserialization failure inside a stream leaves the call unfinished, and the server's
@@ -68,7 +68,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_MESSAGE_BYTES = 2**31 - 1
 """gRPC's own ceiling on a message-size option, bytes (a C ``int``)."""
 DEFAULT_MAX_STREAMS = 8
-"""Concurrent ``CostStream`` calls admitted by default (one per replay client)."""
+"""Streaming calls admitted at once by default (a replay client holds one ``CostStream``)."""
 MAX_THREADS = 1024
 """Ceiling on ``max_workers`` and on ``max_streams`` (each is a thread)."""
 STOP_MARGIN_S = 5.0
@@ -94,6 +94,65 @@ def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
         except Exception as exc:  # noqa: BLE001 - becomes INVALID_ARGUMENT in the handler
             return _Malformed(f"{type(exc).__name__}: {exc}")
     return deserialize
+
+
+class StreamSlots(grpc.ServerInterceptor):
+    """Admits at most ``max_streams`` streaming calls at once, of every service.
+
+    A streaming handler runs inside a slot, taken in its pool thread when it starts and
+    given back when it ends (normally, by error, or by cancellation); a call that finds
+    no slot free is refused with RESOURCE_EXHAUSTED before it reads anything. Unary calls
+    pass untouched.
+
+    Args:
+        max_streams: slots (0 refuses every streaming call).
+    """
+
+    def __init__(self, max_streams: int) -> None:
+        self.max_streams = max_streams
+        self._free = threading.BoundedSemaphore(max_streams) if max_streams else None
+
+    def _enter(self, context: grpc.ServicerContext, method: str) -> None:
+        if self._free is None or not self._free.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{method}: all {self.max_streams} stream slots of this server are "
+                          "in use; use CostBatch, or restart the server with a larger "
+                          "--max-streams")
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not (handler.request_streaming or handler.response_streaming):
+            return handler
+        method = handler_call_details.method
+        enter, free = self._enter, self._free
+
+        def streamed(behavior):
+            def run(request, context):
+                enter(context, method)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    free.release()
+            return run
+
+        def unary_out(behavior):
+            def run(request_iterator, context):
+                enter(context, method)
+                try:
+                    return behavior(request_iterator, context)
+                finally:
+                    free.release()
+            return run
+
+        common = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer}
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(streamed(handler.stream_stream),
+                                                         **common)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(streamed(handler.unary_stream),
+                                                        **common)
+        return grpc.stream_unary_rpc_method_handler(unary_out(handler.stream_unary), **common)
 
 
 def _checked(answers: list[pb.OpAnswer], queries) -> list[pb.OpAnswer]:
@@ -124,19 +183,15 @@ class CostModelServicer(pb_grpc.CostModelServiceServicer):
         protocol_version: version this server speaks.
         max_message_bytes: reported in ``Describe``, bytes.
         stream: offer ``CostStream``.
-        max_streams: ``CostStream`` calls admitted at once; one more is refused with
-            RESOURCE_EXHAUSTED (see the module docstring).
     """
 
     def __init__(self, coster: OpCoster, *, protocol_version: int = PROTOCOL_VERSION,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 stream: bool = True, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+                 stream: bool = True) -> None:
         self._coster = coster
         self._version = protocol_version
         self._max_message_bytes = max_message_bytes
-        self._stream = stream and max_streams > 0
-        self._max_streams = max_streams
-        self._stream_slots = threading.BoundedSemaphore(max(max_streams, 1))
+        self._stream = stream
         self._busy = 0                      # coster calls in progress
         self._idle = threading.Condition()
 
@@ -207,28 +262,21 @@ class CostModelServicer(pb_grpc.CostModelServiceServicer):
     def CostStream(self, requests, context: grpc.ServicerContext):
         """Answer each request in order; needed queries first when the request says so.
 
-        Holds one of ``max_streams`` slots (and its pool thread) until the call ends.
+        Runs in one of the server's stream slots (see :class:`StreamSlots`).
         """
         if not self._stream:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "CostStream is not offered")
-        if not self._stream_slots.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"all {self._max_streams} CostStream slots are in use; use "
-                          "CostBatch, or restart the server with a larger --max-streams")
-        try:
-            for i, request in enumerate(requests):
-                self._check_request(request, f"CostStream request #{i + 1}", context)
-                queries = request.queries
-                needed = request.num_needed
-                if 0 < needed < len(queries):
-                    # The client waits for this part only; the guesses are priced after it
-                    # is sent, while the client simulates on.
-                    yield self._answer(queries[:needed], context)
-                    yield self._answer(queries[needed:], context, first_query=needed)
-                else:
-                    yield self._answer(queries, context)
-        finally:
-            self._stream_slots.release()
+        for i, request in enumerate(requests):
+            self._check_request(request, f"CostStream request #{i + 1}", context)
+            queries = request.queries
+            needed = request.num_needed
+            if 0 < needed < len(queries):
+                # The client waits for this part only; the guesses are priced after it is
+                # sent, while the client simulates on.
+                yield self._answer(queries[:needed], context)
+                yield self._answer(queries[needed:], context, first_query=needed)
+            else:
+                yield self._answer(queries, context)
 
 
 def _add_servicer(servicer: CostModelServicer, server: grpc.Server) -> None:
@@ -332,8 +380,9 @@ def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
         protocol_version: version this server speaks (tests use a wrong one).
         stream: offer ``CostStream`` (False serves like a server that has only
             ``CostBatch``; clients then fall back to it).
-        max_streams: ``CostStream`` calls admitted at once (each holds a thread of its
-            own; 0 = no ``CostStream``).
+        max_streams: streaming calls (``CostStream``, ``Health.Watch``, reflection)
+            admitted at once, each on a thread of its own (0 = none; ``CostStream`` is then
+            not offered).
 
     Raises:
         ConfigError: a value out of range, or an address that cannot be bound (in use,
@@ -349,12 +398,11 @@ def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ]
     stream = stream and max_streams > 0
-    pool = futures.ThreadPoolExecutor(max_workers=max_workers + (max_streams if stream else 0),
+    pool = futures.ThreadPoolExecutor(max_workers=max_workers + max_streams,
                                       thread_name_prefix="bridge-rpc")
-    server = grpc.server(pool, options=options)
+    server = grpc.server(pool, options=options, interceptors=(StreamSlots(max_streams),))
     servicer = CostModelServicer(coster, protocol_version=protocol_version,
-                                 max_message_bytes=max_message_bytes, stream=stream,
-                                 max_streams=max_streams)
+                                 max_message_bytes=max_message_bytes, stream=stream)
     _add_servicer(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -374,7 +422,7 @@ def serve(coster: OpCoster, *, address: str = "127.0.0.1", port: int = 0,
     server.start()
     log.info("%s listening on %s (%d unary threads, %d stream slots)",
              coster.info().server_name, _host_port(address, bound), max_workers,
-             max_streams if stream else 0)
+             max_streams)
     return RunningServer(server=server, address=address, port=bound, health=health_servicer,
                          servicer=servicer)
 
@@ -391,8 +439,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4,
                         help="threads for unary calls: health, Describe, CostBatch (>= 1)")
     parser.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
-                        help="CostStream calls served at once, each on a thread of its own; "
-                             f"more are refused (default {DEFAULT_MAX_STREAMS}, 0 = none)")
+                        help="streaming calls (CostStream, Health.Watch, reflection) served "
+                             "at once, each on a thread of its own; more are refused "
+                             f"(default {DEFAULT_MAX_STREAMS}, 0 = none)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 

@@ -337,15 +337,19 @@ def test_scalesim_command_refuses_zero_sim_workers():
 
 class IdleStreams:
     """``n`` raw ``CostStream`` calls that send nothing (a client simulating, or a stuck
-    one)."""
+    one), then ``watches`` ``Health.Watch`` calls (which stay open after the first
+    answer)."""
 
-    def __init__(self, target: str, n: int) -> None:
+    def __init__(self, target: str, n: int, watches: int = 0) -> None:
         self.channel = grpc.insecure_channel(target)
         method = self.channel.stream_stream(METHOD + "CostStream",
                                             request_serializer=lambda b: b,
                                             response_deserializer=lambda b: b)
         self.queues = [queue.SimpleQueue() for _ in range(n)]
         self.calls = [method(self._requests(q)) for q in self.queues]
+        watch = health_pb2_grpc.HealthStub(self.channel).Watch
+        self.calls += [watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+                       for _ in range(watches)]
 
     @staticmethod
     def _requests(q):
@@ -377,13 +381,16 @@ def _health(target: str, timeout_s: float) -> int:
                           timeout=timeout_s).status
 
 
-def test_idle_streams_cannot_starve_health_describe_or_cost_batch():
+@pytest.mark.parametrize("watches", [0, 4], ids=["cost-streams", "with-health-watches"])
+def test_idle_streams_cannot_starve_health_describe_or_cost_batch(watches):
     running = serve(h100_coster())   # the defaults: 4 unary threads, 8 stream slots
     extra = 3
-    idle = IdleStreams(running.target, DEFAULT_MAX_STREAMS + extra)
+    idle = IdleStreams(running.target, DEFAULT_MAX_STREAMS + extra - watches, watches)
     try:
         refused = idle.refused(extra)
         assert len(refused) == extra      # exactly the streams beyond the slots
+        time.sleep(0.2)
+        assert len(idle.refused(extra)) == extra   # and no more
         for i in refused:
             assert idle.calls[i].code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "--max-streams" in idle.calls[i].details()
