@@ -26,6 +26,8 @@ from bridge_testlib import (
     stop_subprocess,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import adapters.common.server as server_mod
 from adapters.common.coster import ServerInfo, cost_answer
@@ -517,3 +519,38 @@ def test_sigterm_stops_a_server_whose_coster_is_stuck():
     assert elapsed < 6
     assert proc.returncode == 0
     assert errors   # the client learned the call failed; no answer was made up
+
+
+# -- fuzzing the boundaries -------------------------------------------------------------
+
+SPEC_PIECES = st.sampled_from(["grpc://", "http://", "127.0.0.1", "[::1]", "::1", "[", "]",
+                               ":", "50051", "99999", "0", "-1", "abc", "?", "&", "=",
+                               "deadline_s", "connect_timeout_s", "retries", "lookahead",
+                               "nan", "inf", "-3", "1e300", "2.5", "/", "@", "#", "%zz"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(SPEC_PIECES, max_size=10).map("".join) | st.text(max_size=40))
+def test_parse_spec_returns_a_checked_target_or_raises_config_error(spec):
+    try:
+        target, options = parse_spec(spec)
+    except ConfigError as exc:
+        assert exc.field == "cost_model"
+        return
+    host, _, port = target.rpartition(":")
+    assert host and 1 <= int(port) <= 65535
+    t = options.transport
+    for seconds in (t.deadline_s, t.connect_timeout_s):
+        assert 0 < seconds <= MAX_TIMEOUT_S   # finite: NaN fails this
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10**6))
+def test_transport_options_accept_only_bounded_positive_seconds(value):
+    try:
+        options = TransportOptions(deadline_s=value, connect_timeout_s=value)
+    except ConfigError as exc:
+        assert exc.field == "deadline_s"
+        assert not (0 < value <= MAX_TIMEOUT_S)
+        return
+    assert 0 < options.deadline_s <= MAX_TIMEOUT_S
