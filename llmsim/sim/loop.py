@@ -71,7 +71,8 @@ class Simulation:
     """One replay: requests -> router -> instances -> recorder.
 
     Args:
-        requests: the trace, sorted by arrival.
+        requests: the trace, sorted by arrival (an unsorted one is replayed in stable
+            arrival order, as a heap of all arrivals would).
         instances: the serving instances (``instance_id`` = index).
         router: picks an instance per released request.
         recorder: collects metrics.
@@ -155,6 +156,12 @@ class Simulation:
         Raises:
             InvariantError: requests remain unfinished when the queue empties (deadlock),
                 or an instance broke an invariant.
+            TraceFormatError: an arrival or session turn beyond :data:`MAX_SIMULATED_NS`
+                (names the request).
+            ConfigError: a bad ``parent_id``, or steps that run the clock past
+                :data:`MAX_SIMULATED_NS`.
+            CostModelUnavailable: the cost model failed or priced a step outside ``[0,
+                MAX_STEP_COST_NS]`` (names the instance and step).
         """
         gc_was_enabled = gc.isenabled()
         gc.disable()
