@@ -218,7 +218,11 @@ def model_config_from_dict(
     dtype_bytes = _dtype_bytes(cfg, p)
     if not name:
         name = _as_str(cfg, "_name_or_path", p) or (Path(p).stem if p else "model")
-    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"),
+                               allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:  # an in-memory dict with non-JSON values
+        raise ConfigError(f"model config is not plain JSON data: {exc}", path=p) from None
     return ModelConfig(
         name=name,
         architecture=architecture,

@@ -175,3 +175,10 @@ def test_fuzz_file_bytes(tmp_path, data):
     m = load_or_error(lambda: load_model_config(p))
     if m is not None:
         _check_usable(m)
+
+
+@pytest.mark.parametrize("extra", [{"rope": float("nan")}, {"rope": {1, 2}}, {1: 2}])
+def test_in_memory_dict_must_be_json_data(extra):
+    # the config hash is taken over canonical JSON; a value JSON cannot hold is refused
+    with pytest.raises(ConfigError, match="plain JSON"):
+        model_config_from_dict({**MODEL_CFG, **extra}, path="cfg.json")
