@@ -3,7 +3,9 @@
 Prints, for both runs, every TTFT/TPOT/E2E statistic (measured, simulated, signed error) next
 to LLMServingSim 2.0's published error, the mean |error| over the 15 metrics, and the host
 time of each replay. Engine settings come from the example experiments (each run's
-``meta.json``); nothing is tuned per run.
+``meta.json``); no parameter is set per run, but some modelling choices were selected while
+looking at these two runs: docs/validation.md lists them and which run each was chosen on.
+The whole suite with error bars: ``llmsim validate --suite examples/suites/measured-runs.yaml``.
 
 Run as a benchmark (``make bench``) or a script::
 

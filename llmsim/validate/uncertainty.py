@@ -362,14 +362,15 @@ def estimate_uncertainty(
     """
     from llmsim.costmodel.profile_model import ProfileCostModel
     from llmsim.model.config import load_model_config
-    from llmsim.replay import build_cost_model, load_experiment_trace, resolve_capacity
+    from llmsim.api import experiment_trace
+    from llmsim.replay import build_cost_model, resolve_capacity
     from llmsim.replay import run as replay_run
 
     if samples < 0:
         raise ConfigError(f"expected a non-negative number of Monte Carlo replays, got {samples}", field="bands")
     replay = replay or replay_run
     model = load_model_config(experiment.model_path)
-    trace = trace if trace is not None else load_experiment_trace(experiment)
+    trace = trace if trace is not None else experiment_trace(experiment)
     base = build_cost_model(experiment, model)
     if not isinstance(base, ProfileCostModel):
         raise ConfigError("error bars need the profile cost model (they perturb its measured points)",
