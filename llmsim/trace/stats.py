@@ -21,13 +21,14 @@ import pandas as pd
 
 from llmsim.data.atomic import atomic_write_bytes
 from llmsim.errors import ConfigError
-from llmsim.trace.frame import NS_PER_S, TraceFrame
+from llmsim.trace.frame import DEFAULT_MAX_SPAN_S, NS_PER_S, TraceFrame
 
 logger = logging.getLogger(__name__)
 
 PERCENTILES = (50, 90, 99)
-#: Most arrival-rate bins :func:`trace_stats` builds (10^7 bins = 80 MB of counts).
-MAX_RATE_BINS = 10_000_000
+#: Most arrival-rate bins :func:`trace_stats` builds: the default 1 s bins over the longest
+#: trace the loaders accept (400 days = 34.56M bins, ~280 MB of int64 counts).
+MAX_RATE_BINS = DEFAULT_MAX_SPAN_S
 #: Largest token-id block size for prefix reuse, tokens (vLLM block sizes are 1-256).
 MAX_BLOCK_SIZE = 1 << 20
 _UNDEFINED = "n/a (all requests arrive at one instant)"

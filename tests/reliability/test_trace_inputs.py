@@ -399,3 +399,11 @@ def test_header_column_named_twice_is_refused(tmp_path, fmt, header, col):
     _refused(fmt, p, line=1, field=col, match="twice")
     if fmt == "azure":
         _refused(fmt, p, line=1, field=col, match="twice", cache=True)
+
+
+def test_default_bins_cover_the_longest_accepted_trace(tmp_path):
+    # BurstGPT spans 121 days; any trace the loaders accept (<= 400 days) takes 1 s bins
+    last_s = 400 * 86_400
+    p = _write(tmp_path, "t.csv", f"arrived_at,num_prefill_tokens,num_decode_tokens\n0,5,5\n{last_s},5,5\n")
+    stats = trace_stats(load_trace_frame("vidur", p))
+    assert stats.rate_per_s.size == last_s and stats.peak_rate_per_s == 1.0
