@@ -462,15 +462,28 @@ _CLI_FIELDS = {"address": "--address", "port": "--port", "max_workers": "--worke
                "max_streams": "--max-streams", "max_message_bytes": "--max-message-mb"}
 
 
-def _serve_from_args(coster: OpCoster, args: argparse.Namespace) -> RunningServer:
-    """:func:`serve` with the command's arguments; ConfigErrors name the option."""
+def _close(coster: OpCoster) -> None:
+    close = getattr(coster, "close", None)
+    if close is not None:
+        close()
+
+
+def _build_and_serve(build: Callable[[argparse.Namespace], OpCoster],
+                     args: argparse.Namespace) -> tuple[OpCoster, RunningServer]:
+    """Check the arguments (before the coster is built: that can be slow), build, serve.
+
+    Raises:
+        LlmsimError: from the checks, the coster or :func:`serve`.
+    """
+    kw = {"address": args.address, "port": args.port,
+          "max_message_bytes": _message_bytes(args.max_message_mb),
+          "max_workers": args.workers, "max_streams": args.max_streams}
+    _check_serve_arguments(**kw)
+    coster = build(args)
     try:
-        return serve(coster, address=args.address, port=args.port,
-                     max_message_bytes=_message_bytes(args.max_message_mb),
-                     max_workers=args.workers, max_streams=args.max_streams)
-    except ConfigError as exc:
-        if exc.field in _CLI_FIELDS:
-            raise ConfigError(exc.reason, field=_CLI_FIELDS[exc.field]) from None
+        return coster, serve(coster, **kw)
+    except BaseException:
+        _close(coster)
         raise
 
 
@@ -500,11 +513,7 @@ def run_server_cli(build: Callable[[argparse.Namespace], OpCoster],
         stop.set()
 
     try:
-        _check_serve_arguments(address=args.address, port=args.port, max_message_bytes=1,
-                               max_workers=max(args.workers, 1), max_streams=0)
-        _message_bytes(args.max_message_mb)
-        coster = build(args)
-        running = _serve_from_args(coster, args)
+        coster, running = _build_and_serve(build, args)
     except LlmsimError as exc:
         if isinstance(exc, ConfigError) and exc.field in _CLI_FIELDS:
             exc = ConfigError(exc.reason, field=_CLI_FIELDS[exc.field])
@@ -517,9 +526,7 @@ def run_server_cli(build: Callable[[argparse.Namespace], OpCoster],
     while not stop.wait(timeout=1.0):
         pass
     if running.stop(grace_s=1.0) and running.wait_idle(timeout_s=1.0):
-        close = getattr(coster, "close", None)
-        if close is not None:
-            close()
+        _close(coster)
         return 0
     # A coster call that does not end holds a pool thread, which the interpreter would
     # join at exit (and closing the coster could wait for it too): leave without it.
