@@ -5,6 +5,8 @@ Usage::
     llmsim profile import llmservingsim <bundle dir> -o out.pb
     llmsim profile import vidur <dir> -o out.pb
     llmsim profile import aiconfigurator <system dir> -o out.pb
+    llmsim profile import aiconfigurator <db root> --system h100_sxm --model config.json \
+        --tp 1,2,4,8 -o out.pb
     llmsim profile show file.pb            (a bundle directory works too)
 
 Input paths (bundle, directory, profile, model config) are used as given when they exist,
@@ -61,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     aic.add_argument("-o", "--output", required=True, help="output .pb file")
     aic.add_argument("--vllm-version", default=None, help="comm/vllm/<version> (default: newest)")
     aic.add_argument("--source-commit", default="", help="source revision for the provenance")
+    aic.add_argument("--system", default=None, help="AIConfigurator system (then DIRECTORY is "
+                     "the database root), e.g. h100_sxm")
+    aic.add_argument("--model", default=None, help="HF config.json: build a model profile "
+                     "from the kernel tables (default: the all-reduce table only)")
+    aic.add_argument("--tp", default="1", help="TP degrees of a model profile, e.g. 1,2,4,8")
+    aic.add_argument("--moe-distribution", default="balanced",
+                     help="routing distribution of the MoE rows (balanced, power_law_1.01, ...)")
     aic.set_defaults(func=_import_aiconfigurator)
 
     show = subparsers.add_parser("show", help="summarize a profile (.pb or bundle dir)")
@@ -96,11 +105,38 @@ def _import_aiconfigurator(args: argparse.Namespace) -> int:
     from llmsim.profile.importers.aiconfigurator import import_aiconfigurator_comm
     from llmsim.profile.io import write_profile
 
+    if args.model or args.system:
+        return _import_aiconfigurator_model(args)
     profile = import_aiconfigurator_comm(args.directory, version=args.vllm_version,
                                          source_commit=args.source_commit)
     path = write_profile(profile, args.output)
     print(f"wrote {path} ({path.stat().st_size:,} bytes; collectives "
           f"{', '.join(t.op for t in profile.collectives)})")
+    return 0
+
+
+def _import_aiconfigurator_model(args: argparse.Namespace) -> int:
+    from llmsim.errors import ConfigError
+    from llmsim.profile.importers.aiconfigurator import import_aiconfigurator
+    from llmsim.profile.io import write_profile
+
+    if not args.model:
+        raise ConfigError("--system needs --model (the HF config.json to profile)",
+                          field="model")
+    try:
+        tps = tuple(int(t) for t in str(args.tp).split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"--tp must be comma-separated integers, got {args.tp!r}",
+                          field="tp") from None
+    profile = import_aiconfigurator(resolve_input(args.directory),
+                                    model_config=resolve_input(args.model), tp_degrees=tps,
+                                    system=args.system, version=args.vllm_version,
+                                    moe_distribution=args.moe_distribution,
+                                    source_commit=args.source_commit)
+    path = write_profile(profile, args.output)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; {profile.model.name} on "
+          f"{profile.provenance.hardware}, vLLM {profile.provenance.framework_version}; TP "
+          f"{', '.join(str(t.tp_degree) for t in profile.tp)})")
     return 0
 
 
