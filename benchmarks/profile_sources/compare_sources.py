@@ -83,10 +83,12 @@ def plot(a: dict, b: dict, path: Path) -> None:
     for ax, labels, xs, title in (
             (axes[0], [f"decode B={n}" for n in DECODES], DECODES, f"decode, KV {DECODE_KV}"),
             (axes[1], [f"prefill {c}" for c in CHUNKS], CHUNKS, "prefill, one fresh chunk")):
-        for op in ops + ["total"]:
+        colors = plt.get_cmap("tab20").colors
+        for i, op in enumerate(ops + ["total"]):
             rs = [b[lab].get(op, 0) / a[lab][op] if a[lab].get(op) else float("nan")
                   for lab in labels]
-            ax.plot(xs, rs, marker="o", label=op, lw=2.5 if op == "total" else 1.2)
+            ax.plot(xs, rs, marker="os^D"[i % 4], label=op, color="k" if op == "total" else
+                    colors[i % len(colors)], lw=2.5 if op == "total" else 1.2)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.axhline(1.0, color="k", lw=0.6)
