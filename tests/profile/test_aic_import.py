@@ -230,3 +230,19 @@ def test_cli_imports_a_model_profile(data_path, tmp_path, capsys):
     assert prof.provenance.source.commit == "095f58a51c4ca8e61b66ec108d86f223f8d559ce"
     assert [t.tp_degree for t in prof.tp] == [1] and not prof.collectives
     assert prof.model.name and load_model_config(data_path(LLAMA)).hidden_size == 4096
+
+
+def test_replay_runs_on_an_imported_moe_profile_at_tp2(data_path, tmp_path):
+    import llmsim
+
+    prof = import_aiconfigurator(data_path(ROOT), system="h100_sxm",
+                                 model_config=data_path(QWEN_MOE), tp_degrees=(2,))
+    pb_path = write_profile(prof, tmp_path / "qwen-moe-h100.pb")
+    trace = llmsim.generate_trace(n=12, rate_per_s=4.0, lengths={"input": 256, "output": 16})
+    exp = llmsim.Experiment(
+        model_path=str(data_path(QWEN_MOE)), profile_path=str(pb_path),
+        hardware=llmsim.HardwareConfig(name="h100_sxm", gpu_memory_bytes=80 * 2**30),
+        engine=llmsim.EngineConfig(tensor_parallel_size=2), trace=trace)
+    res = llmsim.run(exp)
+    assert len(res.requests) == 12
+    assert (res.requests["ttft_s"] > 0).all() and (res.requests["tpot_s"] > 0).all()
