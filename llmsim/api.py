@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from llmsim.validate.measured import MeasuredRun
     from llmsim.validate.pipeline import ValidationRun
 
-__all__ = ["experiment_trace", "itls_frame", "run", "validate"]
+__all__ = ["experiment_trace", "itls_frame", "run", "validate", "write_vllm_bench"]
 
 
 def _experiment(experiment: Experiment | str | Path,
@@ -158,3 +158,29 @@ def itls_frame(result: ReplayResult) -> pd.DataFrame:
         "token_index": np.concatenate([np.arange(1, n + 1) for n in lens]),
         "itl_s": np.concatenate(result.itls_s),
     })
+
+
+def write_vllm_bench(result: ReplayResult, path: str | Path, *, experiment: Experiment,
+                     trace: Trace | None = None) -> Path:
+    """Write a replay as a ``vllm bench serve --save-result --save-detailed`` JSON.
+
+    Fields and formulas: :mod:`llmsim.metrics.vllm_bench`. ``model_id`` is the experiment's
+    model name; the request rate, burstiness and concurrency limit come from the trace's
+    metadata when a workload spec generated it.
+
+    Args:
+        result: the replay of ``experiment``.
+        path: the ``.json`` file (written atomically).
+        experiment: the replayed experiment.
+        trace: the replayed trace (default: the experiment's, loaded again).
+
+    Raises:
+        ConfigError: the file cannot be written; errors of the trace loaders when ``trace``
+            is None.
+    """
+    from llmsim.metrics.vllm_bench import write_vllm_bench as write
+    from llmsim.model.config import load_model_config
+
+    trace = experiment_trace(experiment) if trace is None else trace
+    return write(result, path, model_id=load_model_config(experiment.model_path).name,
+                 metadata=trace.metadata)

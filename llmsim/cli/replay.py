@@ -1,5 +1,9 @@
 """``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log]
-[--trace-events FILE]``."""
+[--trace-events FILE] [--format llmsim|vllm-bench]``.
+
+``--format vllm-bench`` writes the run as one ``vllm bench serve --save-result
+--save-detailed`` JSON (:mod:`llmsim.metrics.vllm_bench`) at ``--out`` (default
+``<output_dir>.json``) instead of the output directory."""
 
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace-events", default=None, metavar="FILE",
                    help="also write a Chrome/Perfetto timeline (open it in ui.perfetto.dev); "
                    "gzip-compressed when FILE ends in .gz")
+    p.add_argument("--format", dest="out_format", choices=("llmsim", "vllm-bench"), default="llmsim",
+                   help="llmsim: the output directory (default); vllm-bench: one vLLM bench "
+                   "result JSON at --out (default <output_dir>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
@@ -31,14 +38,31 @@ def main(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment, overrides)
     from llmsim.data.atomic import check_output_target
 
-    check_output_target(args.out or exp.output_dir)  # refuse a file / foreign dir before the run
-    result = run(exp, progress=not args.no_progress and sys.stderr.isatty())
+    bench = args.out_format == "vllm-bench"
+    if not bench:
+        check_output_target(args.out or exp.output_dir)  # refuse a file / foreign dir before the run
+    trace = None
+    if bench:
+        from llmsim.api import experiment_trace
+
+        trace = experiment_trace(exp)
+    result = run(exp, trace=trace, progress=not args.no_progress and sys.stderr.isatty())
     timeline = None
     if args.trace_events:
         from llmsim.timeline import timeline_from_replay
 
         timeline = timeline_from_replay(result)
-    out = write_outputs(result, args.out or exp.output_dir, steps_log=args.steps_log)
+    if bench:
+        from pathlib import Path
+
+        from llmsim.metrics.vllm_bench import write_vllm_bench
+        from llmsim.model.config import load_model_config
+
+        out = write_vllm_bench(result, args.out or Path(str(exp.output_dir).rstrip("/") + ".json"),
+                               model_id=load_model_config(exp.model_path).name,
+                               metadata=trace.metadata if trace is not None else None)
+    else:
+        out = write_outputs(result, args.out or exp.output_dir, steps_log=args.steps_log)
     s = result.summary
     print(f"{exp.name}: {s['num_finished']}/{s['num_requests']} requests, "
           f"{result.num_steps} steps, {s['num_preemptions']} preemptions, "

@@ -1,4 +1,5 @@
-"""``llmsim trace``: characterize (``stats``) and transform (``convert``) request traces."""
+"""``llmsim trace``: characterize (``stats``), transform (``convert``) and generate
+(``generate``, from a workload spec) request traces."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _input_args(conv)
     conv.add_argument("--out", type=Path, required=True, help="output .jsonl file")
     conv.set_defaults(func=run_convert)
+
+    gen = sub.add_parser("generate", help="generate a benchmark tool's workload (vLLM bench, "
+                         "inference-perf, guidellm) from a spec YAML and write it as JSONL")
+    gen.add_argument("spec", help="workload spec YAML (see examples/workloads/)")
+    gen.add_argument("-o", "--out", type=Path, required=True, help="output .jsonl file")
+    gen.set_defaults(func=run_generate)
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
@@ -135,3 +142,54 @@ def _jsonl_record(r: Request) -> dict[str, object]:
     if r.think_time_ns:
         obj["think_time_ns"] = r.think_time_ns
     return obj
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate the spec's trace and write it as LLMServingSim JSONL (atomically).
+
+    Closed-loop lanes and multi-turn sessions become ``sub_requests`` lines (a chain released
+    turn by turn); a chain whose requests arrive at different times has no JSONL form, which is
+    a ConfigError pointing at ``trace: {format: workload, path: SPEC}`` instead.
+    """
+    from llmsim.data.atomic import atomic_write_text
+    from llmsim.workloads import load_workload_spec
+
+    frame = load_workload_spec(args.spec)
+    lines = [json.dumps(obj) + "\n" for obj in _generated_lines(frame.to_trace().requests, args.spec)]
+    with _output_errors(args.out):
+        atomic_write_text(args.out, "".join(lines))
+    print(f"wrote {len(frame)} requests ({len(lines)} lines) to {args.out}")
+    return 0
+
+
+def _generated_lines(requests: tuple[Request, ...], spec: str) -> list[dict[str, object]]:
+    """JSONL objects: a plain line per request without parent or child, a ``sub_requests``
+    line per chain (in order of the chain's first request)."""
+    children: dict[str, list[Request]] = {}
+    for r in requests:
+        if r.parent_id is not None:
+            children.setdefault(r.parent_id, []).append(r)
+    out: list[dict[str, object]] = []
+    for r in requests:
+        if r.parent_id is not None:
+            continue
+        if r.request_id not in children:
+            out.append(_jsonl_record(r))
+            continue
+        chain = [r]
+        while chain[-1].request_id in children:
+            nxt = children[chain[-1].request_id]
+            if len(nxt) != 1 or nxt[0].arrival_ns != r.arrival_ns or nxt[0].think_time_ns:
+                raise ConfigError("this workload releases requests both on time and after a previous "
+                                  "one, which LLMServingSim JSONL cannot express; use the spec "
+                                  "itself as the experiment trace (trace: {format: workload, path: "
+                                  f"{spec}}})", path=spec, field="-o")
+            chain.append(nxt[0])
+        subs = []
+        for c in chain:
+            sub = _jsonl_record(c)
+            for key in ("arrival_time_ns", "session_id", "parent_id"):
+                sub.pop(key, None)
+            subs.append(sub)
+        out.append({"arrival_time_ns": r.arrival_ns, "sub_requests": subs})
+    return out

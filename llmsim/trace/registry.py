@@ -32,6 +32,7 @@ class TraceFormat(StrEnum):
     QWEN_BAILIAN = "qwen_bailian"
     VIDUR = "vidur"
     CSV = "csv"
+    WORKLOAD = "workload"  #: a workload spec YAML (llmsim.workloads), generated on load
 
 
 def _loaders() -> dict[TraceFormat, Callable[..., TraceFrame]]:
@@ -41,6 +42,7 @@ def _loaders() -> dict[TraceFormat, Callable[..., TraceFrame]]:
     from llmsim.trace.llmservingsim import load_llmservingsim_frame
     from llmsim.trace.mooncake import load_mooncake_frame
     from llmsim.trace.qwen_bailian import load_qwen_bailian_frame
+    from llmsim.workloads.spec import load_workload_frame
 
     return {
         TraceFormat.LLMSERVINGSIM: load_llmservingsim_frame,
@@ -50,6 +52,7 @@ def _loaders() -> dict[TraceFormat, Callable[..., TraceFrame]]:
         TraceFormat.QWEN_BAILIAN: load_qwen_bailian_frame,
         TraceFormat.VIDUR: load_vidur_frame,
         TraceFormat.CSV: load_csv_frame,
+        TraceFormat.WORKLOAD: load_workload_frame,
     }
 
 

@@ -69,6 +69,10 @@ CASES: dict[str, tuple[str, bytes, dict]] = {
     "burstgpt_session": (".csv", (FIXTURES / "burstgpt_session_sample.csv").read_bytes(), {}),
     "vidur": (".csv", (FIXTURES / "vidur_sample.csv").read_bytes(), {}),
     "csv": (".csv", GENERIC_CSV, GENERIC_OPTIONS),
+    "workload": (".yaml", b"tool: inference-perf\nseed: 3\ndata:\n  type: shared_prefix\n"
+                 b"  shared_prefix: {num_groups: 2, num_prompts_per_group: 3, system_prompt_len: 40,"
+                 b" question_len: 9, output_len: 4, enable_multi_turn_chat: true}\n"
+                 b"load:\n  type: poisson\n  stages: [{rate: 4, duration: 3}]\n", {}),
 }
 
 
