@@ -18,6 +18,9 @@ Schema (engine keys are vLLM's argument names)::
     hardware: {name: RTXPRO6000, gpu_memory_bytes: 102642302976}
     engine:
       tensor_parallel_size: 1
+      pipeline_parallel_size: 1      # > 1: "not supported yet"
+      data_parallel_size: 1          # dense DP: independent engines (vLLM's DP balancer)
+      enable_expert_parallel: false
       max_num_seqs: 128
       max_num_batched_tokens: 2048
       block_size: 16
@@ -31,7 +34,14 @@ Schema (engine keys are vLLM's argument names)::
     overheads: {cpu_step_ns: 1000000, cpu_per_seq_ns: 5000, cudagraph_padding: true}
     trace: {format: llmservingsim, path: llmservingsim/workloads/...jsonl,
             options: {}, transforms: []}
-    instances: 1                   # identical instances
+    instances: 1                   # identical instances (shorthand for one group)
+    instance_groups:               # optional: heterogeneous instances behind one router
+      - {name: big, count: 1, hardware: {...}, profile: ..., engine: {...},
+         placement: {node: n0, gpus: [0]}}     # omitted sections: the top-level ones
+    cluster:                       # optional: where groups are placed
+      nodes:
+        - {name: n0, gpus: [{hardware: RTXPRO6000, count: 2, gpu_memory_bytes: ...}],
+           link: RTXPRO6000}       # a llmsim/hardware/data/ link description
     router: round_robin            # or least_loaded
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
@@ -89,6 +99,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import MAX_STEP_COST_NS
 from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError
@@ -110,9 +121,15 @@ __all__ = [
     "MAX_NUM_SEQS",
     "MAX_TENSOR_PARALLEL_SIZE",
     "MAX_TOTAL_GPU_BLOCKS",
+    "ClusterConfig",
     "EngineConfig",
     "Experiment",
+    "GpuConfig",
     "HardwareConfig",
+    "InstanceGroupConfig",
+    "NodeConfig",
+    "PlacementConfig",
+    "ResolvedGroup",
     "TraceConfig",
     "default_cudagraph_capture_sizes",
     "experiment_from_dict",
@@ -289,7 +306,12 @@ class EngineConfig:
     """vLLM engine arguments the simulation honours (vLLM's names and defaults).
 
     Attributes:
-        tensor_parallel_size: GPUs per instance (TP degree).
+        tensor_parallel_size: GPUs per pipeline stage (TP degree).
+        pipeline_parallel_size: pipeline stages (only 1 is modelled; others are refused).
+        data_parallel_size: DP ranks: independent engines behind vLLM's DP load balancer
+            for a dense model (MoE DP is refused at replay time).
+        enable_expert_parallel: vLLM's ``--enable-expert-parallel`` (modelled only where it
+            changes nothing: a MoE model at ``dp x tp = 1``).
         max_num_seqs: most running requests per step.
         max_num_batched_tokens: token budget of one step.
         block_size: tokens per KV block.
@@ -308,6 +330,13 @@ class EngineConfig:
     tensor_parallel_size: Annotated[_Int, Field(
         ge=1, le=MAX_TENSOR_PARALLEL_SIZE,
         description="TP runs inside one scale-up domain; the largest is 72 GPUs (NVL72)")] = 1
+    pipeline_parallel_size: Annotated[_Int, Field(
+        ge=1, le=MAX_TENSOR_PARALLEL_SIZE,
+        description="one stage per GPU at most; PP > 1 is not modelled yet")] = 1
+    data_parallel_size: Annotated[_Int, Field(
+        ge=1, le=MAX_INSTANCES,
+        description="each DP rank is a full instance (scheduler and block pool)")] = 1
+    enable_expert_parallel: _Bool = False
     max_num_seqs: Annotated[_Int, Field(
         ge=1, le=MAX_NUM_SEQS,
         description="~1 KiB of host state per running sequence (2^20 is ~1 GiB)")] = 256
@@ -333,6 +362,9 @@ class EngineConfig:
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        if self.pipeline_parallel_size != 1:
+            raise _FieldError("pipeline_parallel_size", "not supported yet: pipeline "
+                              "parallelism (pipeline_parallel_size > 1)")
         budget = self.max_num_batched_tokens
         if budget < self.block_size:
             raise _FieldError("max_num_batched_tokens",
@@ -349,6 +381,13 @@ class EngineConfig:
                                   "budget")
         object.__setattr__(self, "cudagraph_capture_sizes", resolved)
         return self
+
+    def parallel_config(self) -> ParallelConfig:
+        """The parallel layout these settings describe."""
+        return ParallelConfig(tensor_parallel_size=self.tensor_parallel_size,
+                              pipeline_parallel_size=self.pipeline_parallel_size,
+                              data_parallel_size=self.data_parallel_size,
+                              enable_expert_parallel=self.enable_expert_parallel)
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduler's view of these settings."""
@@ -542,6 +581,215 @@ def _enum_in(enum: type) -> Callable[[Any], Any]:
     return parse
 
 
+# ----------------------------------------------------------------- cluster and groups
+MAX_GPUS_PER_NODE = 1024
+"""Most GPUs one node entry may hold: the largest scale-up domain shipped is 72 GPUs
+(GB200 NVL72); 1,024 leaves room for future racks while bounding the placement tables."""
+
+MAX_NODES = 4096
+"""Most nodes of a cluster: one per instance at most (:data:`MAX_INSTANCES`)."""
+
+
+def _link_name(value: str) -> str:
+    """A shipped link description's ``name`` for ``value`` (a name or alias, any case)."""
+    from llmsim.hardware.links import find_link_spec, shipped_link_specs
+
+    spec = find_link_spec(value)
+    if spec is None:
+        known = ", ".join(sorted(s.name for s in shipped_link_specs()))
+        raise PydanticCustomError("path", "no link description named {value} in "
+                                  "llmsim/hardware/data/ (known: {known})",
+                                  {"value": _short(value), "known": known})
+    return spec.name
+
+
+@_config_errors("cluster.nodes.gpus")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class GpuConfig:
+    """GPUs of one type in a node.
+
+    Attributes:
+        hardware: GPU label; instances placed on these GPUs run on this hardware.
+        count: how many such GPUs the node has.
+        gpu_memory_bytes: device memory per GPU as CUDA reports it, bytes (None: unknown).
+    """
+
+    hardware: _Name
+    count: Annotated[_Int, Field(
+        ge=1, le=MAX_GPUS_PER_NODE,
+        description="the largest scale-up domain shipped is 72 GPUs (NVL72)")] = 1
+    gpu_memory_bytes: Annotated[_Int | None, Field(
+        ge=1, le=MAX_GPU_MEMORY_BYTES,
+        description="4 TiB is 14x the largest single accelerator (288 GB, B300)")] = None
+
+
+@_config_errors("cluster.nodes")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class NodeConfig:
+    """One host: its GPUs and the link between them.
+
+    Attributes:
+        name: node label (unique in the cluster).
+        gpus: the node's GPUs, numbered 0, 1, ... in the order listed (a ``count: 2``
+            entry takes two numbers). One GPU type per node (mixed nodes are refused).
+        link: intra-node link description: the ``name`` (or an alias) of a file of
+            ``llmsim/hardware/data/`` (bandwidth, latency, P2P, measured tables; each value
+            with its source). Default: the file named by the GPUs' hardware. The TP
+            collectives of instances on this node are priced with it.
+        network: inter-node NICs; any value is refused (not supported yet).
+    """
+
+    name: _Name
+    gpus: Annotated[tuple[GpuConfig, ...], Field(min_length=1, max_length=MAX_GPUS_PER_NODE,
+                                                 description="one entry per GPU type")]
+    link: _Name | None = None
+    network: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        kinds = {g.hardware.lower() for g in self.gpus}
+        if len(kinds) > 1:
+            raise _FieldError("gpus", "not supported yet: GPUs of different types in one "
+                              f"node ({', '.join(g.hardware for g in self.gpus)})")
+        if self.network is not None:
+            raise _FieldError("network", "not supported yet: inter-node networks (instances "
+                              "span one node each; nothing crosses nodes)")
+        if self.num_gpus > MAX_GPUS_PER_NODE:
+            raise _FieldError("gpus", f"{self.num_gpus} GPUs in one node exceeds "
+                              f"{MAX_GPUS_PER_NODE}")
+        try:
+            link = _link_name(self.link or self.gpus[0].hardware)
+        except PydanticCustomError as exc:
+            raise _FieldError("link", str(exc)) from None
+        object.__setattr__(self, "link", link)
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs in the node."""
+        return sum(g.count for g in self.gpus)
+
+
+@_config_errors("cluster")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class ClusterConfig:
+    """Nodes -> GPUs -> links that instance groups are placed on.
+
+    Attributes:
+        nodes: the hosts (names unique).
+    """
+
+    nodes: Annotated[tuple[NodeConfig, ...], Field(
+        min_length=1, max_length=MAX_NODES, description="one node per instance at most")]
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        seen: set[str] = set()
+        for i, node in enumerate(self.nodes):
+            if node.name in seen:
+                raise _FieldError(f"nodes.{i}.name", f"node {node.name!r} named twice")
+            seen.add(node.name)
+        return self
+
+    def node(self, name: str) -> NodeConfig | None:
+        """The node called ``name``, or None."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+@_config_errors("instance_groups.placement")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class PlacementConfig:
+    """Where a group's instances run.
+
+    Attributes:
+        node: the node's name.
+        gpus: GPU numbers on that node, ``count x data_parallel_size x
+            tensor_parallel_size`` of them, taken in order (instance 0's DP rank 0 first);
+            None: the node's first free GPUs, in order.
+    """
+
+    node: _Name
+    gpus: Annotated[tuple[Annotated[_Int, Field(ge=0)], ...] | None, Field(
+        max_length=MAX_GPUS_PER_NODE, description="a node holds at most this many GPUs"),
+        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = None
+
+
+@_config_errors("instance_groups")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class InstanceGroupConfig:
+    """Identical instances of one kind; several groups make a heterogeneous cluster.
+
+    A section a group leaves out (None) is the experiment's top-level one; a section the
+    group gives replaces the top-level one whole (no key-by-key merge), the same from YAML
+    and from code. With a placement, ``hardware`` defaults to the placed GPUs' hardware and
+    memory. ``profile`` defaults to the top-level profile only when the group keeps the
+    top-level model (a profile is measured for one model).
+
+    Attributes:
+        name: group label (unique).
+        count: instances (deployments) in the group; each runs ``data_parallel_size``
+            engines.
+        hardware, model_path (YAML ``model``), profile_path (YAML ``profile``),
+        cost_model, engine, overheads: as on :class:`Experiment`.
+        placement: where the instances run (needs a ``cluster``).
+    """
+
+    name: _Name
+    count: Annotated[_Int, Field(
+        ge=1, le=MAX_INSTANCES,
+        description="each instance is a full scheduler and block pool in host memory")] = 1
+    hardware: HardwareConfig | None = None
+    model_path: Path | None = Field(default=None, validation_alias="model")
+    profile_path: Path | None = Field(default=None, validation_alias="profile")
+    cost_model: Annotated[str | None, Strict(), Field(min_length=1,
+                                                      max_length=_MAX_TEXT_CHARS)] = None
+    engine: EngineConfig | None = None
+    overheads: Annotated[InstanceOf[StepOverheads] | None,
+                         BeforeValidator(lambda v: v if v is None else _overheads_in(v))] = None
+    placement: PlacementConfig | None = None
+
+    @field_validator("model_path", "profile_path", mode="before")
+    @classmethod
+    def _input_path(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedGroup:
+    """An instance group with every section resolved (see :meth:`Experiment.groups`).
+
+    Attributes:
+        name: group label.
+        field: dotted config prefix to blame for this group's settings (``""`` for the
+            top-level shorthand, ``instance_groups.<i>.`` otherwise).
+        count: deployments in the group.
+        hardware, model_path, profile_path, cost_model, engine, overheads: resolved.
+        parallel: the engine's parallel layout.
+        node: the node it is placed on (None: no cluster).
+        link: link description name its TP collectives use (None: by ``hardware.name``).
+        gpus: per deployment, per DP rank, the GPU numbers on ``node`` (empty: unplaced).
+    """
+
+    name: str
+    field: str
+    count: int
+    hardware: HardwareConfig
+    model_path: Path
+    profile_path: Path | None
+    cost_model: str
+    engine: EngineConfig
+    overheads: StepOverheads
+    parallel: ParallelConfig
+    node: str | None = None
+    link: str | None = None
+    gpus: tuple[tuple[tuple[int, ...], ...], ...] = ()
+
+    @property
+    def num_engines(self) -> int:
+        """Engines (simulated instances) of the group: ``count x data_parallel_size``."""
+        return self.count * self.parallel.data_parallel_size
+
+
 # -------------------------------------------------------------------------- experiment
 @_config_errors("")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
@@ -558,7 +806,12 @@ class Experiment:
         engine: engine settings.
         overheads: modelled step-time effects.
         trace: the workload (a ``Trace`` or ``TraceFrame`` is accepted and wrapped).
-        num_instances: identical instances behind the router (YAML ``instances``).
+        num_instances: identical instances behind the router (YAML ``instances``); the
+            shorthand for one group (must stay 1 when ``instance_groups`` is given).
+        instance_groups: groups of instances with their own hardware, model, profile,
+            cost model, engine and overheads, all behind the one router (see
+            :class:`InstanceGroupConfig`; :meth:`groups` resolves them).
+        cluster: nodes, their GPUs and links that the groups are placed on (optional).
         router: routing policy.
         check: invariant checking level (YAML ``check_invariants``).
         output_dir: where ``llmsim replay`` writes (relative to the working directory;
@@ -585,6 +838,9 @@ class Experiment:
     num_instances: Annotated[_Int, Field(
         ge=1, le=MAX_INSTANCES, validation_alias="instances",
         description="each instance is a full scheduler and block pool in host memory")] = 1
+    instance_groups: Annotated[tuple[InstanceGroupConfig, ...], Field(
+        max_length=MAX_INSTANCES, description="each group holds at least one instance")] = ()
+    cluster: ClusterConfig | None = None
     router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
         RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
@@ -617,24 +873,144 @@ class Experiment:
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        e, o = self.engine, self.overheads
-        if e.num_gpu_blocks_override is None and self.hardware.gpu_memory_bytes is None:
-            raise _FieldError("hardware.gpu_memory_bytes", "needed to size the KV cache unless "
-                              "engine.num_gpu_blocks_override is set")
-        if self.cost_model == "profile" and self.profile_path is None:
-            raise _FieldError("profile", "the profile cost model needs a profile")
-        if o.cpu_step_ns + o.cpu_per_seq_ns * e.max_num_seqs > MAX_STEP_COST_NS:
-            raise _FieldError("overheads.cpu_per_seq_ns", (
-                f"cpu_step_ns + cpu_per_seq_ns x max_num_seqs ({e.max_num_seqs}) exceeds the "
-                f"step-cost ceiling MAX_STEP_COST_NS ({MAX_STEP_COST_NS} ns)"))
-        blocks = e.num_gpu_blocks_override
-        if blocks is not None and blocks * self.num_instances > MAX_TOTAL_GPU_BLOCKS:
-            raise _FieldError("instances", (
-                f"{self.num_instances} instances x {blocks} KV blocks exceeds "
-                f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
+        if self.instance_groups and self.num_instances != 1:
+            raise _FieldError("instances", "instances is the shorthand for one group; with "
+                              "instance_groups give each group's count")
+        if self.instance_groups and self.cluster is None:
+            for i, g in enumerate(self.instance_groups):
+                if g.placement is not None:
+                    raise _FieldError(f"instance_groups.{i}.placement",
+                                      "a placement needs a cluster section")
+        if self.cluster is not None:
+            if not self.instance_groups:
+                raise _FieldError("cluster", "a cluster needs instance_groups placed on it")
+            for i, g in enumerate(self.instance_groups):
+                if g.placement is None:
+                    raise _FieldError(f"instance_groups.{i}.placement",
+                                      "missing (with a cluster every group is placed)")
+        groups = self.groups()
+        names: set[str] = set()
+        total_engines = total_blocks = 0
+        for g in groups:
+            e, o, f = g.engine, g.overheads, g.field
+            if g.name in names:
+                raise _FieldError(f"{f}name", f"group {g.name!r} named twice")
+            names.add(g.name)
+            if e.num_gpu_blocks_override is None and g.hardware.gpu_memory_bytes is None:
+                raise _FieldError(f"{f}hardware.gpu_memory_bytes", "needed to size the KV cache "
+                                  "unless engine.num_gpu_blocks_override is set")
+            if g.cost_model == "profile" and g.profile_path is None:
+                raise _FieldError(f"{f}profile", "the profile cost model needs a profile")
+            if o.cpu_step_ns + o.cpu_per_seq_ns * e.max_num_seqs > MAX_STEP_COST_NS:
+                raise _FieldError(f"{f}overheads.cpu_per_seq_ns", (
+                    f"cpu_step_ns + cpu_per_seq_ns x max_num_seqs ({e.max_num_seqs}) exceeds "
+                    f"the step-cost ceiling MAX_STEP_COST_NS ({MAX_STEP_COST_NS} ns)"))
+            total_engines += g.num_engines
+            if e.num_gpu_blocks_override is not None:
+                total_blocks += e.num_gpu_blocks_override * g.num_engines
+            where = f"{f}count" if f else "instances"
+            if total_engines > MAX_INSTANCES:
+                raise _FieldError(where, f"{total_engines} engines (instances x "
+                                  f"data_parallel_size) exceeds {MAX_INSTANCES} in all")
+            if total_blocks > MAX_TOTAL_GPU_BLOCKS:
+                blocks = e.num_gpu_blocks_override
+                raise _FieldError(where, (
+                    f"{g.num_engines} instances x {blocks} KV blocks exceeds "
+                    f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
         if self.output_dir is _UNSET_PATH:
             object.__setattr__(self, "output_dir", Path(f"out/{self.name}"))
         return self
+
+    def groups(self) -> tuple[ResolvedGroup, ...]:
+        """The instance groups with every section resolved, placed on the cluster.
+
+        Without ``instance_groups``: one group named after the experiment, of
+        ``num_instances`` instances with the top-level sections.
+
+        Raises:
+            _FieldError: a placement that does not fit (unknown node, a GPU number beyond
+                the node's GPUs, a GPU taken twice, too few free GPUs, another hardware).
+        """
+        if not self.instance_groups:
+            return (ResolvedGroup(
+                name=self.name, field="", count=self.num_instances, hardware=self.hardware,
+                model_path=self.model_path, profile_path=self.profile_path,
+                cost_model=self.cost_model, engine=self.engine, overheads=self.overheads,
+                parallel=self.engine.parallel_config()),)
+        taken: dict[str, set[int]] = {}
+        out = []
+        for i, g in enumerate(self.instance_groups):
+            f = f"instance_groups.{i}."
+            engine = g.engine or self.engine
+            parallel = engine.parallel_config()
+            hardware = g.hardware
+            node = link = None
+            gpus: tuple[tuple[tuple[int, ...], ...], ...] = ()
+            if g.placement is not None and self.cluster is not None:
+                node_cfg, gpus = _place(self.cluster, g, parallel, taken, f)
+                node, link = node_cfg.name, node_cfg.link
+                gpu = node_cfg.gpus[0]
+                if hardware is None:
+                    hardware = HardwareConfig(name=gpu.hardware,
+                                              gpu_memory_bytes=gpu.gpu_memory_bytes)
+                elif hardware.name.lower() != gpu.hardware.lower():
+                    raise _FieldError(f"{f}hardware.name", (
+                        f"{hardware.name!r} but node {node!r} has {gpu.hardware!r} GPUs"))
+            profile = g.profile_path if g.profile_path is not None else (
+                self.profile_path if g.model_path is None else None)
+            out.append(ResolvedGroup(
+                name=g.name, field=f, count=g.count, hardware=hardware or self.hardware,
+                model_path=g.model_path or self.model_path, profile_path=profile,
+                cost_model=g.cost_model or self.cost_model, engine=engine,
+                overheads=g.overheads or self.overheads, parallel=parallel, node=node,
+                link=link, gpus=gpus))
+        return tuple(out)
+
+
+def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: ParallelConfig,
+           taken: dict[str, set[int]], f: str
+           ) -> tuple[NodeConfig, tuple[tuple[tuple[int, ...], ...], ...]]:
+    """GPU numbers of every engine of ``group`` on its node (updates ``taken``).
+
+    Each engine's ``tp x pp`` GPUs are on the group's one node (nothing crosses nodes).
+    """
+    placement = group.placement or PlacementConfig(node=cluster.nodes[0].name)
+    node = cluster.node(placement.node)
+    if node is None:
+        known = ", ".join(n.name for n in cluster.nodes)
+        raise _FieldError(f"{f}placement.node", f"unknown node {placement.node!r} "
+                          f"(known: {known})")
+    used = taken.setdefault(node.name, set())
+    per_engine = parallel.gpus_per_engine
+    need = group.count * parallel.data_parallel_size * per_engine
+    if placement.gpus is not None:
+        ids = list(placement.gpus)
+        for gpu in ids:
+            if gpu >= node.num_gpus:
+                raise _FieldError(f"{f}placement.gpus", (
+                    f"GPU {gpu} is beyond node {node.name!r}'s {node.num_gpus} GPUs "
+                    f"(numbered 0-{node.num_gpus - 1})"))
+        if len(ids) != need:
+            raise _FieldError(f"{f}placement.gpus", (
+                f"{len(ids)} GPUs given; {group.count} instances x data_parallel_size "
+                f"{parallel.data_parallel_size} x tensor_parallel_size "
+                f"{parallel.tensor_parallel_size} need {need}"))
+        twice = sorted({g for g in ids if ids.count(g) > 1} | (set(ids) & used))
+        if twice:
+            raise _FieldError(f"{f}placement.gpus", f"GPU {twice[0]} of node {node.name!r} "
+                              "is taken twice")
+    else:
+        free = [g for g in range(node.num_gpus) if g not in used]
+        if len(free) < need:
+            raise _FieldError(f"{f}placement", (
+                f"{group.count} instances x data_parallel_size {parallel.data_parallel_size}"
+                f" x tensor_parallel_size {parallel.tensor_parallel_size} need {need} GPUs; "
+                f"node {node.name!r} has {len(free)} free of {node.num_gpus}"))
+        ids = free[:need]
+    used.update(ids)
+    engines = [tuple(ids[k:k + per_engine]) for k in range(0, need, per_engine)]
+    dp = parallel.data_parallel_size
+    return node, tuple(tuple(engines[k:k + dp]) for k in range(0, len(engines), dp))
 
 
 _EXPERIMENT = TypeAdapter(Experiment)

@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmsim.cluster.parallel import check_supported
 from llmsim.costmodel.base import CostModel
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError, TraceFormatError
-from llmsim.experiment import Experiment
+from llmsim.experiment import Experiment, ResolvedGroup
 from llmsim.instance.instance import Instance
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.kvcache.manager import KVCacheManager
@@ -48,7 +50,8 @@ from llmsim.memory.host import (
 from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.model.config import ModelConfig, load_model_config
-from llmsim.router.base import make_router
+from llmsim.router.base import Router, make_router
+from llmsim.router.dp import DeploymentRouter
 from llmsim.scheduler.scheduler import Scheduler
 from llmsim.sim.loop import MAX_SIMULATED_NS, Simulation
 from llmsim.trace.record import Trace
@@ -104,8 +107,10 @@ def load_experiment_trace(experiment: Experiment) -> Trace:
     return trace
 
 
-def build_cost_model(experiment: Experiment, model: ModelConfig) -> CostModel:
-    """The experiment's cost model, through the registry.
+def build_cost_model(experiment: Experiment, model: ModelConfig,
+                     group: ResolvedGroup | None = None) -> CostModel:
+    """The cost model of ``group`` (default: the experiment's first group), through the
+    registry.
 
     Raises:
         ConfigError: unknown spec, or the cost model's module is not available.
@@ -113,41 +118,47 @@ def build_cost_model(experiment: Experiment, model: ModelConfig) -> CostModel:
     from llmsim.costmodel.registry import CostModelContext
     from llmsim.costmodel.registry import build_cost_model as build
 
-    sizes = experiment.engine.cudagraph_capture_sizes
-    ctx = CostModelContext(model=model, tp=experiment.engine.tensor_parallel_size,
-                           profile_path=experiment.profile_path,
-                           hardware=experiment.hardware.name,
+    g = group or experiment.groups()[0]
+    sizes = g.engine.cudagraph_capture_sizes
+    ctx = CostModelContext(model=model, tp=g.parallel.tensor_parallel_size,
+                           profile_path=g.profile_path,
+                           hardware=g.link or g.hardware.name,
                            cudagraph_max_tokens=max(sizes) if sizes else 0)
     try:
-        return build(experiment.cost_model, ctx)
+        return build(g.cost_model, ctx)
     except ImportError as exc:
-        raise ConfigError(f"cost model {experiment.cost_model!r} is not available: {exc}",
-                          path=experiment.source, field="cost_model") from exc
+        raise ConfigError(f"cost model {g.cost_model!r} is not available: {exc}",
+                          path=experiment.source, field=f"{g.field}cost_model") from exc
 
 
-def resolve_capacity(experiment: Experiment, model: ModelConfig) -> KVCapacity:
-    """KV blocks per instance: the override, else the memory model.
+def resolve_capacity(experiment: Experiment, model: ModelConfig,
+                     group: ResolvedGroup | None = None) -> KVCapacity:
+    """KV blocks per instance of ``group`` (default: the first): the override, else the
+    memory model.
 
     Raises:
         ConfigError: the model leaves no room for the KV cache (names the experiment file
             and the field).
     """
-    e = experiment.engine
+    g = group or experiment.groups()[0]
+    e = g.engine
     try:
         return kv_capacity(
-            model, total_gpu_bytes=experiment.hardware.gpu_memory_bytes or 0,
+            model, total_gpu_bytes=g.hardware.gpu_memory_bytes or 0,
             gpu_memory_utilization=e.gpu_memory_utilization, block_size=e.block_size,
             max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
-            tp=e.tensor_parallel_size, num_gpu_blocks_override=e.num_gpu_blocks_override)
+            tp=g.parallel.tensor_parallel_size,
+            num_gpu_blocks_override=e.num_gpu_blocks_override)
     except ConfigError as exc:
         if exc.path is not None or experiment.source is None:
             raise
-        raise ConfigError(exc.reason, path=experiment.source, field=exc.field) from exc
+        field = f"{g.field}{exc.field}" if exc.field else exc.field
+        raise ConfigError(exc.reason, path=experiment.source, field=field) from exc
 
 
 def check_instances_memory(experiment: Experiment, capacity: KVCapacity) -> None:
-    """Refuse instances whose block pools and tables cannot fit in host memory, before
-    building any (estimates: :mod:`llmsim.memory.host`).
+    """Refuse ``experiment.num_instances`` identical instances whose block pools and tables
+    cannot fit in host memory, before building any (estimates: :mod:`llmsim.memory.host`).
 
     Raises:
         ConfigError: naming ``engine.num_gpu_blocks_override`` or
@@ -168,26 +179,107 @@ def check_instances_memory(experiment: Experiment, capacity: KVCapacity) -> None
                       what=f"{n} instances of {capacity.num_gpu_blocks} KV blocks each")
 
 
-def build_instances(experiment: Experiment, cost_model: CostModel, model: ModelConfig | None,
-                    capacity: KVCapacity) -> list[Instance]:
-    """``experiment.num_instances`` identical instances.
+def check_groups_memory(experiment: Experiment, capacities: Sequence[KVCapacity]) -> None:
+    """:func:`check_instances_memory` over every engine of every group.
+
+    Args:
+        experiment: the experiment.
+        capacities: KV capacity per group (:meth:`Experiment.groups` order).
 
     Raises:
-        ConfigError: they would not fit in host memory (:func:`check_instances_memory`).
+        ConfigError: naming the KV-sizing field of a group whose one pool does not fit,
+            else the count (``instances`` or ``instance_groups.<i>.count``) of the group
+            where the running total stops fitting.
     """
-    check_instances_memory(experiment, capacity)
-    e = experiment.engine
-    out = []
-    for i in range(experiment.num_instances):
-        kv = KVCacheManager(capacity.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
-        sched = Scheduler(e.scheduler_config(), kv, tp=e.tensor_parallel_size)
-        step_time = StepTimeModel(cost_model, experiment.overheads,
-                                  cudagraph_capture_sizes=e.cudagraph_capture_sizes,
-                                  model=model, tp=e.tensor_parallel_size)
-        out.append(Instance(instance_id=i, name=experiment.hardware.name, scheduler=sched,
-                            step_time=step_time, async_scheduling=e.async_scheduling,
-                            check=experiment.check))
+    groups = experiment.groups()
+    src = experiment.source
+    total = engines = 0
+    for g, cap in zip(groups, capacities, strict=True):
+        sizes = g.engine.cudagraph_capture_sizes
+        pool_bytes = cap.num_gpu_blocks * BYTES_PER_KV_BLOCK
+        per_instance = (pool_bytes + BYTES_PER_INSTANCE
+                        + BYTES_PER_CAPTURE_TOKEN * (max(sizes) if sizes else 0))
+        kv_field = (f"{g.field}engine.num_gpu_blocks_override" if cap.source == "override"
+                    else f"{g.field}hardware.gpu_memory_bytes")
+        check_host_memory(pool_bytes, path=src, field=kv_field,
+                          what=f"a KV cache of {cap.num_gpu_blocks} blocks per instance")
+        total += g.num_engines * per_instance
+        engines += g.num_engines
+        what = (f"{engines} instances of {cap.num_gpu_blocks} KV blocks each"
+                if len(groups) == 1 else f"{engines} instances in all")
+        check_host_memory(total, path=src, field=f"{g.field}count" if g.field else "instances",
+                          what=what)
+
+
+def build_instances(experiment: Experiment, cost_model: CostModel | Sequence[CostModel],
+                    model: ModelConfig | Sequence[ModelConfig] | None,
+                    capacity: KVCapacity | Sequence[KVCapacity]) -> list[Instance]:
+    """Every engine of every group, numbered in group order (a deployment's DP ranks
+    next to each other).
+
+    Args:
+        experiment: the experiment.
+        cost_model, model, capacity: per group (one value: the same for every group).
+
+    Raises:
+        ConfigError: they would not fit in host memory (:func:`check_groups_memory`).
+    """
+    groups = experiment.groups()
+
+    def per_group(value: Any) -> list[Any]:
+        if value is None or not isinstance(value, list | tuple):
+            return [value] * len(groups)
+        return list(value)
+
+    costs, models, caps = per_group(cost_model), per_group(model), per_group(capacity)
+    check_groups_memory(experiment, caps)
+    out: list[Instance] = []
+    for g, cm, m, cap in zip(groups, costs, models, caps, strict=True):
+        e = g.engine
+        tp = g.parallel.tensor_parallel_size
+        for _ in range(g.num_engines):
+            kv = KVCacheManager(cap.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
+            sched = Scheduler(e.scheduler_config(), kv, tp=tp)
+            step_time = StepTimeModel(cm, g.overheads,
+                                      cudagraph_capture_sizes=e.cudagraph_capture_sizes,
+                                      model=m, tp=tp)
+            out.append(Instance(instance_id=len(out), name=g.hardware.name, scheduler=sched,
+                                step_time=step_time, async_scheduling=e.async_scheduling,
+                                check=experiment.check))
     return out
+
+
+def build_router(experiment: Experiment) -> Router:
+    """The experiment's router over every engine.
+
+    Without DP (every group's ``data_parallel_size`` is 1) this is the top-level policy
+    over the instances. With DP, the policy chooses a deployment (a group instance), and
+    vLLM's DP load balancer (:class:`llmsim.router.dp.DPLoadBalancer`) chooses its rank.
+    """
+    groups = experiment.groups()
+    if all(g.parallel.data_parallel_size == 1 for g in groups):
+        return make_router(experiment.router)
+    deployments: list[tuple[int, ...]] = []
+    first = 0
+    for g in groups:
+        dp = g.parallel.data_parallel_size
+        for _ in range(g.count):
+            deployments.append(tuple(range(first, first + dp)))
+            first += dp
+    return DeploymentRouter(make_router(experiment.router), deployments)
+
+
+def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfig]) -> None:
+    """Refuse a parallel layout llmsim does not model yet (:func:`check_supported`).
+
+    Raises:
+        ConfigError: "not supported yet: ..." naming the experiment file and the field.
+    """
+    for g, m in zip(experiment.groups(), models, strict=True):
+        found = check_supported(g.parallel, is_moe=m.is_moe, where=f"{g.field}engine")
+        if found is not None:
+            field, message = found
+            raise ConfigError(message, path=experiment.source, field=field)
 
 
 def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
@@ -255,16 +347,28 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
             MAX_STEP_COST_NS]``.
         InvariantError: the simulation broke an invariant (a bug).
     """
-    if model is None:
-        model = load_model_config(experiment.model_path)
+    groups = experiment.groups()
+    loaded: dict[Path, ModelConfig] = {}
+    if model is not None:
+        loaded[experiment.model_path] = model
+    models = []
+    for g in groups:
+        if g.model_path not in loaded:
+            loaded[g.model_path] = load_model_config(g.model_path)
+        models.append(loaded[g.model_path])
+    check_parallel_supported(experiment, models)
     if trace is None:
         trace = load_experiment_trace(experiment)
     if cost_model is None:
-        cost_model = build_cost_model(experiment, model)
-    capacity = resolve_capacity(experiment, model)
-    bs = experiment.engine.block_size
-    validate_trace(trace, capacity_tokens=(capacity.num_gpu_blocks - 1) * bs)
-    instances = build_instances(experiment, cost_model, model, capacity)
+        costs = [build_cost_model(experiment, m, g) for g, m in zip(groups, models, strict=True)]
+    else:
+        costs = [cost_model] * len(groups)
+    capacities = [resolve_capacity(experiment, m, g) for g, m in zip(groups, models, strict=True)]
+    validate_trace(trace, capacity_tokens=min(
+        (c.num_gpu_blocks - 1) * g.engine.block_size for g, c in zip(groups, capacities,
+                                                                      strict=True)))
+    instances = build_instances(experiment, costs, models, capacities)
+    capacity = capacities[0]
     recorder = Recorder(trace.requests, keep_steps=True)
     bar = None
     on_finished = None
@@ -273,7 +377,7 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
         bar = tqdm(total=len(trace), unit="req", desc=experiment.name, leave=False)
         on_finished = bar.update
-    sim = Simulation(trace.requests, instances, make_router(experiment.router), recorder,
+    sim = Simulation(trace.requests, instances, build_router(experiment), recorder,
                      on_finished=on_finished)
     t0 = time.perf_counter()
     try:
@@ -289,17 +393,18 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         num_preemptions=sum(i.scheduler.num_preemptions for i in instances),
         prefix_query_tokens=sum(k.query_tokens for k in kv),
         prefix_hit_tokens=sum(k.hit_tokens for k in kv),
-        extra=_settings(experiment, trace, capacity, steps))
+        extra=_settings(experiment, trace, capacity, steps, capacities))
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
                         summary=summary, num_steps=stats.num_steps, wall_time_s=wall)
 
 
 def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
-              steps: pd.DataFrame | None) -> dict[str, Any]:
+              steps: pd.DataFrame | None, capacities: Sequence[KVCapacity] = ()
+              ) -> dict[str, Any]:
     e, o = experiment.engine, experiment.overheads
     peak_kv = float(steps["kv_cache_pct"].max()) if steps is not None and len(steps) else 0.0
-    return {
+    out = {
         "name": experiment.name,
         "hardware": experiment.hardware.name,
         "num_instances": experiment.num_instances,
@@ -318,6 +423,19 @@ def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
         "overheads": {"cpu_step_ns": o.cpu_step_ns, "cpu_per_seq_ns": o.cpu_per_seq_ns,
                       "cudagraph_padding": o.cudagraph_padding},
     }
+    groups = experiment.groups()
+    if experiment.instance_groups or any(g.parallel.data_parallel_size > 1 for g in groups):
+        # only then: the settings of a one-group, DP-1 experiment stay as they were
+        out["num_instances"] = sum(g.num_engines for g in groups)
+        out["instance_groups"] = [
+            {"name": g.name, "count": g.count, "hardware": g.hardware.name,
+             "model": g.model_path.name, "node": g.node, "gpus": [list(map(list, d))
+                                                                  for d in g.gpus],
+             "tensor_parallel_size": g.parallel.tensor_parallel_size,
+             "data_parallel_size": g.parallel.data_parallel_size,
+             "num_gpu_blocks": c.num_gpu_blocks, "max_num_seqs": g.engine.max_num_seqs}
+            for g, c in zip(groups, capacities or [capacity] * len(groups), strict=True)]
+    return out
 
 
 # -------------------------------------------------------------------------- output

@@ -1,0 +1,179 @@
+"""vLLM's data-parallel load balancer, and routing over DP deployments.
+
+A deployment with ``data_parallel_size = N`` is one vLLM server whose front-end spreads
+requests over N engines (DP ranks). vLLM 0.19 (``vllm/v1/engine/core_client.py``
+``DPLBAsyncMPClient.get_core_engine_for_request``; VLLM_CLUSTER.md §3.4) does this:
+
+* each engine has a ``[waiting, running]`` pair in the front-end; its score is
+  ``4 x waiting + running`` (not normalised by ``max_num_seqs``);
+* the scan starts at the API server's fixed ``eng_start_index = dp x client_index //
+  client_count`` (it does not rotate) and a strict ``<`` keeps the first minimum;
+* the chosen engine's local ``waiting`` is incremented by ``client_count`` at once;
+* the pairs are replaced whenever the DP coordinator publishes: every >= 100 ms when the
+  counts changed, else every 5 s. Only MoE DP engines (``DPEngineCoreProc``) report counts
+  to the coordinator; dense DP engines are plain ``EngineCoreProc`` and never do, so for a
+  dense model the front-end sees only its own increments, and the coordinator's 5 s
+  publication resets them to zeros. Dense DP is therefore round robin from the start index,
+  restarting at the start index after every 5 s publication.
+
+:class:`DPLoadBalancer` mirrors that with ``publishes_counts=False`` (dense, the default).
+With ``publishes_counts=True`` (MoE DP, not modelled yet elsewhere) the pairs are replaced
+by the engines' true counts at the first routing decision at or after each 100 ms
+publication time (the counts are read then, not at the publication instant).
+
+Modelling choices, stated: one API server (``client_index = 0``, ``client_count = 1``; vLLM
+defaults ``api_server_count`` to ``dp``, and which API server a connection lands on is
+decided by the kernel, which llmsim does not model); coordinator publications at multiples
+of the interval on the trace clock (its phase relative to the first request is unknown); the
+decision time of a request is its ``arrival_ns`` (the router is not given the clock), kept
+non-decreasing, so a session turn released later than its trace arrival is decided at its
+arrival time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llmsim.errors import ConfigError
+from llmsim.router.base import InstanceView, Router
+from llmsim.trace.record import Request
+
+__all__ = ["DP_IDLE_PUBLISH_INTERVAL_NS", "DP_PUBLISH_INTERVAL_NS", "DPLoadBalancer",
+           "DeploymentRouter", "InstanceSnapshot"]
+
+DP_PUBLISH_INTERVAL_NS = 100_000_000
+"""Shortest interval between two publications of the DP coordinator when counts change,
+ns (vLLM ``DPCoordinatorProc``: 100 ms; VLLM_CLUSTER.md §3.2)."""
+
+DP_IDLE_PUBLISH_INTERVAL_NS = 5_000_000_000
+"""Interval of the coordinator's publication when counts did not change, ns (5 s;
+VLLM_CLUSTER.md §3.2)."""
+
+WAITING_WEIGHT = 4
+"""Weight of a waiting request in the DP score ``4 x waiting + running`` (vLLM
+``DPLBAsyncMPClient``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSnapshot:
+    """A read-only view of an instance (or of a deployment's engines, summed) at one time.
+
+    Attributes:
+        instance_id: index of the instance (or deployment) among the router's choices.
+        num_running: running requests.
+        num_waiting: waiting requests.
+        kv_usage_fraction: KV cache use in [0, 1] (mean over a deployment's engines).
+    """
+
+    instance_id: int
+    num_running: int
+    num_waiting: int
+    kv_usage_fraction: float
+
+    def kv_usage(self) -> float:
+        """KV usage fraction in [0, 1] (the :class:`InstanceView` method)."""
+        return self.kv_usage_fraction
+
+    @staticmethod
+    def of(index: int, members: Sequence[InstanceView]) -> InstanceSnapshot:
+        """The summed snapshot of ``members`` under id ``index``."""
+        return InstanceSnapshot(
+            instance_id=index, num_running=sum(m.num_running for m in members),
+            num_waiting=sum(m.num_waiting for m in members),
+            kv_usage_fraction=sum(m.kv_usage() for m in members) / len(members))
+
+
+class DPLoadBalancer:
+    """vLLM's DP front-end balancer over one deployment's engines (see the module doc).
+
+    Args:
+        num_ranks: DP ranks (engines).
+        start_index: the API server's fixed scan start (vLLM ``eng_start_index``).
+        client_count: API servers (each routed request adds this to the local waiting).
+        publishes_counts: engines report their counts (MoE DP); False for dense DP.
+        log: if given, receives ``(time_ns, event)`` tuples: ``("publish", counts)`` when
+            the coordinator's publication replaces the counts, ``("route", rank, scores)``
+            for each decision (scores before the increment).
+
+    Raises:
+        ConfigError: ``num_ranks`` < 1, ``client_count`` < 1, or ``start_index`` outside
+            ``[0, num_ranks)``.
+    """
+
+    def __init__(self, num_ranks: int, *, start_index: int = 0, client_count: int = 1,
+                 publishes_counts: bool = False,
+                 log: list[tuple[int, tuple]] | None = None) -> None:
+        if num_ranks < 1 or client_count < 1 or not 0 <= start_index < num_ranks:
+            raise ConfigError(f"DP balancer: {num_ranks} ranks, start {start_index}, "
+                              f"{client_count} clients", field="engine.data_parallel_size")
+        self.num_ranks = num_ranks
+        self.start_index = start_index
+        self.client_count = client_count
+        self.publishes_counts = publishes_counts
+        self.log = log
+        self._counts = [[0, 0] for _ in range(num_ranks)]  # [waiting, running] per rank
+        self._now_ns = 0
+        self._interval_ns = (DP_PUBLISH_INTERVAL_NS if publishes_counts
+                             else DP_IDLE_PUBLISH_INTERVAL_NS)
+        self._next_publish_ns = self._interval_ns
+
+    def _publish(self, now_ns: int, ranks: Sequence[InstanceView]) -> None:
+        if now_ns < self._next_publish_ns:
+            return
+        if self.publishes_counts:
+            self._counts = [[r.num_waiting, r.num_running] for r in ranks]
+        else:
+            self._counts = [[0, 0] for _ in range(self.num_ranks)]
+        self._next_publish_ns = (now_ns // self._interval_ns + 1) * self._interval_ns
+        if self.log is not None:
+            self.log.append((now_ns, ("publish", tuple(map(tuple, self._counts)))))
+
+    def route(self, request: Request, instances: Sequence[InstanceView]) -> int:
+        """Index of the rank (into ``instances``, one per rank) that serves ``request``."""
+        now_ns = max(self._now_ns, request.arrival_ns)
+        self._now_ns = now_ns
+        self._publish(now_ns, instances)
+        counts, n = self._counts, self.num_ranks
+        best, best_score = self.start_index, None
+        for k in range(n):
+            i = (self.start_index + k) % n
+            score = WAITING_WEIGHT * counts[i][0] + counts[i][1]
+            if best_score is None or score < best_score:
+                best, best_score = i, score
+        if self.log is not None:
+            scores = tuple(WAITING_WEIGHT * w + r for w, r in counts)
+            self.log.append((now_ns, ("route", best, scores)))
+        counts[best][0] += self.client_count
+        return best
+
+
+class DeploymentRouter:
+    """Routes to a deployment with the experiment's policy, then to one of its DP ranks.
+
+    The policy sees one :class:`InstanceSnapshot` per deployment (its engines' counts
+    summed, KV use averaged); a deployment of several ranks then asks its own
+    :class:`DPLoadBalancer`.
+
+    Args:
+        top: the policy over deployments.
+        deployments: per deployment, the instance indices of its ranks (in rank order).
+        balancer: builds a deployment's balancer from its rank count.
+    """
+
+    def __init__(self, top: Router, deployments: Sequence[tuple[int, ...]],
+                 balancer: Callable[[int], Router] = DPLoadBalancer) -> None:
+        self.top = top
+        self.deployments = [tuple(d) for d in deployments]
+        self.balancers = [balancer(len(d)) if len(d) > 1 else None for d in self.deployments]
+
+    def route(self, request: Request, instances: Sequence[InstanceView]) -> int:
+        """Index (into ``instances``) of the engine that serves ``request``."""
+        views = [InstanceSnapshot.of(d, [instances[i] for i in members])
+                 for d, members in enumerate(self.deployments)]
+        d = self.top.route(request, views)
+        members = self.deployments[d]
+        lb = self.balancers[d]
+        if lb is None:
+            return members[0]
+        return members[lb.route(request, [instances[i] for i in members])]
