@@ -207,8 +207,8 @@ class WorkloadBuilder:
         if any(o is not None for o in self.output_ids):
             data["output_token_ids"] = list(self.output_ids)
         if any(p >= 0 for p in self.parents) or any(s is not None for s in self.sessions):
-            data["session_id"] = list(self.sessions)
-            data["parent_id"] = [None if p < 0 else str(p) for p in self.parents]
+            data["session_id"] = pd.Series(self.sessions, dtype=object)
+            data["parent_id"] = pd.Series([None if p < 0 else str(p) for p in self.parents], dtype=object)
             data["turn"] = np.asarray(self.turns, dtype=np.int64)
             data["think_time_ns"] = np.zeros(n, dtype=np.int64)
         df = pd.DataFrame(data)
