@@ -213,5 +213,12 @@ class WorkloadBuilder:
             data["think_time_ns"] = np.zeros(n, dtype=np.int64)
         df = pd.DataFrame(data)
         order = np.argsort(arrival_ns, kind="stable")
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        parents = np.asarray(self.parents, dtype=np.int64)
+        has = parents >= 0
+        if (position[parents[has]] >= position[has]).any():
+            raise ConfigError("a request arrives before the request it waits for; the serving loop "
+                              "needs parents first (a generator bug)", field="parent")
         df = df.iloc[order].reset_index(drop=True)
         return TraceFrame(data=df, source=source, name=name, metadata=metadata)

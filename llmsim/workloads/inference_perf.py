@@ -4,7 +4,7 @@ data and ``constant`` / ``poisson`` / ``concurrent`` load stages.
 The spec mirrors inference-perf's config file (``docs/config.md``)::
 
     tool: inference-perf
-    seed: 0                             # load.base_seed is accepted as well
+    seed: 0                             # seeds every draw (load.base_seed is accepted, unused)
     data:
       type: shared_prefix               # shared_prefix | random | synthetic
       shared_prefix:
@@ -42,12 +42,15 @@ Semantics (inference-perf ``inference_perf/datagen/shared_prefix_datagen.py``,
 * ``random`` / ``synthetic``: every request an unshared prompt with lengths drawn from the
   distributions (``synthetic`` draws text from a corpus in inference-perf; for prefix caching
   both are unshared prompts).
-* load: stages run one after another; a ``constant`` / ``poisson`` stage sends
-  ``round(rate * duration)`` requests from the stage start, evenly spaced / with exponential
-  gaps; a ``concurrent`` stage sends ``num_requests`` requests with ``concurrency_level``
-  closed-loop clients (:func:`llmsim.workloads.build.lane_parents`) and starts when the
-  previous stage's last request arrived (its end cannot be known before the simulation).
-  Mixing ``concurrent`` stages with multi-turn chat is refused (two release rules per request).
+* load: stages run one after another. A ``constant`` / ``poisson`` stage sends
+  ``round(rate * duration)`` requests, evenly spaced from the stage start (``constant``) or
+  as a Poisson process of that rate conditioned on that count: independent uniform times in
+  the stage, sorted, whose gaps are exponential with mean ``1 / rate`` (``poisson``; no
+  request of a stage spills into the next). A ``concurrent`` stage sends ``num_requests``
+  requests with ``concurrency_level`` closed-loop clients
+  (:func:`llmsim.workloads.build.lane_parents`) and starts when the previous stage's last
+  request arrived (its end cannot be known before the simulation). Multi-turn chat with
+  ``concurrent`` stages is refused (two release rules for one request).
 """
 
 from __future__ import annotations
@@ -123,8 +126,10 @@ def _load_stages(load: Fields, rng: np.random.Generator) -> tuple[np.ndarray, np
             m = int(round(rate * duration))
             if m < 1:
                 raise st.error("rate", f"rate * duration = {rate * duration:g} sends no request")
-            proc = Arrival.CONSTANT if kind == "constant" else Arrival.POISSON
-            t = start_s + open_loop_s(proc, rate_per_s=rate, n=m, rng=rng)
+            if kind == "constant":
+                t = start_s + open_loop_s(Arrival.CONSTANT, rate_per_s=rate, n=m, rng=rng)
+            else:  # a Poisson process with m arrivals in the stage: sorted uniform times
+                t = start_s + np.sort(rng.uniform(0.0, duration, size=m))
             parents.append(np.full(m, -1, dtype=np.int64))
             start_s += duration
         st.check_unknown()
