@@ -133,8 +133,7 @@ def validate(experiment: Experiment | str | Path,
     trace = experiment_trace(exp)  # refuse another model / workload before the replay
     notes = check_match(run_m, workload_of(exp, trace)) + engine_notes(exp, run_m.engine)
     result = replay(exp, trace=trace, progress=progress)
-    # ReplayLike declares plain attributes; ReplayResult's are frozen (read-only) fields
-    comparison = compare(run_m, result, name=exp.name, notes=notes)  # type: ignore[arg-type]
+    comparison = compare(run_m, result, name=exp.name, notes=notes)
     files = write_report(comparison, out_dir) if out_dir is not None else None
     return ValidationRun(comparison=comparison, result=result, files=files)
 

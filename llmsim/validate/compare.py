@@ -79,14 +79,21 @@ _PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 
 
 class ReplayLike(Protocol):
-    """What :func:`compare` reads from a simulated run (``llmsim.replay.ReplayResult``)."""
+    """What :func:`compare` reads from a simulated run (``llmsim.replay.ReplayResult``;
+    read-only, so frozen dataclasses qualify)."""
 
-    requests: pd.DataFrame
-    itls_s: list[np.ndarray]
-    timeseries: pd.DataFrame
-    summary: dict
-    num_steps: int
-    wall_time_s: float
+    @property
+    def requests(self) -> pd.DataFrame: ...
+    @property
+    def itls_s(self) -> list[np.ndarray]: ...
+    @property
+    def timeseries(self) -> pd.DataFrame: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+    @property
+    def num_steps(self) -> int: ...
+    @property
+    def wall_time_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -547,7 +554,7 @@ def _rebin_rate(end_s: np.ndarray, rate: np.ndarray, last: int) -> np.ndarray:
     xs = np.maximum.accumulate(np.column_stack([end_s - 1.0, end_s]).ravel())  # float-safe order
     cs = np.column_stack([np.concatenate([[0.0], cum[:-1]]), cum]).ravel()
     at = np.interp(np.arange(0, last + 1, dtype=np.float64), xs, cs, left=0.0, right=float(cum[-1]))
-    return np.diff(at)
+    return np.asarray(np.diff(at), dtype=np.float64)
 
 
 def _resample_gauge(end_s: np.ndarray, values: np.ndarray, last: int) -> np.ndarray:

@@ -291,7 +291,7 @@ class ScaledCostModel:
 
     def step_cost(self, batch: StepBatch) -> StepCost:
         """The base cost with the factors applied (ns rounded per op)."""
-        cost = self.base.step_cost(batch)
+        cost: StepCost = self.base.step_cost(batch)
         if not cost.breakdown_ns:
             return dataclasses.replace(cost, duration_ns=round(cost.duration_ns * self.kernel))
         parts = {k: round(v * self.kernel * (self.link if k in _COLLECTIVE_KEYS else 1.0))
@@ -360,9 +360,9 @@ def estimate_uncertainty(
         ConfigError: the experiment's cost model is not the profile cost model (field
             ``cost_model``), or ``samples`` is negative.
     """
+    from llmsim.api import experiment_trace
     from llmsim.costmodel.profile_model import ProfileCostModel
     from llmsim.model.config import load_model_config
-    from llmsim.api import experiment_trace
     from llmsim.replay import build_cost_model, resolve_capacity
     from llmsim.replay import run as replay_run
 

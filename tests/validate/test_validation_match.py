@@ -59,7 +59,8 @@ def _run(meta=None):
 
 def test_model_mismatch_is_refused_naming_both():
     run, reqs = _run({"model": "meta-llama/Llama-3.1-8B"})
-    with pytest.raises(MeasuredRunError, match="served model 'meta-llama/Llama-3.1-8B'.*replays 'Qwen/Qwen3-32B'") as exc:
+    with pytest.raises(MeasuredRunError,
+                       match="served model 'meta-llama/Llama-3.1-8B'.*replays 'Qwen/Qwen3-32B'") as exc:
         check_match(run, _workload(reqs, model="Qwen/Qwen3-32B"))
     assert exc.value.field == "model" and str(exc.value.path).endswith("meta.json")
 
@@ -75,7 +76,8 @@ def test_request_count_mismatch_is_refused():
     run, reqs = _run({"model": "meta-llama/Llama-3.1-8B"})
     short = Workload(request_ids=("0", "1"), input_tokens=(100, 100), output_tokens=(5, 6),
                      model="meta-llama/Llama-3.1-8B")
-    with pytest.raises(MeasuredRunError, match="measured run has 3 requests but the experiment's workload has 2") as exc:
+    with pytest.raises(MeasuredRunError,
+                       match="measured run has 3 requests but the experiment's workload has 2") as exc:
         check_match(run, short)
     assert exc.value.field == "requests"
 
