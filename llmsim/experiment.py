@@ -42,7 +42,7 @@ Schema (engine keys are vLLM's argument names)::
       nodes:
         - {name: n0, gpus: [{hardware: RTXPRO6000, count: 2, gpu_memory_bytes: ...}],
            link: RTXPRO6000}       # a llmsim/hardware/data/ link description
-    router: round_robin            # or least_loaded
+    router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all)
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
     measured: llmservingsim/measured/RTXPRO6000/Llama-3.1-8B   # optional, for validation
@@ -640,13 +640,17 @@ class NodeConfig:
     """
 
     name: _Name
-    gpus: Annotated[tuple[GpuConfig, ...], Field(min_length=1, max_length=MAX_GPUS_PER_NODE,
+    gpus: Annotated[tuple[GpuConfig, ...], Field(max_length=MAX_GPUS_PER_NODE,
                                                  description="one entry per GPU type")]
     link: _Name | None = None
     network: Any = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        # emptiness checked here, not by min_length: pydantic would also report a list
+        # whose only item is invalid as too short, and blame the list before the item
+        if not self.gpus:
+            raise _FieldError("gpus", "a node needs at least one GPU")
         kinds = {g.hardware.lower() for g in self.gpus}
         if len(kinds) > 1:
             raise _FieldError("gpus", "not supported yet: GPUs of different types in one "
@@ -680,10 +684,12 @@ class ClusterConfig:
     """
 
     nodes: Annotated[tuple[NodeConfig, ...], Field(
-        min_length=1, max_length=MAX_NODES, description="one node per instance at most")]
+        max_length=MAX_NODES, description="one node per instance at most")]
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if not self.nodes:
+            raise _FieldError("nodes", "a cluster needs at least one node")
         seen: set[str] = set()
         for i, node in enumerate(self.nodes):
             if node.name in seen:
@@ -891,23 +897,23 @@ class Experiment:
         groups = self.groups()
         names: set[str] = set()
         total_engines = total_blocks = 0
-        for g in groups:
-            e, o, f = g.engine, g.overheads, g.field
-            if g.name in names:
-                raise _FieldError(f"{f}name", f"group {g.name!r} named twice")
-            names.add(g.name)
-            if e.num_gpu_blocks_override is None and g.hardware.gpu_memory_bytes is None:
+        for grp in groups:
+            e, o, f = grp.engine, grp.overheads, grp.field
+            if grp.name in names:
+                raise _FieldError(f"{f}name", f"group {grp.name!r} named twice")
+            names.add(grp.name)
+            if e.num_gpu_blocks_override is None and grp.hardware.gpu_memory_bytes is None:
                 raise _FieldError(f"{f}hardware.gpu_memory_bytes", "needed to size the KV cache "
                                   "unless engine.num_gpu_blocks_override is set")
-            if g.cost_model == "profile" and g.profile_path is None:
+            if grp.cost_model == "profile" and grp.profile_path is None:
                 raise _FieldError(f"{f}profile", "the profile cost model needs a profile")
             if o.cpu_step_ns + o.cpu_per_seq_ns * e.max_num_seqs > MAX_STEP_COST_NS:
                 raise _FieldError(f"{f}overheads.cpu_per_seq_ns", (
                     f"cpu_step_ns + cpu_per_seq_ns x max_num_seqs ({e.max_num_seqs}) exceeds "
                     f"the step-cost ceiling MAX_STEP_COST_NS ({MAX_STEP_COST_NS} ns)"))
-            total_engines += g.num_engines
+            total_engines += grp.num_engines
             if e.num_gpu_blocks_override is not None:
-                total_blocks += e.num_gpu_blocks_override * g.num_engines
+                total_blocks += e.num_gpu_blocks_override * grp.num_engines
             where = f"{f}count" if f else "instances"
             if total_engines > MAX_INSTANCES:
                 raise _FieldError(where, f"{total_engines} engines (instances x "
@@ -915,7 +921,7 @@ class Experiment:
             if total_blocks > MAX_TOTAL_GPU_BLOCKS:
                 blocks = e.num_gpu_blocks_override
                 raise _FieldError(where, (
-                    f"{g.num_engines} instances x {blocks} KV blocks exceeds "
+                    f"{grp.num_engines} instances x {blocks} KV blocks exceeds "
                     f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
         if self.output_dir is _UNSET_PATH:
             object.__setattr__(self, "output_dir", Path(f"out/{self.name}"))

@@ -9,6 +9,7 @@ from llmsim.router.base import (
     RouterPolicy,
     make_router,
 )
+from llmsim.router.dp import DeploymentRouter, DPLoadBalancer, InstanceSnapshot
 
-__all__ = ["ROUTERS", "InstanceView", "LeastLoaded", "RoundRobin", "Router", "RouterPolicy",
-           "make_router"]
+__all__ = ["ROUTERS", "DPLoadBalancer", "DeploymentRouter", "InstanceSnapshot", "InstanceView",
+           "LeastLoaded", "RoundRobin", "Router", "RouterPolicy", "make_router"]

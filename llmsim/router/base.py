@@ -19,7 +19,8 @@ from llmsim.trace.record import Request
 class InstanceView(Protocol):
     """What a router may read about an instance."""
 
-    instance_id: int
+    @property
+    def instance_id(self) -> int: ...
 
     @property
     def num_running(self) -> int: ...
@@ -68,12 +69,23 @@ class RouterPolicy(StrEnum):
 
     ROUND_ROBIN = "round_robin"
     LEAST_LOADED = "least_loaded"
+    VLLM_DP = "vllm_dp"
+
+
+def _vllm_dp() -> Router:
+    from llmsim.router.dp import DPLoadBalancer  # dp imports this module
+
+    return DPLoadBalancer()
 
 
 ROUTERS: dict[RouterPolicy, Callable[[], Router]] = {
     RouterPolicy.ROUND_ROBIN: RoundRobin,
     RouterPolicy.LEAST_LOADED: LeastLoaded,
+    RouterPolicy.VLLM_DP: _vllm_dp,
 }
+"""Policy -> router factory. ``vllm_dp``: vLLM's DP load balancer over every instance
+(:class:`llmsim.router.dp.DPLoadBalancer`); it is also what a DP deployment
+(``data_parallel_size > 1``) uses inside, whatever the top-level policy."""
 
 
 def make_router(name: str | RouterPolicy) -> Router:

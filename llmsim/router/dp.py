@@ -87,8 +87,11 @@ class InstanceSnapshot:
 class DPLoadBalancer:
     """vLLM's DP front-end balancer over one deployment's engines (see the module doc).
 
+    As the ``vllm_dp`` router policy it balances over all of the experiment's instances as
+    one front-end would (``num_ranks`` None: taken from the first decision).
+
     Args:
-        num_ranks: DP ranks (engines).
+        num_ranks: DP ranks (engines); None: the number of instances it is first given.
         start_index: the API server's fixed scan start (vLLM ``eng_start_index``).
         client_count: API servers (each routed request adds this to the local waiting).
         publishes_counts: engines report their counts (MoE DP); False for dense DP.
@@ -97,26 +100,36 @@ class DPLoadBalancer:
             for each decision (scores before the increment).
 
     Raises:
-        ConfigError: ``num_ranks`` < 1, ``client_count`` < 1, or ``start_index`` outside
-            ``[0, num_ranks)``.
+        ConfigError: ``num_ranks`` < 1, ``client_count`` < 1, ``start_index`` outside
+            ``[0, num_ranks)`` (at the first decision when ``num_ranks`` is None), or a
+            decision among another number of instances.
     """
 
-    def __init__(self, num_ranks: int, *, start_index: int = 0, client_count: int = 1,
-                 publishes_counts: bool = False,
-                 log: list[tuple[int, tuple]] | None = None) -> None:
-        if num_ranks < 1 or client_count < 1 or not 0 <= start_index < num_ranks:
-            raise ConfigError(f"DP balancer: {num_ranks} ranks, start {start_index}, "
-                              f"{client_count} clients", field="engine.data_parallel_size")
-        self.num_ranks = num_ranks
+    def __init__(self, num_ranks: int | None = None, *, start_index: int = 0,
+                 client_count: int = 1, publishes_counts: bool = False,
+                 log: list[tuple[int, tuple[object, ...]]] | None = None) -> None:
         self.start_index = start_index
         self.client_count = client_count
         self.publishes_counts = publishes_counts
         self.log = log
-        self._counts = [[0, 0] for _ in range(num_ranks)]  # [waiting, running] per rank
+        self._counts: list[list[int]] = []  # [waiting, running] per rank
+        self.num_ranks = 0
+        if num_ranks is not None:
+            self._set_ranks(num_ranks)
+        elif client_count < 1 or start_index < 0:
+            self._set_ranks(0)
         self._now_ns = 0
         self._interval_ns = (DP_PUBLISH_INTERVAL_NS if publishes_counts
                              else DP_IDLE_PUBLISH_INTERVAL_NS)
         self._next_publish_ns = self._interval_ns
+
+    def _set_ranks(self, num_ranks: int) -> None:
+        start, clients = self.start_index, self.client_count
+        if num_ranks < 1 or clients < 1 or not 0 <= start < num_ranks:
+            raise ConfigError(f"DP balancer: {num_ranks} ranks, start {start}, "
+                              f"{clients} clients", field="engine.data_parallel_size")
+        self.num_ranks = num_ranks
+        self._counts = [[0, 0] for _ in range(num_ranks)]
 
     def _publish(self, now_ns: int, ranks: Sequence[InstanceView]) -> None:
         if now_ns < self._next_publish_ns:
@@ -131,6 +144,11 @@ class DPLoadBalancer:
 
     def route(self, request: Request, instances: Sequence[InstanceView]) -> int:
         """Index of the rank (into ``instances``, one per rank) that serves ``request``."""
+        if not self.num_ranks:  # built without a rank count: all the router's instances
+            self._set_ranks(len(instances))
+        elif len(instances) != self.num_ranks:
+            raise ConfigError(f"DP balancer of {self.num_ranks} ranks asked to choose among "
+                              f"{len(instances)}", field="engine.data_parallel_size")
         now_ns = max(self._now_ns, request.arrival_ns)
         self._now_ns = now_ns
         self._publish(now_ns, instances)

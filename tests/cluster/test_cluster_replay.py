@@ -10,8 +10,8 @@ import pytest
 from llmsim.errors import ConfigError
 from llmsim.experiment import load_experiment
 from llmsim.replay import run
-from llmsim.router.dp import DPLoadBalancer, DeploymentRouter, InstanceSnapshot
 from llmsim.router.base import RoundRobin
+from llmsim.router.dp import DeploymentRouter, DPLoadBalancer, InstanceSnapshot
 from llmsim.trace.record import Request, Trace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -165,3 +165,13 @@ def test_deployment_router_gives_the_policy_one_summed_snapshot_per_deployment()
     assert router.route(_req("a", 0), engines) == 1  # rank 0 of deployment 1 = engine 1
     (views,) = seen
     assert views == [_snap(0, 1, 2), _snap(1, 4, 2)]
+
+
+def test_vllm_dp_policy_over_plain_instances_matches_a_dp2_deployment() -> None:
+    trace = _trace([0.0, 1.0, 2.0, 5.5, 6.0, 6.1])
+    dp = run(load_experiment(DP2), trace=trace)
+    policy = run(load_experiment(DP2, overrides={"engine.data_parallel_size": 1,
+                                                 "instances": 2, "router": "vllm_dp"}),
+                 trace=trace)
+    assert dp.requests.equals(policy.requests)
+    assert policy.requests["instance_id"].tolist() == [0, 1, 0, 0, 1, 0]
