@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, LlmsimError, TraceFormatError
 from llmsim.trace.frame import TraceFrame
 from llmsim.workloads.fields import Fields
 
@@ -64,15 +64,20 @@ def generate_workload(spec: Mapping[str, Any], *, path: str | Path | None = None
     return frame.with_data(frame.data, **meta)
 
 
-def load_workload_spec(path: str | Path) -> TraceFrame:
+def load_workload_spec(path: str | Path, *, read_error: type[LlmsimError] = ConfigError) -> TraceFrame:
     """Read a spec YAML file with :mod:`llmsim.yamlfile` and generate its trace.
 
+    Args:
+        path: the spec file.
+        read_error: error raised when the file cannot be read or is not valid YAML.
+
     Raises:
-        ConfigError: unreadable or invalid YAML, or a bad spec (file, line, field).
+        ConfigError: a bad spec (file, line, field); also a file that cannot be read or is
+            not valid YAML, unless ``read_error`` says otherwise.
     """
     from llmsim.yamlfile import load_yaml_document
 
-    doc = load_yaml_document(path, what="workload spec", max_bytes=MAX_SPEC_BYTES)
+    doc = load_yaml_document(path, what="workload spec", error=read_error, max_bytes=MAX_SPEC_BYTES)
     return generate_workload(doc.data, path=path, lines=doc.lines)
 
 
@@ -83,6 +88,8 @@ def load_workload_frame(path: str | Path, *, skip_bad_rows: bool = False, sort: 
     bad rows and is sorted already.
 
     Raises:
-        ConfigError: as :func:`load_workload_spec`.
+        TraceFormatError: the file is not a regular UTF-8 file or not valid YAML (file, line),
+            like every trace loader.
+        ConfigError: a bad spec (file, line, field).
     """
-    return load_workload_spec(path)
+    return load_workload_spec(path, read_error=TraceFormatError)
