@@ -52,6 +52,7 @@ from llmsim.metrics.summary import summarize
 from llmsim.model.config import ModelConfig, load_model_config
 from llmsim.router.base import Router, make_router
 from llmsim.router.dp import DeploymentRouter
+from llmsim.router.views import ReadOnlyRouter
 from llmsim.scheduler.scheduler import Scheduler
 from llmsim.sim.loop import MAX_SIMULATED_NS, Simulation
 from llmsim.trace.record import Trace
@@ -255,10 +256,12 @@ def build_router(experiment: Experiment) -> Router:
     Without DP (every group's ``data_parallel_size`` is 1) this is the top-level policy
     over the instances. With DP, the policy chooses a deployment (a group instance), and
     vLLM's DP load balancer (:class:`llmsim.router.dp.DPLoadBalancer`) chooses its rank.
+    Either way the policy reads frozen snapshots, never the live instances
+    (:class:`llmsim.router.views.ReadOnlyRouter`).
     """
     groups = experiment.groups()
     if all(g.parallel.data_parallel_size == 1 for g in groups):
-        return make_router(experiment.router)
+        return ReadOnlyRouter(make_router(experiment.router))
     deployments: list[tuple[int, ...]] = []
     first = 0
     for g in groups:
@@ -266,7 +269,7 @@ def build_router(experiment: Experiment) -> Router:
         for _ in range(g.count):
             deployments.append(tuple(range(first, first + dp)))
             first += dp
-    return DeploymentRouter(make_router(experiment.router), deployments)
+    return ReadOnlyRouter(DeploymentRouter(make_router(experiment.router), deployments))
 
 
 def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfig]) -> None:

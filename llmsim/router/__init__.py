@@ -9,7 +9,9 @@ from llmsim.router.base import (
     RouterPolicy,
     make_router,
 )
-from llmsim.router.dp import DeploymentRouter, DPLoadBalancer, InstanceSnapshot
+from llmsim.router.dp import DeploymentRouter, DPLoadBalancer
+from llmsim.router.views import InstanceSnapshot, ReadOnlyRouter, SnapshotViews
 
 __all__ = ["ROUTERS", "DPLoadBalancer", "DeploymentRouter", "InstanceSnapshot", "InstanceView",
-           "LeastLoaded", "RoundRobin", "Router", "RouterPolicy", "make_router"]
+           "LeastLoaded", "ReadOnlyRouter", "RoundRobin", "Router", "RouterPolicy", "SnapshotViews",
+           "make_router"]

@@ -33,10 +33,10 @@ arrival time.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from llmsim.errors import ConfigError
 from llmsim.router.base import InstanceView, Router
+from llmsim.router.views import InstanceSnapshot
 from llmsim.trace.record import Request
 
 __all__ = ["DP_IDLE_PUBLISH_INTERVAL_NS", "DP_PUBLISH_INTERVAL_NS", "DPLoadBalancer",
@@ -53,35 +53,6 @@ VLLM_CLUSTER.md §3.2)."""
 WAITING_WEIGHT = 4
 """Weight of a waiting request in the DP score ``4 x waiting + running`` (vLLM
 ``DPLBAsyncMPClient``)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InstanceSnapshot:
-    """A read-only view of an instance (or of a deployment's engines, summed) at one time.
-
-    Attributes:
-        instance_id: index of the instance (or deployment) among the router's choices.
-        num_running: running requests.
-        num_waiting: waiting requests.
-        kv_usage_fraction: KV cache use in [0, 1] (mean over a deployment's engines).
-    """
-
-    instance_id: int
-    num_running: int
-    num_waiting: int
-    kv_usage_fraction: float
-
-    def kv_usage(self) -> float:
-        """KV usage fraction in [0, 1] (the :class:`InstanceView` method)."""
-        return self.kv_usage_fraction
-
-    @staticmethod
-    def of(index: int, members: Sequence[InstanceView]) -> InstanceSnapshot:
-        """The summed snapshot of ``members`` under id ``index``."""
-        return InstanceSnapshot(
-            instance_id=index, num_running=sum(m.num_running for m in members),
-            num_waiting=sum(m.num_waiting for m in members),
-            kv_usage_fraction=sum(m.kv_usage() for m in members) / len(members))
 
 
 class DPLoadBalancer:

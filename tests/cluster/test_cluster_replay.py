@@ -175,3 +175,35 @@ def test_vllm_dp_policy_over_plain_instances_matches_a_dp2_deployment() -> None:
                  trace=trace)
     assert dp.requests.equals(policy.requests)
     assert policy.requests["instance_id"].tolist() == [0, 1, 0, 0, 1, 0]
+
+
+def test_routers_read_frozen_snapshots_not_live_instances() -> None:
+    import dataclasses
+
+    import llmsim.replay as replay
+
+    seen: list = []
+
+    class Spy(RoundRobin):
+        def route(self, request, instances):  # type: ignore[override]
+            snap = instances[len(seen) % len(instances)]
+            seen.append((snap, len(instances)))
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                snap.num_waiting = 0  # type: ignore[misc]
+            return super().route(request, instances)
+
+    exp = load_experiment(HETERO, overrides={"router": "round_robin"})
+    router = replay.build_router(exp)
+    router.inner = Spy()  # type: ignore[attr-defined]
+    original = replay.build_router
+    replay.build_router = lambda experiment: router  # type: ignore[assignment]
+    try:
+        result = run(exp, trace=_trace([0.0, 0.0, 0.0, 0.0]))
+    finally:
+        replay.build_router = original  # type: ignore[assignment]
+    assert [type(s).__name__ for s, _ in seen] == ["InstanceSnapshot"] * 4
+    assert all(n == 2 for _, n in seen)
+    # the third arrival sees instance 0 holding the first request (waiting or running)
+    first = seen[2][0]
+    assert (first.instance_id, first.num_waiting + first.num_running) == (0, 1)
+    assert result.requests["instance_id"].tolist() == [0, 1, 0, 1]
