@@ -430,6 +430,7 @@ def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
     if experiment.instance_groups or any(g.parallel.data_parallel_size > 1 for g in groups):
         # only then: the settings of a one-group, DP-1 experiment stay as they were
         out["num_instances"] = sum(g.num_engines for g in groups)
+        out["hardware"] = ",".join(dict.fromkeys(g.hardware.name for g in groups))
         out["instance_groups"] = [
             {"name": g.name, "count": g.count, "hardware": g.hardware.name,
              "model": g.model_path.name, "node": g.node, "gpus": [list(map(list, d))

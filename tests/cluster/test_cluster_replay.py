@@ -53,6 +53,7 @@ def test_heterogeneous_groups_each_serve_and_use_their_own_hardware() -> None:
     assert [(g["name"], g["hardware"], g["node"], g["num_gpu_blocks"]) for g in groups] == [
         ("rtx4090", "RTX4090", "desktop", 2588), ("rtxpro6000", "RTXPRO6000", "server", 35832)]
     assert result.summary["num_instances"] == 2
+    assert result.summary["hardware"] == "RTX4090,RTXPRO6000"
 
 
 def test_heterogeneous_example_least_loaded_sends_work_to_both() -> None:
