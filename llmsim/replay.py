@@ -282,7 +282,27 @@ def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfi
         found = check_supported(g.parallel, is_moe=m.is_moe, where=f"{g.field}engine")
         if found is not None:
             field, message = found
-            raise ConfigError(message, path=experiment.source, field=field)
+            raise ConfigError(message, path=experiment.source, field=field,
+                              line=_source_line(experiment, field))
+
+
+def _source_line(experiment: Experiment, field: str) -> int | None:
+    """1-based line of dotted ``field`` (or of its nearest enclosing key) in the
+    experiment file, None without a readable file (the file may have changed since)."""
+    if experiment.source is None:
+        return None
+    from llmsim.yamlfile import load_yaml_document
+
+    try:
+        lines = load_yaml_document(experiment.source, what="experiment file").lines
+    except ConfigError:
+        return None
+    key = field
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
 
 
 def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:

@@ -103,6 +103,12 @@ def test_unmodelled_layouts_are_refused_before_replaying(overrides: dict, field:
     assert err.value.field == field
     assert "not supported yet" in str(err.value)
     assert str(err.value.path) == str(DP2)
+    # the line of the engine key (or of the engine section, for a key set by an override)
+    lines = DP2.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.startswith("engine:"))
+    if field == "engine.data_parallel_size":
+        line = next(i for i, t in enumerate(lines, 1) if "data_parallel_size:" in t)
+    assert err.value.line == line
 
 
 def _req(rid: str, t_ns: int) -> Request:
