@@ -46,7 +46,7 @@ SCHEMA_VERSION = 1
 
 # In-process cache: ("pb", resolved path, mtime_ns, size) or ("bundle", content key) ->
 # serialized profile; the serving loop may load the same profile many times in a test run.
-_CACHE: dict[tuple, bytes] = {}
+_CACHE: dict[tuple[object, ...], bytes] = {}
 _CACHE_MAX = 8
 
 NO_CACHE_ENV = "LLMSIM_NO_CACHE"
@@ -374,11 +374,11 @@ def _code_digest() -> bytes:
     h = hashlib.sha256()
     for name in _KEY_MODULES:
         module = importlib.import_module(name)
-        h.update(name.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
+        h.update(name.encode() + b"\0" + Path(str(module.__file__)).read_bytes() + b"\0")
     return h.digest()
 
 
-def _hash_file(h, label: str, path: Path) -> bool:
+def _hash_file(h: hashlib._Hash, label: str, path: Path) -> bool:
     """Feed ``label`` and the bytes of regular file ``path`` to ``h``; False if unreadable."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
@@ -458,7 +458,8 @@ def _write_cached(path: Path, data: bytes) -> None:
         logger.info("cannot write the profile cache %s: %s", path, exc)
 
 
-def _import_bundle_cached(bundle: Path) -> tuple[tuple, bytes | None, pb.Profile | None]:
+def _import_bundle_cached(
+        bundle: Path) -> tuple[tuple[object, ...], bytes | None, pb.Profile | None]:
     """``(in-process key, serialized profile, profile)`` for ``bundle``, through the
     on-disk cache when enabled (exactly one of the last two is None)."""
     from llmsim.profile.importers.llmservingsim import import_bundle
@@ -466,7 +467,7 @@ def _import_bundle_cached(bundle: Path) -> tuple[tuple, bytes | None, pb.Profile
     key = bundle_cache_key(bundle) if cache_enabled() else None
     if key is None:  # cache off or key unknown: in-process by meta.yaml's path and mtime
         st = (bundle / "meta.yaml").stat()
-        mem_key: tuple = ("bundle-mtime", str(bundle.resolve()), st.st_mtime_ns, st.st_size)
+        mem_key: tuple[object, ...] = ("bundle-mtime", str(bundle.resolve()), st.st_mtime_ns, st.st_size)
     else:
         mem_key = ("bundle", key)
     data = _CACHE.get(mem_key)
@@ -508,11 +509,11 @@ def load_profile(path: str | Path) -> pb.Profile:
         key = ("pb", str(path.resolve()), st.st_mtime_ns, st.st_size)
         data = _CACHE.get(key)
         profile = read_profile(path) if data is None else None
-    if data is None:
+    if profile is not None:
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = profile.SerializeToString()
         return profile
     profile = pb.Profile()
-    profile.ParseFromString(data)
+    profile.ParseFromString(data or b"")
     return profile
