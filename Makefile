@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_SRC := $(shell find proto -name '*.proto')
 GEN_DIR := .
 
-.PHONY: install run test bench proto proto-check clean
+.PHONY: install run test lint bench proto proto-check clean
 
 install:
 	$(PYTHON) -m pip install -e '.[dev,profiler]'
@@ -15,6 +15,10 @@ run:
 
 test: proto-check
 	$(PYTHON) -m pytest -q
+
+# Code health: ruff (lint + import order) over the tree, mypy --strict over llmsim/ (pyproject.toml).
+lint:
+	$(PYTHON) -m ruff check . && $(PYTHON) -m mypy
 
 bench:
 	$(PYTHON) -m pytest -q benchmarks --benchmark-enable --benchmark-only -p no:randomly -s
