@@ -46,9 +46,10 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
 
 from llmsim.bridge.cache import PersistentCache
@@ -75,6 +76,9 @@ from llmsim.costmodel.base import (
 from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import cost_model_pb2 as pb
+
+if TYPE_CHECKING:
+    from llmsim.costmodel.registry import CostModelContext
 
 log = logging.getLogger(__name__)
 
@@ -525,7 +529,7 @@ class BridgeCostModel:
                 self._run_end = tuple(n + horizon + 1 for n in run)
         tp = batch.tp
 
-        def new(keys) -> list[QueryKey]:
+        def new(keys: Iterable[QueryKey]) -> list[QueryKey]:
             out = []
             for key in keys:
                 if (key not in memo and key not in pending and key not in seen
@@ -582,7 +586,7 @@ class BridgeCostModel:
             self._store(tp, part, answers)
         stream.close()
 
-    def _store(self, tp: int, keys: list[QueryKey], answers) -> None:
+    def _store(self, tp: int, keys: list[QueryKey], answers: Sequence[pb.OpAnswer]) -> None:
         """Remember answers; errors are kept and raised only when a step needs them."""
         memo, errors = self._memo[tp], self._errors[tp]
         cache = self._cache(tp)
@@ -726,7 +730,7 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
     return target, replace(options, transport=transport)
 
 
-def from_context(spec: str, context) -> BridgeCostModel:
+def from_context(spec: str, context: CostModelContext) -> BridgeCostModel:
     """Factory for :mod:`llmsim.costmodel.registry` (``cost_model: grpc://host:port``).
 
     Args:

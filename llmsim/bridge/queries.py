@@ -32,13 +32,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from llmsim.costmodel.base import StepBatch
-from llmsim.costmodel.decompose import OpClass, Rows, Scope, collective_bytes, step_ops
+from llmsim.costmodel.decompose import OpClass, OpSpec, Rows, Scope, collective_bytes, step_ops
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import cost_model_pb2 as pb
 
-QueryKey = tuple
+# A query key is one of the heterogeneous tuples drawn in the module docstring; their
+# fields are read by position (``to_proto``), so the alias stays a plain tuple.
+QueryKey = tuple[Any, ...]
+KeyBuilder = Callable[[int, StepBatch], QueryKey]
 
 # Operator classes of the decomposition -> the protocol's operator kinds.
 KIND_OF_CLASS: dict[OpClass, int] = {
@@ -72,36 +76,45 @@ def required_kinds(model: ModelConfig, tp: int) -> frozenset[int]:
 
 
 def _row_builders(model: ModelConfig, tp: int, per_decode: bool
-                  ) -> list[tuple[str, Rows, Callable[[int, StepBatch], QueryKey]]]:
+                  ) -> list[tuple[str, Rows, KeyBuilder]]:
     """Per operator: name, rows kind and a key builder."""
-    builders = []
+    builders: list[tuple[str, Rows, KeyBuilder]] = []
     layers = model.num_hidden_layers
     for op in step_ops(model, tp):
         times = op.count * (layers if op.scope is Scope.LAYER else 1)
         name = op.name
+        key: KeyBuilder
         if op.op_class is OpClass.GEMM:
             n, k = op.n, op.k
 
-            def key(rows: int, _b: StepBatch, name=name, t=times, n=n, k=k) -> QueryKey:
+            def gemm_key(rows: int, _b: StepBatch, name: str = name, t: int = times,
+                         n: int = n, k: int = k) -> QueryKey:
                 return ("gemm", name, t, rows, n, k)
+            key = gemm_key
         elif op.op_class in (OpClass.ELEMENTWISE, OpClass.EMBEDDING, OpClass.SAMPLER):
             n = op.n
 
-            def key(rows: int, _b: StepBatch, name=name, t=times, n=n) -> QueryKey:
+            def elementwise_key(rows: int, _b: StepBatch, name: str = name, t: int = times,
+                                n: int = n) -> QueryKey:
                 return ("elementwise", name, t, rows, n)
+            key = elementwise_key
         elif op.op_class is OpClass.COLLECTIVE:
-            def key(rows: int, _b: StepBatch, name=name, t=times, op=op) -> QueryKey:
+            def collective_key(rows: int, _b: StepBatch, name: str = name, t: int = times,
+                               op: OpSpec = op) -> QueryKey:
                 return ("collective", name, t, op.collective or "all_reduce",
                         collective_bytes(op, rows, model.dtype_bytes), tp)
+            key = collective_key
         elif op.op_class is OpClass.MOE:
             e, topk, n, k = model.num_experts, model.num_experts_per_token, op.n, op.k
 
-            def key(rows: int, _b: StepBatch, name=name, t=times, e=e, topk=topk, n=n, k=k
-                    ) -> QueryKey:
+            def moe_key(rows: int, _b: StepBatch, name: str = name, t: int = times,
+                        e: int = e, topk: int = topk, n: int = n, k: int = k) -> QueryKey:
                 return ("moe", name, t, rows, e, topk, k, n)
+            key = moe_key
         else:  # attention over the batch structure
-            def key(_rows: int, b: StepBatch, name=name, t=times) -> QueryKey:
+            def batch_key(_rows: int, b: StepBatch, name: str = name, t: int = times) -> QueryKey:
                 return attention_key(name, t, b, per_decode)
+            key = batch_key
         builders.append((name, op.rows, key))
     return builders
 
@@ -147,7 +160,7 @@ class StepPlanner:
         self.model = model
         self.dtype = dtype
         self.per_decode = per_decode
-        self._builders: dict[int, list] = {}
+        self._builders: dict[int, list[tuple[str, Rows, KeyBuilder]]] = {}
         self._shapes: dict[tuple[int, int, int], StepShape] = {}
 
     def shape(self, tp: int, tokens: int, sequences: int) -> StepShape:
@@ -162,16 +175,17 @@ class StepPlanner:
             builders = self._builders[tp] = _row_builders(self.model, tp, self.per_decode)
         ops: list[PlannedOp] = []
         at, att_name, att_reps = -1, "", 0
+        empty = StepBatch()  # only the attention builder reads the batch
         for name, rows_kind, build in builders:
             if rows_kind is Rows.BATCH:
                 att_name = name
-                att_reps = build(0, StepBatch())[2]
+                att_reps = build(0, empty)[2]
                 if tokens:  # attention: present whenever the step computes tokens
                     at = len(ops)
                 continue
             rows = tokens if rows_kind is Rows.TOKENS else sequences
             if rows:
-                ops.append(PlannedOp(name=name, key=build(rows, None)))
+                ops.append(PlannedOp(name=name, key=build(rows, empty)))
         shape = self._shapes[key] = StepShape(ops=tuple(ops), attention_at=at,
                                               attention_name=att_name, attention_reps=att_reps)
         return shape

@@ -28,8 +28,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,6 +40,10 @@ from llmsim.v1 import cost_model_pb2 as pb
 from llmsim.v1 import cost_model_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+# What the stream's reader thread hands over: an answer, the call's error, or None at its end.
+_Reply = pb.CostBatchResponse | grpc.RpcError | None
 
 PROTOCOL_VERSION: int = pb.PROTOCOL_VERSION_CURRENT
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["CostModelService"].full_name
@@ -168,7 +173,7 @@ class BridgeTransport:
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             raise CostModelUnavailable(f"cost bridge {self.target}: server is {status}")
-        info = self._call(self._stub.Describe,
+        info: pb.DescribeResponse = self._call(self._stub.Describe,
                           pb.DescribeRequest(protocol_version=self.protocol_version),
                           "Describe", timeout)
         if info.protocol_version != self.protocol_version:
@@ -196,7 +201,8 @@ class BridgeTransport:
         """A :class:`CostStream` on this channel (the call opens with the first request)."""
         return CostStream(self)
 
-    def _call(self, method, request, what: str, timeout_s: float):
+    def _call(self, method: Callable[..., _R], request: object, what: str,
+              timeout_s: float) -> _R:
         attempt = 0
         while True:
             self.num_rpcs += 1
@@ -236,12 +242,12 @@ class _Outstanding:
     """
 
     tag: object
-    queries: list
+    queries: list[pb.OpQuery]
     offset: int
-    parts: deque = field(default_factory=deque)
+    parts: deque[tuple[int, int]] = field(default_factory=deque)
 
 
-def _parts(num_queries: int, num_needed: int) -> deque:
+def _parts(num_queries: int, num_needed: int) -> deque[tuple[int, int]]:
     if 0 < num_needed < num_queries:
         return deque([(0, num_needed), (num_needed, num_queries - num_needed)])
     return deque([(0, num_queries)])
@@ -265,9 +271,9 @@ class CostStream:
         self._transport = transport
         self._options = transport.options
         self._outstanding: deque[_Outstanding] = deque()
-        self._requests: queue.SimpleQueue | None = None
-        self._replies: queue.SimpleQueue | None = None
-        self._call = None
+        self._requests: queue.SimpleQueue[pb.CostBatchRequest | None] | None = None
+        self._replies: queue.SimpleQueue[_Reply] | None = None
+        self._call: grpc.Call | None = None
         self._answered_on_call = 0   # replies received on the current call
         self._failure: CostModelUnavailable | None = None   # a failed stream stays failed
 
@@ -278,7 +284,7 @@ class CostStream:
         """Requests with answers still due."""
         return len(self._outstanding)
 
-    def send(self, queries: list, num_needed: int, tag: object = None) -> None:
+    def send(self, queries: list[pb.OpQuery], num_needed: int, tag: object = None) -> None:
         """Queue one request (the first ``num_needed`` queries are needed now, 0 = all).
 
         Raises:
@@ -293,7 +299,7 @@ class CostStream:
         self._outstanding.append(entry)
         self._write(entry.queries, num_needed)
 
-    def recv(self) -> tuple[object, int, list]:
+    def recv(self) -> tuple[object, int, list[pb.OpAnswer]]:
         """The next part: ``(tag, index of its first query in the request, answers)``."""
         if self._failure is not None:
             raise self._failure
@@ -306,7 +312,7 @@ class CostStream:
             self._end_call()
             raise
 
-    def take_unanswered(self) -> list[tuple[object, int, list]]:
+    def take_unanswered(self) -> list[tuple[object, int, list[pb.OpQuery]]]:
         """Forget every outstanding request and return what is unanswered of each:
         ``(tag, index of its first unanswered query in the request, those queries)``.
 
@@ -319,9 +325,11 @@ class CostStream:
         self._outstanding.clear()
         return out
 
-    def _recv(self) -> tuple[object, int, list]:
+    def _recv(self) -> tuple[object, int, list[pb.OpAnswer]]:
         attempt = 0
         while True:
+            if self._replies is None:
+                raise RuntimeError("recv() before the stream was opened")
             try:
                 reply = self._replies.get(timeout=self._options.deadline_s)
             except queue.Empty:
@@ -361,10 +369,10 @@ class CostStream:
     # -- internals --------------------------------------------------------------------
 
     def _open(self) -> None:
-        requests: queue.SimpleQueue = queue.SimpleQueue()
-        replies: queue.SimpleQueue = queue.SimpleQueue()
+        requests: queue.SimpleQueue[pb.CostBatchRequest | None] = queue.SimpleQueue()
+        replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
 
-        def request_iterator() -> Iterator:
+        def request_iterator() -> Iterator[pb.CostBatchRequest]:
             while (request := requests.get()) is not None:
                 yield request
 
@@ -401,13 +409,15 @@ class CostStream:
             entry.offset = first
             self._write(entry.queries, entry.parts[0][1] if len(entry.parts) > 1 else 0)
 
-    def _write(self, queries: list, num_needed: int) -> None:
+    def _write(self, queries: list[pb.OpQuery], num_needed: int) -> None:
+        if self._requests is None:
+            raise RuntimeError("write before the stream was opened")
         self._transport.num_rpcs += 1
         self._requests.put(pb.CostBatchRequest(
             protocol_version=self._transport.protocol_version, queries=queries,
             num_needed=num_needed))
 
-    def _match(self, reply: pb.CostBatchResponse) -> tuple[object, int, list]:
+    def _match(self, reply: pb.CostBatchResponse) -> tuple[object, int, list[pb.OpAnswer]]:
         entry = self._outstanding[0]
         first, count = entry.parts[0]
         got_first = reply.first_query + entry.offset
