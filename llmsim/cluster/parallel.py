@@ -1,6 +1,6 @@
 """The parallel layout of one vLLM deployment: TP x PP GPUs per engine, DP engines, EP.
 
-vLLM's names (``vllm/config/parallel.py`` ``ParallelConfig``, VLLM_CLUSTER.md §1-4):
+vLLM's names (``vllm/config/parallel.py`` ``ParallelConfig``, docs/cluster-semantics.md):
 ``tensor_parallel_size`` GPUs share every layer; ``pipeline_parallel_size`` stages split the
 layers; ``data_parallel_size`` replicas serve disjoint requests; ``enable_expert_parallel``
 places whole experts on ranks instead of sharding each expert over TP.
@@ -92,7 +92,7 @@ def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "eng
     if is_moe and parallel.data_parallel_size > 1:
         return (f"{where}.data_parallel_size",
                 "not supported yet: data parallelism of a MoE model (vLLM runs its DP ranks "
-                "in lock-step, VLLM_CLUSTER.md 3.2-3.3)")
+                "in lock-step, docs/cluster-semantics.md, "Data parallelism")")
     if parallel.enable_expert_parallel and parallel.expert_parallel_size > 1:
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism over more than one rank")

@@ -1,11 +1,11 @@
 """TP communication cost: one collectives model per link group, measured tables first.
 
 Which collectives a step runs, and how many bytes each moves, comes from
-:func:`llmsim.costmodel.decompose.step_ops` (VLLM_CLUSTER.md 1.1). This module prices one
+:func:`llmsim.costmodel.decompose.step_ops` (docs/cluster-semantics.md, "Tensor parallelism"). This module prices one
 collective of ``nbytes`` over ``ranks`` GPUs of one node and says *what* priced it.
 
 **Which implementation vLLM runs** (:func:`vllm_all_reduce_impl`; vLLM v0.19.0
-``CudaCommunicator.all_reduce`` and ``CustomAllreduce``, VLLM_CLUSTER.md 1.2-1.3): the custom
+``CudaCommunicator.all_reduce`` and ``CustomAllreduce``, docs/cluster-semantics.md, "Tensor parallelism"): the custom
 all-reduce when it is enabled, the world size is 2, 4, 6 or 8, the driver reports P2P, the
 GPUs are all NVLink-connected unless the world size is 2, the message is a multiple of 16 B
 and ``bytes < custom_all_reduce_max_bytes[ranks]`` (8 MiB by default); else torch symmetric
@@ -67,7 +67,7 @@ class Collective(StrEnum):
 
 
 class AllReduceImpl(StrEnum):
-    """The all-reduce implementation vLLM runs (VLLM_CLUSTER.md 1.2)."""
+    """The all-reduce implementation vLLM runs (docs/cluster-semantics.md, "Tensor parallelism")."""
 
     CUSTOM = "custom_ar"
     SYMM_MEM = "symm_mem"

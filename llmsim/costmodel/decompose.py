@@ -5,11 +5,11 @@ shape. The profile cost model looks each operator up in its tables by ``name``; 
 bridge turns each into a query for an external simulator. Both use this list, so their
 results are comparable operator by operator.
 
-Composition (VLLM_SEMANTICS.md, "How the published profiles are meant to be combined"):
+Composition (docs/cost-model.md, "Kernel time from operator profiles"):
 per decoder layer, every ``scope == "layer"`` op runs once per layer (``count`` times) at
 the step's total tokens, plus attention over the step's batch; ``scope == "step"`` ops run
 once per step; ``lm_head`` and ``sampler`` run at the number of sequences that emit a token.
-With TP > 1 the step communicates as vLLM v0.19 does (VLLM_CLUSTER.md 1.1, read from
+With TP > 1 the step communicates as vLLM v0.19 does (docs/cluster-semantics.md, "Tensor parallelism", read from
 ``RowParallelLinear.forward``, ``VocabParallelEmbedding.forward``,
 ``LogitsProcessor._gather_logits`` and ``DefaultMoERunner``):
 

@@ -1,6 +1,6 @@
 """The profile cost model: price an engine step from measured operator tables.
 
-Composition (VLLM_SEMANTICS.md, "How the published profiles are meant to be combined";
+Composition (docs/cost-model.md, "Kernel time from operator profiles";
 operator list from :func:`llmsim.costmodel.decompose.step_ops`)::
 
     step = L x [ sum_dense_layer_ops  count x op(T)  +  attention(batch)  +  moe(T)
@@ -209,14 +209,15 @@ class _SkewFit:
         weight = total = 0.0
         for r in range(len(fit.pc)):
             idx = []
-            for (edges, index), col in zip(axes, cols):
-                i = index.get(col[r])
+            for (_, index), labels_col in zip(axes, cols):
+                i = index.get(labels_col[r])
                 if i is None:
-                    raise ProfileError(f"skew_fit row {r + 1}: unknown bucket label {col[r]!r}",
-                                       field="skew_fit")
+                    raise ProfileError(
+                        f"skew_fit row {r + 1}: unknown bucket label {labels_col[r]!r}",
+                        field="skew_fit")
                 idx.append(i)
             alpha = fit.bucket_alpha[r]
-            self.alphas[(fit.pc[r], *idx)] = min(max(alpha, 0.0), 1.0)
+            self.alphas[(fit.pc[r], idx[0], idx[1], idx[2], idx[3])] = min(max(alpha, 0.0), 1.0)
             w = fit.bucket_num_samples[r] if r < len(fit.bucket_num_samples) else 1
             weight += w
             total += w * alpha
@@ -256,7 +257,8 @@ class _TpCost:
     """Precomputed tables of one TP degree (see :class:`ProfileCostModel`)."""
 
     def __init__(self, profile: pb.Profile, model: ModelConfig, tp: int, source: str,
-                 collectives, link: LinkModel | NcclModel, skew: bool | None = None, *,
+                 collectives: Sequence[pb.OpTable], link: LinkModel | NcclModel,
+                 skew: bool | None = None, *,
                  link_spec: LinkSpec | None = None,
                  cudagraph_max_tokens: int | None = None) -> None:
         tpp = next((t for t in profile.tp if t.tp_degree == tp), None)
@@ -348,9 +350,10 @@ class _TpCost:
                                path=source, field=f"{where}/attention")
         values = table_values(table)
         cols = [list(a.values) for a in table.axes]
-        dec: tuple[list, list] = ([], [])
-        pre: tuple[list, list] = ([], [])
-        mix: tuple[list, list] = ([], [])
+        # (coordinates, times) of the decode-only, prefill-only and mixed points
+        dec: tuple[list[tuple[float, ...]], list[float]] = ([], [])
+        pre: tuple[list[tuple[float, ...]], list[float]] = ([], [])
+        mix: tuple[list[tuple[float, ...]], list[float]] = ([], [])
         for pc, kp, n, kv, t in zip(*cols, values):
             if pc == 0 and n > 0:
                 dec[0].append((n, kv))
@@ -432,7 +435,8 @@ class _TpCost:
         return cost, tuple(ex), tuple(sources)
 
     @staticmethod
-    def _rows_ns(groups, rows: int, proportional: bool
+    def _rows_ns(groups: list[tuple[list[float], list[tuple[str, list[float]]]]], rows: int,
+                 proportional: bool
                  ) -> tuple[dict[str, int], tuple[str, ...]]:
         """Every op of ``groups`` at ``rows`` rows, each rounded to ns, and extrapolations.
 
@@ -620,7 +624,8 @@ class ProfileCostModel:
     """
 
     def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None, tp: int = 1,
-                 collectives=None, link: LinkModel | NcclModel | None = None,
+                 collectives: Iterable[pb.OpTable] | None = None,
+                 link: LinkModel | NcclModel | None = None,
                  link_spec: LinkSpec | None = None, cudagraph_max_tokens: int | None = None,
                  source: str | Path | None = None, skew: bool | None = None) -> None:
         self.skew = skew
@@ -740,7 +745,7 @@ class ProfileCostModel:
         self._memo.clear()
 
 
-def from_context(spec: str, context) -> ProfileCostModel:
+def from_context(spec: str, context: CostModelContext) -> ProfileCostModel:
     """Factory for :mod:`llmsim.costmodel.registry` (spec ``profile``).
 
     Raises:

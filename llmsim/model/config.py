@@ -73,7 +73,7 @@ class ModelConfig:
         """KV-cache bytes per token on one TP rank.
 
         ``2 (K and V) x layers x kv_heads / tp x head_dim x dtype_bytes``
-        (VLLM_SEMANTICS.md, "Paged KV cache"); KV heads are replicated when ``tp`` exceeds
+        (docs/engine-semantics.md, "Paged KV cache and prefix caching"); KV heads are replicated when ``tp`` exceeds
         them, so the per-rank head count is ``max(1, kv_heads // tp)``.
         """
         kv_heads = max(1, self.num_key_value_heads // tp)

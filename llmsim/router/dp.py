@@ -2,7 +2,7 @@
 
 A deployment with ``data_parallel_size = N`` is one vLLM server whose front-end spreads
 requests over N engines (DP ranks). vLLM 0.19 (``vllm/v1/engine/core_client.py``
-``DPLBAsyncMPClient.get_core_engine_for_request``; VLLM_CLUSTER.md §3.4) does this:
+``DPLBAsyncMPClient.get_core_engine_for_request``; docs/cluster-semantics.md, "Data parallelism") does this:
 
 * each engine has a ``[waiting, running]`` pair in the front-end; its score is
   ``4 x waiting + running`` (not normalised by ``max_num_seqs``);
@@ -44,11 +44,11 @@ __all__ = ["DP_IDLE_PUBLISH_INTERVAL_NS", "DP_PUBLISH_INTERVAL_NS", "DPLoadBalan
 
 DP_PUBLISH_INTERVAL_NS = 100_000_000
 """Shortest interval between two publications of the DP coordinator when counts change,
-ns (vLLM ``DPCoordinatorProc``: 100 ms; VLLM_CLUSTER.md §3.2)."""
+ns (vLLM ``DPCoordinatorProc``: 100 ms; docs/cluster-semantics.md, "Data parallelism")."""
 
 DP_IDLE_PUBLISH_INTERVAL_NS = 5_000_000_000
 """Interval of the coordinator's publication when counts did not change, ns (5 s;
-VLLM_CLUSTER.md §3.2)."""
+docs/cluster-semantics.md, "Data parallelism")."""
 
 WAITING_WEIGHT = 4
 """Weight of a waiting request in the DP score ``4 x waiting + running`` (vLLM

@@ -1,6 +1,6 @@
 """Compare a simulated replay with a measured run, metric by metric.
 
-Definitions (all from per-request timestamps; see ``shared/VLLM_SEMANTICS.md``):
+Definitions (all from per-request timestamps; see ``docs/validation.md`` and ``docs/engine-semantics.md``):
 
 - TTFT = first token - arrival; TPOT = (last token - first token) / (output tokens - 1),
   only for requests with more than one output token; E2E = last token - arrival; ITL = every

@@ -5,7 +5,7 @@ on a random-weight model of the given config, so a profile taken on the same mac
 exactly its forward passes. Measured TTFT / ITL come from real arrival times and real
 forward passes.
 
-Scheduling mirrors vLLM V1 (``/work/shared/VLLM_SEMANTICS.md``), restricted to what a
+Scheduling mirrors vLLM V1 (``docs/engine-semantics.md``), restricted to what a
 closed-loop check needs:
 
 * one step = schedule -> one forward pass over every scheduled token -> update;

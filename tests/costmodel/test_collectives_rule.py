@@ -1,4 +1,4 @@
-"""vLLM's all-reduce implementation rule (VLLM_CLUSTER.md 1.2-1.3) and the link descriptions."""
+"""vLLM's all-reduce implementation rule (docs/cluster-semantics.md, "Tensor parallelism") and the link descriptions."""
 
 from __future__ import annotations
 

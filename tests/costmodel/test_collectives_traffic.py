@@ -1,5 +1,5 @@
 """Per-step TP traffic as vLLM does it: which collectives, how many, how many bytes, and the
-CUDA-graph-padded token count they run at (VLLM_CLUSTER.md 1.1)."""
+CUDA-graph-padded token count they run at (docs/cluster-semantics.md, "Tensor parallelism")."""
 
 from __future__ import annotations
 

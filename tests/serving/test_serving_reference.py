@@ -1,5 +1,5 @@
 """Differential test: the scheduler + KV cache against a naive reference written straight
-from ``VLLM_SEMANTICS.md`` (running first in admission order, preemption of the running
+from ``docs/engine-semantics.md`` (running first in admission order, preemption of the running
 tail with requeue at the front of the waiting queue, no admission on a preempting step,
 strict FCFS admission, hit cap of ``num_tokens - 1``, ``reserve_full_isl``, blocks freed
 last-block-first to the free-list tail, allocation from the head dropping cached hashes,
