@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -192,3 +193,22 @@ def test_bad_bundle_is_never_cached(tmp_path):
     with pytest.raises(pio.ProfileError):
         fresh_load(bundle)
     assert cache_files() == []
+
+
+def test_cache_keeps_at_most_max_files_newest_first(tmp_path):
+    cache_dir = pio.profile_cache_dir()
+    cache_dir.mkdir(parents=True)
+    old = []
+    for i in range(pio.CACHE_MAX_FILES + 5):
+        f = cache_dir / f"{i:064x}.pb"
+        f.write_bytes(b"stale")
+        ns = (1_000_000 + i) * 10**9
+        os.utime(f, ns=(ns, ns))
+        old.append(f)
+    bundle = write_bundle(tmp_path)
+    fresh_load(bundle)
+    left = cache_files()
+    assert len(left) == pio.CACHE_MAX_FILES
+    assert cache_dir / f"{pio.bundle_cache_key(bundle)}.pb" in left
+    assert set(left) - {cache_dir / f"{pio.bundle_cache_key(bundle)}.pb"} == set(
+        old[-(pio.CACHE_MAX_FILES - 1):])  # the newest stale ones survive

@@ -52,6 +52,10 @@ _CACHE_MAX = 8
 NO_CACHE_ENV = "LLMSIM_NO_CACHE"
 """Environment variable: set to anything but ``""``/``"0"`` to bypass the on-disk cache."""
 
+CACHE_MAX_FILES = 32
+"""Most entries kept in the on-disk cache (~3 MB each for the published bundles); the
+least recently written go first. Every edit of the importer's code starts new keys."""
+
 CACHE_MAGIC = b"llmsim.profile-cache/1\n"
 """First bytes of an on-disk cache file; the SHA-256 of the payload follows (32 bytes)."""
 
@@ -449,11 +453,16 @@ def _read_cached(path: Path) -> pb.Profile | None:
 
 
 def _write_cached(path: Path, data: bytes) -> None:
-    """Store serialized profile ``data`` at ``path``; failure only logs (the cache is
-    optional: a read-only or full cache directory leaves imports uncached)."""
+    """Store serialized profile ``data`` at ``path``, then drop the oldest entries beyond
+    :data:`CACHE_MAX_FILES`; failure only logs (the cache is optional: a read-only or full
+    cache directory leaves imports uncached)."""
     try:
         atomic_write_bytes(path, CACHE_MAGIC + hashlib.sha256(data).digest() + data,
                            fsync=False)
+        entries = sorted(((f.stat().st_mtime_ns, f) for f in path.parent.glob("*.pb")
+                          if f != path), reverse=True)
+        for _, stale in entries[CACHE_MAX_FILES - 1:]:
+            stale.unlink(missing_ok=True)
     except OSError as exc:
         logger.info("cannot write the profile cache %s: %s", path, exc)
 
