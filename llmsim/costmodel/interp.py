@@ -32,6 +32,10 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from llmsim.errors import InvariantError
 
 Coord = float | int
 
@@ -52,10 +56,10 @@ class Grid1D:
                  proportional_above: bool = False) -> None:
         if len(xs) != len(ys) or not xs:
             raise ValueError("xs and ys must be non-empty and of equal length")
-        pairs = sorted(zip(xs, ys))
+        pairs = sorted(zip(xs, ys, strict=True))
         self.xs = [float(x) for x, _ in pairs]
         self.ys = [float(y) for _, y in pairs]
-        for a, b in zip(self.xs, self.xs[1:]):
+        for a, b in pairwise(self.xs):
             if a == b:
                 raise ValueError(f"duplicate grid coordinate {a}")
         self.proportional_above = proportional_above
@@ -94,11 +98,13 @@ class _Node:
     """An internal node: children along one axis (``leaf`` when it is the last axis)."""
 
     keys: list[float]
-    kids: list  # _Node children, or float values for the last axis
+    # _Node children, or float values when ``leaf``: a flag-tagged union mypy cannot follow
+    # (an isinstance per lookup in this hot loop would cost), hence Any.
+    kids: list[Any]
     leaf: bool
     # coverage groups: (los, his, bit) boxes over the remaining axes; None = one group
     groups: list[tuple[tuple[float, ...], tuple[float, ...], int]] | None = None
-    merged: dict[int, tuple[list[float], list]] | None = None
+    merged: dict[int, tuple[list[float], list[Any]]] | None = None
 
 
 def _box(points: list[tuple[tuple[float, ...], float]], depth: int
@@ -113,11 +119,11 @@ def _build(points: list[tuple[tuple[float, ...], float]], depth: int) -> _Node:
     dims = len(points[0][0])
     if depth == dims - 1:
         pts = sorted((p[0][depth], p[1]) for p in points)
-        for a, b in zip(pts, pts[1:]):
+        for a, b in pairwise(pts):
             if a[0] == b[0]:
                 raise ValueError(f"duplicate grid point at {points[0][0][:depth]} + {a[0]}")
         return _Node(keys=[k for k, _ in pts], kids=[v for _, v in pts], leaf=True)
-    by_key: dict[float, list] = {}
+    by_key: dict[float, list[tuple[tuple[float, ...], float]]] = {}
     for p in points:
         by_key.setdefault(p[0][depth], []).append(p)
     keys = sorted(by_key)
@@ -130,7 +136,7 @@ def _build(points: list[tuple[tuple[float, ...], float]], depth: int) -> _Node:
         node.groups = [(los, his, bit_of[(los, his)]) for los, his in distinct]
         node.merged = {}
         for mask in range(1, 1 << len(distinct)):
-            sel = [(k, kid) for k, kid, box in zip(keys, kids, boxes) if bit_of[box] & mask]
+            sel = [(k, kid) for k, kid, box in zip(keys, kids, boxes, strict=True) if bit_of[box] & mask]
             node.merged[mask] = ([k for k, _ in sel], [kid for _, kid in sel])
     return node
 
@@ -141,7 +147,7 @@ def _eval(node: _Node, q: tuple[Coord, ...], depth: int, ex: list[int]) -> float
         mask = 0
         for los, his, bit in node.groups:
             d = depth + 1
-            for lo, hi in zip(los, his):
+            for lo, hi in zip(los, his, strict=True):
                 v = q[d]
                 if v < lo or v > hi:
                     break
@@ -149,6 +155,8 @@ def _eval(node: _Node, q: tuple[Coord, ...], depth: int, ex: list[int]) -> float
             else:
                 mask |= bit
         if mask:
+            if node.merged is None:
+                raise InvariantError("grid node has coverage groups but no merged children")
             keys, kids = node.merged[mask]
     x = q[depth]
     i = bisect_left(keys, x)
@@ -190,7 +198,7 @@ class GridND:
     def __init__(self, coords: Sequence[Sequence[Coord]], values: Sequence[float]) -> None:
         if not coords or len(coords) != len(values):
             raise ValueError("coords and values must be non-empty and of equal length")
-        points = [(tuple(float(c) for c in xs), float(v)) for xs, v in zip(coords, values)]
+        points = [(tuple(float(c) for c in xs), float(v)) for xs, v in zip(coords, values, strict=True)]
         self.ndim = len(points[0][0])
         if any(len(p[0]) != self.ndim for p in points):
             raise ValueError("every point needs the same number of coordinates")

@@ -102,9 +102,10 @@ import math
 import re
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmsim.costmodel.base import PrefillChunk, StepBatch, StepCost
 from llmsim.costmodel.collectives import (
@@ -121,6 +122,9 @@ from llmsim.errors import ConfigError, ProfileError, ProfileRangeError
 from llmsim.hardware.links import LinkSpec
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import profile_pb2 as pb
+
+if TYPE_CHECKING:
+    from llmsim.costmodel.registry import CostModelContext
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +213,7 @@ class _SkewFit:
         weight = total = 0.0
         for r in range(len(fit.pc)):
             idx = []
-            for (_, index), labels_col in zip(axes, cols):
+            for (_, index), labels_col in zip(axes, cols, strict=True):
                 i = index.get(labels_col[r])
                 if i is None:
                     raise ProfileError(
@@ -306,14 +310,14 @@ class _TpCost:
                 continue
             table = need(op.name)
             weight = op.count * (self.layers if op.scope is Scope.LAYER else 1)
-            pairs = sorted(zip(table.axes[0].values, table_values(table)))
+            pairs = sorted(zip(table.axes[0].values, table_values(table), strict=True))
             xs = tuple(float(x) for x, _ in pairs)
             ys = [weight * y for _, y in pairs]
             group = seq if op.rows is Rows.SEQUENCES else dense
             entries = group.setdefault(xs, [])
             for i, (name, prev) in enumerate(entries):
                 if name == op.name:  # the same op listed twice: add up
-                    entries[i] = (name, [a + b for a, b in zip(prev, ys)])
+                    entries[i] = (name, [a + b for a, b in zip(prev, ys, strict=True)])
                     break
             else:
                 entries.append((op.name, ys))
@@ -331,7 +335,7 @@ class _TpCost:
         if self.has_moe:
             moe = need("moe")
             axes = [list(a.values) for a in moe.axes]
-            self.moe = GridND(list(zip(*axes)), table_values(moe))
+            self.moe = GridND(list(zip(*axes, strict=True)), table_values(moe))
             self.experts = model.num_experts
             self.experts_per_token = model.num_experts_per_token
         self.dtype_bytes = model.dtype_bytes
@@ -354,7 +358,7 @@ class _TpCost:
         dec: tuple[list[tuple[float, ...]], list[float]] = ([], [])
         pre: tuple[list[tuple[float, ...]], list[float]] = ([], [])
         mix: tuple[list[tuple[float, ...]], list[float]] = ([], [])
-        for pc, kp, n, kv, t in zip(*cols, values):
+        for pc, kp, n, kv, t in zip(*cols, values, strict=True):
             if pc == 0 and n > 0:
                 dec[0].append((n, kv))
                 dec[1].append(t)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,4 +153,6 @@ def build_cost_model(spec: str, context: CostModelContext) -> CostModel:
             field="cost_model",
         )
     module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(spec, context)
+    factory: Callable[[str, CostModelContext], CostModel] = getattr(
+        importlib.import_module(module), func)
+    return factory(spec, context)
