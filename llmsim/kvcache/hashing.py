@@ -34,7 +34,7 @@ prefix of the sequence).
 
 from __future__ import annotations
 
-from llmsim.errors import ConfigError, TraceFormatError
+from llmsim.errors import ConfigError, InvariantError, TraceFormatError
 from llmsim.trace.record import Request
 
 ROOT_HASH = 0x6C6C6D73696D  # any fixed int; ints (not str) keep hashes PYTHONHASHSEED-free
@@ -130,6 +130,8 @@ class BlockHasher:
         stop = min(num_blocks, self._n_id_blocks)
         if j < stop:
             ids = self._ids
+            if ids is None:  # _n_id_blocks > 0 only when ids are known
+                raise InvariantError("block hasher: id blocks without token ids")
             for k in range(j, stop):
                 parent = hash((parent, ids[k * bs:(k + 1) * bs]))
                 append(parent)
@@ -138,6 +140,8 @@ class BlockHasher:
         if j < stop:
             req = self._req
             hb, h = req.block_hashes, req.hash_block_size
+            if hb is None:  # _n_trace_blocks > 0 only when the trace gives block hashes
+                raise InvariantError("block hasher: trace blocks without block hashes")
             for k in range(j, stop):
                 start = k * bs
                 content = (_TAG_TRACE_HASH, tuple(hb[start // h:(start + bs - 1) // h + 1]),

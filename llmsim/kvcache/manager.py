@@ -171,7 +171,7 @@ class KVCacheManager:
         if n_full - lo == 1:
             pairs: Any = ((seq.blocks[lo], hashes[lo]),)
         else:
-            pairs = zip(seq.blocks[lo:n_full], hashes[lo:n_full])
+            pairs = zip(seq.blocks[lo:n_full], hashes[lo:n_full], strict=True)
         for b, h in pairs:
             if block_hash[b] is None and h not in cached:
                 block_hash[b] = h
