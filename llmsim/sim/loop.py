@@ -25,6 +25,7 @@ import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmsim.errors import ConfigError, InvariantError, TraceFormatError
 from llmsim.instance.instance import Instance, StepRecord
@@ -94,13 +95,13 @@ class Simulation:
         self.recorder = recorder
         self.handoff_policy = handoff_policy
         self.on_finished = on_finished
-        self._heap: list[tuple[int, int, int, object]] = []
+        self._heap: list[tuple[int, EventKind, int, int | Handoff]] = []
         self._seq = 0
         self._start_pending = [False] * len(instances)
         self._children: dict[int, list[int]] = {}
         self._roots: list[int] = []  # trace indices of the requests without a parent
 
-    def _push(self, time_ns: int, kind: EventKind, payload: object) -> None:
+    def _push(self, time_ns: int, kind: EventKind, payload: int | Handoff) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (time_ns, kind, self._seq, payload))
 
@@ -182,6 +183,9 @@ class Simulation:
         pop = heapq.heappop
         now_ns = 0
         n_events = 0
+        # an instance id, a request index or a Handoff, as ``kind`` says (events.py): a
+        # kind-tagged union mypy cannot narrow, and a cast per event would cost in this loop
+        payload: Any
         while True:
             # the next trace arrival goes first unless the heap's top sorts before it: an
             # earlier time, or the same time and a smaller kind (STEP_END); at equal time and
