@@ -95,8 +95,9 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             self._num_aliases += 1
             if self._num_aliases > MAX_YAML_ALIASES:
+                mark = event.start_mark
                 raise _Refused(f"more than {MAX_YAML_ALIASES} aliases (*name): alias "
-                               "expansion is bounded", event.start_mark.line + 1)
+                               "expansion is bounded", mark.line + 1 if mark is not None else None)
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
             raise _Refused(f"nests deeper than {MAX_YAML_DEPTH} levels",

@@ -61,8 +61,8 @@ class Dataset:
     @property
     def size_bytes(self) -> int | None:
         """Total size, ``None`` when any file's size is unpublished."""
-        sizes = [f.size_bytes for f in self.files]
-        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+        sizes = [f.size_bytes for f in self.files if f.size_bytes is not None]
+        return None if len(sizes) < len(self.files) else sum(sizes)
 
     def with_mirror(self, base_url: str) -> Dataset:
         """The same dataset downloaded from a mirror laid out like the data root."""

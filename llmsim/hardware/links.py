@@ -89,7 +89,7 @@ _SOURCED = ("link_kind", "p2p", "fully_nvlink", "custom_all_reduce_max_bytes",
             "symm_mem_max_bytes", "nccl_latency_ns", "nccl_bus_bandwidth_bytes_per_s")
 
 
-def _sourced(raw: dict, key: str, path: Path) -> tuple[object, str]:
+def _sourced(raw: dict[str, object], key: str, path: Path) -> tuple[object, str]:
     entry = raw.get(key)
     if not isinstance(entry, dict) or "value" not in entry:
         raise ConfigError("must be {value: ..., source: ...}", path=path, field=key)

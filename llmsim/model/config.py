@@ -140,7 +140,8 @@ def _architecture(cfg: dict[str, Any], p: str | None) -> str:
     if not isinstance(archs, list) or not all(isinstance(a, str) and a.strip() for a in archs):
         raise ConfigError(f"expected a list of class names, got {archs!r}", path=p,
                           field="architectures")
-    return archs[0]
+    name: str = archs[0]
+    return name
 
 
 def _dtype_bytes(cfg: dict[str, Any], p: str | None) -> int:

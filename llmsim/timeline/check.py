@@ -63,8 +63,9 @@ class TraceCheck:
 
     def arg_sum(self, cat: str, key: str) -> float:
         """Sum of ``args[key]`` over the events of category ``cat``."""
-        return sum(e["args"][key] for e in self.events
-                   if e.get("cat") == cat and key in e.get("args", {}))
+        total: float = sum(e["args"][key] for e in self.events
+                           if e.get("cat") == cat and key in e.get("args", {}))
+        return total
 
     def counts_by_cat(self) -> dict[str, int]:
         """``cat -> number of events`` (metadata events excluded)."""
