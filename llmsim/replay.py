@@ -32,8 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmsim.cluster.moe_dp import EpPricer
 from llmsim.cluster.parallel import check_supported
 from llmsim.costmodel.base import CostModel
+from llmsim.costmodel.collectives import CollectivesModel, NcclModel
+from llmsim.costmodel.profile_model import ProfileCostModel
+from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.experiment import Experiment, ResolvedGroup
@@ -54,6 +58,7 @@ from llmsim.router.base import Router, make_router
 from llmsim.router.dp import DeploymentRouter
 from llmsim.router.views import ReadOnlyRouter
 from llmsim.scheduler.scheduler import Scheduler
+from llmsim.sim.lockstep import LockstepGroup, LockstepSimulation
 from llmsim.sim.loop import MAX_SIMULATED_NS, Simulation
 from llmsim.trace.record import Trace
 
@@ -250,7 +255,8 @@ def build_instances(experiment: Experiment, cost_model: CostModel | Sequence[Cos
     return out
 
 
-def build_router(experiment: Experiment) -> Router:
+def build_router(experiment: Experiment, models: Sequence[ModelConfig] | None = None
+                 ) -> Router:
     """The experiment's router over every engine.
 
     Without DP (every group's ``data_parallel_size`` is 1) this is the top-level policy
@@ -263,13 +269,52 @@ def build_router(experiment: Experiment) -> Router:
     if all(g.parallel.data_parallel_size == 1 for g in groups):
         return ReadOnlyRouter(make_router(experiment.router))
     deployments: list[tuple[int, ...]] = []
+    publishes: list[bool] = []
     first = 0
-    for g in groups:
+    for i, g in enumerate(groups):
         dp = g.parallel.data_parallel_size
+        moe = models is not None and models[i].is_moe  # MoE DP engines publish counts
         for _ in range(g.count):
             deployments.append(tuple(range(first, first + dp)))
+            publishes.append(moe and dp > 1)
             first += dp
-    return ReadOnlyRouter(DeploymentRouter(make_router(experiment.router), deployments))
+    return ReadOnlyRouter(DeploymentRouter(make_router(experiment.router), deployments,
+                                           publishes_counts=publishes))
+
+
+def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
+                          costs: Sequence[CostModel], instances: Sequence[Instance]
+                          ) -> list[LockstepGroup]:
+    """One :class:`llmsim.sim.lockstep.LockstepGroup` per MoE DP deployment (its ranks in
+    lock-step, experts split over them by EP; :mod:`llmsim.cluster.moe_dp`).
+
+    Raises:
+        ConfigError: a MoE DP group whose cost model is not the profile cost model (the EP
+            experts are priced from its ``moe`` table).
+    """
+    out: list[LockstepGroup] = []
+    first = 0
+    for g, m, cm in zip(experiment.groups(), models, costs, strict=True):
+        dp = g.parallel.data_parallel_size
+        if not (m.is_moe and dp > 1):
+            first += g.num_engines
+            continue
+        if not isinstance(cm, ProfileCostModel):
+            raise ConfigError("not supported yet: MoE data parallelism with a cost model "
+                              f"other than 'profile' ({type(cm).__name__})",
+                              field=f"{g.field}cost_model")
+        # the DP group's link: as a TP group's of the same hardware (a TP1 cost model
+        # looked none up; llmsim.costmodel.profile_model.from_context)
+        link_spec = cm.link_spec or find_link_spec_for(g.link or g.hardware.name, cm.profile)
+        tables = list(cm.collectives) + list(find_collective_tables(
+            link_spec, framework_version=cm.profile.provenance.framework_version))
+        analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
+        comm = CollectivesModel(ranks=dp, tables=tables, link=link_spec, analytic=analytic)
+        for _ in range(g.count):
+            ep = EpPricer(moe_grid=cm.tp_tables(1).moe, model=m, ep_size=dp, comm=comm)
+            out.append(LockstepGroup(instances[first:first + dp], ep=ep))
+            first += dp
+    return out
 
 
 def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfig]) -> None:
@@ -400,8 +445,14 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
         bar = tqdm(total=len(trace), unit="req", desc=experiment.name, leave=False)
         on_finished = bar.update
-    sim = Simulation(trace.requests, instances, build_router(experiment), recorder,
-                     on_finished=on_finished)
+    lockstep = build_lockstep_groups(experiment, models, costs, instances)
+    if lockstep:
+        sim: Simulation = LockstepSimulation(trace.requests, instances,
+                                             build_router(experiment, models), recorder,
+                                             on_finished=on_finished, groups=lockstep)
+    else:
+        sim = Simulation(trace.requests, instances, build_router(experiment), recorder,
+                         on_finished=on_finished)
     t0 = time.perf_counter()
     try:
         stats = sim.run()
@@ -417,9 +468,27 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         prefix_query_tokens=sum(k.query_tokens for k in kv),
         prefix_hit_tokens=sum(k.hit_tokens for k in kv),
         extra=_settings(experiment, trace, capacity, steps, capacities))
+    if lockstep:
+        summary["moe_dp"] = _lockstep_summary(lockstep)
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
                         summary=summary, num_steps=stats.num_steps, wall_time_s=wall)
+
+
+def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
+    """Counters of the MoE DP groups: group steps, dummy passes, what priced EP's
+    collectives."""
+    sources: dict[str, int] = {}
+    for g in groups:
+        if g.ep is not None:
+            for (op, src), n in sorted(g.ep.sources.items()):
+                sources[f"{op}: {src}"] = sources.get(f"{op}: {src}", 0) + n
+    return {"group_steps": sum(g.num_steps for g in groups),
+            "dummy_passes": sum(g.num_dummy_passes for g in groups),
+            "ep_expert_extrapolations": sum(g.ep.extrapolated for g in groups if g.ep),
+            "ep_collective_sources": sources,
+            "dp_sync_all_reduce": "not modelled (no sourced figure for the CPU/gloo "
+                                  "all-reduce of int32[4, dp])"}
 
 
 def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,

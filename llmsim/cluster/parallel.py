@@ -11,8 +11,11 @@ What llmsim models today (anything else is refused with "not supported yet: ..."
 * TP of any size inside one node;
 * PP = 1 only;
 * dense DP: ``data_parallel_size`` independent engines behind vLLM's DP load balancer
-  (:class:`llmsim.router.dp.DPLoadBalancer`); MoE DP (lock-step ranks) is refused;
-* ``enable_expert_parallel`` only on a MoE model at world size 1 (where it changes nothing).
+  (:class:`llmsim.router.dp.DPLoadBalancer`);
+* MoE DP with ``enable_expert_parallel`` at TP 1: lock-step ranks
+  (:mod:`llmsim.sim.lockstep`), experts split over the DP ranks
+  (:mod:`llmsim.cluster.moe_dp`); MoE DP without EP, or with TP > 1, is refused;
+* otherwise ``enable_expert_parallel`` only on a MoE model at world size 1.
 """
 
 from __future__ import annotations
@@ -90,9 +93,16 @@ def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "eng
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism on a dense model (it has no experts)")
     if is_moe and parallel.data_parallel_size > 1:
-        return (f"{where}.data_parallel_size",
-                "not supported yet: data parallelism of a MoE model (vLLM runs its DP ranks "
-                "in lock-step, docs/cluster-semantics.md, "Data parallelism")")
+        if not parallel.enable_expert_parallel:
+            return (f"{where}.data_parallel_size",
+                    "not supported yet: data parallelism of a MoE model without "
+                    "enable_expert_parallel (experts TP-sharded over dp x tp ranks, "
+                    "docs/cluster-semantics.md, Expert parallelism)")
+        if parallel.tensor_parallel_size > 1:
+            return (f"{where}.data_parallel_size",
+                    "not supported yet: MoE data parallelism with tensor_parallel_size > 1 "
+                    "(sequence-parallel MoE, docs/cluster-semantics.md, Expert parallelism)")
+        return None
     if parallel.enable_expert_parallel and parallel.expert_parallel_size > 1:
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism over more than one rank")

@@ -212,6 +212,37 @@ class Instance:
             self._next = self._schedule(start_ns)
         return end_ns
 
+    def prepare_step(self, now_ns: int) -> tuple[BatchPlan, int, int] | None:
+        """Lock-step half of :meth:`try_start` (MoE DP, :mod:`llmsim.sim.lockstep`): take or
+        plan the next step without pricing or launching it.
+
+        Returns:
+            ``(plan, cpu_ns, earliest GPU start ns)``, or ``None`` when busy or idle.
+        """
+        if self._inflight is not None:
+            return None
+        plan, self._next = self._next, None
+        if plan is None:
+            plan = self._schedule(now_ns)
+            if plan is None:
+                return None
+        cpu_ns = self.step_time.overheads.cpu_ns(len(plan.chunks))
+        return plan, cpu_ns, max(now_ns, plan.scheduled_ns + cpu_ns)
+
+    def launch_step(self, plan: BatchPlan, *, cpu_ns: int, start_ns: int, gpu_ns: int,
+                    cost: StepCost) -> int:
+        """Lock-step half of :meth:`try_start`: launch a step prepared by
+        :meth:`prepare_step` at ``start_ns`` for ``gpu_ns`` (the group's step time).
+
+        Returns:
+            The step's end time, ns.
+        """
+        end_ns = start_ns + gpu_ns
+        self._inflight = (plan, start_ns, end_ns, gpu_ns, cpu_ns, cost)
+        if self.async_scheduling:
+            self._next = self._schedule(start_ns)
+        return end_ns
+
     def finish_step(self, now_ns: int) -> StepRecord:
         """Deliver the outputs of the step in flight (the loop calls this at its end).
 

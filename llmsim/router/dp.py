@@ -17,7 +17,7 @@ requests over N engines (DP ranks). vLLM 0.19 (``vllm/v1/engine/core_client.py``
   restarting at the start index after every 5 s publication.
 
 :class:`DPLoadBalancer` mirrors that with ``publishes_counts=False`` (dense, the default).
-With ``publishes_counts=True`` (MoE DP, not modelled yet elsewhere) the pairs are replaced
+With ``publishes_counts=True`` (MoE DP, :mod:`llmsim.sim.lockstep`) the pairs are replaced
 by the engines' true counts at the first routing decision at or after each 100 ms
 publication time (the counts are read then, not at the publication instant).
 
@@ -148,13 +148,21 @@ class DeploymentRouter:
         top: the policy over deployments.
         deployments: per deployment, the instance indices of its ranks (in rank order).
         balancer: builds a deployment's balancer from its rank count.
+        publishes_counts: per deployment, its engines publish their counts (MoE DP: a
+            :class:`DPLoadBalancer` with ``publishes_counts=True``, overriding
+            ``balancer``); None: none does.
     """
 
     def __init__(self, top: Router, deployments: Sequence[tuple[int, ...]],
-                 balancer: Callable[[int], Router] = DPLoadBalancer) -> None:
+                 balancer: Callable[[int], Router] = DPLoadBalancer, *,
+                 publishes_counts: Sequence[bool] | None = None) -> None:
         self.top = top
         self.deployments = [tuple(d) for d in deployments]
-        self.balancers = [balancer(len(d)) if len(d) > 1 else None for d in self.deployments]
+        flags = list(publishes_counts) if publishes_counts is not None else (
+            [False] * len(self.deployments))
+        self.balancers: list[Router | None] = [
+            None if len(d) <= 1 else DPLoadBalancer(len(d), publishes_counts=True) if pub
+            else balancer(len(d)) for d, pub in zip(self.deployments, flags, strict=True)]
 
     def route(self, request: Request, instances: Sequence[InstanceView]) -> int:
         """Index (into ``instances``) of the engine that serves ``request``."""
