@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 import os
 import stat
+import zlib
 from pathlib import Path
 from typing import Any
 

@@ -142,7 +142,7 @@ class RaplCounter:
 
     def delta_j(self, before: tuple[int, ...], after: tuple[int, ...]) -> float:
         total_uj = 0
-        for b, a, rng in zip(before, after, self._ranges_uj):
+        for b, a, rng in zip(before, after, self._ranges_uj, strict=True):
             d = a - b
             total_uj += d + rng if d < 0 else d
         return total_uj / 1e6

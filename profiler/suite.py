@@ -85,7 +85,7 @@ def _paged_slots(lengths: list[int], gen: torch.Generator) -> tuple[list[torch.T
     num_blocks = max(1, sum(blocks_per))
     perm = torch.randperm(num_blocks, generator=gen)
     out, at = [], 0
-    for n, nb in zip(lengths, blocks_per):
+    for n, nb in zip(lengths, blocks_per, strict=True):
         blocks = perm[at:at + nb]
         at += nb
         slots = (blocks.unsqueeze(1) * BLOCK_SIZE + torch.arange(BLOCK_SIZE)).reshape(-1)

@@ -121,7 +121,7 @@ class ProfileCoster(PerQueryCoster):
                 raise OpFailure(pb.OP_ERROR_CODE_UNSUPPORTED,
                                 f"operator {name!r} has no per-token / per-sequence table "
                                 f"at TP {tp}")
-            pairs = sorted(zip(table.axes[0].values, table_values(table)))
+            pairs = sorted(zip(table.axes[0].values, table_values(table), strict=True))
             xs = [float(x) for x, _ in pairs]
             ys = [reps * y for _, y in pairs]
             hit = self._weighted[key] = (xs, ys, table.kind == profile_pb2.OP_KIND_DENSE)

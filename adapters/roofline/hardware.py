@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from llmsim.errors import ConfigError
 from llmsim.yamlfile import read_yaml
 

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from adapters.roofline.hardware import Efficiency, EnergyTable, HardwareSpec
 from llmsim.errors import ConfigError
 from llmsim.yamlfile import read_yaml

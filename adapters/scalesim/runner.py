@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import multiprocessing
 import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path

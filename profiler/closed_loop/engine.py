@@ -248,7 +248,7 @@ class Engine:
         for s, n in sched:
             s.num_computed += n
         finished = []
-        for s, tok in zip(order, tokens.tolist()):
+        for s, tok in zip(order, tokens.tolist(), strict=True):
             s.last_token = int(tok)
             s.token_times_s.append(now_s)
             if s.num_generated >= s.req.output_tokens:

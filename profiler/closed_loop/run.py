@@ -178,7 +178,7 @@ def _pct(vals: np.ndarray, q: float) -> float:
 def bench_json(result: EngineResult, *, model_id: str, rate: float) -> dict[str, Any]:
     """The measured run as ``vllm bench serve --save-result --save-detailed`` JSON."""
     ttfts, itls, e2e, tpots = [], [], [], []
-    for arr, times in zip(result.arrival_s, result.token_times_s):
+    for arr, times in zip(result.arrival_s, result.token_times_s, strict=True):
         ttfts.append(times[0] - arr)
         gaps = list(np.diff(times))
         itls.append(gaps)
