@@ -21,8 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = {
-    "RTX4090": (ROOT / "examples" / "rtx4090-llama-3.1-8b.yaml", "llmservingsim/measured/RTX4090/Llama-3.1-8B"),
-    "RTXPRO6000": (ROOT / "examples" / "rtxpro6000-llama-3.1-8b.yaml", "llmservingsim/measured/RTXPRO6000/Llama-3.1-8B"),
+    "RTX4090": (ROOT / "examples" / "rtx4090-llama-3.1-8b.yaml",
+                "llmservingsim/measured/RTX4090/Llama-3.1-8B"),
+    "RTXPRO6000": (ROOT / "examples" / "rtxpro6000-llama-3.1-8b.yaml",
+                   "llmservingsim/measured/RTXPRO6000/Llama-3.1-8B"),
 }
 
 
@@ -30,7 +32,8 @@ def validate_all(overrides: dict | None = None) -> dict:
     """Validate both runs (no report written); returns ``{hw: ValidationRun}``."""
     from llmsim.validate.pipeline import validate_experiment
 
-    return {hw: validate_experiment(exp, measured, write=False, overrides=overrides) for hw, (exp, measured) in RUNS.items()}
+    return {hw: validate_experiment(exp, measured, write=False, overrides=overrides)
+            for hw, (exp, measured) in RUNS.items()}
 
 
 def _f(x: float | None, fmt: str) -> str:
@@ -41,7 +44,8 @@ def accuracy_table(done: dict) -> str:
     """The side-by-side accuracy table of :func:`validate_all`'s result."""
     hws = list(done)
     top = f"{'':<10}" + "".join(f"| {hw:<45}" for hw in hws)
-    head = f"{'metric':<10}" + "".join(f"| {'measured ms':>12}{'llmsim ms':>12}{'error':>10}{'LSS 2.0':>10} " for hw in hws)
+    head = f"{'metric':<10}" + "".join(
+        f"| {'measured ms':>12}{'llmsim ms':>12}{'error':>10}{'LSS 2.0':>10} " for hw in hws)
     lines = [top, head, "-" * len(head)]
     rows = {hw: done[hw].comparison.latency for hw in hws}
     for i, row in enumerate(rows[hws[0]]):

@@ -165,7 +165,7 @@ def test_per_query_error_ends_the_step_with_a_clear_error(roofline_server):
             return [pb.OpAnswer(error=pb.OpError(code=pb.OP_ERROR_CODE_OUT_OF_RANGE,
                                                  message="KV too long"))
                     if q.WhichOneof("shape") == "attention" else a
-                    for q, a in zip(queries, self.inner.cost_batch(queries))]
+                    for q, a in zip(queries, self.inner.cost_batch(queries), strict=True)]
 
     running = serve(NoAttention())
     try:

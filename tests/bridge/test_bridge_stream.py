@@ -150,7 +150,7 @@ class RefusesLongKv:
                                              message="KV too long"))
                 if q.WhichOneof("shape") == "attention"
                 and q.attention.decode_kv_max > self.max_kv else a
-                for q, a in zip(queries, self.inner.cost_batch(queries))]
+                for q, a in zip(queries, self.inner.cost_batch(queries), strict=True)]
 
 
 def test_error_answer_to_a_guess_fails_only_the_step_that_needs_it():

@@ -50,7 +50,7 @@ def test_known_rows_rtx_pro_6000(data_path):
     (t,) = import_aiconfigurator_comm(
         data_path("aiconfigurator/systems/data/rtx_pro_6000_server")).collectives
     axes = {a.name: list(a.values) for a in t.axes}
-    at = {(b, g): v for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns)}
+    at = {(b, g): v for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns, strict=True)}
     assert at[(2 * 1048576, 1)] == pytest.approx(157_540, abs=10)
     assert at[(256, 0)] == pytest.approx(18_592, abs=1)
 
@@ -70,7 +70,7 @@ def test_rtx_pro_6000_nccl_constants_reproduce_from_the_table(data_path):
     (t,) = import_aiconfigurator_comm(
         data_path("aiconfigurator/systems/data/rtx_pro_6000_server")).collectives
     axes = {a.name: list(a.values) for a in t.axes}
-    pts = [(b, v) for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns)
+    pts = [(b, v) for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns, strict=True)
            if g == 1 and b >= 8 << 20]
     n = len(pts)
     sx = sum(b for b, _ in pts)
@@ -102,7 +102,7 @@ def test_experiment_hardware_finds_the_measured_table(data_path, caplog):
     # 64 decodes: 64 x 5120 x 2 = 655,360 B, custom AR inside the graph, between table rows
     cost = cm.step_cost(StepBatch(decode_context_lens=(512,) * 64, tp=2))
     axes = {a.name: list(a.values) for a in t.axes}
-    graph = {b: v for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns) if g}
+    graph = {b: v for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns, strict=True) if g}
     lo, hi = 524288, 1048576
     want = graph[lo] + (graph[hi] - graph[lo]) * (655360 - lo) / (hi - lo)
     assert cost.breakdown_ns["all_reduce"] == round(2 * 64 * want)

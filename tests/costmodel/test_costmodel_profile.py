@@ -265,7 +265,7 @@ def _csv_value_ns(path: Path, match: dict[str, str], col: str = "time_us") -> fl
     lines = path.read_text().splitlines()
     header = lines[0].split(",")
     for line in lines[1:]:
-        row = dict(zip(header, line.split(",")))
+        row = dict(zip(header, line.split(","), strict=True))
         if all(row[k] == v for k, v in match.items()):
             return float(Decimal(row[col]).scaleb(3))
     raise KeyError(match)

@@ -75,7 +75,7 @@ def test_on_grid_gemm_rows_are_the_measured_rows_in_ns(llama, data_path):
     want = {r["m"]: ms_to_ns(r["latency"]) for r in rows}
     table = _table(llama, 1, "qkv_proj")
     assert table.attributes["n_k_lookup"] == "measured rows"
-    got = dict(zip(table.axes[0].values, table.mean_ns))
+    got = dict(zip(table.axes[0].values, table.mean_ns, strict=True))
     assert got == want and len(got) == 74
     assert got[1] == pytest.approx(rows[[r["m"] for r in rows].index(1)]["latency"] * 1e6,
                                    rel=1e-12)
@@ -109,11 +109,11 @@ def test_elementwise_ops_follow_the_system_yaml(llama, data_path):
     assert spec.mem_bw_bytes_per_s == 1.792e12 and spec.mem_bw_scaling == 0.8
     assert spec.mem_constant_latency_s == 3e-6
     norm = dict(zip(*(_table(llama, 1, "layernorm").axes[0].values,
-                      _table(llama, 1, "layernorm").mean_ns)))
+                      _table(llama, 1, "layernorm").mean_ns), strict=True))
     # 2048 tokens x 2 bytes x (2h + 2h), h = 4096
     want = (2048 * 2 * 4 * 4096 / (1.792e12 * 0.8) + 3e-6) * 1e9
     assert norm[2048] == pytest.approx(want, rel=1e-12)
-    act = dict(zip(_table(llama, 2, "act_fn").axes[0].values, _table(llama, 2, "act_fn").mean_ns))
+    act = dict(zip(_table(llama, 2, "act_fn").axes[0].values, _table(llama, 2, "act_fn").mean_ns, strict=True))
     assert act[1] == pytest.approx((2 * 3 * 7168 / (1.792e12 * 0.8) + 3e-6) * 1e9, rel=1e-12)
 
 

@@ -52,9 +52,9 @@ def test_bundle_round_trip_every_row(rel, data_path, tmp_path):
         want, got = _rows(bundle / rel_csv), _rows(out / rel_csv)
         assert len(want) == len(got), rel_csv
         assert want[0] == got[0], rel_csv
-        for line, (w, g) in enumerate(zip(want[1:], got[1:]), start=2):
+        for line, (w, g) in enumerate(zip(want[1:], got[1:], strict=True), start=2):
             assert len(w) == len(g)
-            for col, a, b in zip(want[0], w, g):
+            for col, a, b in zip(want[0], w, g, strict=True):
                 assert _same_cell(a, b), f"{rel_csv}:{line}: {col}: {a!r} != {b!r}"
                 compared += 1
     assert compared > 100_000
@@ -85,7 +85,7 @@ def test_vidur_collectives_every_row(hw, data_path):
         axes = {a.name: a.values for a in table.axes}
         assert len(table.mean_ns) == len(body)
         for i, row in enumerate(body):
-            cell = dict(zip(header, row))
+            cell = dict(zip(header, row, strict=True))
             assert axes["bytes"][i] == int(cell["size"])
             assert axes["ranks"][i] == int(cell["num_workers"])
             assert axes["devices_per_node"][i] == int(cell["devices_per_node"])

@@ -109,8 +109,8 @@ def test_in_context_profile_has_every_op_and_pooled_samples(
     for o in tables.values():
         assert len(o.median_ns) > 0 and all(v > 0 for v in o.median_ns)
         assert all(lo <= med <= p90 <= hi for lo, med, p90, hi in
-                   zip(o.min_ns, o.median_ns, o.p90_ns, o.max_ns))
-        assert all(lo <= mean <= hi for lo, mean, hi in zip(o.min_ns, o.mean_ns, o.max_ns))
+                   zip(o.min_ns, o.median_ns, o.p90_ns, o.max_ns, strict=True))
+        assert all(lo <= mean <= hi for lo, mean, hi in zip(o.min_ns, o.mean_ns, o.max_ns, strict=True))
     # 5 timed passes x 2 layer copies per per-layer op (x2 calls for layernorm); 5 per step op
     assert set(tables["qkv_proj"].num_samples) == {10}
     assert set(tables["attention"].num_samples) == {10}
@@ -119,7 +119,7 @@ def test_in_context_profile_has_every_op_and_pooled_samples(
     assert set(tables["lm_head"].num_samples) == {5}
     assert list(tables["qkv_proj"].axes[0].values) == [1, 8, 32]
     att = tables["attention"]
-    assert sorted(zip(*(a.values for a in att.axes))) == sorted(GRID.attention_points())
+    assert sorted(zip(*(a.values for a in att.axes), strict=True)) == sorted(GRID.attention_points())
     assert len(prof.tp[0].skew.n) > 0
 
 
@@ -176,7 +176,7 @@ def test_in_context_moe_sweep(tmp_path: Path) -> None:
                       repetitions=2, energy=False)
     prof = run_sweep(cfg, tmp_path / "moe.pb", progress=False)
     moe = next(o for o in prof.tp[0].ops if o.op == "moe")
-    assert list(zip(moe.axes[0].values, moe.axes[1].values)) == [(1, 2), (4, 2), (4, 4)]
+    assert list(zip(moe.axes[0].values, moe.axes[1].values, strict=True)) == [(1, 2), (4, 2), (4, 4)]
     assert all(v > 0 for v in moe.median_ns)
 
 

@@ -52,11 +52,11 @@ def test_ops_match_step_ops_and_axes(ci_profile: tuple[Path, pb.Profile]) -> Non
         assert n > 0 and all(len(a.values) == n for a in o.axes)
         assert all(len(getattr(o, s)) == n for s in STATS)
         assert all(v > 0 for v in o.median_ns)
-        assert all(lo <= med <= hi for lo, med, hi in zip(o.min_ns, o.median_ns, o.max_ns))
+        assert all(lo <= med <= hi for lo, med, hi in zip(o.min_ns, o.median_ns, o.max_ns, strict=True))
         if o.op == "qkv_proj":
             assert list(o.axes[0].values) == list(grid.tokens)
     att = next(o for o in prof.tp[0].ops if o.op == "attention")
-    pts = list(zip(*(a.values for a in att.axes)))
+    pts = list(zip(*(a.values for a in att.axes), strict=True))
     assert pts == sorted(grid.attention_points())
     # the published conventions: no chunk -> no cached prefix; no decodes -> kv_decode 0
     assert all(kvp == 0 for pc, kvp, _, _ in pts if pc == 0)
@@ -100,7 +100,7 @@ def test_skew_table_measured(ci_profile: tuple[Path, pb.Profile]) -> None:
     _, prof = ci_profile
     sk = prof.tp[0].skew
     assert len(sk.n) > 0 and len(sk.alpha) == len(sk.n) == len(sk.t_skew_ns)
-    for mean, mx, kvs, big in zip(sk.kv_mean, sk.kv_big, sk.kvs, sk.kv_big):
+    for mean, _mx, kvs, big in zip(sk.kv_mean, sk.kv_big, sk.kvs, sk.kv_big, strict=True):
         assert kvs < mean < big
     assert prof.tp[0].skew_fit.num_samples == len(sk.n)
 
@@ -134,7 +134,7 @@ def test_moe_tp2_tables(tmp_path: Path) -> None:
     moe = ops1["moe"]
     assert [a.name for a in moe.axes] == ["tokens", "active_experts"]
     # active experts lie in [top_k, min(experts, tokens x top_k)]
-    assert list(zip(moe.axes[0].values, moe.axes[1].values)) == [
+    assert list(zip(moe.axes[0].values, moe.axes[1].values, strict=True)) == [
         (1, 2), (4, 2), (4, 4), (4, 8), (16, 2), (16, 4), (16, 8)]
     assert not (tmp_path / "moe.pb.journal.jsonl").exists()
 

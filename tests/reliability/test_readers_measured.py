@@ -29,7 +29,7 @@ def _run_copy(tmp_path, **replace: str | bytes):
     summary)."""
     root = tmp_path / "run"
     shutil.copytree(RUN, root)
-    names = dict(zip(("requests", "timeseries", "meta", "summary"), RUN_FILES))
+    names = dict(zip(("requests", "timeseries", "meta", "summary"), RUN_FILES, strict=True))
     for key, content in replace.items():
         path = root / names[key]
         if isinstance(content, bytes):

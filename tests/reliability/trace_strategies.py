@@ -4,7 +4,8 @@
 Damage is what real trace files suffer: hostile numbers (``NaN``, ``Infinity``, ``1e999``,
 integers beyond int64, strings, bools, nested lists) in place of any number, deep nesting,
 invalid UTF-8, cut lines, dropped / repeated / swapped rows, blank lines, CRLF, a BOM, NUL
-bytes, a key repeated in one object or a header column named twice. :func:`check_loaded` states what a trace that *does* load must satisfy.
+bytes, a key repeated in one object or a header column named twice. :func:`check_loaded`
+states what a trace that *does* load must satisfy.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_trace_processor_imports_every_event(tmp_path, suffix):
         ts_dur = sorted((r.ts, r.dur) for r in _rows(
             tp, "select ts, dur from slice where category = 'step'"))
         start, end = seconds_to_ns(steps["start_s"]), seconds_to_ns(steps["end_s"])
-        assert ts_dur == sorted(zip(start.tolist(), (end - start).tolist()))
+        assert ts_dur == sorted(zip(start.tolist(), (end - start).tolist(), strict=True))
         # one thread per request and three per instance, named; processes named
         threads = [r.name for r in _rows(tp, "select name from thread where name is not null")]
         assert sorted(t for t in threads if t.startswith("req ")) == \

@@ -65,8 +65,8 @@ def assert_timeline_matches(result, chk) -> None:
     dur = np.array([round(e["dur"] * 1000) for e in chk.events if e.get("cat") == "step"])
     start = seconds_to_ns(steps["start_s"])
     end = seconds_to_ns(steps["end_s"])
-    assert sorted(zip(ts.tolist(), (ts + dur).tolist())) == sorted(zip(start.tolist(),
-                                                                      end.tolist()))
+    assert sorted(zip(ts.tolist(), (ts + dur).tolist(), strict=True)) == sorted(zip(start.tolist(),
+                                                                      end.tolist(), strict=True))
     assert dur.sum() == seconds_to_ns(steps["gpu_ms"], 1_000_000).sum()
 
 

@@ -178,7 +178,8 @@ def test_qwen_bailian_parents_sessions_hashes():
 
 def test_qwen_duplicate_chat_id(tmp_path):
     src = tmp_path / "q.jsonl"
-    row = '{"chat_id": 1, "parent_chat_id": -1, "timestamp": %s, "input_length": 5, "output_length": 2, "turn": 1, "hash_ids": [1]}\n'
+    row = ('{"chat_id": 1, "parent_chat_id": -1, "timestamp": %s, "input_length": 5, '
+           '"output_length": 2, "turn": 1, "hash_ids": [1]}\n')
     src.write_text(row % 0 + row % 1)
     with pytest.raises(TraceFormatError, match="duplicate") as info:
         load_trace("qwen_bailian", src)

@@ -62,14 +62,14 @@ def test_identical_hash_prefix_hits_different_misses():
 def test_mooncake_real_shared_system_prompt_hits(data_path):
     trace = load_trace("mooncake", data_path("mooncake/conversation_trace.jsonl"))
     first, second = trace.requests[0], trace.requests[1]
-    shared = next(i for i, (x, y) in enumerate(zip(first.block_hashes, second.block_hashes)) if x != y)
+    shared = next(i for i, (x, y) in enumerate(zip(first.block_hashes, second.block_hashes, strict=False)) if x != y)
     assert shared == 1  # both start with hash id 0, then diverge
     kv = KVCacheManager(num_gpu_blocks=4000, block_size=BLOCK, enable_prefix_caching=True)
     assert prefill(kv, seq_of(first, 0)) == 0
     assert prefill(kv, seq_of(second, 1)) == 512 * shared
     # A multi-turn pair: a later request extending an earlier one's prefix over k > 1 blocks.
     def common(a, b):
-        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
     by_prefix = {}
     for r in trace.requests:

@@ -96,9 +96,9 @@ def test_generator_empirical_lengths_from_named_trace(data_path):
     from llmsim.trace import load_trace_frame
 
     src = load_trace_frame("azure", data_path("azure-llm-2023/AzureLLMInferenceTrace_conv.csv"))
-    pairs = set(zip(src.data["input_tokens"], src.data["output_tokens"]))
+    pairs = set(zip(src.data["input_tokens"], src.data["output_tokens"], strict=True))
     gen = generate_trace(n=5000, rate_per_s=2.0, lengths="azure-conv-2023", seed=0)
-    got = list(zip(gen.data["input_tokens"], gen.data["output_tokens"]))
+    got = list(zip(gen.data["input_tokens"], gen.data["output_tokens"], strict=True))
     assert all(p in pairs for p in got)
     assert np.mean([p[0] for p in got]) == pytest.approx(src.data["input_tokens"].mean(), rel=0.05)
 

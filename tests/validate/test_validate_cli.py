@@ -7,8 +7,8 @@ import json
 import pytest
 
 from llmsim.cli.main import main
-from llmsim.validate.pipeline import engine_notes, resolve_measured
 from llmsim.errors import DataNotFoundError
+from llmsim.validate.pipeline import engine_notes, resolve_measured
 
 
 def test_missing_measured_dataset_names_dataset_and_command(tmp_path, monkeypatch, capsys):
@@ -36,7 +36,8 @@ def test_engine_notes_flag_contradicting_settings():
     class Exp:
         engine = Engine()
 
-    notes = engine_notes(Exp(), {"max_num_seqs": 256, "max_num_batched_tokens": 2048, "cudagraph_capture_sizes": [1, 2, 4]})
+    notes = engine_notes(Exp(), {"max_num_seqs": 256, "max_num_batched_tokens": 2048,
+                                 "cudagraph_capture_sizes": [1, 2, 4]})
     assert notes == ["engine setting differs from the measured run: max_num_seqs=128 here, max_num_seqs=256 measured"]
 
 

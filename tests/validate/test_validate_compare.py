@@ -82,7 +82,8 @@ def test_token_count_mismatch_is_refused():
 def test_mismatched_request_count_is_a_clear_error():
     meas = make_requests([0.1, 0.2, 0.3], [1.0] * 3, [2] * 3)
     sim = make_requests([0.1, 0.2], [1.0] * 2, [2] * 2)
-    with pytest.raises(MeasuredRunError, match="measured run has 3 requests but the experiment's workload has 2") as exc:
+    with pytest.raises(MeasuredRunError,
+                       match="measured run has 3 requests but the experiment's workload has 2") as exc:
         compare(make_measured(meas), _fake(sim))
     assert exc.value.field == "requests"
 

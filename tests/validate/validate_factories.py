@@ -1,4 +1,5 @@
-"""Factories for validation tests (imported as ``validate_factories``): hand-made measured runs and ReplayResult-shaped results."""
+"""Factories for validation tests (imported as ``validate_factories``): hand-made measured runs
+and ReplayResult-shaped results."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from llmsim.validate.measured import MeasuredFormat, MeasuredRun
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "validate"
