@@ -311,7 +311,12 @@ def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
         analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
         comm = CollectivesModel(ranks=dp, tables=tables, link=link_spec, analytic=analytic)
         for _ in range(g.count):
-            ep = EpPricer(moe_grid=cm.tp_tables(1).moe, model=m, ep_size=dp, comm=comm)
+            grid = cm.tp_tables(1).moe
+            if grid is None:
+                raise ConfigError("the profile has no 'moe' table at TP 1, which MoE data "
+                                  "parallelism prices the experts from",
+                                  field=f"{g.field}profile")
+            ep = EpPricer(moe_grid=grid, model=m, ep_size=dp, comm=comm)
             out.append(LockstepGroup(instances[first:first + dp], ep=ep))
             first += dp
     return out

@@ -1,10 +1,11 @@
 """Expert parallelism over the DP ranks of a MoE deployment (vLLM 0.19, DP > 1, TP = 1).
 
-Layout (docs/cluster-semantics.md, "Expert parallelism", vLLM ``determine_expert_map``, "linear" placement, the
-default): ``base = E // ep``, ``rem = E % ep``; rank ``r`` owns the contiguous experts
-``[r * base + min(r, rem), + local_r)`` with ``local_r = base + (1 if r < rem else 0)``.
+Layout (docs/cluster-semantics.md, "Expert parallelism"; vLLM ``determine_expert_map``,
+"linear" placement, the default): ``base = E // ep``, ``rem = E % ep``; rank ``r`` owns the
+contiguous experts ``[r * base + min(r, rem), + local_r)`` with ``local_r = base + (1 if r < rem else 0)``.
 
-Per MoE layer (docs/cluster-semantics.md, "Expert parallelism", ``AgRsAll2AllManager``, the 0.19 default backend):
+Per MoE layer (docs/cluster-semantics.md, "Expert parallelism"; ``AgRsAll2AllManager``, the
+0.19 default backend):
 
 * dispatch: ``all_gatherv`` over the DP group; every rank then holds all ``T = sum T_r``
   tokens. Unquantized bf16 takes the legacy path (router logits dispatched with the hidden
@@ -14,7 +15,7 @@ Per MoE layer (docs/cluster-semantics.md, "Expert parallelism", ``AgRsAll2AllMan
   ``local_r x (1 - (1 - k/E)^T)``, capped at ``T x k`` (the same balanced-routing
   assumption as :func:`llmsim.costmodel.profile_model.expected_active_experts`);
 * combine: ``reduce_scatterv`` over the DP group of ``[T, hidden]`` (``T x hidden x
-  dtype_bytes`` bytes; docs/cluster-semantics.md, "Expert parallelism" names ``[T, H]``, not the router logits).
+  dtype_bytes`` bytes: vLLM's combine reduces ``[T, H]``, without the router logits).
 
 The slowest rank's experts set each layer (the ranks wait for each other in the combine).
 Collectives are priced by :class:`llmsim.costmodel.collectives.CollectivesModel` over the
@@ -26,6 +27,7 @@ analytic NCCL model of the hardware's link; the source is reported in
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmsim.costmodel.collectives import Collective, CollectivesModel
@@ -99,7 +101,8 @@ class EpPricer:
         extrapolated: steps whose expert lookup left the measured grid.
     """
 
-    def __init__(self, *, moe_grid, model: ModelConfig, ep_size: int,
+    def __init__(self, *, moe_grid: Callable[[float, float], tuple[float, bool]],
+                 model: ModelConfig, ep_size: int,
                  comm: CollectivesModel) -> None:
         self.moe_grid = moe_grid
         self.model = model

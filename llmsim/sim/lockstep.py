@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmsim.cluster.moe_dp import EpLayerCost, EpPricer
 from llmsim.costmodel.base import StepBatch, StepCost
@@ -42,7 +43,8 @@ __all__ = ["GLOBAL_IDLE_CHECK_STEPS", "LockstepGroup", "LockstepSimulation", "Lo
 
 GLOBAL_IDLE_CHECK_STEPS = 32
 """Steps between two global-unfinished checks of a DP wave (vLLM ``DPEngineCoreProc``
-``_has_global_unfinished_reqs``: ``step_counter % 32``; docs/cluster-semantics.md, "Data parallelism")."""
+``_has_global_unfinished_reqs``: ``step_counter % 32``; docs/cluster-semantics.md, "Data
+parallelism")."""
 
 _DUMMY = StepBatch(prefills=(), decode_context_lens=(1,), tp=1)
 
@@ -174,7 +176,7 @@ class LockstepSimulation(Simulation):
             :class:`Simulation`.
     """
 
-    def __init__(self, *args, groups: Sequence[LockstepGroup], **kwargs) -> None:
+    def __init__(self, *args: Any, groups: Sequence[LockstepGroup], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups = tuple(groups)
         self._group_of: list[LockstepGroup | None] = [None] * len(self.instances)
