@@ -157,7 +157,7 @@ def _epoch_ns(column: pa.Array | pa.ChunkedArray, as_strings: bool) -> tuple[np.
             pd.Series(column.to_pandas(), dtype=object), format="ISO8601", utc=True, errors="coerce"
         )
         index = pd.DatetimeIndex(parsed)
-        valid = ~index.isna()
+        valid = np.logical_not(index.isna())
         # pandas may pick a coarser unit for far-off dates; times outside the int64-ns range
         # (years before 1678 or after 2261) count as unparsable.
         us = index.as_unit("us").asi8.astype(np.int64)
@@ -203,7 +203,8 @@ def _normalize(
 
 def _numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray | pd.Series:
     if pa.types.is_integer(column.type) and column.null_count == 0:
-        return column.to_numpy(zero_copy_only=False)
+        values: np.ndarray = column.to_numpy(zero_copy_only=False)
+        return values
     return pd.to_numeric(pd.Series(column.to_pandas()), errors="coerce")
 
 

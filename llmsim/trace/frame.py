@@ -140,7 +140,7 @@ class TraceFrame:
             )
             for rid, arr, n_in, n_out, in_ids, out_ids, hashes, sid, pid, turn, think, model in zip(
                 *cols.values()
-            )
+            , strict=True)
         )
         return Trace(
             requests=requests, source=self.source, name=self.name, metadata=dict(self.metadata)

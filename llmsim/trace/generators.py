@@ -62,7 +62,8 @@ def interarrival_s(process: ArrivalProcess | str, *, rate_per_s: float, n: int, 
     return rng.gamma(shape, 1.0 / (rate_per_s * shape), size=n)
 
 
-def _length_pairs(lengths: str | dict | TraceFrame, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+def _length_pairs(lengths: str | dict[str, int] | TraceFrame, n: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, str]:
     if isinstance(lengths, dict):
         n_in, n_out = lengths.get("input"), lengths.get("output")
         if set(lengths) != {"input", "output"} or not all(
@@ -93,7 +94,7 @@ def generate_trace(
     rate_per_s: float,
     arrival: ArrivalProcess | str = ArrivalProcess.POISSON,
     cv: float = 1.0,
-    lengths: str | dict | TraceFrame = {"input": 512, "output": 128},  # noqa: B006 (read-only)
+    lengths: str | dict[str, int] | TraceFrame = {"input": 512, "output": 128},  # noqa: B006 (read-only)
     seed: int = 0,
 ) -> TraceFrame:
     """A synthetic trace of ``n`` requests; the first arrives at 0.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -82,7 +83,7 @@ def load_llmservingsim_frame(
     path = Path(path)
     data = read_trace_bytes(path)
     text = data.decode("utf-8-sig")
-    records: list[dict] = []
+    records: list[dict[str, object]] = []
     lines: list[int] = []
     skipped = 0
     index = -1
@@ -140,7 +141,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number")
 
 
-def _records_of_line(raw: str, *, index: int, path: Path, lineno: int, id_range: bool = True) -> list[dict]:
+def _records_of_line(raw: str, *, index: int, path: Path, lineno: int, id_range: bool = True
+                     ) -> list[dict[str, object]]:
     """Parse one JSONL line into one record (plain) or one per sub-request (agentic)."""
     obj = _parse_line(raw, path=path, lineno=lineno)
     if not isinstance(obj, dict):
@@ -154,7 +156,7 @@ def _records_of_line(raw: str, *, index: int, path: Path, lineno: int, id_range:
         return [rec]
     if not isinstance(subs, list) or not subs:
         raise TraceFormatError("must be a non-empty list", path=path, line=lineno, field="sub_requests")
-    out: list[dict] = []
+    out: list[dict[str, object]] = []
     think = 0
     for k, sub in enumerate(subs):
         prefix = f"sub_requests[{k}]."
@@ -181,7 +183,8 @@ def _records_of_line(raw: str, *, index: int, path: Path, lineno: int, id_range:
     return out
 
 
-def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str, id_range: bool = True) -> dict:
+def _request_fields(obj: dict[str, object], *, path: Path, lineno: int, prefix: str,
+                    id_range: bool = True) -> dict[str, object]:
     rec: dict[str, object] = {
         "input_tokens": _int_field(obj, "input_toks", path=path, lineno=lineno, prefix=prefix,
                                    maximum=MAX_TOKENS),
@@ -194,11 +197,12 @@ def _request_fields(obj: dict, *, path: Path, lineno: int, prefix: str, id_range
             problem = int_id_problem(ids, minimum=0, check_range=id_range)
             if problem:
                 raise TraceFormatError(problem, path=path, line=lineno, field=prefix + key)
-        rec[col] = None if ids is None else tuple(ids)
+        # int_id_problem has checked that ids is a flat list of ints
+        rec[col] = None if ids is None else tuple(cast("list[int]", ids))
     return rec
 
 
-def _int_field(obj: dict, key: str, *, path: Path, lineno: int, prefix: str = "",
+def _int_field(obj: dict[str, object], key: str, *, path: Path, lineno: int, prefix: str = "",
                maximum: int = INT64_MAX) -> int:
     """An integer field (an integral float such as ``5.0`` is accepted) in ``[-maximum, maximum]``.
 

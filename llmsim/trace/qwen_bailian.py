@@ -117,7 +117,7 @@ def load_qwen_bailian_frame(path: str | Path, *, skip_bad_rows: bool = False, so
     known = set(ids)
     parents = [None if pd.isna(p) else str(p) for p in data["parent_id"]]
     dangling = [p is not None and p not in known for p in parents]
-    parents = [None if d else p for p, d in zip(parents, dangling)]
+    parents = [None if d else p for p, d in zip(parents, dangling, strict=True)]
     data["parent_id"] = pd.Series(parents, dtype=object)
     data["session_id"] = pd.Series(session_roots(ids, parents), dtype=object)
     notes = {"skipped_rows": str(skipped + int(frame.metadata.get("skipped_rows", "0")))} if skipped else {}
@@ -132,10 +132,10 @@ def session_roots(ids: list[str], parents: list[str | None]) -> list[str]:
     Requests are in arrival order, so a parent precedes its child and one pass suffices;
     a parent appearing later (clock skew) is resolved by walking the chain.
     """
-    parent_of = dict(zip(ids, parents))
+    parent_of = dict(zip(ids, parents, strict=True))
     root: dict[str, str] = {}
     out: list[str] = []
-    for rid, par in zip(ids, parents):
+    for rid, par in zip(ids, parents, strict=True):
         if par is None:
             r = rid
         elif par in root:

@@ -141,7 +141,7 @@ def ideal_prefix_reuse(frame: TraceFrame, *, block_size: int = 16) -> tuple[floa
         return None, 0
     seen: set[int] = set()
     hit_tokens = 0
-    for n_in, blocks in zip(df["input_tokens"].tolist(), blocks_iter):
+    for n_in, blocks in zip(df["input_tokens"].tolist(), blocks_iter, strict=True):
         h = 0
         hit = 0
         matching = True
