@@ -25,7 +25,7 @@ SERVERS = ("roofline", "scalesim", "profile")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bridge serve`` and ``bridge describe``."""
     parser = subparsers.add_parser("bridge", help="gRPC cost-bridge servers and checks")
     sub = parser.add_subparsers(dest="bridge_command", metavar="SUBCOMMAND", required=True)
@@ -75,7 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
                                                               env.get("PYTHONPATH")]))
             os.execve(python, [python, "-m", "adapters.scalesim", *rest], env)
     module = importlib.import_module(f"adapters.{args.server}.__main__")
-    return module.main(rest)
+    code: int = module.main(rest)
+    return code
 
 
 def run_describe(args: argparse.Namespace) -> int:

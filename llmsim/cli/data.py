@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmsim.data.catalog import Dataset
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``data list``, ``data pull NAME`` and ``data verify [NAME...]``."""
     parser = subparsers.add_parser("data", help="list, download and verify public datasets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -35,7 +39,7 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def _local_root(dataset) -> Path | None:  # noqa: ANN001
+def _local_root(dataset: Dataset) -> Path | None:
     from llmsim.data.paths import data_dirs
 
     for root in data_dirs():

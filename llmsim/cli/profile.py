@@ -14,7 +14,7 @@ _SUBCOMMANDS = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("profile", help="operator profiles")
     sub = parser.add_subparsers(dest="profile_command", metavar="SUBCOMMAND", required=True)
     seen: set[str] = set()

@@ -38,7 +38,7 @@ def resolve_input(path: str | Path) -> Path:
     return dataset_path(p)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``import`` and ``show`` sub-commands to ``llmsim profile``."""
     imp = subparsers.add_parser("import", help="import published profile data into a .pb")
     sources = imp.add_subparsers(dest="import_source", metavar="SOURCE", required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from llmsim.v1 import profile_pb2 as pb
 
 _KIND = {
@@ -24,11 +26,11 @@ def _axis_text(axis: pb.Axis) -> str:
     return f"{axis.name} {vals[0]}..{vals[-1]} ({len(vals)})"
 
 
-def _table_rows(tables) -> list[list[str]]:
+def _table_rows(tables: Iterable[pb.OpTable]) -> list[list[str]]:
     rows = []
     for t in tables:
         stats = [s.removesuffix("_ns") for s in _STATS if len(getattr(t, s))]
-        values = next((getattr(t, s) for s in ("mean_ns", "median_ns") if len(getattr(t, s))),
+        values: Sequence[float] = next((getattr(t, s) for s in ("mean_ns", "median_ns") if len(getattr(t, s))),
                       [])
         lat = f"{_fmt_us(min(values))}..{_fmt_us(max(values))}" if len(values) else "-"
         npts = len(t.axes[0].values) if t.axes else 0
@@ -39,7 +41,9 @@ def _table_rows(tables) -> list[list[str]]:
 
 def _render(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 

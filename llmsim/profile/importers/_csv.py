@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 from llmsim.errors import ProfileError
 from llmsim.safeio import INT64_MAX, read_text
+
+_T = TypeVar("_T")
 
 
 class CsvTable:
@@ -54,7 +57,7 @@ class CsvTable:
                 path=self.path, line=1, field=name,
             ) from None
 
-    def column(self, name: str, parse) -> list:
+    def column(self, name: str, parse: Callable[[str], _T]) -> list[_T]:
         """Parse every cell of column ``name`` with ``parse(cell)``.
 
         Raises:
@@ -62,7 +65,7 @@ class CsvTable:
         """
         j = self.col(name)
         out = []
-        for row, line in zip(self.rows, self.lines):
+        for row, line in zip(self.rows, self.lines, strict=True):
             cell = row[j]
             try:
                 out.append(parse(cell))
@@ -153,7 +156,7 @@ def check_duplicate_keys(table: CsvTable, key_columns: Sequence[str],
         if j0 == i:
             continue
         earlier = table.rows[j0]
-        for name, j in zip(value_columns, values):
+        for name, j in zip(value_columns, values, strict=True):
             if row[j].strip() != earlier[j].strip():
                 raise ProfileError(
                     f"contradicts line {table.lines[j0]} (same "
@@ -220,7 +223,7 @@ def parse_float_or_nan(cell: str) -> float:
     return math.nan if cell.strip() == "" else parse_float(cell)
 
 
-def scaled_to_ns(exponent: int):
+def scaled_to_ns(exponent: int) -> Callable[[str], float]:
     """Parser turning a decimal cell in ``10**-exponent`` ns units into ns (double).
 
     ``scaled_to_ns(3)`` parses microseconds, ``scaled_to_ns(6)`` milliseconds. The parser
@@ -247,7 +250,7 @@ def scaled_to_ns(exponent: int):
     return parse
 
 
-def scaled_to_ns_or_nan(exponent: int):
+def scaled_to_ns_or_nan(exponent: int) -> Callable[[str], float]:
     """:func:`scaled_to_ns` where an empty cell is NaN."""
     inner = scaled_to_ns(exponent)
     return lambda cell: math.nan if cell.strip() == "" else inner(cell)

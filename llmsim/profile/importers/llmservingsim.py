@@ -32,6 +32,7 @@ import itertools
 import logging
 import math
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +237,14 @@ def _drop_repeats(table: CsvTable, key: tuple[str, ...], values: tuple[str, ...]
         drop_rows(table, repeats)
 
 
-def _op_tables_by_name(path: Path, axis: str, kind: int) -> list[pb.OpTable]:
+def _op_tables_by_name(path: Path, axis: str, kind: pb.OpKind) -> list[pb.OpTable]:
     table = read_csv(path, ("layer", axis, "time_us"))
     _drop_repeats(table, ("layer", axis), ("time_us",))
     names = [c.strip() for c in table.column("layer", str)]
     xs = table.column(axis, parse_count)
     ys = table.column("time_us", us_to_ns)
     ops: dict[str, pb.OpTable] = {}
-    for name, line, x, y in zip(names, table.lines, xs, ys):
+    for name, line, x, y in zip(names, table.lines, xs, ys, strict=True):
         if not name:
             raise ProfileError("empty operator name", path=path, line=line, field="layer")
         op = ops.get(name)
@@ -255,7 +256,8 @@ def _op_tables_by_name(path: Path, axis: str, kind: int) -> list[pb.OpTable]:
     return list(ops.values())
 
 
-def _grid_table(path: Path, op: str, kind: int, axes: tuple[tuple[str, str], ...]) -> pb.OpTable:
+def _grid_table(path: Path, op: str, kind: pb.OpKind, axes: tuple[tuple[str, str], ...]
+                ) -> pb.OpTable:
     table = read_csv(path, [col for _, col in axes] + ["time_us"])
     _drop_repeats(table, tuple(col for _, col in axes), ("time_us",))
     if not table.rows:
@@ -272,7 +274,7 @@ def _grid_table(path: Path, op: str, kind: int, axes: tuple[tuple[str, str], ...
 def _check_attention_rows(out: pb.OpTable, table: CsvTable) -> None:
     """Each row is a decode-only, prefill-only or mixed call (see
     :func:`llmsim.profile.io.validate_profile`), named by its file line."""
-    for line, (pc, kp, n, kv) in zip(table.lines, zip(*(a.values for a in out.axes))):
+    for line, (pc, kp, n, kv) in zip(table.lines, zip(*(a.values for a in out.axes), strict=True), strict=True):
         if pc == 0 and n == 0:
             raise ProfileError("a call with neither a prefill chunk nor decodes",
                                path=table.path, line=line, field="n_decode")
@@ -375,7 +377,7 @@ def _skew_fit(path: Path, meta: dict[str, Any], meta_path: Path, tp: int) -> pb.
         labels = [c.strip() for c in table.column(col, str)]
         allowed = known.get(col)
         if allowed is not None:
-            for lab, line in zip(labels, table.lines):
+            for lab, line in zip(labels, table.lines, strict=True):
                 if lab not in allowed:
                     raise ProfileError(f"label {lab!r} is not one of meta.yaml's "
                                        f"skew_fit.bucket_axes labels", path=path, line=line,
@@ -449,7 +451,7 @@ def import_bundle(bundle: str | Path, *, model_config: str | Path | None = None,
 # ---------------------------------------------------------------------------- export
 
 
-def _write_rows(path: Path, header: list[str], rows) -> None:
+def _write_rows(path: Path, header: list[str], rows: Iterable[Sequence[str]]) -> None:
     with open(path, "w", newline="") as fh:
         fh.write(",".join(header) + "\n")
         for row in rows:
@@ -464,7 +466,7 @@ def _export_tp(tpp: pb.TpProfile, d: Path) -> None:
                             (d / "per_sequence.csv", "sequences", per_seq)):
         _write_rows(path, ["layer", axis, "time_us"], (
             (op.op, str(x), ns_to_us_text(y))
-            for op in ops for x, y in zip(op.axes[0].values, op.mean_ns)))
+            for op in ops for x, y in zip(op.axes[0].values, op.mean_ns, strict=True)))
     for op in tpp.ops:
         if op.kind == pb.OP_KIND_ATTENTION:
             cols = [a.values for a in op.axes]
