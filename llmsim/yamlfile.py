@@ -25,9 +25,10 @@ aliases, nesting 3); experiment files are ~2 KB, nest 3 levels and use no aliase
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -82,6 +83,12 @@ class _Refused(Exception):
         self.line = line
 
 
+def _event_line(event: yaml.Event | None) -> int | None:
+    """1-based line where ``event`` starts (None when PyYAML gives no mark)."""
+    mark = None if event is None else event.start_mark
+    return None if mark is None else mark.line + 1
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader with alias and depth bounds applied while composing."""
 
@@ -91,17 +98,17 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()
+        # types-PyYAML leaves Parser.peek_event unannotated; it returns the next event
+        peek = cast(Callable[[], "yaml.Event | None"], self.peek_event)
+        event = peek()
         if isinstance(event, yaml.AliasEvent):
             self._num_aliases += 1
             if self._num_aliases > MAX_YAML_ALIASES:
-                mark = event.start_mark
                 raise _Refused(f"more than {MAX_YAML_ALIASES} aliases (*name): alias "
-                               "expansion is bounded", mark.line + 1 if mark is not None else None)
+                               "expansion is bounded", _event_line(event))
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
-            raise _Refused(f"nests deeper than {MAX_YAML_DEPTH} levels",
-                           event.start_mark.line + 1)
+            raise _Refused(f"nests deeper than {MAX_YAML_DEPTH} levels", _event_line(event))
         try:
             return super().compose_node(parent, index)
         finally:

@@ -10,8 +10,9 @@ Required: ``arrival``, ``input_tokens``, ``output_tokens``. Optional: ``request_
 When ``session_id`` is mapped but ``parent_id`` is not, each request's parent is the previous
 request of its session (turns chained in arrival order), so the serving loop releases a turn
 at max(arrival, parent finish + think time). ``time_unit`` is one of :class:`TimeUnit`;
-``datetime`` parses ISO-8601 wall-clock times and rebases them to the first request. Numeric times are taken as offsets from the trace
-start unless ``rebase=True``. Request ids default to the 0-based data row index.
+``datetime`` parses ISO-8601 wall-clock times and rebases them to the first request. Numeric
+times are taken as offsets from the trace start unless ``rebase=True``. Request ids default
+to the 0-based data row index.
 
 Vidur (``format: vidur``): ``arrived_at`` (s), ``num_prefill_tokens``, ``num_decode_tokens``
 (Agrawal et al., "Vidur", MLSys'24, https://github.com/microsoft/vidur).
