@@ -122,8 +122,11 @@ class LockstepGroup:
         if all(p is None for p in preps):
             if not self.wave_active:
                 return None
-            if self.num_steps % GLOBAL_IDLE_CHECK_STEPS == 0 and not any(
-                    m.scheduler.has_unfinished() for m in self.members):
+            unfinished = any(m.scheduler.has_unfinished() for m in self.members)
+            if unfinished or self.num_steps % GLOBAL_IDLE_CHECK_STEPS == 0:
+                # no rank can schedule: globally idle at the check, or a rank's requests
+                # are stuck (nothing in flight can free them; the loop then reports the
+                # unfinished requests instead of running dummy passes forever)
                 self.wave_active = False
                 return None
         self.wave_active = True

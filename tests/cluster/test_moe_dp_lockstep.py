@@ -3,7 +3,10 @@ the 32-step wave check."""
 
 from __future__ import annotations
 
+import pytest
+
 from llmsim.costmodel.base import StepBatch, StepCost
+from llmsim.errors import InvariantError
 from llmsim.instance import Instance, StepOverheads, StepTimeModel
 from llmsim.kvcache import KVCacheManager
 from llmsim.metrics import Recorder
@@ -101,3 +104,10 @@ def test_a_request_after_the_wave_ended_starts_a_new_wave() -> None:
     assert len(group.log) == 2 * GLOBAL_IDLE_CHECK_STEPS
     assert rec.num_finished == 2
     assert (insts[0].num_steps, insts[1].num_steps) == (2, 2)
+
+
+def test_a_request_no_rank_can_ever_schedule_ends_the_run_with_an_error() -> None:
+    # 400 prompt tokens need 100 blocks of 4; each rank has 64: the run must not spin on
+    # dummy passes forever, it ends and reports the unfinished request
+    with pytest.raises(InvariantError, match="1 unfinished requests"):
+        _run([_req("r0", 0, 400, 2, 100)])
