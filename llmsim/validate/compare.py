@@ -43,14 +43,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 import pandas as pd
 
 from llmsim.errors import MeasuredRunError
 from llmsim.validate.match import check_requests
-from llmsim.validate.measured import TIMESERIES_COLUMNS, LatencyOrigin, MeasuredRun
+from llmsim.validate.measured import TIMESERIES_COLUMNS, LatencyOrigin, MeasuredRun, ReferenceMetric
 
 __all__ = [
     "LATENCY_METRICS",
@@ -250,6 +250,10 @@ class Comparison:
         return all(flags)
 
 
+@overload
+def error_pct(measured: float, simulated: float) -> float: ...
+@overload
+def error_pct(measured: float | None, simulated: float | None) -> float | None: ...
 def error_pct(measured: float | None, simulated: float | None) -> float | None:
     """Signed relative error in percent; None if a side is missing, NaN if measured is 0."""
     if measured is None or simulated is None:
@@ -311,8 +315,9 @@ def compare(
     latency, itl, m_itl, s_itl = _latency_rows(measured, result, pairs)
     mae = float(np.mean([abs(r.error_pct) for r in latency]))
     ref_mae = None
-    if measured.reference and all(r.reference_error_pct is not None for r in latency):
-        ref_mae = float(np.mean([abs(r.reference_error_pct) for r in latency]))
+    ref_errs = [r.reference_error_pct for r in latency if r.reference_error_pct is not None]
+    if measured.reference and len(ref_errs) == len(latency):
+        ref_mae = float(np.mean([abs(e) for e in ref_errs]))
     grid, series = _series(measured, getattr(result, "timeseries", None), shift, notes)
     return Comparison(
         name=name,
@@ -371,8 +376,10 @@ def _align_latency_origin(
         return sim
     arrival = sim["arrival_s"].to_numpy(dtype=np.float64)
     pickup = arrival.copy()
-    inst_req = sim["instance_id"].to_numpy() if "instance_id" in sim.columns else np.zeros(len(sim), dtype=np.int64)
-    inst_step = steps["instance_id"].to_numpy() if "instance_id" in steps.columns else np.zeros(len(steps), dtype=np.int64)
+    inst_req = (sim["instance_id"].to_numpy() if "instance_id" in sim.columns
+                else np.zeros(len(sim), dtype=np.int64))
+    inst_step = (steps["instance_id"].to_numpy() if "instance_id" in steps.columns
+                 else np.zeros(len(steps), dtype=np.int64))
     sched = steps["scheduled_s"].to_numpy(dtype=np.float64)
     for inst in np.unique(inst_req):
         times = np.sort(sched[inst_step == inst])
@@ -453,7 +460,8 @@ def _pool(gaps: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(gaps).astype(np.float64) if gaps else np.zeros(0)
 
 
-def _rows(metric: str, m_stats: dict, s_stats: dict, ref: dict) -> list[MetricRow]:
+def _rows(metric: str, m_stats: dict[str, float], s_stats: dict[str, float],
+          ref: dict[str, ReferenceMetric]) -> list[MetricRow]:
     rows = []
     for stat in LATENCY_STATS:
         r = ref.get(f"{metric}_{stat}")
@@ -562,7 +570,7 @@ def _resample_gauge(end_s: np.ndarray, values: np.ndarray, last: int) -> np.ndar
     within half a tick of either end (a sub-second shift moves no sample off the grid), idle
     (0) further out."""
     at = np.arange(1, last + 1, dtype=np.float64)
-    out = np.interp(at, end_s, values)
+    out: np.ndarray = np.interp(at, end_s, values)
     out[(at < end_s[0] - 0.5) | (at > end_s[-1] + 0.5)] = 0.0
     return out
 
@@ -603,7 +611,8 @@ def _series_row(name: str, m: np.ndarray, s: np.ndarray, recorded: bool) -> Seri
     )
 
 
-def _totals(measured: MeasuredRun, result: ReplayLike, pairs: pd.DataFrame, shift: float | None) -> tuple[TotalRow, ...]:
+def _totals(measured: MeasuredRun, result: ReplayLike, pairs: pd.DataFrame, shift: float | None
+            ) -> tuple[TotalRow, ...]:
     ok = pairs["ok"].to_numpy()
     in_tok = float(pairs.loc[ok, "input_tokens"].sum())
     out_tok = float(pairs.loc[ok, "output_tokens"].sum())

@@ -342,16 +342,19 @@ def _check_request_row(row: dict[str, Any], path: Path, lineno: int) -> None:
         value = row[name]
         if name == "request_id":
             if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-                raise MeasuredRunError(f"expected a string or integer id, got {value!r}"[:200], path=path, line=lineno, field=name)
+                raise MeasuredRunError(f"expected a string or integer id, got {value!r}"[:200],
+                                       path=path, line=lineno, field=name)
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise MeasuredRunError(f"expected a finite number, got {value!r}"[:200], path=path, line=lineno, field=name)
         if value < 0:
-            raise MeasuredRunError(f"a timestamp or count cannot be negative, got {value!r}", path=path, line=lineno, field=name)
+            raise MeasuredRunError(f"a timestamp or count cannot be negative, got {value!r}",
+                                   path=path, line=lineno, field=name)
     for name in ("input_toks", "output_toks"):
         value = row[name]
         if not 1 <= value <= _MAX_TOKENS or int(value) != value:
-            raise MeasuredRunError(f"expected an integer in [1, {_MAX_TOKENS}], got {value!r}", path=path, line=lineno, field=name)
+            raise MeasuredRunError(f"expected an integer in [1, {_MAX_TOKENS}], got {value!r}",
+                                   path=path, line=lineno, field=name)
     order = ("queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts")
     for before, after in zip(order, order[1:], strict=False):
         if row[after] < row[before] - _CLOCK_TOLERANCE_S:
@@ -425,9 +428,9 @@ def read_timeseries_csv(path: Path) -> pd.DataFrame:
             line=row + 2,
             field=TIMESERIES_COLUMNS[colno],
         )
-    values = values.astype(np.float64).reset_index(drop=True)
-    _check_timeseries(values, path)
-    return values
+    out: pd.DataFrame = values.astype(np.float64).reset_index(drop=True)
+    _check_timeseries(out, path)
+    return out
 
 
 def _check_timeseries(values: pd.DataFrame, path: Path) -> None:
@@ -504,7 +507,8 @@ def _engine_settings(meta: dict[str, Any], path: Path | None = None) -> dict[str
         if not isinstance(sizes, list):
             raise MeasuredRunError(f"expected a list of batch sizes, got {sizes!r}"[:200], path=path, field=field)
         out["cudagraph_capture_sizes"] = [
-            _setting(dict(enumerate(sizes)), i, "int", path, f"{field}[{i}]") for i in range(len(sizes))
+            _setting({str(i): v for i, v in enumerate(sizes)}, str(i), "int", path, f"{field}[{i}]")
+            for i in range(len(sizes))
         ]
     sched = _section(resolved, "scheduler_config", path, "resolved_config.")
     if sched.get("async_scheduling") is not None:
@@ -555,7 +559,8 @@ def parse_llmservingsim_summary(text: str, *, path: str | Path | None = None) ->
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                raise MeasuredRunError(f"not a finite number: {m[group]!r}", path=path, line=lineno, field=f"{key}.{group}")
+                raise MeasuredRunError(f"not a finite number: {m[group]!r}",
+                                       path=path, line=lineno, field=f"{key}.{group}")
             numbers.append(value)
         if key in out:
             raise MeasuredRunError("metric row appears twice", path=path, line=lineno, field=key)
@@ -646,7 +651,8 @@ def load_bench_json(path: str | Path) -> MeasuredRun:
     if duration is not None and (
         isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0
     ):
-        raise MeasuredRunError(f"expected a non-negative number of seconds, got {duration!r}"[:200], path=path, field="duration")
+        raise MeasuredRunError(f"expected a non-negative number of seconds, got {duration!r}"[:200],
+                               path=path, field="duration")
     return MeasuredRun(
         source=path,
         format=MeasuredFormat.BENCH_JSON,
@@ -664,5 +670,6 @@ def _bench_numbers(values: list[Any], path: Path, name: str, *, integer: bool = 
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise MeasuredRunError(f"expected a non-negative number, got {v!r}"[:200], path=path, field=f"{name}[{i}]")
         if integer and (v > _MAX_TOKENS or int(v) != v):
-            raise MeasuredRunError(f"expected an integer in [0, {_MAX_TOKENS}], got {v!r}", path=path, field=f"{name}[{i}]")
+            raise MeasuredRunError(f"expected an integer in [0, {_MAX_TOKENS}], got {v!r}",
+                                   path=path, field=f"{name}[{i}]")
     return np.asarray(values, dtype=np.float64)

@@ -76,7 +76,8 @@ def engine_notes(experiment: Any, engine: dict[str, Any]) -> list[str]:
         if isinstance(ours, tuple | list):
             ours = list(ours)
         if ours != measured:
-            notes.append(f"engine setting differs from the measured run: {attr}={ours!r} here, {key}={measured!r} measured")
+            notes.append(f"engine setting differs from the measured run: {attr}={ours!r} here, "
+                         f"{key}={measured!r} measured")
     return notes
 
 

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError
@@ -262,7 +263,8 @@ def format_table(comp: Comparison) -> str:
                 f"({_f(p.p90_abs_error_pct, '{:.2f}')}%)"
             )
     for t in comp.totals[:2]:
-        lines.append(f"{t.key}: measured {_f(t.measured, '{:.2f}')}, simulated {_f(t.simulated, '{:.2f}')} ({_pct(t.error_pct)})")
+        lines.append(f"{t.key}: measured {_f(t.measured, '{:.2f}')}, "
+                     f"simulated {_f(t.simulated, '{:.2f}')} ({_pct(t.error_pct)})")
     if comp.sim_wall_time_s is not None:
         lines.append(f"simulation wall time: {comp.sim_wall_time_s:.2f} s ({comp.sim_num_steps} steps)")
     return "\n".join(lines)
@@ -293,11 +295,13 @@ def _uncertainty_markdown(u: Any) -> list[str]:
                        f"[{_f(b.low_ms)}, {_f(b.high_ms)}] | {'yes' if b.inside else '**no**'} |")
     if u.sensitivity:
         out += ["", "### Sensitivity (one at a time; change in % of the nominal simulated value)", ""]
-        head = "| parameter | settings | " + " | ".join(f"{_LABEL[k.split('_')[0]]} {k.split('_')[1]}" for k in TORNADO_METRICS)
+        head = "| parameter | settings | " + " | ".join(
+            f"{_LABEL[k.split('_')[0]]} {k.split('_')[1]}" for k in TORNADO_METRICS)
         out += [head + " | largest change |", "|---|---|" + "---:|" * len(TORNADO_METRICS) + "---|"]
         for r in u.sensitivity:
             if not r.applicable:
-                out.append(f"| {r.parameter} | {r.low_label} / {r.high_label} | " + " | ".join("-" for _ in TORNADO_METRICS)
+                out.append(f"| {r.parameter} | {r.low_label} / {r.high_label} | "
+                           + " | ".join("-" for _ in TORNADO_METRICS)
                            + f" | not applicable: {r.note} |")
                 continue
             cells = " | ".join(f"{r.low_pct[k]:+.2f} / {r.high_pct[k]:+.2f}" for k in TORNADO_METRICS)
@@ -339,7 +343,8 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
         f"(target <= {MAE_TARGET_PCT:.1f}%: {verdict})"
     )
     if has_ref:
-        out.append(f"- LLMServingSim 2.0 on the same run (its published summary): {comp.reference_mean_abs_error_pct:.2f}%")
+        out.append("- LLMServingSim 2.0 on the same run (its published summary): "
+                   f"{comp.reference_mean_abs_error_pct:.2f}%")
         ok = comp.all_no_worse_than_reference
         worse = [r.key for r in comp.latency if r.no_worse_than_reference is False]
         out.append(
@@ -354,7 +359,8 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
         rule += "---:|---:|:---:|"
     out += [head, rule]
     for row in (*comp.latency, *comp.itl):
-        line = f"| {_LABEL[row.metric]} {row.stat} | {_f(row.measured_ms)} | {_f(row.simulated_ms)} | {_pct(row.error_pct)} |"
+        line = (f"| {_LABEL[row.metric]} {row.stat} | {_f(row.measured_ms)} | {_f(row.simulated_ms)} | "
+                f"{_pct(row.error_pct)} |")
         if has_ref:
             flag = {True: "yes", False: "**no**", None: "-"}[row.no_worse_than_reference]
             line += f" {_f(row.reference_simulated_ms)} | {_pct(row.reference_error_pct)} | {flag} |"
@@ -362,12 +368,14 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
     if not comp.itl:
         out += ["", "ITL: not measured in this run format (per-token times absent)."]
     out += ["", "## Per-request errors (pairing: see the notes below)", ""]
-    out += ["| metric | pairs | median abs error ms | p90 abs error ms | median abs error % | p90 abs error % | mean signed error ms |"]
+    out += ["| metric | pairs | median abs error ms | p90 abs error ms | median abs error % | p90 abs error % "
+            "| mean signed error ms |"]
     out += ["|---|---:|---:|---:|---:|---:|---:|"]
     for p in comp.paired:
         out.append(
             f"| {_LABEL[p.metric]} | {p.num_pairs} | {_f(p.median_abs_error_ms)} | {_f(p.p90_abs_error_ms)} | "
-            f"{_f(p.median_abs_error_pct, '{:.2f}')} | {_f(p.p90_abs_error_pct, '{:.2f}')} | {_f(p.mean_signed_error_ms, '{:+.1f}')} |"
+            f"{_f(p.median_abs_error_pct, '{:.2f}')} | {_f(p.p90_abs_error_pct, '{:.2f}')} | "
+            f"{_f(p.mean_signed_error_ms, '{:+.1f}')} |"
         )
     if comp.series:
         out += ["", "## Time series (1 s grid)", ""]
@@ -405,11 +413,13 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
             "LLMServingSim 2.0's published vLLM numbers, so both simulators are judged on the same values."
         )
     if comp.timeline_shift_s is not None:
-        out.append(f"- Measured timeline shifted by {comp.timeline_shift_s * 1e3:+.1f} ms onto the simulation clock (median arrival gap).")
+        out.append(f"- Measured timeline shifted by {comp.timeline_shift_s * 1e3:+.1f} ms onto the simulation "
+                   "clock (median arrival gap).")
     if m.timeseries is not None and not m.kv_usage_measured:
         out.append("- KV-cache usage was not recorded by this run (all zero while requests ran): not compared.")
     if m.engine:
-        out.append("- Engine settings recorded by the run: " + ", ".join(f"`{k}={v}`" for k, v in m.engine.items() if k != "cudagraph_capture_sizes"))
+        out.append("- Engine settings recorded by the run: " + ", ".join(
+            f"`{k}={v}`" for k, v in m.engine.items() if k != "cudagraph_capture_sizes"))
     for note in comp.notes:
         out.append(f"- {note}")
     if uncertainty is not None:
@@ -424,7 +434,7 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
 # --------------------------------------------------------------------------- plots
 
 
-def _cdf(ax: Any, values_s: np.ndarray, label: str, style: str) -> None:
+def _cdf(ax: Any, values_s: npt.ArrayLike, label: str, style: str) -> None:
     v = np.sort(np.asarray(values_s, dtype=np.float64))
     v = v[np.isfinite(v)] * 1e3
     if v.size:

@@ -162,7 +162,8 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(name=name, source=path, entries=tuple(entries), bands=bands, sensitivity=sens, seed=seed)
 
 
-def run_suite(suite: Suite, *, bands: int | None = None, sensitivity: bool | None = None) -> list[tuple[SuiteEntry, ValidationRun]]:
+def run_suite(suite: Suite, *, bands: int | None = None, sensitivity: bool | None = None
+              ) -> list[tuple[SuiteEntry, ValidationRun]]:
     """Validate every pair (no reports written); ``bands`` / ``sensitivity`` override the file's.
 
     Raises:
