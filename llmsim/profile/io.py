@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def _finite(value: float, field: str, path: str | Path | None, *, nan_ok: bool =
         raise ProfileError(f"is negative ({value!r})", path=path, field=field)
 
 
-def _first_bad(values, *, nan_ok: bool = False, negative_ok: bool = False) -> int | None:
+def _first_bad(values: Sequence[float], *, nan_ok: bool = False, negative_ok: bool = False) -> int | None:
     """Index of the first value that is not finite (or negative), else None."""
     arr = np.asarray(values, dtype=np.float64)
     bad = np.isinf(arr) | (np.zeros(arr.shape, bool) if nan_ok else np.isnan(arr))
@@ -165,7 +166,7 @@ def _first_bad(values, *, nan_ok: bool = False, negative_ok: bool = False) -> in
     return int(idx[0]) if idx.size else None
 
 
-def _check_column(values, field: str, path: str | Path | None, **kw: bool) -> None:
+def _check_column(values: Sequence[float], field: str, path: str | Path | None, **kw: bool) -> None:
     i = _first_bad(values, **kw)
     if i is not None:
         _finite(values[i], f"{field}[{i}]", path, **kw)
@@ -202,7 +203,7 @@ def _check_table(table: pb.OpTable, where: str, path: str | Path | None, *,
         _check_attention_points(table, where, path)
     if unique_points:
         first: dict[tuple[int, ...], int] = {}
-        for i, point in enumerate(zip(*(a.values for a in table.axes))):
+        for i, point in enumerate(zip(*(a.values for a in table.axes), strict=True)):
             j = first.setdefault(point, i)
             if j != i:
                 raise ProfileError(f"point {point} appears twice (also at index {j})",
@@ -217,7 +218,7 @@ def _check_attention_points(table: pb.OpTable, where: str, path: str | Path | No
     ``(prefill_chunk, kv_prefill)``, so cached prefill KV without a chunk, decode KV without
     decodes, or a call with neither would be silently merged or dropped.
     """
-    for i, (pc, kp, n, kv) in enumerate(zip(*(a.values for a in table.axes))):
+    for i, (pc, kp, n, kv) in enumerate(zip(*(a.values for a in table.axes), strict=True)):
         if pc == 0 and n == 0:
             problem = "a call with neither a prefill chunk nor decodes"
         elif pc == 0 and kp > 0:
@@ -276,7 +277,7 @@ def _check_skew_fit(fit: pb.SkewFit, where: str, path: str | Path | None) -> Non
                                field=field)
 
 
-def _check_labels_readable(labels, field: str, path: str | Path | None) -> None:
+def _check_labels_readable(labels: Sequence[str], field: str, path: str | Path | None) -> None:
     """Without bucket edges the cost model reads them from the labels (``n<=8``, ``kp=0``,
     ``sr>70%``): each label must have that form."""
     from llmsim.costmodel.profile_model import _label_edges  # the one parser of labels

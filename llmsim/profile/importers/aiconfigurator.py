@@ -124,9 +124,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llmsim.errors import ProfileError, ProfileRangeError
 from llmsim.v1 import profile_pb2 as pb
+
+if TYPE_CHECKING:
+    from llmsim.costmodel.decompose import OpSpec
+    from llmsim.model.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +182,7 @@ def comm_table_path(system_dir: str | Path, version: str | None = None) -> Path:
     return Path(system_dir) / "comm" / "vllm" / version / COMM_FILE
 
 
-def _read_rows(path: Path) -> dict[str, list]:
+def _read_rows(path: Path) -> dict[str, list[Any]]:  # parquet cells, per column
     import pyarrow.parquet as pq
 
     try:
@@ -371,7 +376,8 @@ def _git_blob_sha1(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _columns(path: Path, names: tuple[str, ...], where: Mapping[str, object]) -> list[tuple]:
+def _columns(path: Path, names: tuple[str, ...], where: Mapping[str, object]
+             ) -> list[tuple[Any, ...]]:
     """Rows (tuples of ``names``) of a parquet file whose columns equal ``where``."""
     import pyarrow.parquet as pq
 
@@ -398,13 +404,13 @@ def _columns(path: Path, names: tuple[str, ...], where: Mapping[str, object]) ->
     return out
 
 
-def _by_key(rows: list[tuple], path: Path) -> dict[tuple, float]:
+def _by_key(rows: list[tuple[Any, ...]], path: Path) -> dict[tuple[int, ...], float]:
     """Latency (ms) per key (all columns but the last); repeated keys are averaged (logged).
 
     Repeated keys are repeated measurements of one point (e.g. 49 h200_sxm context rows,
     ``perf_database/op-kernel-sources.md``); their mean is the mean of all the samples.
     """
-    acc: dict[tuple, list[float]] = {}
+    acc: dict[tuple[int, ...], list[float]] = {}
     for row in rows:
         acc.setdefault(tuple(row[:-1]), []).append(float(row[-1]))
     rep = sum(len(v) - 1 for v in acc.values())
@@ -421,7 +427,7 @@ class GemmTable:
         path: source file, for messages.
     """
 
-    def __init__(self, points: dict[tuple, float], path: Path | str = "<gemm>") -> None:
+    def __init__(self, points: dict[tuple[int, ...], float], path: Path | str = "<gemm>") -> None:
         if not points:
             raise ProfileRangeError("no bfloat16 GEMM rows", path=path, field="gemm_dtype")
         self.points = points
@@ -480,7 +486,7 @@ def _ms_to_ns_value(ms: float, exact: bool) -> float:
     return ms_to_ns(ms) if exact else ms * 1e6
 
 
-def _gemm_table(gemm: GemmTable, op, kind: int) -> pb.OpTable:
+def _gemm_table(gemm: GemmTable, op: OpSpec, kind: pb.OpKind) -> pb.OpTable:
     gemm.check(op.name, op.n, op.k)
     exact = gemm.exact(op.n, op.k)
     out = pb.OpTable(op=op.name, kind=kind)
@@ -506,7 +512,7 @@ def _gemm_table(gemm: GemmTable, op, kind: int) -> pb.OpTable:
     return out
 
 
-def _elementwise_bytes_per_row(op, model) -> float:
+def _elementwise_bytes_per_row(op: OpSpec, model: ModelConfig) -> float:
     """Bytes one row (token / sequence) moves in ``op`` (module docstring)."""
     h = model.hidden_size
     if op.name in ("layernorm", "final_layernorm"):
@@ -522,7 +528,8 @@ def _elementwise_bytes_per_row(op, model) -> float:
     raise ProfileRangeError(f"no element-wise rule for op {op.name!r}", field=op.name)
 
 
-def _elementwise_table(op, model, spec: SystemSpec, rows: list[int], kind: int) -> pb.OpTable:
+def _elementwise_table(op: OpSpec, model: ModelConfig, spec: SystemSpec, rows: list[int],
+                       kind: pb.OpKind) -> pb.OpTable:
     per_row = _elementwise_bytes_per_row(op, model)
     out = pb.OpTable(op=op.name, kind=kind)
     out.axes.add(name="sequences" if kind == pb.OP_KIND_PER_SEQUENCE else "tokens",
@@ -554,19 +561,19 @@ def _attention_table(ctx: dict[int, float], gen: dict[tuple[int, int], float], w
     out = pb.OpTable(op="attention", kind=pb.OP_KIND_ATTENTION)
     cols: list[list[int]] = [[], [], [], []]
     for (n, kv), t in sorted(dec.items()):
-        for c, v in zip(cols, (0, 0, n, kv)):
+        for c, v in zip(cols, (0, 0, n, kv), strict=True):
             c.append(v)
         out.mean_ns.append(t)
     for (pc, kp), t in sorted(pre.items()):
-        for c, v in zip(cols, (pc, kp, 0, 0)):
+        for c, v in zip(cols, (pc, kp, 0, 0), strict=True):
             c.append(v)
         out.mean_ns.append(t)
     for (pc, kp), tp_ in sorted(pre.items()):
         for (n, kv), td in sorted(dec.items()):
-            for c, v in zip(cols, (pc, kp, n, kv)):
+            for c, v in zip(cols, (pc, kp, n, kv), strict=True):
                 c.append(v)
             out.mean_ns.append(tp_ + td)
-    for name, c in zip(("prefill_chunk", "kv_prefill", "n_decode", "kv_decode"), cols):
+    for name, c in zip(("prefill_chunk", "kv_prefill", "n_decode", "kv_decode"), cols, strict=True):
         out.axes.add(name=name, values=c)
     out.attributes["source"] = ("context_attention_perf.parquet (batch_size=1), "
                                 "generation_attention_perf.parquet")
@@ -597,9 +604,9 @@ class _Tables:
     """The parsed kernel tables of one system (only the rows an import can use)."""
 
     gemm: GemmTable
-    ctx: dict[tuple, float]   # (num_heads, kv_heads, head_dim, isl) -> ms, batch_size 1
-    gen: dict[tuple, float]   # (num_heads, kv_heads, head_dim, batch, kv) -> ms
-    moe: dict[tuple, float] | None  # (hidden, inter, topk, E, tp, tokens) -> ms
+    ctx: dict[tuple[int, ...], float]   # (num_heads, kv_heads, head_dim, isl) -> ms, batch_size 1
+    gen: dict[tuple[int, ...], float]   # (num_heads, kv_heads, head_dim, batch, kv) -> ms
+    moe: dict[tuple[int, ...], float] | None  # (hidden, inter, topk, E, tp, tokens) -> ms
     files: dict[str, str]
     paths: dict[str, Path]
 
@@ -636,7 +643,7 @@ def _read_tables(system_dir: Path, version: str, moe: bool, distribution: str) -
     return _Tables(gemm=gemm, ctx=ctx, gen=gen, moe=moe_pts, files=files, paths=paths)
 
 
-def _tp_profile_aic(tables: _Tables, model, tp: int, spec: SystemSpec,
+def _tp_profile_aic(tables: _Tables, model: ModelConfig, tp: int, spec: SystemSpec,
                     not_imported: list[str]) -> pb.TpProfile:
     from llmsim.costmodel.decompose import OpClass, Rows, step_ops
 
