@@ -1170,7 +1170,7 @@ def _line_of(field: str, lines: Mapping[str, int]) -> int | None:
 
 
 # ----------------------------------------------------------------------------- loading
-def _apply_overrides(raw: dict, overrides: Mapping[str, Any], source: Path | None) -> None:
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Path | None) -> None:
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = raw

@@ -60,7 +60,7 @@ from llmsim.router.views import ReadOnlyRouter
 from llmsim.scheduler.scheduler import Scheduler
 from llmsim.sim.lockstep import LockstepGroup, LockstepSimulation
 from llmsim.sim.loop import MAX_SIMULATED_NS, Simulation
-from llmsim.trace.record import Trace
+from llmsim.trace.record import Request, Trace
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ def load_experiment_trace(experiment: Experiment) -> Trace:
     """Load (and transform) the experiment's trace via :func:`llmsim.trace.load_trace`."""
     from llmsim.trace import load_trace
 
+    if experiment.trace.path is None:
+        raise ConfigError("the experiment names no trace file", path=experiment.source,
+                          field="trace.path")
     trace = load_trace(experiment.trace.format, experiment.trace.path, **experiment.trace.options)
     if experiment.trace.transforms:
         try:
@@ -372,7 +375,7 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
     for i, r in enumerate(trace.requests):
         line = i + 1
 
-        def bad(field: str, msg: str, r=r, line=line) -> TraceFormatError:
+        def bad(field: str, msg: str, r: Request = r, line: int = line) -> TraceFormatError:
             return TraceFormatError(f"request {r.request_id!r}: {msg}", path=src, line=line,
                                     field=field)
 

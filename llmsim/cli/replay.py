@@ -11,7 +11,7 @@ import argparse
 import sys
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("replay", help="replay a trace through the simulated serving loop",
                               description="Replay an experiment's trace and write requests.csv/"
                               ".parquet, itls.parquet, timeseries.csv, summary.json.")

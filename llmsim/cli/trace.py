@@ -8,13 +8,17 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmsim.errors import ConfigError
 from llmsim.safeio import loads_json
 from llmsim.trace.record import Request
 
+if TYPE_CHECKING:
+    from llmsim.trace.frame import TraceFrame
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``trace stats`` and ``trace convert``."""
     parser = subparsers.add_parser("trace", help="characterize and transform request traces")
     sub = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
@@ -48,7 +52,7 @@ def _input_args(p: argparse.ArgumentParser) -> None:
                    help='transform to apply, repeatable, e.g. \'{"window": {"end_s": 600}}\'')
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> TraceFrame:
     from llmsim.data.catalog import load_catalog, named_trace_path
     from llmsim.trace.registry import (
         detect_format,

@@ -109,8 +109,8 @@ class Recorder:
         # (8 bytes a token, nothing per request; regrouped per request by tables())
         self._emit_end_ns: list[int] = []
         self._emit_index: list[tuple[int, ...]] = []
-        self.steps: list[tuple] = []
-        self.ticks: list[tuple] = []
+        self.steps: list[tuple[float, ...]] = []  # ints and floats, STEP_COLUMNS
+        self.ticks: list[tuple[float, ...]] = []  # TIMESERIES_COLUMNS
         self.num_finished = 0
         self.next_tick_ns = tick_ns  # end of the open tick; the loop calls advance() past it
         self._prompt_acc = 0
@@ -292,12 +292,12 @@ def _output_tokens(r: Request) -> int:
     return r.output_tokens
 
 
-def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+def _frame(rows: list[tuple[float, ...]], columns: list[str]) -> pd.DataFrame:
     """``pd.DataFrame(rows, columns=columns)`` for rows of ints and floats, built column by
     column (the row-wise constructor costs ~1 s per 10^5 rows)."""
     if not rows:
         return pd.DataFrame(rows, columns=columns)
-    return pd.DataFrame({name: np.asarray(col) for name, col in zip(columns, zip(*rows),
+    return pd.DataFrame({name: np.asarray(col) for name, col in zip(columns, zip(*rows, strict=True),
                                                                       strict=True)})
 
 
@@ -313,4 +313,4 @@ def _gaps_s(flat: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
     """
     gaps = np.diff(flat).astype(np.float64) / NS_PER_S
     starts = np.concatenate(([0], np.cumsum(lens)[:-1])).tolist() if len(lens) else []
-    return [gaps[s:s + n - 1] if n > 1 else gaps[:0] for s, n in zip(starts, lens.tolist())]
+    return [gaps[s:s + n - 1] if n > 1 else gaps[:0] for s, n in zip(starts, lens.tolist(), strict=True)]

@@ -85,7 +85,7 @@ class Simulation:
     def __init__(self, requests: Sequence[Request], instances: Sequence[Instance],
                  router: Router, recorder: Recorder, *,
                  handoff_policy: HandoffPolicy | None = None,
-                 on_finished: Callable[[int], None] | None = None) -> None:
+                 on_finished: Callable[[int], object] | None = None) -> None:
         for i, inst in enumerate(instances):
             if inst.instance_id != i:
                 raise ConfigError(f"instance {i} has instance_id {inst.instance_id}")

@@ -150,7 +150,7 @@ def _describe(hint: object) -> str:
     names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
              type(None): "null"}
     if hint in names:
-        return names[hint]  # type: ignore[index]
+        return names[hint]
     if typing.get_origin(hint) is dict:
         return "a mapping of strings to strings"
     return str(hint)

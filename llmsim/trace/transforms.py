@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -243,6 +243,10 @@ _TRANSFORMS: dict[TransformName, Callable[..., TraceFrame]] = {
 }
 
 
+@overload
+def apply_transforms(trace: Trace, transforms: Sequence[dict[str, Any]]) -> Trace: ...
+@overload
+def apply_transforms(trace: TraceFrame, transforms: Sequence[dict[str, Any]]) -> TraceFrame: ...
 def apply_transforms(trace: Trace | TraceFrame, transforms: Sequence[dict[str, Any]]) -> Trace | TraceFrame:
     """Apply transforms in order; returns the same type it is given.
 
