@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="llmsim: the output directory (default); vllm-bench: one vLLM bench "
                    "result JSON at --out (default <output_dir>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--energy", default=None, metavar="DIR",
+                   help="also write energy.json and power.csv (1 s power per GPU) to DIR, a "
+                   "directory of its own (the output directory's manifest lists its files)")
     p.set_defaults(func=main)
 
 
@@ -77,6 +80,15 @@ def main(args: argparse.Namespace) -> int:
           f"peak KV usage {s['kv_cache']['peak_usage_pct']:.1f}% of "
           f"{s['kv_cache']['num_gpu_blocks']} blocks ({s['kv_cache']['source']})")
     print(f"  wrote {out}")
+    if args.energy:
+        from llmsim.power import energy_report, write_energy
+
+        rep = energy_report(result, exp)
+        write_energy(rep, args.energy)
+        print(f"  energy: {rep.energy_j:.1f} J, {rep.j_per_output_token:.4f} J/output token"
+              if rep.available and rep.energy_j is not None and rep.j_per_output_token
+              is not None else f"  energy unavailable: {rep.reason}")
+        print(f"  wrote {args.energy}/energy.json, power.csv")
     if timeline is not None:
         from llmsim.timeline import write_trace_events
 
