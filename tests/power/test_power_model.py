@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 
 from llmsim.errors import ConfigError
 from llmsim.power import (
-    GpuPowerSpec, SourcedValue, StepShape, attribute_to_requests, find_power_spec,
-    load_power_spec_file, power_trace,
+    GpuPowerSpec,
+    SourcedValue,
+    StepShape,
+    attribute_to_requests,
+    find_power_spec,
+    load_power_spec_file,
+    power_trace,
 )
 from llmsim.power.report import report_from_trace
 
