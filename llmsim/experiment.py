@@ -1152,7 +1152,7 @@ def config_error(exc: ValidationError, *, prefix: str = "", source: Path | None 
     found = []
     for i, err in enumerate(exc.errors()):
         field, message = _one_error(err, prefix)
-        found.append((_line_of(field, lines) or 10**9, i, field, message))
+        found.append((line_of(field, lines) or 10**9, i, field, message))
     line, _, field, message = min(found)
     more = len(found) - 1
     if more:
@@ -1160,7 +1160,8 @@ def config_error(exc: ValidationError, *, prefix: str = "", source: Path | None 
     return ConfigError(message, path=source, line=line if line < 10**9 else None, field=field)
 
 
-def _line_of(field: str, lines: Mapping[str, int]) -> int | None:
+def line_of(field: str, lines: Mapping[str, int]) -> int | None:
+    """The line of dotted ``field`` in a YAML line map, or of its nearest enclosing key."""
     key = field
     while key:
         if key in lines:

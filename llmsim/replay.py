@@ -40,7 +40,7 @@ from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError, TraceFormatError
-from llmsim.experiment import Experiment, ResolvedGroup
+from llmsim.experiment import Experiment, ResolvedGroup, line_of
 from llmsim.instance.instance import Instance
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.kvcache.manager import KVCacheManager
@@ -350,12 +350,7 @@ def _source_line(experiment: Experiment, field: str) -> int | None:
         lines = load_yaml_document(experiment.source, what="experiment file").lines
     except ConfigError:
         return None
-    key = field
-    while key:
-        if key in lines:
-            return lines[key]
-        key = key.rpartition(".")[0]
-    return None
+    return line_of(field, lines)
 
 
 def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:

@@ -192,15 +192,10 @@ class Instance:
             CostModelUnavailable: the cost model failed or priced the step outside
                 ``[0, MAX_STEP_COST_NS]`` (the message names this instance and the step).
         """
-        if self._inflight is not None:
+        prepared = self.prepare_step(now_ns)
+        if prepared is None:
             return None
-        plan, self._next = self._next, None
-        if plan is None:
-            plan = self._schedule(now_ns)
-            if plan is None:
-                return None
-        cpu_ns = self.step_time.overheads.cpu_ns(len(plan.chunks))
-        start_ns = max(now_ns, plan.scheduled_ns + cpu_ns)
+        plan, cpu_ns, start_ns = prepared
         try:
             gpu_ns, cost = self.step_time.gpu_ns(plan)
         except CostModelUnavailable as exc:
