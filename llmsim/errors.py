@@ -4,6 +4,7 @@ Every error llmsim raises on purpose derives from :class:`LlmsimError`::
 
     LlmsimError
     ├── ConfigError            bad experiment file, model config or CLI value
+    │   └── MissingDataError   ... that names a dataset file not available locally
     ├── DataNotFoundError      a dataset is not in LLMSIM_DATA_DIR / the user cache
     ├── DownloadError          a download failed, was truncated or did not match its checksum
     ├── TraceFormatError       a malformed trace row (file, line, field)
@@ -24,6 +25,7 @@ from pathlib import Path
 __all__ = [
     "LlmsimError",
     "ConfigError",
+    "MissingDataError",
     "DataNotFoundError",
     "DownloadError",
     "TraceFormatError",
@@ -64,6 +66,14 @@ class _LocatedError(LlmsimError):
 
 class ConfigError(_LocatedError):
     """An experiment file, model config or command-line value is invalid."""
+
+
+class MissingDataError(ConfigError):
+    """A configuration names a dataset file that is not available locally.
+
+    Located at the key that names it (file, line, field); the message says which catalog
+    dataset holds the path and how to get it (from :class:`DataNotFoundError`).
+    """
 
 
 class DataNotFoundError(LlmsimError):

@@ -102,7 +102,7 @@ from pydantic_core import PydanticCustomError
 from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import MAX_STEP_COST_NS
 from llmsim.data.paths import dataset_path
-from llmsim.errors import ConfigError, DataNotFoundError
+from llmsim.errors import ConfigError, DataNotFoundError, MissingDataError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
 from llmsim.router.base import RouterPolicy
@@ -470,7 +470,7 @@ def _find(value: str, source: Path | None, *, must_exist: bool) -> Path:
         return dataset_path(p)
     except DataNotFoundError as exc:
         if must_exist:
-            raise PydanticCustomError("path", "{message}", {"message": str(exc)}) from None
+            raise PydanticCustomError("data_not_found", "{message}", {"message": str(exc)}) from None
         return p
 
 
@@ -1126,7 +1126,7 @@ def _one_error(err: Any, prefix: str) -> tuple[str, str]:
         message = f"must be {sign} {ctx[name]}"
     message = re.sub(r"^Input should be ", "must be ", message)
     message = message[0].lower() + message[1:] if message else message
-    if kind not in ("path", "enum", "trace_format", "value_error"):
+    if kind not in ("path", "data_not_found", "enum", "trace_format", "value_error"):
         message += f", got {_short(err.get('input'))}"
     if kind in ("less_than_equal", "less_than", "too_long"):
         reason = _bound_reason(field)
@@ -1150,14 +1150,16 @@ def config_error(exc: ValidationError, *, prefix: str = "", source: Path | None 
     """
     lines = lines or {}
     found = []
-    for i, err in enumerate(exc.errors()):
+    errors = exc.errors()
+    for i, err in enumerate(errors):
         field, message = _one_error(err, prefix)
         found.append((line_of(field, lines) or 10**9, i, field, message))
-    line, _, field, message = min(found)
+    line, first, field, message = min(found)
     more = len(found) - 1
     if more:
         message += f" (and {more} more invalid field{'s' if more > 1 else ''})"
-    return ConfigError(message, path=source, line=line if line < 10**9 else None, field=field)
+    cls = MissingDataError if errors[first]["type"] == "data_not_found" else ConfigError
+    return cls(message, path=source, line=line if line < 10**9 else None, field=field)
 
 
 def line_of(field: str, lines: Mapping[str, int]) -> int | None:

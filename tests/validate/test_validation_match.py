@@ -168,6 +168,7 @@ def test_cli_refuses_a_run_of_another_model(data_path, tmp_path, capsys):
 
 @pytest.mark.realdata
 def test_measured_defaults_to_the_experiments(data_path, tmp_path, capsys):
+    data_path("llmservingsim/measured/RTX4090/Llama-3.1-8B")
     code = main(["validate", str(LLAMA_4090), "--out", str(tmp_path / "rep")])
     out = capsys.readouterr().out
     assert code == 0 and "RTX4090/Llama-3.1-8B" in out

@@ -61,6 +61,7 @@ def test_shipped_suite_covers_every_measured_run_in_the_data(data_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_suite_from_one_command_in_under_a_minute(data_path, tmp_path, capsys):
+    data_path("llmservingsim/measured/RTX4090/Llama-3.1-8B")
     out = tmp_path / "suite"
     t0 = time.perf_counter()
     code = main(["validate", "--suite", str(SUITE), "--out", str(out)])
