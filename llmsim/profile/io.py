@@ -69,6 +69,9 @@ MAX_PROFILE_BYTES = 2**31 - 1
 """Ceiling on one ``.pb`` file, bytes (protobuf's own 2 GiB message limit; the published
 profiles are ~3 MB)."""
 
+_COUNT_AXES = frozenset({"tokens", "sequences"})
+"""Axes counting rows a dense or per-sequence op ran on: every point has at least one."""
+
 _STAT_FIELDS = ("median_ns", "mean_ns", "p90_ns", "min_ns", "max_ns", "std_ns", "energy_j",
                 "avg_power_w")
 _SKEW_INT = ("n", "nb", "pc", "kp", "kvs", "kv_big", "kv_mean")
@@ -189,6 +192,12 @@ def _check_table(table: pb.OpTable, where: str, path: str | Path | None, *,
         if i is not None:
             raise ProfileError(f"negative axis value {axis.values[i]}", path=path,
                                field=f"{where}.axes.{axis.name}[{i}]")
+        if axis.name in _COUNT_AXES:
+            zero = next((j for j, v in enumerate(axis.values) if v < 1), None)
+            if zero is not None:
+                raise ProfileError(f"{axis.name} must be >= 1 (an op over no rows is not a "
+                                   f"measurement), got {axis.values[zero]}", path=path,
+                                   field=f"{where}.axes.{axis.name}[{zero}]")
     for name in (*_STAT_FIELDS, "num_samples"):
         column = getattr(table, name)
         if len(column) and len(column) != n:

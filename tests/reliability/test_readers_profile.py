@@ -407,3 +407,17 @@ def test_fuzz_pb_values(tmp_path_factory, edits):
     assert (loaded is None) == bad  # refused exactly when a value is NaN, infinite or < 0
     if loaded is not None:
         _usable(loaded)
+
+
+@pytest.mark.parametrize(("rel", "old", "new"), [
+    ("tp1/per_sequence.csv", "lm_head,1,10", "lm_head,-0,10"),
+    ("tp1/dense.csv", "qkv_proj,1,2.5", "qkv_proj,0,2.5"),
+])
+def test_zero_row_count_is_refused(tmp_path, rel, old, new):
+    # Found by test_fuzz_bundle_cells: a per-sequence point at 0 sequences imported and the
+    # cost model then divided by it (ZeroDivisionError) when extrapolating.
+    files = bundle_files()
+    assert old in files[rel]
+    files[rel] = files[rel].replace(old, new, 1)
+    exc = _import_error(tmp_path, files)
+    assert "must be >= 1" in str(exc)
