@@ -34,23 +34,44 @@ prefix of the sequence).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llmsim.errors import ConfigError, InvariantError, TraceFormatError
-from llmsim.trace.record import Request
 
 ROOT_HASH = 0x6C6C6D73696D  # any fixed int; ints (not str) keep hashes PYTHONHASHSEED-free
 _TAG_TRACE_HASH = 1
 _UNIQUE_SALT_SHIFT = 32  # unique key = -1 - (salt << 32 | j), for j < 2**32 blocks
 
 
-def _check_ints(request: Request, name: str) -> None:
-    """Raise unless ``request.<name>`` is ``None`` or a tuple/list of ints (bools refused)."""
-    ids = getattr(request, name)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SequenceIds:
+    """What the KV layer knows about one sequence's content: ids only (no trace record).
+
+    Attributes:
+        request_id: the request's id (for error messages).
+        num_prompt_tokens: prompt tokens (> 0).
+        token_ids: known token ids from the start of the sequence (prompt, then generated
+            when known), or ``None``.
+        block_hashes: prefix identity per ``hash_block_size`` prompt tokens (Mooncake /
+            Qwen-Bailian ``hash_ids``), or ``None``.
+        hash_block_size: tokens per entry of ``block_hashes`` (0 when absent).
+    """
+
+    request_id: str
+    num_prompt_tokens: int
+    token_ids: tuple[int, ...] | None = None
+    block_hashes: tuple[int, ...] | None = None
+    hash_block_size: int = 0
+
+
+def check_int_ids(ids: object, request_id: str, name: str) -> None:
+    """Raise unless ``ids`` is ``None`` or a tuple/list of ints (bools refused)."""
     if ids is None:
         return
     if isinstance(ids, (tuple, list)) and set(map(type, ids)) <= _INT_TYPES:
         return
     bad = next((v for v in ids if type(v) not in _INT_TYPES), ids) if isinstance(ids, (tuple, list)) else ids
-    raise TraceFormatError(f"request {request.request_id!r}: ids must be integers, got {bad!r}"[:300],
+    raise TraceFormatError(f"request {request_id!r}: ids must be integers, got {bad!r}"[:300],
                            field=name)
 
 
@@ -72,7 +93,8 @@ class BlockHasher:
     in code.
 
     Args:
-        request: the request whose tokens are hashed.
+        ids: the sequence's ids (:class:`SequenceIds`; the scheduler builds it from the
+            trace record with :func:`llmsim.scheduler.state.sequence_ids`).
         block_size: engine block size ``B`` in tokens (> 0).
         salt: per-request value making unknown content unique (the request's trace index).
 
@@ -81,35 +103,28 @@ class BlockHasher:
         TraceFormatError: token ids or block hashes of the request are not all integers.
     """
 
-    __slots__ = ("_req", "_bs", "_salt", "hashes", "_ids", "_n_known", "_n_id_blocks",
+    __slots__ = ("_seq_ids", "_bs", "_salt", "hashes", "_ids", "_n_known", "_n_id_blocks",
                  "_n_trace_blocks")
 
-    def __init__(self, request: Request, block_size: int, salt: int) -> None:
+    def __init__(self, ids: SequenceIds, block_size: int, salt: int) -> None:
         if type(block_size) is not int or block_size <= 0:
             raise ConfigError(f"block size must be a positive integer, got {block_size!r}", field="block_size")
-        for name in ("input_token_ids", "output_token_ids", "block_hashes"):
-            _check_ints(request, name)
-        self._req = request
+        check_int_ids(ids.token_ids, ids.request_id, "input_token_ids")
+        check_int_ids(ids.block_hashes, ids.request_id, "block_hashes")
+        self._seq_ids = ids
         self._bs = block_size
         self._salt = salt
         self.hashes: list[int] = []
-        ids: tuple[int, ...] | None = None
-        n_known = 0
-        if request.input_token_ids is not None:
-            ids = request.input_token_ids
-            n_known = len(ids)
-            if request.output_token_ids is not None:
-                ids = ids + request.output_token_ids
-                n_known = len(ids)
-        self._ids = ids
+        n_known = len(ids.token_ids) if ids.token_ids is not None else 0
+        self._ids = ids.token_ids
         self._n_known = n_known  # tokens whose ids are known (prefix of the sequence)
         # block j holds known ids iff (j + 1) * B <= n_known
-        self._n_id_blocks = n_known // block_size if ids is not None else 0
+        self._n_id_blocks = n_known // block_size if ids.token_ids is not None else 0
         # block j is covered by trace hash ids iff (j + 1) * B <= input_tokens and
         # ((j + 1) * B - 1) // H < len(hb), i.e. (j + 1) * B <= len(hb) * H
-        hb, h = request.block_hashes, request.hash_block_size
+        hb, h = ids.block_hashes, ids.hash_block_size
         if hb and h > 0:
-            self._n_trace_blocks = min(request.input_tokens, len(hb) * h) // block_size
+            self._n_trace_blocks = min(ids.num_prompt_tokens, len(hb) * h) // block_size
         else:
             self._n_trace_blocks = 0
 
@@ -138,8 +153,8 @@ class BlockHasher:
             j = stop
         stop = min(num_blocks, self._n_trace_blocks)
         if j < stop:
-            req = self._req
-            hb, h = req.block_hashes, req.hash_block_size
+            seq_ids = self._seq_ids
+            hb, h = seq_ids.block_hashes, seq_ids.hash_block_size
             if hb is None:  # _n_trace_blocks > 0 only when the trace gives block hashes
                 raise InvariantError("block hasher: trace blocks without block hashes")
             for k in range(j, stop):

@@ -9,8 +9,26 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from llmsim.kvcache.hashing import BlockHasher
+from llmsim.kvcache.hashing import BlockHasher, SequenceIds, check_int_ids
 from llmsim.trace.record import Request
+
+
+def sequence_ids(request: Request) -> SequenceIds:
+    """The ids the KV layer hashes for ``request``: prompt token ids followed by the output
+    token ids when both are known (only the prompt's when the output's are not), and the
+    trace's prefix-block hash ids.
+
+    Raises:
+        TraceFormatError: ids that are not all integers (names the request and the field).
+    """
+    for name in ("input_token_ids", "output_token_ids", "block_hashes"):
+        check_int_ids(getattr(request, name), request.request_id, name)
+    ids = request.input_token_ids
+    if ids is not None and request.output_token_ids is not None:
+        ids = ids + request.output_token_ids
+    return SequenceIds(request_id=request.request_id, num_prompt_tokens=request.input_tokens,
+                       token_ids=ids, block_hashes=request.block_hashes,
+                       hash_block_size=request.hash_block_size)
 
 
 class SeqStatus(StrEnum):
@@ -83,7 +101,8 @@ class SeqState:
         """The sequence's block hasher (salt: its trace index), built on first use."""
         h = self._hasher
         if h is None:
-            h = self._hasher = BlockHasher(self.request, self.block_size, salt=self.index)
+            h = self._hasher = BlockHasher(sequence_ids(self.request), self.block_size,
+                                           salt=self.index)
         return h
 
     def rehash(self, block_size: int) -> None:

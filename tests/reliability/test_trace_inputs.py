@@ -14,6 +14,7 @@ from trace_strategies import AZURE_2023, CASES, LLMSERVINGSIM, MOONCAKE, QWEN_CS
 from llmsim.cli.main import main
 from llmsim.errors import ConfigError, TraceFormatError
 from llmsim.kvcache.hashing import BlockHasher
+from llmsim.scheduler.state import sequence_ids
 from llmsim.trace import (
     Request,
     apply_transforms,
@@ -183,7 +184,7 @@ def test_hash_ids_must_be_flat_ints(tmp_path, fmt, ids):
 def test_block_hasher_refuses_non_int_ids(ids):
     r = Request(request_id="r", arrival_ns=0, input_tokens=3, output_tokens=1, input_token_ids=ids)
     with pytest.raises(TraceFormatError) as exc:
-        BlockHasher(r, 2, 0).ensure(2)
+        BlockHasher(sequence_ids(r), 2, 0).ensure(2)
     assert exc.value.field == "input_token_ids" and "'r'" in str(exc.value)
 
 
@@ -191,7 +192,7 @@ def test_block_hasher_refuses_non_int_ids(ids):
 def test_block_hasher_refuses_bad_block_size(block_size):
     r = Request(request_id="r", arrival_ns=0, input_tokens=3, output_tokens=1)
     with pytest.raises(ConfigError):
-        BlockHasher(r, block_size, 0)
+        BlockHasher(sequence_ids(r), block_size, 0)
 
 
 # ---------------------------------------------------------------------------- UTF-8

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from llmsim.errors import LlmsimError, TraceFormatError
 from llmsim.kvcache.hashing import BlockHasher
 from llmsim.safeio import INT64_MAX
+from llmsim.scheduler.state import sequence_ids
 from llmsim.trace import TraceFrame, trace_stats
 from llmsim.trace.inputs import MAX_TOKENS
 
@@ -193,7 +194,7 @@ def check_loaded(frame: TraceFrame) -> None:
         if r.block_hashes is not None:
             assert all(type(x) is int for x in r.block_hashes)
         assert r.think_time_ns >= 0 and r.turn >= 0
-        hasher = BlockHasher(r, 16, i)
+        hasher = BlockHasher(sequence_ids(r), 16, i)
         hasher.ensure(-(-(r.input_tokens + r.output_tokens) // 16) if r.input_tokens < 10**5 else 4)
     stats = trace_stats(frame)
     json.dumps(stats.to_dict(), allow_nan=False)

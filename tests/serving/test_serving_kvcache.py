@@ -9,6 +9,7 @@ from serving_helpers import make_request
 
 from llmsim.errors import InvariantError
 from llmsim.kvcache import BlockHasher, BlockPool
+from llmsim.scheduler.state import sequence_ids
 from llmsim.trace.record import Request
 
 ops = st.lists(
@@ -99,8 +100,8 @@ def test_allocate_more_than_free_raises():
 
 def test_token_hash_chain_shares_equal_prefixes_only():
     ids = tuple(range(40))
-    a = BlockHasher(make_request("a", prompt=40, ids=ids), 16, salt=0)
-    b = BlockHasher(make_request("b", prompt=40, ids=ids[:20] + (999,) * 20), 16, salt=1)
+    a = BlockHasher(sequence_ids(make_request("a", prompt=40, ids=ids)), 16, salt=0)
+    b = BlockHasher(sequence_ids(make_request("b", prompt=40, ids=ids[:20] + (999,) * 20)), 16, salt=1)
     ha, hb = a.ensure(2), b.ensure(2)
     assert ha[0] == hb[0] and ha[1] != hb[1]
 
@@ -112,9 +113,9 @@ def _hash_req(rid: str, hashes: tuple[int, ...], tokens: int, hbs: int = 512) ->
 
 def test_trace_block_hashes_map_onto_engine_blocks():
     # 512-token hash blocks, 16-token engine blocks: 32 engine blocks per hash block.
-    a = BlockHasher(_hash_req("a", (7, 8, 9), 1536), 16, salt=0).ensure(96)
-    b = BlockHasher(_hash_req("b", (7, 8, 5), 1536), 16, salt=1).ensure(96)
-    c = BlockHasher(_hash_req("c", (6, 8, 9), 1536), 16, salt=2).ensure(96)
+    a = BlockHasher(sequence_ids(_hash_req("a", (7, 8, 9), 1536)), 16, salt=0).ensure(96)
+    b = BlockHasher(sequence_ids(_hash_req("b", (7, 8, 5), 1536)), 16, salt=1).ensure(96)
+    c = BlockHasher(sequence_ids(_hash_req("c", (6, 8, 9), 1536)), 16, salt=2).ensure(96)
     assert a[:64] == b[:64]          # same first two hash ids: 64 engine blocks shared
     assert a[64] != b[64]            # differ from the first block of the third hash block
     assert a[0] != c[0]              # a different first id misses from the start
@@ -123,16 +124,16 @@ def test_trace_block_hashes_map_onto_engine_blocks():
 
 def test_unaligned_hash_block_size_and_unknown_content_are_handled():
     # hash blocks of 24 tokens over engine blocks of 16: block 1 spans hash blocks 0 and 1.
-    a = BlockHasher(_hash_req("a", (1, 2, 3), 72, hbs=24), 16, salt=0).ensure(5)
-    b = BlockHasher(_hash_req("b", (1, 4, 3), 72, hbs=24), 16, salt=1).ensure(5)
+    a = BlockHasher(sequence_ids(_hash_req("a", (1, 2, 3), 72, hbs=24)), 16, salt=0).ensure(5)
+    b = BlockHasher(sequence_ids(_hash_req("b", (1, 4, 3), 72, hbs=24)), 16, salt=1).ensure(5)
     assert a[0] == b[0] and a[1] != b[1]
     # no ids at all: unique per request, stable for the request itself
-    u1 = BlockHasher(Request(request_id="u", arrival_ns=0, input_tokens=64, output_tokens=1),
+    u1 = BlockHasher(sequence_ids(Request(request_id="u", arrival_ns=0, input_tokens=64, output_tokens=1)),
                      16, salt=5)
-    u2 = BlockHasher(Request(request_id="v", arrival_ns=0, input_tokens=64, output_tokens=1),
+    u2 = BlockHasher(sequence_ids(Request(request_id="v", arrival_ns=0, input_tokens=64, output_tokens=1)),
                      16, salt=6)
     assert set(u1.ensure(4)).isdisjoint(u2.ensure(4))
-    assert BlockHasher(Request(request_id="u", arrival_ns=0, input_tokens=64, output_tokens=1),
+    assert BlockHasher(sequence_ids(Request(request_id="u", arrival_ns=0, input_tokens=64, output_tokens=1)),
                        16, salt=5).ensure(4) == u1.hashes
 
 

@@ -24,6 +24,7 @@ from serving_helpers import make_request
 
 from llmsim.kvcache import BlockHasher, KVCacheManager
 from llmsim.scheduler import Scheduler, SchedulerConfig, SeqState
+from llmsim.scheduler.state import sequence_ids
 
 
 class _RefSeq:
@@ -34,7 +35,7 @@ class _RefSeq:
         self.num_output = self.num_placeholders = self.num_computed = 0
         self.num_cached_blocks = self.epoch = 0
         self.blocks: list[int] = []
-        self.hasher = BlockHasher(request, block_size, salt=index)
+        self.hasher = BlockHasher(sequence_ids(request), block_size, salt=index)
 
 
 class _RefEngine:

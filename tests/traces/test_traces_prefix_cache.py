@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from llmsim.kvcache import BlockHasher, KVCacheManager
+from llmsim.scheduler.state import sequence_ids
 from llmsim.trace import Request, load_trace
 
 BLOCK = 16
@@ -29,7 +30,7 @@ class Seq:
 
 
 def seq_of(req: Request, salt: int) -> Seq:
-    return Seq(hasher=BlockHasher(req, BLOCK, salt), num_tokens=req.input_tokens)
+    return Seq(hasher=BlockHasher(sequence_ids(req), BLOCK, salt), num_tokens=req.input_tokens)
 
 
 def prefill(kv: KVCacheManager, seq: Seq) -> int:

@@ -12,6 +12,7 @@ from llmsim.costmodel.base import StepBatch, StepCost
 from llmsim.experiment import load_experiment
 from llmsim.kvcache import BlockHasher
 from llmsim.replay import ReplayResult, run
+from llmsim.scheduler.state import sequence_ids
 from llmsim.trace import Request
 from llmsim.workloads import generate_workload
 
@@ -49,8 +50,8 @@ def gaps_s(arrival_ns: np.ndarray) -> np.ndarray:
 def shared_blocks(a: Request, b: Request) -> int:
     """Leading KV blocks (16 tokens) with equal chained hashes: what a prefix-cache lookup of
     ``b`` finds after ``a`` (the engine's own hashing, :mod:`llmsim.kvcache.hashing`)."""
-    ha = BlockHasher(a, BLOCK, 1).ensure(a.input_tokens // BLOCK)
-    hb = BlockHasher(b, BLOCK, 2).ensure(b.input_tokens // BLOCK)
+    ha = BlockHasher(sequence_ids(a), BLOCK, 1).ensure(a.input_tokens // BLOCK)
+    hb = BlockHasher(sequence_ids(b), BLOCK, 2).ensure(b.input_tokens // BLOCK)
     n = 0
     for x, y in zip(ha, hb, strict=False):
         if x != y:
