@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from llmsim.cluster.moe_dp import EpPricer
-from llmsim.cluster.parallel import check_supported
+from llmsim.cluster.parallel import SINGLE_GPU, check_supported
 from llmsim.costmodel.base import CostModel
 from llmsim.costmodel.collectives import CollectivesModel, NcclModel
 from llmsim.costmodel.profile_model import ProfileCostModel
@@ -129,7 +129,7 @@ def build_cost_model(experiment: Experiment, model: ModelConfig,
 
     g = group or experiment.groups()[0]
     sizes = g.engine.cudagraph_capture_sizes
-    ctx = CostModelContext(model=model, tp=g.parallel.tensor_parallel_size,
+    ctx = CostModelContext(model=model, parallel=g.parallel,
                            profile_path=g.profile_path,
                            hardware=g.link or g.hardware.name,
                            cudagraph_max_tokens=max(sizes) if sizes else 0)
@@ -156,7 +156,7 @@ def resolve_capacity(experiment: Experiment, model: ModelConfig,
             model, total_gpu_bytes=g.hardware.gpu_memory_bytes or 0,
             gpu_memory_utilization=e.gpu_memory_utilization, block_size=e.block_size,
             max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
-            tp=g.parallel.tensor_parallel_size,
+            parallel=g.parallel,
             num_gpu_blocks_override=e.num_gpu_blocks_override)
     except ConfigError as exc:
         if exc.path is not None or experiment.source is None:
@@ -245,13 +245,12 @@ def build_instances(experiment: Experiment, cost_model: CostModel | Sequence[Cos
     out: list[Instance] = []
     for g, cm, m, cap in zip(groups, costs, models, caps, strict=True):
         e = g.engine
-        tp = g.parallel.tensor_parallel_size
         for _ in range(g.num_engines):
             kv = KVCacheManager(cap.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
-            sched = Scheduler(e.scheduler_config(), kv, tp=tp)
+            sched = Scheduler(e.scheduler_config(), kv, parallel=g.parallel)
             step_time = StepTimeModel(cm, g.overheads,
                                       cudagraph_capture_sizes=e.cudagraph_capture_sizes,
-                                      model=m, tp=tp)
+                                      model=m, parallel=g.parallel)
             out.append(Instance(instance_id=len(out), name=g.hardware.name, scheduler=sched,
                                 step_time=step_time, async_scheduling=e.async_scheduling,
                                 check=experiment.check))
@@ -314,7 +313,7 @@ def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
         analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
         comm = CollectivesModel(ranks=dp, tables=tables, link=link_spec, analytic=analytic)
         for _ in range(g.count):
-            grid = cm.tp_tables(1).moe
+            grid = cm.tp_tables(SINGLE_GPU).moe
             if grid is None:
                 raise ConfigError("the profile has no 'moe' table at TP 1, which MoE data "
                                   "parallelism prices the experts from",

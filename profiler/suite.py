@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.decompose import OpClass, Rows, step_ops
 from llmsim.errors import ConfigError
 from llmsim.model.config import ModelConfig
@@ -48,7 +49,7 @@ class OpTarget:
 def op_targets(model: ModelConfig, tp: int) -> tuple[OpTarget, ...]:
     """The tables to measure for ``model`` at ``tp``, in ``step_ops`` order."""
     out: list[OpTarget] = []
-    for spec in step_ops(model, tp):
+    for spec in step_ops(model, ParallelConfig(tensor_parallel_size=tp)):
         if spec.op_class == OpClass.COLLECTIVE:
             continue
         if spec.op_class == OpClass.ATTENTION:

@@ -22,6 +22,7 @@ import hashlib
 from pathlib import Path
 
 from adapters.common.coster import OpFailure, PerQueryCoster, ServerInfo, check_common
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel import profile_model as pm
 from llmsim.costmodel.base import PrefillChunk
 from llmsim.costmodel.collectives import Collective, table_values
@@ -73,7 +74,8 @@ class ProfileCoster(PerQueryCoster):
     def __init__(self, profile: profile_pb2.Profile, *, model: ModelConfig | None = None,
                  source: str | Path | None = None) -> None:
         tps = sorted(t.tp_degree for t in profile.tp)
-        self.cost_model = pm.ProfileCostModel(profile, model=model, tp=tps[0] if tps else 1,
+        layout = ParallelConfig(tensor_parallel_size=tps[0] if tps else 1)
+        self.cost_model = pm.ProfileCostModel(profile, model=model, parallel=layout,
                                               source=source)
         self.profile = profile
         self._tables = {t.tp_degree: {op.op: op for op in t.ops} for t in profile.tp}
@@ -107,7 +109,7 @@ class ProfileCoster(PerQueryCoster):
 
     def _tp(self, tp: int):
         try:
-            return self.cost_model.tp_tables(tp)
+            return self.cost_model.tp_tables(ParallelConfig(tensor_parallel_size=tp))
         except ProfileRangeError as exc:
             raise OpFailure(pb.OP_ERROR_CODE_OUT_OF_RANGE, str(exc)) from exc
 

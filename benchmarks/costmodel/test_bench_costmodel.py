@@ -45,7 +45,8 @@ def make_batches(n: int, seed: int = 0) -> list[StepBatch]:
 def _copies(batches: list[StepBatch]) -> list[StepBatch]:
     """Equal batches built from fresh tuples, as a serving loop would hand them over."""
     return [StepBatch(prefills=tuple(list(b.prefills)),
-                      decode_context_lens=tuple(list(b.decode_context_lens)), tp=b.tp)
+                      decode_context_lens=tuple(list(b.decode_context_lens)),
+                      parallel=b.parallel)
             for b in batches]
 
 

@@ -28,11 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.experiment import EngineConfig, Experiment, HardwareConfig, TraceConfig
 from llmsim.power import StepShape, find_power_spec, power_trace
 from llmsim.power.model import token_times
 from llmsim.replay import run
 from llmsim.trace.record import Request, Trace
+
+TP1 = ParallelConfig(tensor_parallel_size=1)
 
 DATA = Path(os.environ.get("LLMSIM_DATA_DIR", "/work/shared/data"))
 MLE = DATA / "ml-energy"
@@ -91,7 +94,7 @@ def simulate(mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
     assert spec is not None
     spec = spec.with_assumption("idle_w", idle_w, "benchmarks/power/mlenergy_h100.py --idle-w")
     shape = StepShape(gpus_per_instance=1, flops_per_token=2.0 * m.num_params(),
-                      weight_bytes=m.weight_bytes(1), kv_bytes_per_token=m.kv_bytes_per_token(1),
+                      weight_bytes=m.weight_bytes(TP1), kv_bytes_per_token=m.kv_bytes_per_token(TP1),
                       kv_capacity_tokens=float(res.summary["kv_cache"]["num_kv_tokens"]))
     tr = power_trace(res.steps, spec, shape, num_instances=1)
     st = res.steps

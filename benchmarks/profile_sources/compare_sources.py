@@ -44,7 +44,7 @@ def breakdowns(path: str, model) -> dict[str, dict[str, int]]:
     from llmsim.costmodel.profile_model import ProfileCostModel
     from llmsim.profile.io import load_profile
 
-    cm = ProfileCostModel(load_profile(path), model=model, tp=1, source=path)
+    cm = ProfileCostModel(load_profile(path), model=model, source=path)
     out = {}
     for label, batch in batches():
         cost = cm.step_cost(batch)

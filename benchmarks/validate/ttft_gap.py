@@ -63,7 +63,7 @@ def _aiconfigurator_model(base):
     prof = import_aiconfigurator(dataset_path("aiconfigurator/systems"),
                                  model_config=dataset_path("llmservingsim/configs/model/meta-llama/Llama-3.1-8B.json"),
                                  system="rtx_pro_6000_server")
-    return ProfileCostModel(prof, model=base.model, tp=1, cudagraph_max_tokens=base.cudagraph_max_tokens)
+    return ProfileCostModel(prof, model=base.model, cudagraph_max_tokens=base.cudagraph_max_tokens)
 
 
 def hypotheses(base):

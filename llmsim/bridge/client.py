@@ -475,7 +475,7 @@ class BridgeCostModel:
         size = sizes[bisect.bisect_left(sizes, tokens)]
         if size == tokens:
             return None
-        return StepBatch(prefills=batch.prefills, tp=batch.tp,
+        return StepBatch(prefills=batch.prefills, parallel=batch.parallel,
                          decode_context_lens=batch.decode_context_lens + (1,) * (size - tokens))
 
     def _speculate(self, batch: StepBatch, memo: dict[QueryKey, Answer],
@@ -518,7 +518,8 @@ class BridgeCostModel:
             run = lens + tuple(p.num_cached_tokens + p.num_new_tokens for p in batch.prefills)
             if run:
                 horizon = self._horizon
-                first = StepBatch(decode_context_lens=tuple(n + 1 for n in run), tp=batch.tp)
+                first = StepBatch(decode_context_lens=tuple(n + 1 for n in run),
+                                  parallel=batch.parallel)
                 candidates.append(first)
                 twin = self._padded_twin(first)
                 if twin is not None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import StepBatch
 from llmsim.costmodel.decompose import OpClass, OpSpec, Rows, Scope, collective_bytes, step_ops
 from llmsim.model.config import ModelConfig
@@ -69,10 +70,15 @@ class PlannedOp:
     key: QueryKey
 
 
+def _tp_layout(tp: int) -> ParallelConfig:
+    """The layout of a bridge query at TP degree ``tp`` (the protocol names TP only)."""
+    return ParallelConfig(tensor_parallel_size=tp)
+
+
 @lru_cache(maxsize=64)
 def required_kinds(model: ModelConfig, tp: int) -> frozenset[int]:
     """Protocol operator kinds a server must price for ``model`` at ``tp``."""
-    return frozenset(KIND_OF_CLASS[op.op_class] for op in step_ops(model, tp))
+    return frozenset(KIND_OF_CLASS[op.op_class] for op in step_ops(model, _tp_layout(tp)))
 
 
 def _row_builders(model: ModelConfig, tp: int, per_decode: bool
@@ -80,7 +86,7 @@ def _row_builders(model: ModelConfig, tp: int, per_decode: bool
     """Per operator: name, rows kind and a key builder."""
     builders: list[tuple[str, Rows, KeyBuilder]] = []
     layers = model.num_hidden_layers
-    for op in step_ops(model, tp):
+    for op in step_ops(model, _tp_layout(tp)):
         times = op.count * (layers if op.scope is Scope.LAYER else 1)
         name = op.name
         key: KeyBuilder
@@ -220,7 +226,7 @@ class StepPlanner:
             last_step: last step ahead (inclusive).
         """
         layers = self.model.num_hidden_layers
-        op = next(op for op in step_ops(self.model, tp) if op.rows is Rows.BATCH)
+        op = next(op for op in step_ops(self.model, _tp_layout(tp)) if op.rows is Rows.BATCH)
         name, reps = op.name, op.count * (layers if op.scope is Scope.LAYER else 1)
         n, total, hi, lo = len(lens), sum(lens), max(lens), min(lens)
         ordered = tuple(sorted(lens)) if self.per_decode else ()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from llmsim.errors import ConfigError
 
-__all__ = ["ParallelConfig", "check_supported"]
+__all__ = ["SINGLE_GPU", "ParallelConfig", "check_supported"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +54,16 @@ class ParallelConfig:
                                   field=f"engine.{name}")
 
     @property
+    def tp(self) -> int:
+        """Shorthand for :attr:`tensor_parallel_size`."""
+        return self.tensor_parallel_size
+
+    @property
+    def pp(self) -> int:
+        """Shorthand for :attr:`pipeline_parallel_size`."""
+        return self.pipeline_parallel_size
+
+    @property
     def gpus_per_engine(self) -> int:
         """GPUs of one DP rank: ``tp x pp`` (vLLM's ``world_size`` of one engine)."""
         return self.tensor_parallel_size * self.pipeline_parallel_size
@@ -71,6 +81,11 @@ class ParallelConfig:
         if not self.enable_expert_parallel:
             return 1
         return self.data_parallel_size * self.tensor_parallel_size
+
+
+SINGLE_GPU = ParallelConfig()
+"""One GPU: TP 1, PP 1, DP 1, no EP (the default layout of a batch, a scheduler, a model's
+sizes)."""
 
 
 def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "engine"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
+
 MAX_STEP_COST_NS = 600 * 10**9
 """Ceiling on the priced duration of one engine step or one operator, ns (600 s).
 
@@ -53,12 +55,17 @@ class StepBatch:
         prefills: prefill chunks, in scheduling order.
         decode_context_lens: per decode request, the number of KV tokens its new token
             attends to, *including* that token (= tokens computed so far + 1).
-        tp: tensor-parallel degree of the instance.
+        parallel: the instance's parallel layout (TP, PP, ...).
     """
 
     prefills: tuple[PrefillChunk, ...] = ()
     decode_context_lens: tuple[int, ...] = ()
-    tp: int = 1
+    parallel: ParallelConfig = SINGLE_GPU
+
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree of the instance (``parallel.tensor_parallel_size``)."""
+        return self.parallel.tensor_parallel_size
 
     @property
     def num_decodes(self) -> int:

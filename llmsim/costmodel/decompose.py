@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.model.config import ModelConfig
 
 
@@ -110,8 +111,9 @@ def _is_qwen3(model: ModelConfig) -> bool:
 
 
 @lru_cache(maxsize=64)
-def step_ops(model: ModelConfig, tp: int = 1) -> tuple[OpSpec, ...]:
-    """The operators of one engine step for ``model`` at TP degree ``tp``.
+def step_ops(model: ModelConfig, parallel: ParallelConfig = SINGLE_GPU) -> tuple[OpSpec, ...]:
+    """The operators of one engine step for ``model`` in layout ``parallel`` (TP degree
+    ``tp = parallel.tensor_parallel_size``).
 
     Shapes are one rank's share: column-parallel GEMMs (qkv, gate_up) split N by ``tp``,
     row-parallel GEMMs (o_proj, down_proj) split K by ``tp``; KV heads are replicated when
@@ -120,6 +122,7 @@ def step_ops(model: ModelConfig, tp: int = 1) -> tuple[OpSpec, ...]:
     Returns:
         Operators in execution order (per-layer ops first, then per-step ops).
     """
+    tp = parallel.tensor_parallel_size
     h, d = model.hidden_size, model.head_dim
     q_heads = max(1, model.num_attention_heads // tp)
     kv_heads = max(1, model.num_key_value_heads // tp)

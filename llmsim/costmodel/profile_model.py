@@ -107,6 +107,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch, StepCost
 from llmsim.costmodel.collectives import (
     Collective,
@@ -258,19 +259,22 @@ class _SkewFit:
 
 
 class _TpCost:
-    """Precomputed tables of one TP degree (see :class:`ProfileCostModel`)."""
+    """Precomputed tables of one parallel layout (see :class:`ProfileCostModel`)."""
 
-    def __init__(self, profile: pb.Profile, model: ModelConfig, tp: int, source: str,
+    def __init__(self, profile: pb.Profile, model: ModelConfig, parallel: ParallelConfig,
+                 source: str,
                  collectives: Sequence[pb.OpTable], link: LinkModel | NcclModel,
                  skew: bool | None = None, *,
                  link_spec: LinkSpec | None = None,
                  cudagraph_max_tokens: int | None = None) -> None:
+        tp = parallel.tensor_parallel_size
         tpp = next((t for t in profile.tp if t.tp_degree == tp), None)
         if tpp is None:
             have = ", ".join(str(t.tp_degree) for t in profile.tp) or "none"
             raise ProfileRangeError(f"TP degree {tp} is not in the profile (has: {have})",
                                     path=source, field="tp")
         self.tp = tp
+        self.parallel = parallel
         self.layers = model.num_hidden_layers
         # dense / per-sequence parts depend only on the token / sequence count
         self._dense_memo: dict[int, tuple[dict[str, int], tuple[str, ...]]] = {}
@@ -292,7 +296,7 @@ class _TpCost:
         self.n_all_reduce = 0
         # (breakdown key, collective, calls per step, scales with sampled sequences?, n)
         self.collective_ops: list[tuple[str, Collective, int, bool, int]] = []
-        for op in step_ops(model, tp):
+        for op in step_ops(model, parallel):
             if op.op_class is OpClass.ATTENTION:
                 continue
             if op.op_class is OpClass.MOE:
@@ -598,8 +602,8 @@ class ProfileCostModel:
     Args:
         profile: the operator profile.
         model: the served model; defaults to the architecture recorded in the profile.
-        tp: tensor-parallel degree of the instance (batches may name another one present in
-            the profile; each degree's tables are built on first use).
+        parallel: the instance's parallel layout (batches may name another one whose TP
+            degree is in the profile; each layout's tables are built on first use).
         collectives: measured collective tables (``OpTable``), in priority order, e.g. from
             an AIConfigurator or Vidur import; defaults to the profile's own ``collectives``.
         link: an explicit analytic model for collectives no table covers (overrides the one
@@ -627,7 +631,8 @@ class ProfileCostModel:
         ConfigError: no model architecture available.
     """
 
-    def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None, tp: int = 1,
+    def __init__(self, profile: pb.Profile, *, model: ModelConfig | None = None,
+                 parallel: ParallelConfig = SINGLE_GPU,
                  collectives: Iterable[pb.OpTable] | None = None,
                  link: LinkModel | NcclModel | None = None,
                  link_spec: LinkSpec | None = None, cudagraph_max_tokens: int | None = None,
@@ -642,7 +647,7 @@ class ProfileCostModel:
                 recorded != model.config_sha256):
             logger.warning("%s: profiled model config %s differs from the served model %s",
                            self.source, recorded[:12], model.config_sha256[:12])
-        self.tp = tp
+        self.parallel = parallel
         self.collectives = list(collectives) if collectives is not None else list(
             profile.collectives)
         self.link_spec = link_spec
@@ -652,14 +657,14 @@ class ProfileCostModel:
         self.link: LinkModel | NcclModel = link or LinkModel()
         self.extrapolations: Counter[str] = Counter()
         self.collective_sources: Counter[tuple[str, str, str]] = Counter()
-        self._tps: dict[int, _TpCost] = {}
+        self._tps: dict[ParallelConfig, _TpCost] = {}
         self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...],
                                           tuple[tuple[str, str, str], ...]]] = {}
-        main = self.tp_tables(tp)
+        main = self.tp_tables(parallel)
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
             logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
-        if tp > 1:
+        if parallel.tensor_parallel_size > 1:
             self._log_collectives(main)
 
     def _log_collectives(self, tpc: _TpCost) -> None:
@@ -685,22 +690,27 @@ class ProfileCostModel:
         return lines
 
     @classmethod
-    def from_path(cls, path: str | Path, *, model: ModelConfig | None = None, tp: int = 1,
-                  **kwargs: Any) -> ProfileCostModel:
+    def from_path(cls, path: str | Path, *, model: ModelConfig | None = None,
+                  parallel: ParallelConfig = SINGLE_GPU, **kwargs: Any) -> ProfileCostModel:
         """Build from a ``.pb`` file or an LLMServingSim bundle directory."""
         from llmsim.profile import load_profile
 
-        return cls(load_profile(path), model=model, tp=tp, source=path, **kwargs)
+        return cls(load_profile(path), model=model, parallel=parallel, source=path, **kwargs)
 
-    def tp_tables(self, tp: int) -> _TpCost:
-        """The precomputed lookups of one TP degree (built on first use).
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree of the instance (``parallel.tensor_parallel_size``)."""
+        return self.parallel.tensor_parallel_size
+
+    def tp_tables(self, parallel: ParallelConfig) -> _TpCost:
+        """The precomputed lookups of one parallel layout (built on first use).
 
         Raises:
-            ProfileRangeError: ``tp`` is not in the profile.
+            ProfileRangeError: its TP degree is not in the profile.
         """
-        tpc = self._tps.get(tp)
+        tpc = self._tps.get(parallel)
         if tpc is None:
-            tpc = self._tps[tp] = _TpCost(self.profile, self.model, tp, self.source,
+            tpc = self._tps[parallel] = _TpCost(self.profile, self.model, parallel, self.source,
                                           self.collectives, self.link, self.skew,
                                           link_spec=self.link_spec,
                                           cudagraph_max_tokens=self.cudagraph_max_tokens)
@@ -714,7 +724,7 @@ class ProfileCostModel:
         """
         hit = self._memo.get(batch)
         if hit is None:
-            tpc = self._tps.get(batch.tp) or self.tp_tables(batch.tp)
+            tpc = self._tps.get(batch.parallel) or self.tp_tables(batch.parallel)
             hit = tpc.cost(batch)
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
@@ -729,9 +739,9 @@ class ProfileCostModel:
         """What priced the TP communication so far (see :class:`CollectivesReport`)."""
         link = self.link_spec
         coverage: list[str] = []
-        for tp in sorted(self._tps):
-            if tp > 1:
-                coverage += [line for line, _ in self._coverage(self._tps[tp])]
+        for par in sorted(self._tps, key=_layout_key):
+            if par.tensor_parallel_size > 1:
+                coverage += [line for line, _ in self._coverage(self._tps[par])]
         return CollectivesReport(
             link=link.name if link is not None else None,
             link_path=link.path if link is not None else None,
@@ -742,11 +752,17 @@ class ProfileCostModel:
 
     def attention_ns(self, batch: StepBatch) -> float:
         """One layer's attention time for ``batch`` (ns, unrounded; for tests and tools)."""
-        return self.tp_tables(batch.tp).attention(batch.prefills, batch.decode_context_lens)[0]
+        return self.tp_tables(batch.parallel).attention(batch.prefills, batch.decode_context_lens)[0]
 
     def clear_cache(self) -> None:
         """Forget memoized step costs."""
         self._memo.clear()
+
+
+def _layout_key(parallel: ParallelConfig) -> tuple[int, int, int, bool]:
+    """Sort key of a layout (TP degree first, as the report lists them)."""
+    return (parallel.tensor_parallel_size, parallel.pipeline_parallel_size,
+            parallel.data_parallel_size, parallel.enable_expert_parallel)
 
 
 def from_context(spec: str, context: CostModelContext) -> ProfileCostModel:
@@ -767,6 +783,6 @@ def from_context(spec: str, context: CostModelContext) -> ProfileCostModel:
         link_spec = find_link_spec_for(getattr(context, "hardware", None), profile)
         tables = list(profile.collectives) + find_collective_tables(
             link_spec, framework_version=profile.provenance.framework_version)
-    return ProfileCostModel(profile, model=context.model, tp=context.tp,
+    return ProfileCostModel(profile, model=context.model, parallel=context.parallel,
                             source=context.profile_path, collectives=tables, link_spec=link_spec,
                             cudagraph_max_tokens=getattr(context, "cudagraph_max_tokens", None))

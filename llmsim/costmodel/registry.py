@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import CostModel
 from llmsim.errors import ConfigError, DataNotFoundError
 from llmsim.hardware.links import LinkSpec, find_link_spec
@@ -54,7 +55,7 @@ class CostModelContext:
 
     Attributes:
         model: the served model's architecture.
-        tp: tensor-parallel degree.
+        parallel: the instance's parallel layout (TP, PP, ...).
         profile_path: operator profile (``.pb`` or bundle dir), when the experiment has one.
         dtype: weight dtype label.
         hardware: the experiment's ``hardware.name`` (selects the link description).
@@ -63,11 +64,16 @@ class CostModelContext:
     """
 
     model: ModelConfig
-    tp: int = 1
+    parallel: ParallelConfig = SINGLE_GPU
     profile_path: Path | None = None
     dtype: str = "bf16"
     hardware: str | None = None
     cudagraph_max_tokens: int | None = None
+
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree (``parallel.tensor_parallel_size``)."""
+        return self.parallel.tensor_parallel_size
 
 
 def find_link_spec_for(hardware: str | None, profile: pb.Profile | None) -> LinkSpec | None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import (
     MAX_STEP_COST_NS,
     CostModel,
@@ -100,7 +101,7 @@ class StepTimeModel:
         cudagraph_capture_sizes: vLLM's capture sizes (token counts), ascending; empty
             disables padding.
         model: architecture, to know which operators scale with tokens (optional).
-        tp: tensor-parallel degree.
+        parallel: the instance's parallel layout.
 
     Raises:
         ConfigError: a capture size that is not an integer in ``[1, MAX_CAPTURE_SIZE]``
@@ -109,7 +110,7 @@ class StepTimeModel:
 
     def __init__(self, cost_model: CostModel, overheads: StepOverheads, *,
                  cudagraph_capture_sizes: tuple[int, ...] = (), model: ModelConfig | None = None,
-                 tp: int = 1) -> None:
+                 parallel: ParallelConfig = SINGLE_GPU) -> None:
         self.cost_model = cost_model
         self.overheads = overheads
         for size in cudagraph_capture_sizes:
@@ -120,10 +121,10 @@ class StepTimeModel:
                                   field="engine.cudagraph_capture_sizes")
         self.capture_sizes = tuple(sorted(set(cudagraph_capture_sizes)))
         self.pad = overheads.cudagraph_padding and bool(self.capture_sizes)
-        self.tp = tp
+        self.parallel = parallel
         self._token_ops: frozenset[str] = frozenset()
         if model is not None:
-            self._token_ops = frozenset(op.name for op in step_ops(model, tp)
+            self._token_ops = frozenset(op.name for op in step_ops(model, parallel)
                                         if op.rows == Rows.TOKENS)
         self._pad_extra_ns: dict[tuple[int, int], int] = {}  # (tokens, padded) -> ns
         # padded size per token count 0..max capture size (a list lookup per step)
@@ -132,6 +133,11 @@ class StepTimeModel:
             pad_to = self._pad_to  # tokens n -> the first size >= n (sizes ascending)
             for size in self.capture_sizes:
                 pad_to += [size] * (size + 1 - len(pad_to))
+
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree (``parallel.tensor_parallel_size``)."""
+        return self.parallel.tensor_parallel_size
 
     def _checked_ns(self, value: object, what: str, batch: StepBatch) -> int:
         """``value``, unchanged, when it is a valid step duration (an int or a finite float
@@ -183,7 +189,8 @@ class StepTimeModel:
             return extra_ns
         dummies = (1,) * (padded_tokens - num_tokens)
         padded = StepBatch(prefills=batch.prefills,
-                           decode_context_lens=batch.decode_context_lens + dummies, tp=batch.tp)
+                           decode_context_lens=batch.decode_context_lens + dummies,
+                           parallel=batch.parallel)
         pcost = self.cost_model.step_cost(padded)
         padded_ns = pcost.duration_ns
         if type(padded_ns) is not int or not 0 <= padded_ns <= MAX_STEP_COST_NS:

@@ -35,6 +35,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.errors import ConfigError, MeasuredRunError
 from llmsim.model.config import ModelConfig
 
@@ -76,7 +77,7 @@ class KVCapacity:
 
 
 def activation_peak_bytes(model: ModelConfig, *, max_num_batched_tokens: int,
-                          max_num_seqs: int, tp: int = 1) -> int:
+                          max_num_seqs: int, parallel: ParallelConfig = SINGLE_GPU) -> int:
     """Estimated peak activation memory of vLLM's profiling run on one rank, bytes.
 
     ``T x (2h + qkv + 2 x inter + inter) x dtype`` for the largest live tensors of one layer
@@ -84,6 +85,7 @@ def activation_peak_bytes(model: ModelConfig, *, max_num_batched_tokens: int,
     float32 logits and probabilities of the dummy sampler run.
     """
     t = max_num_batched_tokens
+    tp = parallel.tensor_parallel_size
     h, d = model.hidden_size, model.head_dim
     q_heads = max(1, model.num_attention_heads // tp)
     qkv = (q_heads + 2 * max(1, model.num_key_value_heads // tp)) * d
@@ -95,7 +97,8 @@ def activation_peak_bytes(model: ModelConfig, *, max_num_batched_tokens: int,
 
 
 def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilization: float,
-                block_size: int, max_num_batched_tokens: int, max_num_seqs: int, tp: int = 1,
+                block_size: int, max_num_batched_tokens: int, max_num_seqs: int,
+                parallel: ParallelConfig = SINGLE_GPU,
                 num_gpu_blocks_override: int | None = None,
                 non_torch_bytes: int = DEFAULT_NON_TORCH_BYTES,
                 cudagraph_bytes: int = DEFAULT_CUDAGRAPH_BYTES) -> KVCapacity:
@@ -108,7 +111,8 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
         block_size: tokens per KV block.
         max_num_batched_tokens: token budget per step (sizes the activation peak).
         max_num_seqs: most running sequences (sizes the sampler's logits).
-        tp: tensor-parallel degree (weights and KV are split over ``tp`` ranks).
+        parallel: the instance's layout (weights and KV are split over its
+            ``tensor_parallel_size`` ranks).
         num_gpu_blocks_override: use this block count instead of the memory model.
         non_torch_bytes: CUDA context and workspaces per rank, bytes.
         cudagraph_bytes: captured CUDA graphs per rank, bytes.
@@ -122,7 +126,7 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
             A huge block count is returned as is; :mod:`llmsim.memory.host` refuses it
             before anything is allocated.
     """
-    per_block = block_size * model.kv_bytes_per_token(tp)
+    per_block = block_size * model.kv_bytes_per_token(parallel)
     if num_gpu_blocks_override is not None:
         if (isinstance(num_gpu_blocks_override, bool) or not isinstance(num_gpu_blocks_override, int)
                 or num_gpu_blocks_override < 2):
@@ -138,9 +142,9 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
         raise ConfigError(f"must be in (0, 1], got {gpu_memory_utilization}",
                           field="engine.gpu_memory_utilization")
     budget = int(total_gpu_bytes * gpu_memory_utilization)
-    weights = model.weight_bytes(tp)
+    weights = model.weight_bytes(parallel)
     act = activation_peak_bytes(model, max_num_batched_tokens=max_num_batched_tokens,
-                                max_num_seqs=max_num_seqs, tp=tp)
+                                max_num_seqs=max_num_seqs, parallel=parallel)
     kv_bytes = budget - weights - act - non_torch_bytes - cudagraph_bytes
     blocks = kv_bytes // per_block if kv_bytes > 0 else 0
     if blocks < 2:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.errors import ConfigError
 from llmsim.safeio import loads_json, read_text
 
@@ -69,14 +70,15 @@ class ModelConfig:
         """True when the FFN is a routed mixture of experts."""
         return self.num_experts > 0
 
-    def kv_bytes_per_token(self, tp: int = 1) -> int:
-        """KV-cache bytes per token on one TP rank.
+    def kv_bytes_per_token(self, parallel: ParallelConfig = SINGLE_GPU) -> int:
+        """KV-cache bytes per token on one TP rank, over every layer.
 
-        ``2 (K and V) x layers x kv_heads / tp x head_dim x dtype_bytes``
+        ``2 (K and V) x layers x kv_heads / tp x head_dim x dtype_bytes`` with
+        ``tp = parallel.tensor_parallel_size``
         (docs/engine-semantics.md, "Paged KV cache and prefix caching"); KV heads are replicated when ``tp`` exceeds
         them, so the per-rank head count is ``max(1, kv_heads // tp)``.
         """
-        kv_heads = max(1, self.num_key_value_heads // tp)
+        kv_heads = max(1, self.num_key_value_heads // parallel.tensor_parallel_size)
         return 2 * self.num_hidden_layers * kv_heads * self.head_dim * self.dtype_bytes
 
     def num_params(self) -> int:
@@ -92,9 +94,10 @@ class ModelConfig:
         head = 0 if self.tie_word_embeddings else self.vocab_size * h
         return self.num_hidden_layers * per_layer + emb + head + h
 
-    def weight_bytes(self, tp: int = 1) -> int:
-        """Weight bytes held by one TP rank (even split; an approximation for norms)."""
-        return self.num_params() * self.dtype_bytes // tp
+    def weight_bytes(self, parallel: ParallelConfig = SINGLE_GPU) -> int:
+        """Weight bytes of every layer held by one TP rank (even split over
+        ``parallel.tensor_parallel_size``; an approximation for norms)."""
+        return self.num_params() * self.dtype_bytes // parallel.tensor_parallel_size
 
 
 MAX_DIMENSION = 2**31 - 1

@@ -174,10 +174,11 @@ def energy_report(result: ReplayResult, experiment: Experiment, *,
     model = load_model_config(experiment.model_path)
     eng = experiment.engine
     gpus = eng.tensor_parallel_size * eng.pipeline_parallel_size
+    par = eng.parallel_config()
     kv_tokens = float(result.summary.get("kv_cache", {}).get("num_kv_tokens", 0))
     shape = StepShape(gpus_per_instance=gpus, flops_per_token=2.0 * model.num_params() / gpus,
-                      weight_bytes=model.weight_bytes(gpus),
-                      kv_bytes_per_token=model.kv_bytes_per_token(eng.tensor_parallel_size)
+                      weight_bytes=model.weight_bytes(par) // eng.pipeline_parallel_size,
+                      kv_bytes_per_token=model.kv_bytes_per_token(par)
                       / eng.pipeline_parallel_size,
                       kv_capacity_tokens=kv_tokens)
     ids = result.steps["instance_id"]

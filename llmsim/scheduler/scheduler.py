@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.errors import InvariantError
 from llmsim.kvcache.manager import KVCacheManager
@@ -93,7 +94,7 @@ class Scheduler:
     Args:
         config: limits (budget, max sequences, block size, prefix caching).
         kv: the instance's KV-cache manager.
-        tp: tensor-parallel degree, copied into each :class:`StepBatch`.
+        parallel: the instance's parallel layout, copied into each :class:`StepBatch`.
 
     Attributes:
         waiting: arrived sequences not running, FCFS (preempted ones at the front).
@@ -102,16 +103,22 @@ class Scheduler:
         num_steps: steps scheduled so far.
     """
 
-    def __init__(self, config: SchedulerConfig, kv: KVCacheManager, *, tp: int = 1) -> None:
+    def __init__(self, config: SchedulerConfig, kv: KVCacheManager, *,
+                 parallel: ParallelConfig = SINGLE_GPU) -> None:
         if kv.block_size != config.block_size:
             raise InvariantError("KV manager and scheduler disagree on block_size")
         self.config = config
         self.kv = kv
-        self.tp = tp
+        self.parallel = parallel
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []
         self.num_preemptions = 0
         self.num_steps = 0
+
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree (``parallel.tensor_parallel_size``)."""
+        return self.parallel.tensor_parallel_size
 
     # ----------------------------------------------------------------- queue
     def add(self, seq: SeqState) -> None:
@@ -151,7 +158,8 @@ class Scheduler:
             return None
         self.num_steps += 1
         batch = StepBatch(prefills=tuple(step.prefills),
-                          decode_context_lens=tuple(step.decode_lens), tp=self.tp)
+                          decode_context_lens=tuple(step.decode_lens),
+                          parallel=self.parallel)
         return BatchPlan(chunks=tuple(step.chunks), batch=batch,
                          num_prefill_tokens=step.num_prefill_tokens,
                          num_decodes=len(step.decode_lens), preempted=tuple(preempted),

@@ -46,7 +46,7 @@ GLOBAL_IDLE_CHECK_STEPS = 32
 ``_has_global_unfinished_reqs``: ``step_counter % 32``; docs/cluster-semantics.md, "Data
 parallelism")."""
 
-_DUMMY = StepBatch(prefills=(), decode_context_lens=(1,), tp=1)
+_DUMMY = StepBatch(prefills=(), decode_context_lens=(1,))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -305,7 +305,7 @@ def _profile_model(base: Any, profile: Any = None, collectives: Any = None, skew
     from llmsim.costmodel.profile_model import ProfileCostModel
 
     return ProfileCostModel(
-        profile if profile is not None else base.profile, model=base.model, tp=base.tp,
+        profile if profile is not None else base.profile, model=base.model, parallel=base.parallel,
         collectives=collectives if collectives is not None else base.collectives, link=base.link,
         link_spec=base.link_spec, cudagraph_max_tokens=base.cudagraph_max_tokens, source=base.source,
         skew=base.skew if skew == "same" else skew)
@@ -407,7 +407,7 @@ def _sensitivity(experiment: Any, base: Any, nominal: dict[str, float],
     zero = dict.fromkeys(_METRIC_KEYS, 0.0)
     o, e = experiment.overheads, experiment.engine
     has_fit = any(t.HasField("skew_fit") and len(t.skew_fit.pc) for t in base.profile.tp)
-    fit_default = base.tp_tables(base.tp).skew is not None
+    fit_default = base.tp_tables(base.parallel).skew is not None
 
     def overheads(f: float) -> Any:
         return dataclasses.replace(experiment, overheads=dataclasses.replace(

@@ -143,7 +143,7 @@ def step_pricing_errors(result: EngineResult, profile: Path, model: Any, *,
     from llmsim.costmodel.base import PrefillChunk, StepBatch
     from llmsim.costmodel.profile_model import ProfileCostModel
 
-    cm = ProfileCostModel.from_path(profile, model=model, tp=1)
+    cm = ProfileCostModel.from_path(profile, model=model)
     meas, priced = [], []
     for s in result.steps:
         batch = StepBatch(prefills=tuple(PrefillChunk(num_new_tokens=n, num_cached_tokens=c,

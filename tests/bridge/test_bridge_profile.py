@@ -14,6 +14,7 @@ from adapters.common.server import serve
 from adapters.profile import ProfileCoster
 from adapters.profile.coster import decode_lens_with
 from llmsim.bridge import BridgeCostModel
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.model.config import load_model_config
@@ -44,7 +45,7 @@ def test_random_steps_equal_in_process_op_by_op(data_path):
     rng = random.Random(7)
     try:
         for tp in (1, 2):
-            ref = ProfileCostModel.from_path(profile, model=model, tp=tp)
+            ref = ProfileCostModel.from_path(profile, model=model, parallel=ParallelConfig(tensor_parallel_size=tp))
             with BridgeCostModel(running.target, model=model, tp=tp) as bridge:
                 for _ in range(400):
                     prefills = tuple(
@@ -54,7 +55,8 @@ def test_random_steps_equal_in_process_op_by_op(data_path):
                         for _ in range(rng.choice([0, 0, 1, 1, 2, 3])))
                     decodes = tuple(rng.randint(1, 9000)
                                     for _ in range(rng.choice([0, 1, 2, rng.randint(0, 300)])))
-                    batch = StepBatch(prefills=prefills, decode_context_lens=decodes, tp=tp)
+                    batch = StepBatch(prefills=prefills, decode_context_lens=decodes,
+                                      parallel=ParallelConfig(tensor_parallel_size=tp))
                     want, got = ref.step_cost(batch), bridge.step_cost(batch)
                     assert got.duration_ns == want.duration_ns, batch
                     assert dict(got.breakdown_ns) == dict(want.breakdown_ns), batch

@@ -21,12 +21,15 @@ from adapters.common.server import SERVICE_NAME, serve
 from llmsim.bridge import BridgeCostModel, BridgeOptions, BridgeQueryError, TransportOptions
 from llmsim.bridge.client import parse_spec
 from llmsim.bridge.transport import BridgeTransport
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.costmodel.decompose import Scope, step_ops
 from llmsim.costmodel.registry import CostModelContext, build_cost_model
 from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import load_model_config
 from llmsim.v1 import cost_model_pb2 as pb
+
+TP1 = ParallelConfig(tensor_parallel_size=1)
 
 TINY = load_model_config(FIXTURES / "tiny-llama.json")
 FAST = TransportOptions(deadline_s=2.0, connect_timeout_s=2.0, max_retries=2, backoff_s=0.02)
@@ -59,7 +62,7 @@ def test_round_trip_matches_the_roofline_model_op_by_op(roofline_server):
     # Recompute by hand: every op of the decomposition priced by the model directly.
     tokens, seqs = batch.num_tokens, batch.num_sampled
     expected: dict[str, float] = {}
-    for op in step_ops(TINY, 1):
+    for op in step_ops(TINY, TP1):
         reps = op.count * (TINY.num_hidden_layers if op.scope is Scope.LAYER else 1)
         q = pb.OpQuery(op_name=op.name, dtype="bf16", tp_degree=1, repetitions=reps)
         rows = seqs if op.rows.value == "sequences" else tokens
@@ -234,7 +237,7 @@ def test_spec_parsing_and_registry(roofline_server):
     with pytest.raises(ConfigError, match="HOST:PORT"):
         parse_spec("grpc://nohost")
     model = build_cost_model(f"grpc://{roofline_server.target}?deadline_s=5",
-                             CostModelContext(model=TINY, tp=1))
+                             CostModelContext(model=TINY, ))
     assert model.step_cost(make_batch()).duration_ns > 0
     model.close()
 

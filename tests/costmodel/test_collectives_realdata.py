@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmsim.cli.main import main
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.costmodel.registry import CostModelContext, build_cost_model
 from llmsim.hardware.links import find_link_spec
@@ -19,6 +20,8 @@ from llmsim.profile.importers.aiconfigurator import (
     import_aiconfigurator_comm,
 )
 from llmsim.profile.io import load_profile, write_profile
+
+TP2 = ParallelConfig(tensor_parallel_size=2)
 
 pytestmark = pytest.mark.realdata
 SYSTEMS = ["rtx_pro_6000_server", "h100_sxm", "h200_sxm", "a100_sxm"]
@@ -88,7 +91,7 @@ def test_rtx_pro_6000_nccl_constants_reproduce_from_the_table(data_path):
 def qwen_tp2(data_path, **ctx):
     cfg = load_model_config(data_path(QWEN))
     return build_cost_model("profile", CostModelContext(
-        model=cfg, tp=2, profile_path=data_path(QWEN_PROFILE), **ctx))
+        model=cfg, parallel=TP2, profile_path=data_path(QWEN_PROFILE), **ctx))
 
 
 def test_experiment_hardware_finds_the_measured_table(data_path, caplog):
@@ -100,7 +103,7 @@ def test_experiment_hardware_finds_the_measured_table(data_path, caplog):
         caplog.text)
     assert "logits_all_gather (all_gather) priced by analytic:nccl(RTXPRO6000)" in caplog.text
     # 64 decodes: 64 x 5120 x 2 = 655,360 B, custom AR inside the graph, between table rows
-    cost = cm.step_cost(StepBatch(decode_context_lens=(512,) * 64, tp=2))
+    cost = cm.step_cost(StepBatch(decode_context_lens=(512,) * 64, parallel=TP2))
     axes = {a.name: list(a.values) for a in t.axes}
     graph = {b: v for b, g, v in zip(axes["bytes"], axes["cuda_graph"], t.mean_ns, strict=True) if g}
     lo, hi = 524288, 1048576
@@ -112,7 +115,7 @@ def test_experiment_hardware_finds_the_measured_table(data_path, caplog):
     assert cost.breakdown_ns["logits_all_gather"] == round(
         pro.nccl_latency_ns + ag_bytes * 0.5 / pro.nccl_bus_bandwidth_bytes_per_s * 1e9)
     # a 2048-token prefill runs eagerly (above the largest capture size) and over NCCL
-    cm.step_cost(StepBatch(prefills=(PrefillChunk(num_new_tokens=2048),), tp=2))
+    cm.step_cost(StepBatch(prefills=(PrefillChunk(num_new_tokens=2048),), parallel=TP2))
     calls = dict(cm.collectives_report().calls)
     src = "table:aiconfigurator:rtx_pro_6000_server"
     assert calls[("all_reduce", "custom_ar", src + "[graph]")] == 1
@@ -129,11 +132,11 @@ def test_missing_table_is_a_logged_reported_fallback(data_path, tmp_path, monkey
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING):
         cm = build_cost_model("profile", CostModelContext(
-            model=cfg, tp=2, profile_path=profile_dir, hardware="RTXPRO6000",
+            model=cfg, parallel=TP2, profile_path=profile_dir, hardware="RTXPRO6000",
             cudagraph_max_tokens=256))
     assert "not in the data directories" in caplog.text
     assert "all_reduce (all_reduce) priced by analytic:nccl(RTXPRO6000)" in caplog.text
-    cm.step_cost(StepBatch(decode_context_lens=(512,), tp=2))
+    cm.step_cost(StepBatch(decode_context_lens=(512,), parallel=TP2))
     assert ("all_reduce", "custom_ar", "analytic:nccl(RTXPRO6000)") in dict(
         cm.collectives_report().calls)
 
@@ -143,9 +146,9 @@ def test_unknown_hardware_falls_back_to_the_unsourced_ring_loudly(data_path, cap
     from llmsim.costmodel.profile_model import ProfileCostModel
 
     with caplog.at_level(logging.WARNING):
-        cm = ProfileCostModel.from_path(data_path(QWEN_PROFILE), model=cfg, tp=2)
+        cm = ProfileCostModel.from_path(data_path(QWEN_PROFILE), model=cfg, parallel=TP2)
     assert "priced by ring:default(unsourced) (no measured table)" in caplog.text
-    cm.step_cost(StepBatch(decode_context_lens=(512,), tp=2))
+    cm.step_cost(StepBatch(decode_context_lens=(512,), parallel=TP2))
     report = cm.collectives_report()
     assert report.link is None and report.analytic == "ring:default(unsourced)"
 

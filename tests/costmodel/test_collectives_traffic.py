@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.costmodel.collectives import Collective
 from llmsim.costmodel.decompose import OpClass, Rows, Scope, collective_bytes, step_ops
@@ -15,6 +16,8 @@ from llmsim.instance.step_time import StepOverheads, StepTimeModel
 from llmsim.model.config import ModelConfig
 from llmsim.scheduler.plan import BatchPlan
 from llmsim.v1 import profile_pb2 as pb
+
+TP2 = ParallelConfig(tensor_parallel_size=2)
 
 LAYERS = 3
 HIDDEN = 8
@@ -71,7 +74,8 @@ class RecordingLink:
 
 
 def comm_ops(model: ModelConfig, tp: int) -> list:
-    return [op for op in step_ops(model, tp) if op.op_class is OpClass.COLLECTIVE]
+    ops = step_ops(model, ParallelConfig(tensor_parallel_size=tp))
+    return [op for op in ops if op.op_class is OpClass.COLLECTIVE]
 
 
 def test_tp1_has_no_collectives():
@@ -96,7 +100,7 @@ def test_collectives_per_step_dense_and_moe(moe):
     assert [(o.name, o.collective, o.rows, o.n) for o in per_step] == [
         ("embedding_all_reduce", "all_reduce", Rows.TOKENS, HIDDEN),
         ("logits_all_gather", "all_gather", Rows.SEQUENCES, VOCAB)]
-    names = [op.name for op in step_ops(model, 2)]
+    names = [op.name for op in step_ops(model, TP2)]
     ffn_end = "moe" if moe else "down_proj"
     assert names.index("all_reduce") == names.index("o_proj") + 1
     assert names[names.index(ffn_end) + 1] == "all_reduce"
@@ -112,9 +116,9 @@ def test_collective_bytes_tokens_hidden_dtype():
 
 def test_step_prices_every_collective_at_its_bytes():
     link = RecordingLink()
-    model = ProfileCostModel(make_profile(), model=make_model(), tp=2, link=link)
+    model = ProfileCostModel(make_profile(), model=make_model(), parallel=TP2, link=link)
     batch = StepBatch(prefills=(PrefillChunk(num_new_tokens=5),),
-                      decode_context_lens=(10, 20, 30), tp=2)  # T = 8, S = 4
+                      decode_context_lens=(10, 20, 30), parallel=TP2)  # T = 8, S = 4
     cost = model.step_cost(batch)
     ar_bytes, ag_bytes = 8 * HIDDEN * 2, 4 * VOCAB * 2
     assert sorted(set(link.calls)) == sorted({(Collective.ALL_REDUCE, ar_bytes, 2),
@@ -136,10 +140,10 @@ def test_collectives_run_at_the_padded_token_count():
     all-gather (outside the graph) stays at the real sequence count."""
     link = RecordingLink()
     model_cfg = make_model()
-    cost_model = ProfileCostModel(make_profile(), model=model_cfg, tp=2, link=link)
+    cost_model = ProfileCostModel(make_profile(), model=model_cfg, parallel=TP2, link=link)
     stm = StepTimeModel(cost_model, StepOverheads(), cudagraph_capture_sizes=(1, 2, 4, 8),
-                        model=model_cfg, tp=2)
-    batch = StepBatch(decode_context_lens=(7,) * 5, tp=2)
+                        model=model_cfg, parallel=TP2)
+    batch = StepBatch(decode_context_lens=(7,) * 5, parallel=TP2)
     plan = BatchPlan(chunks=(), batch=batch, num_prefill_tokens=0, num_decodes=5, preempted=(),
                      admitted=(), scheduled_ns=0)
     gpu_ns, real = stm.gpu_ns(plan)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import CostModel, PrefillChunk, StepBatch
 from llmsim.costmodel.collectives import LinkModel
 from llmsim.costmodel.interp import Grid1D, GridND
@@ -15,6 +16,9 @@ from llmsim.costmodel.registry import CostModelContext, build_cost_model
 from llmsim.errors import ConfigError, ProfileRangeError
 from llmsim.model.config import ModelConfig
 from llmsim.v1 import profile_pb2 as pb
+
+TP2 = ParallelConfig(tensor_parallel_size=2)
+TP4 = ParallelConfig(tensor_parallel_size=4)
 
 LAYERS = 2
 DENSE_K = {"layernorm": 1.0, "qkv_proj": 3.0, "rotary_emb": 0.5, "o_proj": 2.0,
@@ -218,8 +222,8 @@ def test_memoized():
 def test_tp_link_model_and_collectives_table():
     profile = make_profile(tps=(1, 2))
     link = LinkModel(bandwidth_bytes_per_s=1e9, hop_latency_ns=1000.0)
-    model = ProfileCostModel(profile, model=make_model(), tp=2, link=link)
-    cost = model.step_cost(StepBatch(decode_context_lens=(16,) * 4, tp=2))
+    model = ProfileCostModel(profile, model=make_model(), parallel=TP2, link=link)
+    cost = model.step_cost(StepBatch(decode_context_lens=(16,) * 4, parallel=TP2))
     nbytes = 4 * 8 * 2  # tokens x hidden x dtype
     per_call = 2 * (1000.0 + nbytes / 2 / 1e9 * 1e9)
     assert cost.breakdown_ns["all_reduce"] == round(2 * LAYERS * per_call)
@@ -228,14 +232,14 @@ def test_tp_link_model_and_collectives_table():
     table.axes.add(name="bytes", values=[32, 128, 32, 128])
     table.axes.add(name="ranks", values=[2, 2, 4, 4])
     table.mean_ns.extend([100.0, 300.0, 1.0, 1.0])
-    model = ProfileCostModel(profile, model=make_model(), tp=2, collectives=[table])
-    cost = model.step_cost(StepBatch(decode_context_lens=(16,) * 4, tp=2))  # 64 bytes
+    model = ProfileCostModel(profile, model=make_model(), parallel=TP2, collectives=[table])
+    cost = model.step_cost(StepBatch(decode_context_lens=(16,) * 4, parallel=TP2))  # 64 bytes
     assert cost.breakdown_ns["all_reduce"] == round(2 * LAYERS * (100 + 200 * 32 / 96))
 
 
 def test_missing_tp_in_batch():
     with pytest.raises(ProfileRangeError) as exc:
-        cm().step_cost(StepBatch(decode_context_lens=(16,), tp=4))
+        cm().step_cost(StepBatch(decode_context_lens=(16,), parallel=TP4))
     assert exc.value.path == "synthetic.pb"
 
 
@@ -303,7 +307,7 @@ def test_real_moe_and_missing_tp_op(data_path):
     assert cost.breakdown_ns["moe"] == round(48 * want)
     assert "qk_norm" in cost.breakdown_ns
     with pytest.raises(ProfileRangeError) as exc:
-        ProfileCostModel.from_path(bundle, tp=2)
+        ProfileCostModel.from_path(bundle, parallel=TP2)
     assert exc.value.field == "tp2/moe" and str(bundle) in str(exc.value)
 
 
@@ -313,11 +317,11 @@ def test_registry_factory(data_path):
 
     cfg = load_model_config(data_path(
         "llmservingsim/configs/model/meta-llama/Llama-3.1-8B.json"))
-    ctx = CostModelContext(model=cfg, tp=1, profile_path=data_path(RTXPRO))
+    ctx = CostModelContext(model=cfg, profile_path=data_path(RTXPRO))
     model = build_cost_model("profile", ctx)
     assert model.step_cost(decodes(100)).duration_ns > 10_000_000  # > 10 ms per step
     with pytest.raises(ConfigError):
-        build_cost_model("profile", CostModelContext(model=cfg, tp=1))
+        build_cost_model("profile", CostModelContext(model=cfg, ))
     assert math.isfinite(model.step_cost(decodes(100)).duration_ns)
 
 

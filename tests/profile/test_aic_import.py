@@ -131,7 +131,7 @@ def test_round_trip_through_a_pb_file_and_provenance(llama, tmp_path):
 
 
 def test_cost_model_prices_the_imported_tables_unchanged(llama, data_path):
-    cm = ProfileCostModel(llama, tp=1)
+    cm = ProfileCostModel(llama, )
     gen = _rows(data_path, "attention", "generation_attention_perf.parquet",
                 attn_dtype="bfloat16", kv_cache_dtype="bfloat16", num_heads=32,
                 num_key_value_heads=8, head_dim=128, batch_size=8, step=1023)
@@ -192,7 +192,7 @@ def test_router_gemm_below_the_grid_is_left_out_and_reported(data_path):
                                  tp_degrees=(1,))
     assert "moe_gate" not in {o.op for o in prof.tp[0].ops}
     assert "tp1/moe_gate" in prof.provenance.attributes["not_imported"]
-    cm = ProfileCostModel(prof, tp=1)
+    cm = ProfileCostModel(prof, )
     assert cm.missing_optional_ops == ("moe_gate",)
 
 

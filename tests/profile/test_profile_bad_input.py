@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from llmsim.cli.main import main
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.errors import ConfigError, ProfileError, ProfileRangeError
 from llmsim.profile import SCHEMA_VERSION, load_profile, read_profile, write_profile
 from llmsim.profile.importers.llmservingsim import export_bundle, import_bundle
+
+TP2 = ParallelConfig(tensor_parallel_size=2)
 
 MODEL_CFG = {
     "architectures": ["LlamaForCausalLM"], "hidden_size": 8, "intermediate_size": 16,
@@ -173,7 +176,7 @@ def test_model_config_lacking_field(tmp_path):
 def test_absent_tp_degree_and_op(tmp_path):
     profile = import_bundle(make_bundle(tmp_path))
     with pytest.raises(ProfileRangeError) as exc:
-        ProfileCostModel(profile, tp=2, source="tiny.pb")
+        ProfileCostModel(profile, parallel=TP2, source="tiny.pb")
     assert exc.value.path == "tiny.pb" and "TP degree 2" in str(exc.value)
     del profile.tp[0].ops[1]  # the second dense op (qkv_proj in file order)
     with pytest.raises(ProfileRangeError) as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
 from llmsim.costmodel.decompose import step_ops
 from llmsim.costmodel.profile_model import ProfileCostModel
@@ -25,6 +26,8 @@ from profiler.closed_loop.run import fit_cpu_overheads
 from profiler.grid import GridSpec
 from profiler.sweep import SweepConfig, context_groups, run_sweep
 from profiler.timing import TimingMode
+
+TP1 = ParallelConfig(tensor_parallel_size=1)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "profiler"
 TINY_LLAMA = FIXTURES / "tiny-llama.json"
@@ -103,7 +106,7 @@ def test_in_context_profile_has_every_op_and_pooled_samples(
         ic_profile: tuple[Path, pb.Profile]) -> None:
     _, prof = ic_profile
     model = load_model_config(TINY_LLAMA)
-    want = [s.name for s in step_ops(model, 1) if s.name != "all_reduce"]
+    want = [s.name for s in step_ops(model, TP1) if s.name != "all_reduce"]
     tables = {o.op: o for o in prof.tp[0].ops}
     assert list(tables) == want
     for o in tables.values():
@@ -138,7 +141,7 @@ def test_in_context_mode_recorded_in_provenance(ic_profile: tuple[Path, pb.Profi
 
 def test_in_context_profile_replays(ic_profile: tuple[Path, pb.Profile]) -> None:
     path, _ = ic_profile
-    cm = ProfileCostModel.from_path(path, model=load_model_config(TINY_LLAMA), tp=1)
+    cm = ProfileCostModel.from_path(path, model=load_model_config(TINY_LLAMA), )
     small = cm.step_cost(StepBatch(decode_context_lens=(20, 40)))
     big = cm.step_cost(StepBatch(prefills=(PrefillChunk(num_new_tokens=30),),
                                  decode_context_lens=(20, 40)))

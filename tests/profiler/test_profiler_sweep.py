@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from profiler_fakes import fake_nvml
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.costmodel.decompose import step_ops
 from llmsim.model.config import load_model_config
 from llmsim.profile import read_profile
@@ -17,6 +18,8 @@ from profiler import energy
 from profiler.__main__ import main as profiler_main
 from profiler.grid import GridSpec, get_preset
 from profiler.sweep import SweepConfig, run_sweep
+
+TP1 = ParallelConfig(tensor_parallel_size=1)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "profiler"
 TINY_LLAMA = FIXTURES / "tiny-llama.json"
@@ -40,7 +43,7 @@ def ci_profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pb.Profi
 def test_ops_match_step_ops_and_axes(ci_profile: tuple[Path, pb.Profile]) -> None:
     _, prof = ci_profile
     model = load_model_config(TINY_LLAMA)
-    want = [s.name for s in step_ops(model, 1) if s.name != "all_reduce"]
+    want = [s.name for s in step_ops(model, TP1) if s.name != "all_reduce"]
     assert [o.op for o in prof.tp[0].ops] == want
     axes = {o.op: tuple(a.name for a in o.axes) for o in prof.tp[0].ops}
     assert axes["qkv_proj"] == ("tokens",)
@@ -112,7 +115,7 @@ def test_cost_model_prices_a_step(ci_profile: tuple[Path, pb.Profile]) -> None:
     from llmsim.costmodel.profile_model import ProfileCostModel
 
     path, _ = ci_profile
-    cm = ProfileCostModel.from_path(path, model=load_model_config(TINY_LLAMA), tp=1)
+    cm = ProfileCostModel.from_path(path, model=load_model_config(TINY_LLAMA), )
     small = cm.step_cost(StepBatch(decode_context_lens=(40, 80)))
     big = cm.step_cost(StepBatch(prefills=(PrefillChunk(num_new_tokens=200),),
                                  decode_context_lens=(40, 80)))

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from readers_factories import JSON_VALUES, MODEL_CFG, MOE_CFG, load_or_error, mutated_bytes
 
+from llmsim.cluster.parallel import ParallelConfig
 from llmsim.errors import ConfigError
 from llmsim.model.config import MAX_DIMENSION, ModelConfig, load_model_config, model_config_from_dict
 from llmsim.profile.importers.llmservingsim import architecture_from_config
@@ -149,7 +150,8 @@ def _check_usable(m: ModelConfig) -> None:
     else:
         assert m.intermediate_size >= 1
     for tp in (1, 2, 8):
-        assert m.kv_bytes_per_token(tp) > 0 and m.weight_bytes(tp) > 0
+        par = ParallelConfig(tensor_parallel_size=tp)
+        assert m.kv_bytes_per_token(par) > 0 and m.weight_bytes(par) > 0
     architecture_from_config(m)  # uint32 fields: raises if a value does not fit
 
 

@@ -645,6 +645,7 @@ def _read_tables(system_dir: Path, version: str, moe: bool, distribution: str) -
 
 def _tp_profile_aic(tables: _Tables, model: ModelConfig, tp: int, spec: SystemSpec,
                     not_imported: list[str]) -> pb.TpProfile:
+    from llmsim.cluster.parallel import ParallelConfig
     from llmsim.costmodel.decompose import OpClass, Rows, step_ops
 
     where = f"tp{tp}"
@@ -653,7 +654,7 @@ def _tp_profile_aic(tables: _Tables, model: ModelConfig, tp: int, spec: SystemSp
                                 "attention heads", field=where)
     tpp = pb.TpProfile(tp_degree=tp)
     rows = list(tables.gemm.ms)
-    for op in step_ops(model, tp):
+    for op in step_ops(model, ParallelConfig(tensor_parallel_size=tp)):
         kind = pb.OP_KIND_PER_SEQUENCE if op.rows is Rows.SEQUENCES else pb.OP_KIND_DENSE
         if op.op_class is OpClass.GEMM:
             try:
