@@ -34,6 +34,7 @@ from enum import StrEnum
 
 from llmsim.costmodel.base import StepCost
 from llmsim.errors import CostModelUnavailable, InvariantError
+from llmsim.instance.handoff import HandoffDescriptor
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.scheduler.plan import BatchPlan, StepOutput
 from llmsim.scheduler.scheduler import Scheduler
@@ -103,11 +104,13 @@ class Instance:
         step_time: prices steps.
         async_scheduling: model vLLM's async scheduling (see module doc).
         check: invariant checking per step.
+        kv_bytes_per_token: KV bytes of one token on one TP rank (0: unknown; it sizes
+            hand-off descriptors and KV transfers).
     """
 
     def __init__(self, *, instance_id: int, name: str, scheduler: Scheduler,
                  step_time: StepTimeModel, async_scheduling: bool = True,
-                 check: CheckLevel = CheckLevel.COUNTERS) -> None:
+                 check: CheckLevel = CheckLevel.COUNTERS, kv_bytes_per_token: int = 0) -> None:
         self.instance_id = instance_id
         self.name = name
         self.scheduler = scheduler
@@ -115,6 +118,7 @@ class Instance:
         self.async_scheduling = async_scheduling
         self.check = check
         self.num_steps = 0
+        self.kv_bytes_per_token = kv_bytes_per_token
         self._inflight: tuple[BatchPlan, int, int, int, int, StepCost] | None = None
         self._next: BatchPlan | None = None
 
@@ -154,20 +158,52 @@ class Instance:
         self.scheduler.add(seq)
         return seq
 
-    def release(self, seq: SeqState) -> None:
+    def release(self, seq: SeqState, *, release_ns: int = -1) -> HandoffDescriptor:
         """Give a sequence up (hand-off): drop it from the queues and free its blocks.
 
         Outputs of its steps still in flight here are discarded (epoch bump).
-        """
-        self.scheduler.remove(seq)
 
-    def adopt(self, seq: SeqState, now_ns: int) -> None:
-        """Take over a sequence released by another instance. Its KV does not move: it is
-        recomputed here, reusing this instance's prefix cache (KV transfer is future work).
+        Args:
+            seq: the sequence, waiting or running here.
+            release_ns: when the request was first released to an instance, ns (copied
+                into the descriptor).
+
+        Returns:
+            The frozen description of the request at this moment (what the destination
+            builds its own state from); its ``kv_bytes_per_rank`` is the KV of the
+            computed tokens on one of this instance's TP ranks.
         """
-        seq.arrival_ns = now_ns
-        seq.rehash(self.scheduler.config.block_size)
+        desc = self.describe(seq, release_ns=release_ns)
+        self.scheduler.remove(seq)
+        return desc
+
+    def describe(self, seq: SeqState, *, release_ns: int = -1) -> HandoffDescriptor:
+        """The frozen :class:`HandoffDescriptor` of ``seq`` now (no state changes)."""
+        return HandoffDescriptor(
+            index=seq.index, request=seq.request, num_computed_tokens=seq.num_computed,
+            num_output_tokens=seq.num_output,
+            kv_bytes_per_rank=seq.num_computed * self.kv_bytes_per_token,
+            src_tp=self.scheduler.tp, release_ns=release_ns,
+            first_scheduled_ns=seq.first_scheduled_ns,
+            prefix_hit_tokens=seq.prefix_hit_tokens, num_preemptions=seq.num_preemptions)
+
+    def adopt(self, desc: HandoffDescriptor, now_ns: int) -> SeqState:
+        """Take over a request released by another instance, from its descriptor.
+
+        Its KV does not move: the prompt and the tokens generated so far are recomputed
+        here, reusing this instance's prefix cache (prefill/decode disaggregation with a
+        KV transfer is :mod:`llmsim.pd`).
+
+        Returns:
+            The new sequence, at the tail of this instance's waiting queue.
+        """
+        seq = SeqState(desc.request, desc.index, self.scheduler.config.block_size, now_ns)
+        seq.num_output = desc.num_output_tokens
+        seq.first_scheduled_ns = desc.first_scheduled_ns
+        seq.prefix_hit_tokens = desc.prefix_hit_tokens
+        seq.num_preemptions = desc.num_preemptions
         self.scheduler.add(seq)
+        return seq
 
     # ------------------------------------------------------------------- steps
     def _schedule(self, now_ns: int) -> BatchPlan | None:

@@ -1,6 +1,7 @@
 """The discrete-event simulation loop (integer-ns clock)."""
 
-from llmsim.sim.events import EventKind, Handoff
-from llmsim.sim.loop import HandoffPolicy, SimStats, Simulation
+from llmsim.sim.events import EventKind, Handoff, HandoffDescriptor, HandoffOrder
+from llmsim.sim.loop import EventHandler, HandoffPolicy, SimStats, Simulation, StepHook
 
-__all__ = ["EventKind", "Handoff", "HandoffPolicy", "SimStats", "Simulation"]
+__all__ = ["EventHandler", "EventKind", "Handoff", "HandoffDescriptor", "HandoffOrder",
+           "HandoffPolicy", "SimStats", "Simulation", "StepHook"]

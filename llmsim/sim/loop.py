@@ -2,8 +2,16 @@
 
 Clock: integer nanoseconds. Components (router, instances, recorder, hand-off policy)
 return values; only this module pushes events. Supports any number of instances, of
-different hardware (each has its own step-time model), and hand-offs of sequences between
-instances.
+different hardware (each has its own step-time model), and hand-offs of requests between
+instances (a frozen :class:`~llmsim.instance.handoff.HandoffDescriptor` travels, never a
+live sequence).
+
+Extensions (e.g. prefill/decode disaggregation, :mod:`llmsim.pd`) add event kinds without
+editing the loop: :meth:`Simulation.register_event` gives a kind a priority and a handler,
+:meth:`Simulation.schedule` pushes one, :meth:`Simulation.add_step_hook` sees every finished
+step, :meth:`Simulation.request_start` wakes an instance. The three hot kinds (step end,
+arrival, step start) are dispatched inline; every other kind, hand-offs included, through
+one dict lookup in the loop's last branch, so registering kinds costs the hot path nothing.
 
 Requests with ``parent_id`` (session turns, agentic sub-requests) are released when their
 parent finishes, at ``max(arrival_ns, parent finish + think_time_ns)``.
@@ -31,13 +39,19 @@ from llmsim.errors import ConfigError, InvariantError, TraceFormatError
 from llmsim.instance.instance import Instance, StepRecord
 from llmsim.metrics.recorder import Gauges, Recorder
 from llmsim.router.base import Router
-from llmsim.sim.events import EventKind, Handoff
+from llmsim.sim.events import EventKind, Handoff, HandoffOrder
 from llmsim.trace.record import Request
 
 logger = logging.getLogger(__name__)
 
-HandoffPolicy = Callable[[StepRecord], Sequence[Handoff]]
+HandoffPolicy = Callable[[StepRecord], Sequence[HandoffOrder]]
 """Called after every step; returns the sequences to move to other instances."""
+
+EventHandler = Callable[[Any, int], object]
+"""Handler of a registered event kind: ``handler(payload, now_ns)``."""
+
+StepHook = Callable[[StepRecord, int], object]
+"""Called with every finished step's record and the time, after the recorder saw it."""
 
 _END, _ARRIVAL, _HANDOFF, _START = (EventKind.STEP_END, EventKind.ARRIVAL, EventKind.HANDOFF,
                                     EventKind.STEP_START)
@@ -77,7 +91,8 @@ class Simulation:
         instances: the serving instances (``instance_id`` = index).
         router: picks an instance per released request.
         recorder: collects metrics.
-        handoff_policy: optional; moves sequences between instances after steps.
+        handoff_policy: optional; moves sequences between instances after steps (a step
+            hook, :meth:`add_step_hook`).
         on_finished: optional progress callback, called with the number of requests that
             finished in a step.
     """
@@ -95,15 +110,71 @@ class Simulation:
         self.recorder = recorder
         self.handoff_policy = handoff_policy
         self.on_finished = on_finished
-        self._heap: list[tuple[int, EventKind, int, int | Handoff]] = []
+        self._heap: list[tuple[int, int, int, Any]] = []
         self._seq = 0
+        self._handlers: dict[int, EventHandler] = {EventKind.HANDOFF: self._on_handoff}
+        self._kind_names: dict[int, str] = {int(k): k.name.lower() for k in EventKind}
+        self._step_hooks: list[StepHook] = []
+        if handoff_policy is not None:
+            self.add_step_hook(self._apply_handoff_policy)
         self._start_pending = [False] * len(instances)
+        self._now_ns = 0  # the clock as extensions see it (set before they are called)
         self._children: dict[int, list[int]] = {}
         self._roots: list[int] = []  # trace indices of the requests without a parent
 
-    def _push(self, time_ns: int, kind: EventKind, payload: int | Handoff) -> None:
+    def _push(self, time_ns: int, kind: int, payload: Any) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (time_ns, kind, self._seq, payload))
+
+    # ------------------------------------------------------------ extensions
+    def register_event(self, name: str, priority: int, handler: EventHandler) -> int:
+        """Add an event kind handled by ``handler(payload, now_ns)``.
+
+        Args:
+            name: label (error messages).
+            priority: order at equal time (lower first), an int no other kind uses; the
+                core kinds are ``STEP_END = 0 < ARRIVAL = 10 < HANDOFF = 20 < STEP_START =
+                30`` (:class:`~llmsim.sim.events.EventKind`).
+            handler: called when an event of this kind is due.
+
+        Returns:
+            The kind to pass to :meth:`schedule`.
+
+        Raises:
+            ConfigError: ``priority`` is not a non-negative int, or taken.
+        """
+        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+            raise ConfigError(f"event kind {name!r}: priority must be an int >= 0, got "
+                              f"{priority!r}")
+        if priority in self._kind_names:
+            raise ConfigError(f"event kind {name!r}: priority {priority} is taken by "
+                              f"{self._kind_names[priority]!r}")
+        self._kind_names[priority] = name
+        self._handlers[priority] = handler
+        return priority
+
+    def schedule(self, time_ns: int, kind: int, payload: Any) -> None:
+        """Push an event of a registered kind (or of a core kind) at ``time_ns``.
+
+        Raises:
+            InvariantError: an unknown kind, or a time before the clock's.
+        """
+        if kind not in self._kind_names:
+            raise InvariantError(f"event kind {kind} is not registered")
+        if time_ns < self._now_ns:
+            raise InvariantError(f"{self._kind_names[kind]} event at {time_ns} ns is before "
+                                 f"the clock ({self._now_ns} ns)")
+        self._push(time_ns, kind, payload)
+
+    def add_step_hook(self, hook: StepHook) -> None:
+        """Call ``hook(record, now_ns)`` after every finished step (in registration
+        order, after the recorder and the session-turn releases)."""
+        self._step_hooks.append(hook)
+
+    def request_start(self, inst_id: int, now_ns: int) -> None:
+        """Make instance ``inst_id`` try to start a step at ``now_ns`` (after every
+        event of that time); a no-op while it is busy or already asked."""
+        self._request_start(inst_id, now_ns)
 
     def _request_start(self, inst_id: int, now_ns: int) -> None:
         if not self._start_pending[inst_id] and not self.instances[inst_id].busy:
@@ -180,12 +251,15 @@ class Simulation:
         next_root = 0  # position in roots of the next trace arrival
         root_ns = requests[roots[0]].arrival_ns if n_roots else None
         pending = self._start_pending
+        handlers = self._handlers
         pop = heapq.heappop
         now_ns = 0
         n_events = 0
-        # an instance id, a request index or a Handoff, as ``kind`` says (events.py): a
-        # kind-tagged union mypy cannot narrow, and a cast per event would cost in this loop
+        # an instance id, a request index, a Handoff or a registered kind's payload, as
+        # ``kind`` says: a kind-tagged union mypy cannot narrow, and a cast per event would
+        # cost in this loop
         payload: Any
+        kind: int
         while True:
             # the next trace arrival goes first unless the heap's top sorts before it: an
             # earlier time, or the same time and a smaller kind (STEP_END); at equal time and
@@ -220,8 +294,9 @@ class Simulation:
             elif kind is _START:
                 pending[payload] = False
                 self._start(payload, now_ns)
-            else:
-                self._on_handoff(payload, now_ns)
+            else:  # hand-offs and registered kinds (register_event)
+                self._now_ns = now_ns
+                handlers[kind](payload, now_ns)
         recorder.finish(now_ns, self._gauges())
         if recorder.num_finished != len(self.requests):
             stuck = [i for i in instances if i.scheduler.has_unfinished()]
@@ -238,7 +313,7 @@ class Simulation:
                       waiting=sum(len(i.scheduler.waiting) for i in insts),
                       kv_usage=sum(i.scheduler.kv.usage() for i in insts) / len(insts))
 
-    def _past_horizon(self, now_ns: int, kind: EventKind, payload: object) -> None:
+    def _past_horizon(self, now_ns: int, kind: int, payload: object) -> None:
         """Refuse an event beyond :data:`MAX_SIMULATED_NS`, naming what got there.
 
         Raises:
@@ -250,7 +325,8 @@ class Simulation:
             raise TraceFormatError(f"request {self.requests[payload].request_id!r} is "
                                    f"released at {now_ns} ns, {limit}", line=payload + 1,
                                    field="think_time_ns")
-        what = f"instance {payload}" if isinstance(payload, int) else "a hand-off"
+        what = (f"instance {payload}" if kind in (_END, _START) else
+                f"a {self._kind_names.get(kind, str(kind))} event")
         raise ConfigError(f"{what} reached {now_ns} ns of simulated time, {limit}: step "
                           "costs or CPU overheads are too large for this trace",
                           field="overheads")
@@ -280,13 +356,28 @@ class Simulation:
                     self._push(max(r.arrival_ns, now_ns + r.think_time_ns), _ARRIVAL, child)
             if self.on_finished is not None:
                 self.on_finished(len(finished))
-        if self.handoff_policy is not None:
-            for h in self.handoff_policy(rec):
-                self.instances[h.src].release(h.seq)
-                self._push(now_ns + h.delay_ns, _HANDOFF, h)
+        hooks = self._step_hooks
+        if hooks:
+            self._now_ns = now_ns
+            for hook in hooks:
+                hook(rec, now_ns)
+
+    def _apply_handoff_policy(self, rec: StepRecord, now_ns: int) -> None:
+        """The hand-off policy as a step hook: release each ordered sequence on its
+        source (a frozen descriptor comes back) and schedule its arrival at the
+        destination."""
+        if self.handoff_policy is None:
+            return
+        release_ns = self.recorder.release_ns
+        for order in self.handoff_policy(rec):
+            desc = self.instances[order.src].release(order.seq,
+                                                     release_ns=release_ns[order.seq.index])
+            self._push(now_ns + order.delay_ns, _HANDOFF,
+                       Handoff(desc=desc, src=order.src, dst=order.dst,
+                               delay_ns=order.delay_ns))
 
     def _on_handoff(self, h: Handoff, now_ns: int) -> None:
-        self.instances[h.dst].adopt(h.seq, now_ns)
+        self.instances[h.dst].adopt(h.desc, now_ns)
         # the request keeps its first release time (its TTFT counts from the original arrival)
-        self.recorder.on_release(h.seq.index, h.dst, self.recorder.release_ns[h.seq.index])
+        self.recorder.on_release(h.desc.index, h.dst, h.desc.release_ns)
         self._request_start(h.dst, now_ns)

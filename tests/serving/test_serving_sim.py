@@ -19,7 +19,7 @@ from llmsim.instance import StepOverheads, StepTimeModel
 from llmsim.memory import kv_capacity
 from llmsim.model.config import model_config_from_dict
 from llmsim.router import LeastLoaded, RoundRobin, make_router
-from llmsim.sim import Handoff
+from llmsim.sim import HandoffOrder
 from llmsim.sim.events import EventKind
 
 LLAMA_8B = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 32, "hidden_size": 4096,
@@ -56,7 +56,7 @@ def test_handoff_moves_a_request_after_its_first_token():
     def policy(rec):
         if rec.instance_id != 0:
             return []
-        return [Handoff(seq=s, src=0, dst=1, delay_ns=3 * MS) for s in rec.output.first_tokens
+        return [HandoffOrder(seq=s, src=0, dst=1, delay_ns=3 * MS) for s in rec.output.first_tokens
                 if s.num_output < s.max_output]
 
     class ToZero:
