@@ -86,6 +86,16 @@ Decisions, with the data behind them (figures from the RTXPRO6000 Llama-3.1-8B T
   :attr:`ProfileCostModel.collective_sources` (:meth:`ProfileCostModel.collectives_report`).
   Breakdown keys: ``all_reduce`` (the ``2 L`` per-layer calls), ``embedding_all_reduce``,
   ``logits_all_gather``.
+* **Pipeline parallelism** (docs/cluster-semantics.md, "Pipeline parallelism"): with vLLM
+  0.19's default async scheduling the stages of one step run one after another (the next
+  step waits on the sampled-token broadcast), so a PP step costs the sum over its stages:
+  every layer once at the stage's TP degree (the same ``L x`` per-layer ops, since the
+  stages' layers add up to ``L``), the embedding on the first stage, ``lm_head`` and the
+  sampler on the last, plus the communication ``step_ops`` adds for PP: ``pp_send_recv``
+  and ``pp_token_broadcast`` priced by a collectives model of the PP group (point-to-point
+  messages, outside the CUDA graph: eager rows), ``pp_all_gather`` by the TP group's.
+  :meth:`ProfileCostModel.step_communication` lists every collective of a step with its
+  bytes, time and source.
 * **Off-grid** lookups follow :mod:`llmsim.costmodel.interp`: linear between points; above
   the grid linear through the last two points (attention, per-sequence ops, MoE) or
   proportional to tokens (dense per-token ops); below it the first value is held. Every
@@ -107,6 +117,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch, StepCost
 from llmsim.costmodel.collectives import (
@@ -114,6 +126,7 @@ from llmsim.costmodel.collectives import (
     CollectivesModel,
     LinkModel,
     NcclModel,
+    PricedCollective,
     collective_grid,
     table_values,
 )
@@ -246,6 +259,27 @@ class _SkewFit:
         lo, hi = pcs[i - 1], pcs[i]
         return hi if hi * lo <= pc * pc else lo
 
+    def alphas_for(self, n: int, skew_rate: np.ndarray, kv_big: np.ndarray) -> np.ndarray:
+        """:meth:`alpha` of decode-only batches (``pc = kp = 0``) with ``n`` decodes, per
+        ``(skew_rate[j], kv_big[j])``."""
+        a = self.axes
+
+        def buckets(edges: list[float], x: np.ndarray) -> np.ndarray:
+            i = np.searchsorted(np.asarray(edges, dtype=np.float64), x, side="left") - 1
+            return np.where((i >= 0) & (i < len(edges) - 1), i, -1)
+
+        head = (self.pc_key(0), _bucket(a[0], n))
+        kp = _bucket(a[3], 0)
+        br, bk = buckets(a[1], skew_rate), buckets(a[2], kv_big)
+        out = np.empty(len(br), dtype=np.float64)
+        pairs = br * (len(a[2]) + 1) + (bk + 1)
+        for code in np.unique(pairs).tolist():
+            sel = pairs == code
+            r, k = int(br[sel][0]), int(bk[sel][0])
+            alpha = self.alphas.get((*head, r, k, kp))
+            out[sel] = self.alpha_default if alpha is None else alpha
+        return out
+
     def alpha(self, pc: int, kp: int, n: int, skew_rate: float, kv_big: float) -> float:
         """Alpha of the bucket holding the query, else ``alpha_default``."""
         a = self.axes
@@ -294,20 +328,25 @@ class _TpCost:
         seq: dict[tuple[float, ...], list[tuple[str, list[float]]]] = {}
         self.has_moe = False
         self.n_all_reduce = 0
-        # (breakdown key, collective, calls per step, scales with sampled sequences?, n)
-        self.collective_ops: list[tuple[str, Collective, int, bool, int]] = []
+        # (breakdown key, collective, calls per step, scales with sampled sequences?,
+        #  bytes per row, runs between pipeline stages?)
+        self.collective_ops: list[tuple[str, Collective, int, bool, int, bool]] = []
         for op in step_ops(model, parallel):
             if op.op_class is OpClass.ATTENTION:
                 continue
             if op.op_class is OpClass.MOE:
                 self.has_moe = True
                 continue
+            if op.op_class is OpClass.MOE_ACROSS_RANKS:  # priced by llmsim.cluster.moe_dp
+                continue
             if op.op_class is OpClass.COLLECTIVE:
                 calls = op.count * (self.layers if op.scope is Scope.LAYER else 1)
                 if op.name == "all_reduce":
                     self.n_all_reduce += calls
                 self.collective_ops.append((op.name, Collective(op.collective), calls,
-                                            op.rows is Rows.SEQUENCES, op.n))
+                                            op.rows is Rows.SEQUENCES,
+                                            op.n * (op.elem_bytes or model.dtype_bytes),
+                                            op.group == "pp"))
                 continue
             if op.name not in tables and op.name in OPTIONAL_OPS:
                 self.missing_optional.append(op.name)
@@ -349,6 +388,34 @@ class _TpCost:
         self.cudagraph_max_tokens = cudagraph_max_tokens
         self.comm = CollectivesModel(ranks=tp, tables=collectives, link=link_spec,
                                      analytic=link)
+        # between pipeline stages: point-to-point messages (a pair of ranks) and the
+        # sampled-token broadcast over the pp stages, all outside the CUDA graph
+        self.pp_comm = CollectivesModel(ranks=parallel.pipeline_parallel_size,
+                                        tables=collectives, link=link_spec, analytic=link)
+
+    def communication(self, tokens: int, sampled: int) -> tuple[StepCollective, ...]:
+        """Every collective of a step at ``tokens`` tokens and ``sampled`` sampled
+        sequences, priced as :meth:`cost` prices them (one entry per op, in step order)."""
+        out = []
+        cap = self.cudagraph_max_tokens
+        graph = cap is None or tokens <= cap
+        for name, coll, calls, per_seq, row_bytes, pp in self.collective_ops:
+            rows = sampled if per_seq else tokens
+            nbytes = rows * row_bytes
+            if not rows:
+                priced = PricedCollective(duration_ns=0.0, source="none", impl="")
+            elif pp:
+                priced = self.pp_comm.price(coll, nbytes, cuda_graph=False)
+            else:
+                priced = self.comm.price(coll, nbytes, cuda_graph=graph and not per_seq)
+            out.append(StepCollective(
+                name=name, collective=coll.value, group="pp" if pp else "tp",
+                ranks=(2 if coll is Collective.SEND_RECV else
+                       (self.parallel.pipeline_parallel_size if pp else self.tp)),
+                calls=calls if rows else 0, bytes_per_call=nbytes,
+                duration_ns=int(priced.duration_ns * calls + 0.5) if rows else 0,
+                impl=priced.impl, source=priced.source))
+        return tuple(out)
 
     def _build_attention(self, table: pb.OpTable, source: str, where: str) -> None:
         names = [a.name for a in table.axes]
@@ -425,12 +492,15 @@ class _TpCost:
         if self.collective_ops:
             cap = self.cudagraph_max_tokens
             graph = cap is None or tokens <= cap
-            for name, coll, calls, per_seq, n in self.collective_ops:
+            for name, coll, calls, per_seq, row_bytes, pp in self.collective_ops:
                 rows = sampled if per_seq else tokens
                 if not rows:  # nothing sampled: no logits to gather (as lm_head)
                     continue
-                priced = self.comm.price(coll, rows * n * self.dtype_bytes,
-                                         cuda_graph=graph and not per_seq)
+                if pp:
+                    priced = self.pp_comm.price(coll, rows * row_bytes, cuda_graph=False)
+                else:
+                    priced = self.comm.price(coll, rows * row_bytes,
+                                             cuda_graph=graph and not per_seq)
                 bd[name] = bd.get(name, 0.0) + priced.duration_ns * calls
                 if priced.extrapolated and name not in ex:
                     ex.append(name)
@@ -487,6 +557,43 @@ class _TpCost:
         t, e = self._decodes(self.att_mix, p.num_new_tokens, p.num_cached_tokens, decodes)
         return t + extra, any_ex or e
 
+    def decode_run_attention(self, n: int, sums: np.ndarray, maxs: np.ndarray,
+                             mins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`attention` of many decode-only batches at once (no prefill chunk).
+
+        Batch ``j`` has ``n`` decodes whose KV lengths sum to ``sums[j]``, with maximum
+        ``maxs[j]`` and minimum ``mins[j]`` (int64 arrays of one length): all
+        :meth:`_decodes` reads of a batch. Same rules and the same IEEE operations as the
+        scalar path (:meth:`GridND.many`), so each value equals :meth:`attention` of the
+        batch bit for bit.
+
+        Returns:
+            ``(one layer's attention time ns, extrapolated)`` per batch (float64, bool).
+        """
+        grid = self.att_dec
+        col = np.full(len(sums), float(n))
+        equal = maxs == mins
+        t_max, e2 = grid.many(np.column_stack((col, maxs.astype(np.float64))))
+        if equal.all():
+            return t_max, e2
+        kv_mean = sums / n  # int64 / int: both exact in float64, one correctly rounded division
+        t_mean, e1 = grid.many(np.column_stack((col, kv_mean)))
+        skew = self.skew
+        if skew is None:
+            t, ex = t_mean, e1
+        else:
+            ratio = self.skew_ratio
+            if ratio is None:
+                rate = (kv_mean - mins) / (maxs - mins)
+            else:
+                rate = (ratio * kv_mean / maxs - 1.0) / (ratio - 1.0)
+                rate = np.where(0.0 > rate, 0.0, rate)   # max(rate, 0.0)
+                rate = np.where(1.0 < rate, 1.0, rate)   # min(rate, 1.0)
+            alpha = skew.alphas_for(n, rate, maxs)
+            t = t_mean + alpha * (t_max - t_mean)
+            ex = e1 | e2
+        return np.where(equal, t_max, t), np.where(equal, e2, ex)
+
     def _decodes(self, mix: GridND | None, pc: int, kp: int, decodes: tuple[int, ...]
                  ) -> tuple[float, bool]:
         n = len(decodes)
@@ -515,6 +622,33 @@ class _TpCost:
             rate = min(max((ratio * kv_mean / kv_max - 1.0) / (ratio - 1.0), 0.0), 1.0)
         alpha = skew.alpha(pc, kp, n, rate, kv_max)
         return t_mean + alpha * (t_max - t_mean), e1 or e2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCollective:
+    """One collective op of one step, as the cost model priced it.
+
+    Attributes:
+        name: breakdown key (``all_reduce``, ``pp_send_recv``, ...).
+        collective: collective kind (:class:`~llmsim.costmodel.collectives.Collective` value).
+        group: rank group: ``"tp"`` (a stage's TP group) or ``"pp"`` (between stages).
+        ranks: ranks of one call (2 for a send/recv).
+        calls: calls in the step (0 when it has no rows, e.g. nothing sampled).
+        bytes_per_call: bytes of one call (full tensor; a send/recv's message).
+        duration_ns: all calls of the step together, ns (as in ``breakdown_ns``).
+        impl: the implementation vLLM runs (``custom_ar``, ``nccl``, ...).
+        source: what priced it (a measured table, the analytic model, ...).
+    """
+
+    name: str
+    collective: str
+    group: str
+    ranks: int
+    calls: int
+    bytes_per_call: int
+    duration_ns: int
+    impl: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -664,7 +798,7 @@ class ProfileCostModel:
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
             logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
-        if parallel.tensor_parallel_size > 1:
+        if parallel.tensor_parallel_size > 1 or parallel.pipeline_parallel_size > 1:
             self._log_collectives(main)
 
     def _log_collectives(self, tpc: _TpCost) -> None:
@@ -680,14 +814,28 @@ class ProfileCostModel:
                     "at their CUDA-graph rows for every step")
             lines.append((note, False))
         seen = set()
-        for name, coll, _calls, per_seq, _n in tpc.collective_ops:
+        pp = tpc.parallel.pipeline_parallel_size
+        where = f"tp{tpc.tp}" if pp == 1 else f"tp{tpc.tp} pp{pp}"
+        for name, coll, _calls, per_seq, _n, between_stages in tpc.collective_ops:
             if name in seen:
                 continue
             seen.add(name)
-            text = tpc.comm.coverage(coll, cuda_graph=not per_seq)
-            lines.append((f"tp{tpc.tp} {name} ({coll.value}) priced by {text}",
+            text = (tpc.pp_comm.coverage(coll, cuda_graph=False) if between_stages
+                    else tpc.comm.coverage(coll, cuda_graph=not per_seq))
+            lines.append((f"{where} {name} ({coll.value}) priced by {text}",
                           not text.endswith("(no measured table)")))
         return lines
+
+    def step_communication(self, parallel: ParallelConfig, tokens: int, sampled: int
+                           ) -> tuple[StepCollective, ...]:
+        """Every collective of one step of ``tokens`` tokens (the CUDA-graph-padded count
+        the step ran at) and ``sampled`` sampled sequences, priced as :meth:`step_cost`
+        prices them (for reports: :mod:`llmsim.metrics.communication`).
+
+        Raises:
+            ProfileRangeError: the layout's TP degree is not in the profile.
+        """
+        return self.tp_tables(parallel).communication(tokens, sampled)
 
     @classmethod
     def from_path(cls, path: str | Path, *, model: ModelConfig | None = None,
@@ -722,18 +870,64 @@ class ProfileCostModel:
         Raises:
             ProfileRangeError: ``batch.tp`` is not in the profile.
         """
-        hit = self._memo.get(batch)
+        d = batch.decode_context_lens
+        # the price reads the decodes only through their count, sum, max and min
+        # (_TpCost.cost, _decodes): a key of those hits where every exact KV length would
+        # miss, and holds 5 ints instead of a tuple per decode
+        key = ((batch.prefills, len(d), sum(d), max(d), min(d), batch.parallel) if d
+               else (batch.prefills, 0, 0, 0, 0, batch.parallel))
+        hit = self._memo.get(key)
         if hit is None:
             tpc = self._tps.get(batch.parallel) or self.tp_tables(batch.parallel)
             hit = tpc.cost(batch)
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            self._memo[batch] = hit
+            self._memo[key] = hit
         if hit[1]:
             self.extrapolations.update(hit[1])
         if hit[2]:
             self.collective_sources.update(hit[2])
         return hit[0]
+
+    def decode_run_ns(self, batch: StepBatch, k: int) -> np.ndarray | None:
+        """Kernel times of ``k`` decode-only steps, the ``j``-th (0-based) being ``batch``
+        with every KV length ``j`` longer (a decode stretch: the same sequences, one token
+        each per step), ns, int64, shape ``(k,)``.
+
+        Each step is priced exactly as :meth:`step_cost` prices it (attention vectorized
+        over the KV growth by :meth:`_TpCost.decode_run_attention`; the token- and
+        sequence-count parts are the same every step), and the counters
+        (:attr:`extrapolations`, :attr:`collective_sources`) advance as ``k`` calls would.
+
+        Returns:
+            The times, or ``None`` when ``batch`` has a prefill chunk or no decode (the
+            caller prices such steps one by one).
+        """
+        d = batch.decode_context_lens
+        if batch.prefills or not d or k <= 0:
+            return None
+        tpc = self._tps.get(batch.parallel) or self.tp_tables(batch.parallel)
+        cost, ex, sources = tpc.cost(batch)
+        attn0 = cost.breakdown_ns.get("attention")
+        if attn0 is None:
+            return None
+        n = len(d)
+        steps = np.arange(k, dtype=np.int64)
+        t, t_ex = tpc.decode_run_attention(n, sum(d) + n * steps, max(d) + steps,
+                                           min(d) + steps)
+        attn_ns = (t * tpc.layers + 0.5).astype(np.int64)  # int(v + 0.5), v >= 0
+        out = (cost.duration_ns - attn0) + attn_ns
+        counts = Counter(e for e in ex if e != "attention")
+        for name in counts:
+            counts[name] *= k
+        n_ex = int(t_ex.sum())
+        if n_ex:
+            counts["attention"] += n_ex
+        if counts:
+            self.extrapolations.update(counts)
+        if sources:
+            self.collective_sources.update({s: k for s in sources})
+        return out
 
     def collectives_report(self) -> CollectivesReport:
         """What priced the TP communication so far (see :class:`CollectivesReport`)."""
@@ -779,7 +973,8 @@ def from_context(spec: str, context: CostModelContext) -> ProfileCostModel:
                           field="profile")
     profile = load_profile(context.profile_path)
     link_spec = tables = None
-    if context.tp > 1:  # TP1 steps communicate nothing: no lookup, no warnings
+    # one-GPU steps communicate nothing: no lookup, no warnings
+    if context.tp > 1 or context.parallel.pipeline_parallel_size > 1:
         link_spec = find_link_spec_for(getattr(context, "hardware", None), profile)
         tables = list(profile.collectives) + find_collective_tables(
             link_spec, framework_version=profile.provenance.framework_version)
