@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("llmsim.cli.trace", "characterize and transform request traces"),
     "data": ("llmsim.cli.data", "list, download and verify public datasets"),
     "bridge": ("llmsim.cli.bridge", "gRPC cost-bridge servers and checks"),
+    "cluster": ("llmsim.cli.cluster", "import cluster configs of other simulators (LLMServingSim)"),
+    "sweep": ("llmsim.cli.sweep", "run a grid of overrides over one experiment (local pool or Ray)"),
 }
 
 
