@@ -42,6 +42,14 @@ Schema (engine keys are vLLM's argument names)::
       nodes:
         - {name: n0, gpus: [{hardware: RTXPRO6000, count: 2, gpu_memory_bytes: ...}],
            link: RTXPRO6000}       # a llmsim/hardware/data/ link description
+    power:                         # optional: node component power (docs/power.md); null = no source
+      base_node_w: 60
+      gpu: {RTXPRO6000: {idle_w: 35, active_w: 600, standby_w: 300, standby_s: 18}}
+      cpu: {idle_w: 10, active_w: 200, utilization: 0.15}
+      dram: {num_dimms: 16, idle_w_per_dimm: 2.0, energy_pj_per_bit: 6.0}
+      link: {count: 1, idle_w: 5, energy_pj_per_bit: 4.0}
+      nic: {count: 1, idle_w: 20}
+      storage: {count: 2, idle_w: 5}
     router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all)
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
@@ -129,6 +137,7 @@ __all__ = [
     "InstanceGroupConfig",
     "NodeConfig",
     "PlacementConfig",
+    "PowerConfig",
     "ResolvedGroup",
     "TraceConfig",
     "default_cudagraph_capture_sizes",
@@ -603,6 +612,150 @@ def _link_name(value: str) -> str:
     return spec.name
 
 
+# ------------------------------------------------------------------------------- power
+MAX_POWER_W = 200_000.0
+"""Largest power figure of one component, W: a GB200 NVL72 rack, the largest single system
+shipped, draws ~120 kW."""
+
+MAX_ENERGY_PJ_PER_BIT = 1000.0
+"""Largest energy per bit moved, pJ/bit: 1 nJ/bit, two orders of magnitude above DRAM
+access (6 pJ/bit in LLMServingSim's ``single_node_power_instance.json``)."""
+
+MAX_POWER_DEVICES = 4096
+"""Most devices of one kind (DIMMs, links, NICs, disks, CXL devices) in one node."""
+
+_Watts = Annotated[_Float | None, Field(ge=0, le=MAX_POWER_W,
+                                        description="a GB200 NVL72 rack draws ~120 kW")]
+_PjPerBit = Annotated[_Float | None, Field(ge=0, le=MAX_ENERGY_PJ_PER_BIT,
+                                           description="1 nJ/bit, 100x DRAM access")]
+_Devices = Annotated[_Int, Field(ge=0, le=MAX_POWER_DEVICES,
+                                 description="devices of one kind in one node")]
+_Fraction = Annotated[_Float | None, Field(ge=0, le=1, description="a utilisation")]
+
+
+@_config_errors("power.gpu")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class GpuPowerConfig:
+    """Overrides of one GPU type's power file (``llmsim/power/data``); None keeps the file's.
+
+    Attributes:
+        idle_w: power with no kernel running, W (LLMServingSim ``npu.<hw>.idle_power``).
+        active_w: constant power while kernels run, W (LLMServingSim ``active_power``);
+            None: the power-state law (idle to ``power_limit_w`` by roofline share,
+            :mod:`llmsim.power.accumulator`).
+        standby_w: power after a kernel ends, for ``standby_s``, W (``standby_power``);
+            None: the GPU drops to ``idle_w`` at once.
+        standby_s: how long the standby power lasts after a kernel, s
+            (``standby_duration``, which LLMServingSim's ``PowerModel`` reads as seconds).
+        power_limit_w: board power limit: cap of the active power, W.
+    """
+
+    idle_w: _Watts = None
+    active_w: _Watts = None
+    standby_w: _Watts = None
+    standby_s: Annotated[_Float | None, Field(ge=0, le=3600.0,
+                                              description="an hour of standby")] = None
+    power_limit_w: _Watts = None
+
+
+@_config_errors("power.cpu")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class CpuPowerConfig:
+    """Host CPU power (LLMServingSim ``cpu``): ``idle_w + (active_w - idle_w) x
+    utilization`` always, plus ``(active_w - idle_w) x max(busy_utilization -
+    utilization, 0)`` while an instance's kernels run.
+
+    Attributes:
+        idle_w: CPU package power at idle, W.
+        active_w: CPU package power at full load, W.
+        utilization: background utilisation, fraction.
+        busy_utilization: utilisation while the GPUs of an instance run kernels, fraction
+            (0.7: LLMServingSim ``serving/core/power_model.py``
+            ``add_npu_active_energy_consumption``, "assume max CPU utilization during NPU
+            active time").
+    """
+
+    idle_w: _Watts = None
+    active_w: _Watts = None
+    utilization: _Fraction = None
+    busy_utilization: _Fraction = 0.7
+
+
+@_config_errors("power.dram")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class DramPowerConfig:
+    """Host memory power (LLMServingSim ``dram``).
+
+    Attributes:
+        num_dimms: DIMMs of the node (LLMServingSim: ``cpu_mem.mem_size // dimm_size``);
+            None: unknown.
+        idle_w_per_dimm: background power of one DIMM, W (``idle_power``).
+        energy_pj_per_bit: energy per bit read or written in host memory, pJ/bit
+            (``energy_per_bit``); charged for bytes moved through host memory (and CXL
+            memory without its own figure, as LLMServingSim does).
+        pim_active_w: memory power while PIM units compute, W (LLMServingSim: the PIM
+            ``.ini`` ``peak_power``); the extra over the DIMMs' idle is charged during PIM
+            busy time.
+    """
+
+    num_dimms: _Devices | None = None
+    idle_w_per_dimm: _Watts = None
+    energy_pj_per_bit: _PjPerBit = None
+    pim_active_w: _Watts = None
+
+
+@_config_errors("power.device")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class DevicePowerConfig:
+    """Devices of one kind in a node: links, NICs, storage, CXL memory devices.
+
+    Attributes:
+        count: devices (LLMServingSim ``num_links`` / ``num_nics`` / ``num_devices``);
+            None: unknown (for ``cxl``: no CXL memory).
+        idle_w: background power of one device, W (``idle_power``).
+        energy_pj_per_bit: energy per bit moved through them, pJ/bit (``energy_per_bit``;
+            links: every TP collective and PP transfer, ring-counted as LLMServingSim's
+            ``total_ring_data``).
+    """
+
+    count: _Devices | None = None
+    idle_w: _Watts = None
+    energy_pj_per_bit: _PjPerBit = None
+
+
+@_config_errors("power")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class PowerConfig:
+    """Power of one node's components (LLMServingSim's per-node ``power`` block).
+
+    A value left ``null`` has no source: that component is reported "unavailable" (the
+    energy totals say which components they cover), never given an invented figure.
+
+    Attributes:
+        base_node_w: platform power drawn always (``base_node_power``), W.
+        gpu: per GPU type (hardware name, any case), overrides of its power file.
+        cpu, dram: host CPU and memory.
+        link: intra-node links (``link``).
+        nic: network interfaces (``nic``).
+        storage: disks (``storage``).
+        cxl: CXL memory devices (LLMServingSim has no power term of its own for them).
+    """
+
+    base_node_w: _Watts = None
+    gpu: dict[_Name, GpuPowerConfig] = Field(default_factory=dict)
+    cpu: CpuPowerConfig = Field(default_factory=CpuPowerConfig)
+    dram: DramPowerConfig = Field(default_factory=DramPowerConfig)
+    link: DevicePowerConfig = Field(default_factory=DevicePowerConfig)
+    nic: DevicePowerConfig = Field(default_factory=DevicePowerConfig)
+    storage: DevicePowerConfig = Field(default_factory=DevicePowerConfig)
+    cxl: DevicePowerConfig = Field(default_factory=DevicePowerConfig)
+
+    def gpu_overrides(self, hardware: str) -> GpuPowerConfig | None:
+        """The ``gpu`` entry for ``hardware`` (case-insensitive), or None."""
+        key = hardware.lower()
+        return next((v for k, v in self.gpu.items() if k.lower() == key), None)
+
+
 @_config_errors("cluster.nodes.gpus")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class GpuConfig:
@@ -637,6 +790,8 @@ class NodeConfig:
             with its source). Default: the file named by the GPUs' hardware. The TP
             collectives of instances on this node are priced with it.
         network: inter-node NICs; any value is refused (not supported yet).
+        power: this node's component power (replaces the experiment's ``power`` whole);
+            None: the experiment's.
     """
 
     name: _Name
@@ -644,6 +799,7 @@ class NodeConfig:
                                                  description="one entry per GPU type")]
     link: _Name | None = None
     network: Any = None
+    power: PowerConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -818,6 +974,8 @@ class Experiment:
             cost model, engine and overheads, all behind the one router (see
             :class:`InstanceGroupConfig`; :meth:`groups` resolves them).
         cluster: nodes, their GPUs and links that the groups are placed on (optional).
+        power: component power of every node (a node's own ``power`` replaces it);
+            energy is reported from it and the GPUs' power files (docs/power.md).
         router: routing policy.
         check: invariant checking level (YAML ``check_invariants``).
         output_dir: where ``llmsim replay`` writes (relative to the working directory;
@@ -847,6 +1005,7 @@ class Experiment:
     instance_groups: Annotated[tuple[InstanceGroupConfig, ...], Field(
         max_length=MAX_INSTANCES, description="each group holds at least one instance")] = ()
     cluster: ClusterConfig | None = None
+    power: PowerConfig = Field(default_factory=PowerConfig)
     router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
         RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(

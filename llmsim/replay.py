@@ -14,7 +14,9 @@ byte-identical files):
   ``token_index``, 1-based after the first token);
 * ``timeseries.csv``: vLLM ``timeseries.csv`` columns at 1 s ticks (a run of more than
   60 quiet ticks keeps its first 60 and its last; see :mod:`llmsim.metrics.recorder`);
-* ``steps.csv`` (only when asked): the per-step log;
+* ``steps.csv`` (only when asked): the per-step log (``energy_j`` per step);
+* ``power.csv``: 1 s power per GPU, node and cluster (docs/power.md; header only when
+  energy is unavailable);
 * ``summary.json``: percentiles, throughput, preemptions, prefix hits, settings.
 """
 
@@ -82,10 +84,13 @@ class ReplayResult:
             ticks are cut short (:mod:`llmsim.metrics.recorder`: forward-filling restores
             them).
         steps: per-step log (:data:`llmsim.metrics.STEP_COLUMNS`) or ``None``.
-        summary: JSON-able summary.
+        summary: JSON-able summary (``energy``: :mod:`llmsim.power.accumulator`).
         num_steps: engine steps simulated (all instances).
         wall_time_s: host wall time of the simulation itself (not in ``summary``, which
             stays deterministic).
+        power: 1 s power per GPU, node and cluster
+            (:data:`llmsim.power.accumulator.POWER_COLUMNS`; empty when energy is
+            unavailable, ``summary["energy"]["reason"]`` says why).
     """
 
     requests: pd.DataFrame
@@ -95,6 +100,7 @@ class ReplayResult:
     summary: dict[str, Any]
     num_steps: int
     wall_time_s: float
+    power: pd.DataFrame | None = None
 
 
 # ------------------------------------------------------------------------ building
@@ -439,7 +445,11 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
                                                                       strict=True)))
     instances = build_instances(experiment, costs, models, capacities)
     capacity = capacities[0]
-    recorder = Recorder(trace.requests, keep_steps=True)
+    from llmsim.power.build import build_accumulator
+
+    energy, energy_reason, energy_gpus = build_accumulator(experiment, models, capacities,
+                                                           len(trace.requests))
+    recorder = Recorder(trace.requests, keep_steps=True, energy=energy)
     bar = None
     on_finished = None
     if progress:
@@ -448,6 +458,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         bar = tqdm(total=len(trace), unit="req", desc=experiment.name, leave=False)
         on_finished = bar.update
     lockstep = build_lockstep_groups(experiment, models, costs, instances)
+    if energy is not None:
+        for grp in lockstep:
+            grp.on_dummy = energy.on_dummy
     if lockstep:
         sim: Simulation = LockstepSimulation(trace.requests, instances,
                                              build_router(experiment, models), recorder,
@@ -472,9 +485,25 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         extra=_settings(experiment, trace, capacity, steps, capacities))
     if lockstep:
         summary["moe_dp"] = _lockstep_summary(lockstep)
+    power, summary["energy"] = _energy_outputs(energy, energy_reason, energy_gpus, requests)
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
-                        summary=summary, num_steps=stats.num_steps, wall_time_s=wall)
+                        summary=summary, num_steps=stats.num_steps, wall_time_s=wall,
+                        power=power)
+
+
+def _energy_outputs(energy: Any, reason: str, gpus: dict[str, Any], requests: pd.DataFrame
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The power series and ``summary["energy"]`` (``"unavailable"`` with ``reason``)."""
+    from llmsim.power.accumulator import POWER_COLUMNS, unavailable_summary
+
+    if energy is None:
+        return pd.DataFrame(columns=POWER_COLUMNS), {**unavailable_summary(reason),
+                                                     "gpus": gpus}
+    done = requests["finish_s"].notna()
+    power = energy.power_frame()
+    return power, energy.summary(int(requests.loc[done, "input_tokens"].sum()),
+                                 int(requests.loc[done, "output_tokens"].sum()), power, gpus)
 
 
 def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
@@ -563,6 +592,8 @@ def _write_files(result: ReplayResult, d: Path, *, steps_log: bool) -> None:
     })
     itls.to_parquet(d / "itls.parquet", index=False)
     result.timeseries.to_csv(d / "timeseries.csv", index=False)
+    if result.power is not None:
+        result.power.to_csv(d / "power.csv", index=False)
     if steps_log and result.steps is not None:
         result.steps.to_csv(d / "steps.csv", index=False)
     with open(d / "summary.json", "w") as f:

@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "result JSON at --out (default <output_dir>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--energy", default=None, metavar="DIR",
-                   help="also write energy.json and power.csv (1 s power per GPU) to DIR, a "
-                   "directory of its own (the output directory's manifest lists its files)")
+                   help="also write energy.json (summary.json's energy entry) and power.csv "
+                   "to DIR, a directory of its own (both are in every output directory too)")
     p.set_defaults(func=main)
 
 
@@ -80,17 +80,24 @@ def main(args: argparse.Namespace) -> int:
           f"peak KV usage {s['kv_cache']['peak_usage_pct']:.1f}% of "
           f"{s['kv_cache']['num_gpu_blocks']} blocks ({s['kv_cache']['source']})")
     print(f"  wrote {out}")
+    en = s.get("energy", {})
+    if en.get("available"):
+        print(f"  energy {en['energy_j']:.1f} J ({', '.join(en['covers'])}), avg power "
+              f"{en['avg_power_w']:.1f} W, peak {en['peak_power_w']:.1f} W, "
+              f"{_fmt(en['j_per_output_token'])} J/output token")
+    elif en:
+        print(f"  energy unavailable: {en['reason']}")
     if args.energy:
-        from llmsim.power import energy_report, write_energy
+        from llmsim.power import write_replay_energy
 
-        rep = energy_report(result, exp)
-        write_energy(rep, args.energy)
-        print(f"  energy: {rep.energy_j:.1f} J, {rep.j_per_output_token:.4f} J/output token"
-              if rep.available and rep.energy_j is not None and rep.j_per_output_token
-              is not None else f"  energy unavailable: {rep.reason}")
-        print(f"  wrote {args.energy}/energy.json, power.csv")
+        print(f"  wrote {', '.join(str(p) for p in write_replay_energy(result, args.energy))}")
     if timeline is not None:
         from llmsim.timeline import write_trace_events
 
         print(f"  wrote timeline {write_trace_events(timeline, args.trace_events)}")
     return 0
+
+
+def _fmt(x: object) -> str:
+    """A figure to 4 decimals, or the text it is ("unavailable")."""
+    return f"{x:.4f}" if isinstance(x, float) else str(x)

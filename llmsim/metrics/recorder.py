@@ -27,9 +27,11 @@ notifications and, when the loop crosses a tick boundary, a :class:`Gauges` snap
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,6 +45,9 @@ from llmsim.memory.host import (
 )
 from llmsim.trace.record import Request
 
+if TYPE_CHECKING:
+    from llmsim.power.accumulator import EnergyAccumulator
+
 NS_PER_S = 1_000_000_000
 
 QUIET_TICKS_WRITTEN = 60
@@ -52,14 +57,14 @@ written too."""
 STEP_COLUMNS = [
     "instance_id", "step", "scheduled_s", "start_s", "end_s", "gpu_ms", "cpu_ms",
     "num_seqs", "num_prefill_tokens", "num_decodes", "num_preempted", "num_admitted",
-    "num_emitted", "num_finished", "running", "waiting", "kv_cache_pct",
+    "num_emitted", "num_finished", "running", "waiting", "kv_cache_pct", "energy_j",
 ]
 TIMESERIES_COLUMNS = ["t", "prompt_throughput", "gen_throughput", "running", "waiting",
                       "kv_cache_pct"]
 REQUEST_COLUMNS = [
     "request_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
     "input_tokens", "output_tokens", "prefix_hit_tokens", "num_preemptions", "ttft_s",
-    "tpot_s", "e2e_s", "instance_id",
+    "tpot_s", "e2e_s", "instance_id", "energy_j",
 ]
 
 
@@ -85,6 +90,8 @@ class Recorder:
         requests: the trace's requests (row order of the outputs).
         keep_steps: keep the per-step log.
         tick_ns: time-series period, ns (> 0).
+        energy: fed every step (:class:`llmsim.power.accumulator.EnergyAccumulator`);
+            None: energy unavailable (``energy_j`` columns NaN).
 
     Raises:
         ConfigError: the requests' rows and output-token times would not fit in the host's
@@ -92,12 +99,13 @@ class Recorder:
     """
 
     def __init__(self, requests: Sequence[Request], *, keep_steps: bool = False,
-                 tick_ns: int = NS_PER_S) -> None:
+                 tick_ns: int = NS_PER_S, energy: EnergyAccumulator | None = None) -> None:
         n = len(requests)
         _check_memory(requests)
         self.requests = requests
         self.keep_steps = keep_steps
         self.tick_ns = tick_ns
+        self.energy = energy
         self.release_ns = [-1] * n
         self.first_scheduled_ns = [-1] * n
         self.first_token_ns = [-1] * n
@@ -193,19 +201,22 @@ class Recorder:
             self.prefix_hit_tokens[i] = max(0, seq.prefix_hit_tokens)
             self.num_preemptions[i] = seq.num_preemptions
         self.num_finished += len(out.finished)
+        energy_j = self.energy.on_step(rec) if self.energy is not None else math.nan
         if self.keep_steps:
             plan = rec.plan
             self.steps.append((
                 rec.instance_id, rec.step, plan.scheduled_ns, rec.start_ns, end, rec.gpu_ns,
                 rec.cpu_ns, len(plan.chunks), plan.num_prefill_tokens, plan.num_decodes,
                 len(plan.preempted), len(plan.admitted), len(out.emitted), len(out.finished),
-                rec.num_running, rec.num_waiting, rec.kv_usage))
+                rec.num_running, rec.num_waiting, rec.kv_usage, energy_j))
 
     def finish(self, end_ns: int, gauges: Gauges) -> None:
         """Close the ticks up to and including the one holding ``end_ns`` (``gauges``: the
         final state), and write the last tick of a quiet run in progress."""
         self.advance(end_ns + self.tick_ns, gauges)
         self._end_quiet_run(self.next_tick_ns - self.tick_ns)
+        if self.energy is not None:
+            self.energy.finish(end_ns)
 
     # ------------------------------------------------------------ end of run
     def _token_times(self) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +266,8 @@ class Recorder:
             "tpot_s": tpot,
             "e2e_s": finish - arrival,
             "instance_id": np.asarray(self.instance_of, dtype=np.int64),
+            "energy_j": (self.energy.request_energy_j() if self.energy is not None
+                         and self.energy.horizon_ns is not None else np.full(len(reqs), np.nan)),
         }, columns=REQUEST_COLUMNS)
         itls = _gaps_s(*self._token_times())
         timeseries = pd.DataFrame(self.ticks, columns=TIMESERIES_COLUMNS)

@@ -20,8 +20,12 @@ Per step and per GPU of the instance (the GPUs of a TP/PP instance are taken to 
   capped at the power limit. This linear utilisation law is a modelling assumption of this
   module (docs/power.md), not a vendor figure.
 
-A step energy measured by the profile (a finite ``energy_j`` column in the step log: NVML
-energy of the instance's forward pass) takes precedence over the active term.
+A step energy measured by the profile (a finite ``measured_energy_j`` column in the step
+log: NVML energy of the instance's forward pass) takes precedence over the active term.
+
+This is the post-hoc form, on a kept step log (the ML.ENERGY script and tests cross-check
+it); every replay accounts its energy online with the same law
+(:mod:`llmsim.power.accumulator`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ import pandas as pd
 
 from llmsim.errors import ConfigError
 from llmsim.power.spec import GpuPowerSpec
+
+MEASURED_COLUMN = "measured_energy_j"
+"""Step-log column of a step's energy measured by the profile (the replay's own ``energy_j``
+column is its *reported* energy, :mod:`llmsim.power.accumulator`)."""
 
 SEGMENT_COLUMNS = ["gpu", "instance_id", "t0_s", "t1_s", "power_w", "kind"]
 """Columns of :attr:`PowerTrace.segments`: piecewise-constant power per GPU."""
@@ -163,7 +171,8 @@ def power_trace(steps: pd.DataFrame, spec: GpuPowerSpec, shape: StepShape, *,
     Args:
         steps: step log (:data:`llmsim.metrics.STEP_COLUMNS`; ``start_s``, ``end_s``,
             ``gpu_ms``, ``num_prefill_tokens``, ``num_decodes``, ``kv_cache_pct``, and
-            optionally ``energy_j``: measured energy of the step over the instance's GPUs).
+            optionally ``measured_energy_j``: measured energy of the step over the
+            instance's GPUs).
         spec: complete GPU power spec.
         shape: per-instance FLOP and byte quantities.
         num_instances: instances of the replay (ids ``0..n-1``); an instance without steps
@@ -195,8 +204,8 @@ def power_trace(steps: pd.DataFrame, spec: GpuPowerSpec, shape: StepShape, *,
     g = shape.gpus_per_instance
     energy = g * (active_w * busy + idle * (dur - busy))
     source = np.full(len(st), "power_state", dtype=object)
-    if "energy_j" in st.columns:
-        measured = st["energy_j"].to_numpy(dtype=float)
+    if MEASURED_COLUMN in st.columns:
+        measured = st[MEASURED_COLUMN].to_numpy(dtype=float)
         ok = np.isfinite(measured)
         energy = np.where(ok, measured + g * idle * (dur - busy), energy)
         source[ok] = "profile"

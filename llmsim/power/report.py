@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from llmsim.power.model import PowerTrace, StepShape, attribute_to_requests, power_trace
+from llmsim.power.model import (
+    MEASURED_COLUMN,
+    PowerTrace,
+    StepShape,
+    attribute_to_requests,
+    power_trace,
+)
 from llmsim.power.spec import GpuPowerSpec, find_power_spec
 
 if TYPE_CHECKING:
@@ -165,8 +171,8 @@ def energy_report(result: ReplayResult, experiment: Experiment, *,
     if spec is None:
         return EnergyReport(available=False, hardware=hw,
                             reason=f"no hardware power file for '{hw}' (llmsim/power/data)")
-    has_measured = "energy_j" in result.steps.columns and bool(
-        np.isfinite(result.steps["energy_j"].to_numpy(dtype=float)).all())
+    has_measured = MEASURED_COLUMN in result.steps.columns and bool(
+        np.isfinite(result.steps[MEASURED_COLUMN].to_numpy(dtype=float)).all())
     if spec.missing() and not has_measured:
         return EnergyReport(available=False, hardware=hw, spec=spec, reason=(
             f"{Path(spec.path).name or spec.name}: no sourced {', '.join(spec.missing())}; "
@@ -206,4 +212,25 @@ def write_energy(report: EnergyReport, out_dir: str | Path) -> tuple[Path, Path]
                                                         sort_keys=True) + "\n")
     csv = report.power.to_csv(index=False) if len(report.power) else "t,gpu,power_w\n"
     c = atomic_write_text(d / "power.csv", csv)
+    return j, c
+
+
+def write_replay_energy(result: ReplayResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write a replay's ``summary["energy"]`` as ``energy.json`` and its power series as
+    ``power.csv`` into ``out_dir`` (atomic writes; ``llmsim replay --energy``).
+
+    Returns:
+        the two paths written.
+    """
+    import json
+
+    from llmsim.data.atomic import atomic_write_text
+    from llmsim.power.accumulator import POWER_COLUMNS
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    j = atomic_write_text(d / "energy.json", json.dumps(result.summary.get("energy", {}),
+                                                        indent=2, sort_keys=True) + "\n")
+    power = result.power if result.power is not None else pd.DataFrame(columns=POWER_COLUMNS)
+    c = atomic_write_text(d / "power.csv", power.to_csv(index=False))
     return j, c

@@ -28,7 +28,7 @@ to the recorder at that time in rank order. Instances outside every group step a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,8 @@ class LockstepGroup:
         self.num_dummy_passes = 0
         self.end_ns: int | None = None
         self.log: list[LockstepStep] | None = [] if keep_log else None
+        self.on_dummy: Callable[[int, int, int, int], None] | None = None
+        """Told of each dummy pass: ``(instance_id, start_ns, end_ns, gpu_ns)`` (energy)."""
 
     @property
     def busy(self) -> bool:
@@ -160,6 +162,8 @@ class LockstepGroup:
         for m, p, cost in zip(self.members, preps, costs, strict=True):
             if p is None:
                 self.num_dummy_passes += 1
+                if self.on_dummy is not None:
+                    self.on_dummy(m.instance_id, start_ns, end_ns, gpu_ns)
                 continue
             m.launch_step(p[0], cpu_ns=p[1], start_ns=start_ns, gpu_ns=gpu_ns, cost=cost)
         self.num_steps += 1

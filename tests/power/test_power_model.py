@@ -93,7 +93,7 @@ def test_power_cap() -> None:
 
 def test_profile_measured_energy_takes_precedence() -> None:
     steps = _steps([(0.0, 0.01, 10.0, 0, 1), (0.01, 0.03, 10.0, 0, 1)])
-    steps["energy_j"] = [1.5, math.nan]
+    steps["measured_energy_j"] = [1.5, math.nan]
     tr = power_trace(steps, SPEC, SHAPE, num_instances=1)
     assert float(tr.steps["energy_j"].iloc[0]) == pytest.approx(1.5)
     assert list(tr.steps["source"]) == ["profile", "power_state"]
