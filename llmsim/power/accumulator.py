@@ -299,6 +299,36 @@ class EnergyAccumulator:
                 sh[c[0].index] += f * c[1]
         return step_j
 
+    def on_decode_run(self, instance_id: int, seq_indices: Sequence[int], start_ns: np.ndarray,
+                      end_ns: np.ndarray, gpu_ns: np.ndarray, kv_usage: np.ndarray
+                      ) -> list[float]:
+        """Steps of a decode fast-forward (:class:`llmsim.instance.fastforward.DecodeRun`):
+        each decodes one token of every sequence of ``seq_indices``; the same accounting as
+        :meth:`on_step` for each (power-state or constant law: a fast-forward passes no
+        measured energy).
+
+        Args:
+            instance_id: the instance.
+            seq_indices: trace indices of the run's sequences.
+            start_ns, end_ns, gpu_ns: per step, ns (shape ``(k,)``).
+            kv_usage: per step, KV usage fraction after the step.
+
+        Returns:
+            each step's energy, J.
+        """
+        n = len(seq_indices)
+        out = [self._run(instance_id, int(a), int(b), int(g), n, float(kv), None, int(g), n)
+               for a, b, g, kv in zip(start_ns.tolist(), end_ns.tolist(), gpu_ns.tolist(),
+                                      kv_usage.tolist(), strict=True)]
+        total = float(sum(out))
+        self.step_j += total
+        if n:
+            f = total / n
+            sh = self.shares
+            for i in seq_indices:
+                sh[i] += f
+        return out
+
     def on_dummy(self, instance_id: int, start_ns: int, end_ns: int, gpu_ns: int) -> None:
         """A DP rank ran a dummy pass (1 token, uniform decode; no request's)."""
         self.num_dummy_passes += 1

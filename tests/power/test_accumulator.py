@@ -195,3 +195,22 @@ def test_long_quiet_gap_is_cut() -> None:
     assert g["t"].iloc[-2] == 1000.0 and g["t"].iloc[60] == 61.0
     assert a.total_j() == pytest.approx(
         100.0 * 1001 + 2 * (600.0 * (1e9 / (1e12 * 0.1) + 1e9 / (1e15 * 0.1))) * 0.1)
+
+
+def test_decode_run_equals_its_steps() -> None:
+    """A fast-forwarded decode run accounts exactly as its steps one by one."""
+    one, run = acc(idle_gpus=1), acc(idle_gpus=1)
+    starts = np.asarray([0.0, 0.011, 0.023, 0.5]) * S
+    ends = starts + 0.010 * S
+    gpu = np.full(4, 9_000_000)
+    per_step = []
+    for a, b, g in zip(starts, ends, gpu, strict=True):
+        r = rec(a / S, b / S, g / 1e6, [(0, 1), (2, 1)])
+        per_step.append(one.on_step(r))
+    got = run.on_decode_run(0, (0, 2), starts.astype(np.int64), ends.astype(np.int64), gpu,
+                            np.zeros(4))
+    assert got == pytest.approx(per_step, rel=1e-12)
+    one.finish(2 * S)
+    run.finish(2 * S)
+    assert run.total_j() == pytest.approx(one.total_j(), rel=1e-12)
+    assert run.request_energy_j() == pytest.approx(one.request_energy_j(), rel=1e-12)

@@ -4,6 +4,7 @@ against the post-hoc power-state model, and ``replay --energy``."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import subprocess
@@ -79,7 +80,8 @@ def test_online_matches_post_hoc_model() -> None:
     from llmsim.replay import run
 
     exp = load_experiment("examples/rtxpro6000-llama-3.1-8b.yaml")
-    res = run(exp)
+    keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
+    res = run(exp, **keep)
     assert res.steps is not None
     post = energy_report(dataclasses.replace(res, steps=res.steps.drop(columns=["energy_j"])),
                          exp)
@@ -99,3 +101,30 @@ def test_replay_energy_flag(tmp_path: Path) -> None:
     s = json.loads((tmp_path / "o" / "summary.json").read_text())["energy"]
     assert j == s and math.isfinite(j["energy_j"])
     assert (tmp_path / "e" / "power.csv").read_text() == (tmp_path / "o" / "power.csv").read_text()
+
+
+def test_llmservingsim_power_instance_equivalent(tmp_path: Path) -> None:
+    """examples/power/llmservingsim-single-node-power.yaml: LLMServingSim's
+    single_node_power_instance.json mapped key by key; every component covered."""
+    from llmsim.experiment import load_experiment
+    from llmsim.replay import run
+
+    exp = load_experiment("examples/power/llmservingsim-single-node-power.yaml")
+    res = run(exp)
+    en = res.summary["energy"]
+    assert en["covers"] == ["base_node", "cpu", "dram", "gpu", "link", "nic", "storage"]
+    assert en["not_covered"] == {} and en["steps_by_source"]["constant"] == res.num_steps
+    h = en["horizon_s"]
+    comp = en["nodes"]["node0"]["components_j"]
+    # constant terms x horizon: 60 base, 10 + 190 x 0.15 CPU, 16 x 2 DIMMs, 5 link, 20 NIC,
+    # 2 x 5 storage
+    for key, w in (("base_node", 60.0), ("dram", 32.0), ("link", 5.0), ("nic", 20.0),
+                   ("storage", 10.0)):
+        assert comp[key] == pytest.approx(w * h)
+    assert comp["gpu_idle"] == pytest.approx(35.0 * h)
+    # GPU active: 565 W over the kernel time; CPU: 38.5 W always + 104.5 W while busy
+    busy_s = comp["gpu_active"] / 565.0
+    assert 0 < busy_s <= h
+    assert comp["cpu"] == pytest.approx(38.5 * h + 190 * 0.55 * busy_s)
+    assert res.requests["energy_j"].sum() == pytest.approx(en["energy_j"], rel=1e-9)
+    assert en["peak_power_w"] <= 165.5 + 35.0 + 565.0 + 104.5 + 1e-6
