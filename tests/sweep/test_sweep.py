@@ -10,41 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sweep_helpers import BASE, GRID, deterministic, write_sweep
 
 from llmsim.errors import ConfigError
 from llmsim.experiment import load_experiment
 from llmsim.sweep import load_sweep, plan_sweep, run_sweep
 from llmsim.sweep.point import config_hash, slo_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / "examples" / "rtxpro6000-llama-3.1-8b.yaml"
-NONDETERMINISTIC = ["wall_s"]
-
-
-def write_sweep(tmp_path: Path, body: str, *, n_requests: int = 30, name: str = "s.yaml") -> Path:
-    """A sweep over the embedded example, its trace cut to ``n_requests``."""
-    path = tmp_path / name
-    path.write_text(f"experiment: {BASE}\n"
-                    "set:\n"
-                    "  engine.cudagraph_capture_sizes: null\n"
-                    f"  trace.transforms: [{{truncate: {{max_requests: {n_requests}}}}}]\n"
-                    + body)
-    return path
-
-
-GRID = ("grid:\n"
-        "  engine.max_num_seqs: [8, 64]\n"
-        "  instances: [1, 2]\n"
-        "slo: {ttft_s: 0.5, tpot_s: 0.03, attainment: 0.9, ttft_percentile: 99}\n")
-
-
-def deterministic(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=NONDETERMINISTIC).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------- validation
@@ -126,14 +101,6 @@ def test_slo_metrics_follow_vllm_bench_goodput_rules():
 
 
 # ----------------------------------------------------------------------- running
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> pd.DataFrame:
-    """The grid run serially from scratch."""
-    tmp = tmp_path_factory.mktemp("ref")
-    res = run_sweep(load_sweep(write_sweep(tmp, GRID)), out_dir=tmp / "out", backend="serial")
-    return res.table
-
-
 def test_serial_sweep_writes_one_row_per_point(reference, tmp_path):
     t = reference
     assert list(t["point"]) == [0, 1, 2, 3]
