@@ -128,3 +128,37 @@ def test_llmservingsim_power_instance_equivalent(tmp_path: Path) -> None:
     assert comp["cpu"] == pytest.approx(38.5 * h + 190 * 0.55 * busy_s)
     assert res.requests["energy_j"].sum() == pytest.approx(en["energy_j"], rel=1e-9)
     assert en["peak_power_w"] <= 165.5 + 35.0 + 565.0 + 104.5 + 1e-6
+
+
+def test_profile_measured_energy_takes_precedence_end_to_end() -> None:
+    """A cost model that reports each step's energy (``StepCost.energy_j``, as a profile
+    with NVML energy would): every step is priced from it, not from the power-state law."""
+    from llmsim.costmodel.base import StepCost
+    from llmsim.experiment import load_experiment
+    from llmsim.model.config import load_model_config
+    from llmsim.replay import build_cost_model, run
+
+    # no CUDA-graph padding: a step's GPU time is exactly the priced kernel time
+    exp = load_experiment("examples/rtxpro6000-llama-3.1-8b.yaml",
+                          {"overheads.cudagraph_padding": False})
+    inner = build_cost_model(exp, load_model_config(exp.model_path))
+
+    class Measured:
+        """The profile's times, with 450 W x kernel time as the 'measured' energy."""
+
+        def step_cost(self, batch: object) -> StepCost:
+            c = inner.step_cost(batch)  # type: ignore[arg-type]
+            return dataclasses.replace(c, energy_j=450.0 * c.duration_ns / 1e9)
+
+    keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
+    res = run(exp, cost_model=Measured(), **keep)  # type: ignore[arg-type]
+    en = res.summary["energy"]
+    assert en["steps_by_source"] == {"profile": res.num_steps, "constant": 0,
+                                     "power_state": 0}
+    st = res.steps
+    assert st is not None
+    busy = np.minimum(st["gpu_ms"] / 1e3, st["end_s"] - st["start_s"])
+    want = 450.0 * busy + 35.0 * (st["end_s"] - st["start_s"] - busy)
+    assert np.allclose(st["energy_j"], want, rtol=1e-6)
+    base = run(exp).summary["energy"]
+    assert base["steps_by_source"]["power_state"] == res.num_steps
