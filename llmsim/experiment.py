@@ -91,6 +91,7 @@ from typing import Annotated, Any, Self, TypeVar
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -215,6 +216,25 @@ _Name = Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_NAME_CHARS)
                   BeforeValidator(_name_str)]
 _Text = Annotated[str, Strict(), Field(max_length=_MAX_TEXT_CHARS)]
 
+_NOT_MODELLED = {
+    "pim": "PIM attention offload (LLMServingSim's cpu_mem.pim_config)",
+    "llmservingsim": "an LLMServingSim layout with no vLLM counterpart",
+    "spans": "one group's DP ranks on several nodes",
+}
+"""Placeholder keys (field name -> feature) that ``llmsim cluster import`` writes for
+features not modelled yet: any value but null is refused with "not supported yet:
+<feature>" (file, line, field). The helper that builds a feature replaces its key."""
+
+
+def _refuse_unmodelled(value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+        return None
+    feature = _NOT_MODELLED.get(info.field_name or "", str(info.field_name))
+    raise ValueError(f"not supported yet: {feature} ({_short(value)})")
+
+
+_Unmodelled = Annotated[Any, AfterValidator(_refuse_unmodelled)]
+
 
 class _FieldError(ValueError):
     """Raised inside a validator to blame a field other than the one being validated.
@@ -334,6 +354,8 @@ class EngineConfig:
         async_scheduling: the CPU prepares step n+1 while step n runs.
         scheduler_reserve_full_isl: admit a request only if its whole prompt fits in KV.
         long_prefill_token_threshold: cap on one request's prompt tokens per step (0: none).
+        enable_chunked_prefill: split prompts over steps (vLLM V1's default); false, where
+            vLLM schedules a prompt whole or not at all, is refused (not supported yet).
     """
 
     tensor_parallel_size: Annotated[_Int, Field(
@@ -368,9 +390,13 @@ class EngineConfig:
     long_prefill_token_threshold: Annotated[_Int, Field(
         ge=0, le=MAX_NUM_BATCHED_TOKENS,
         description="no prompt chunk exceeds the step token bound")] = 0
+    enable_chunked_prefill: _Bool = True
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        if not self.enable_chunked_prefill:
+            raise _FieldError("enable_chunked_prefill", "not supported yet: prefill without "
+                              "chunking (vLLM then schedules a prompt whole or not at all)")
         if self.pipeline_parallel_size != 1:
             raise _FieldError("pipeline_parallel_size", "not supported yet: pipeline "
                               "parallelism (pipeline_parallel_size > 1)")
@@ -868,12 +894,14 @@ class PlacementConfig:
         gpus: GPU numbers on that node, ``count x data_parallel_size x
             tensor_parallel_size`` of them, taken in order (instance 0's DP rank 0 first);
             None: the node's first free GPUs, in order.
+        spans: placeholder (``_NOT_MODELLED``): DP ranks on further nodes.
     """
 
     node: _Name
     gpus: Annotated[tuple[Annotated[_Int, Field(ge=0)], ...] | None, Field(
         max_length=MAX_GPUS_PER_NODE, description="a node holds at most this many GPUs"),
         BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = None
+    spans: _Unmodelled = None
 
 
 @_config_errors("instance_groups")
@@ -894,6 +922,7 @@ class InstanceGroupConfig:
         hardware, model_path (YAML ``model``), profile_path (YAML ``profile``),
         cost_model, engine, overheads: as on :class:`Experiment`.
         placement: where the instances run (needs a ``cluster``).
+        llmservingsim: placeholder (``_NOT_MODELLED``): refused unless null.
     """
 
     name: _Name
@@ -909,6 +938,7 @@ class InstanceGroupConfig:
     overheads: Annotated[InstanceOf[StepOverheads] | None,
                          BeforeValidator(lambda v: v if v is None else _overheads_in(v))] = None
     placement: PlacementConfig | None = None
+    llmservingsim: _Unmodelled = None
 
     @field_validator("model_path", "profile_path", mode="before")
     @classmethod
@@ -983,6 +1013,7 @@ class Experiment:
         measured_path: the measured run this experiment reproduces (YAML ``measured``), if
             any; resolved like other paths but not required to exist.
         description: free text.
+        pim: placeholder (``_NOT_MODELLED``): refused unless null.
 
     Raises:
         ConfigError: on construction, a missing, unknown or invalid field (dotted name).
@@ -1013,6 +1044,7 @@ class Experiment:
     output_dir: Path = _UNSET_PATH
     measured_path: Path | None = Field(default=None, validation_alias="measured")
     description: _Text = ""
+    pim: _Unmodelled = None
 
     @field_validator("model_path", "profile_path", mode="before")
     @classmethod

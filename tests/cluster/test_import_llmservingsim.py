@@ -1,0 +1,442 @@
+"""``llmsim cluster import llmservingsim``: every LLMServingSim cluster config of the data
+imports; the YAML loads, then runs a short replay or stops with a located "not supported
+yet"; every JSON field is in the field table (an unknown one is refused with file, line and
+field); facts read from the JSON survive the conversion."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmsim.cli.cluster import first_refusal
+from llmsim.cli.main import main
+from llmsim.cluster.importers.llmservingsim import (
+    FIELDS,
+    GIB_BYTES,
+    import_config,
+    import_directory,
+    write_imported,
+)
+from llmsim.errors import ConfigError, LlmsimError, ProfileError
+from llmsim.experiment import load_experiment
+from llmsim.replay import run
+
+CONFIGS = "llmservingsim/configs/cluster"
+NAMES = [
+    "dual_node_moe_dp_ep_intra_inter_instance", "dual_node_multi_instance",
+    "rtx4090_multi_instance", "rtx4090_single_instance", "rtx4090_tp2_instance",
+    "single_node_4_instance_2TP", "single_node_cxl_instance", "single_node_dp_instance",
+    "single_node_heterogeneous", "single_node_memory_instance",
+    "single_node_moe_dp_ep_instance", "single_node_moe_dp_pp_instance",
+    "single_node_moe_dp_tp_instance", "single_node_moe_dp_tp_pp_instance",
+    "single_node_moe_multi_instance", "single_node_moe_pd_instance",
+    "single_node_moe_pp_instance", "single_node_moe_single_instance",
+    "single_node_multi_instance", "single_node_pd_instance",
+    "single_node_pd_per_instance_config", "single_node_pim_instance",
+    "single_node_power_instance", "single_node_pp_instance", "single_node_single_instance",
+    "single_node_single_instance_H100", "single_node_tp_pp_instance",
+]
+"""The 27 configs of LLMServingSim @ 5daddb2 (configs/cluster/README.md lists them)."""
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cluster-semantics.md"
+REPLAY_REQUESTS = 12
+
+
+@pytest.fixture
+def configs(data_path) -> Path:
+    return data_path(CONFIGS)
+
+
+def _json(configs: Path, name: str) -> dict[str, Any]:
+    return json.loads((configs / f"{name}.json").read_text())
+
+
+def _instances(raw: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    return [(n, inst) for n, node in enumerate(raw["nodes"]) for inst in node["instances"]]
+
+
+def test_the_data_holds_the_27_configs(configs: Path) -> None:
+    assert sorted(p.stem for p in configs.glob("*.json")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_config_imports_and_the_yaml_is_the_mapping(name: str, configs: Path,
+                                                          tmp_path: Path) -> None:
+    imported = import_config(configs / f"{name}.json")
+    out = write_imported(imported, tmp_path / f"{name}.yaml")
+    assert yaml.safe_load(out.read_text()) == imported.experiment
+    assert imported.experiment["name"] == name
+    # every knowingly ignored field is named, with its value, in the header
+    header = out.read_text().split("\nname:", 1)[0]
+    for field, value, _ in imported.ignored:
+        assert f"{field} = {json.dumps(value)}" in header
+    for key, _ in imported.unsupported + imported.data_gaps:
+        assert f"#   {key}:" in header
+
+
+def _covered(field: str, keys: list[str]) -> bool:
+    return any(field == k or field.startswith(k + ".") or k.startswith(field + ".")
+               for k in keys)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_yaml_runs_or_stops_with_a_located_not_supported_yet(name: str, configs: Path,
+                                                                 tmp_path: Path) -> None:
+    imported = import_config(configs / f"{name}.json")
+    out = write_imported(imported, tmp_path / f"{name}.yaml")
+    cut = {"trace.transforms": [{"truncate": {"max_requests": REPLAY_REQUESTS}}]}
+    try:
+        refusal = first_refusal(out)
+        if refusal is None:
+            result = run(load_experiment(out, overrides=cut))
+    except ProfileError as exc:  # a bundle without the instance's TP tables
+        assert imported.data_gaps, exc
+        assert "not in the profile" in str(exc)
+        return
+    except ConfigError as exc:
+        if imported.data_gaps and exc.field == "profile" or (exc.field or "").endswith(
+                ".profile"):
+            assert imported.data_gaps and "not found" in exc.reason, exc
+            return
+        refusal = str(exc)
+        assert exc.path == str(out) and exc.line is not None, exc
+        assert exc.reason.startswith("not supported yet: "), exc
+        assert _covered(exc.field or "", [k for k, _ in imported.unsupported]), (
+            exc.field, imported.unsupported)
+        return
+    if refusal is not None:
+        assert "not supported yet: " in refusal and str(out) in refusal, refusal
+        assert imported.unsupported, refusal
+        return
+    # runs: a short replay end to end
+    assert imported.runnable or imported.unsupported, name
+    req = result.requests
+    assert len(req) == REPLAY_REQUESTS
+    assert req["ttft_s"].notna().all() and (req["ttft_s"] > 0).all()
+    assert req["e2e_s"].ge(req["ttft_s"]).all()
+    expected = sum(g.get("count", 1) * g["engine"].get("data_parallel_size", 1)
+                   for g in imported.experiment["instance_groups"])
+    assert result.summary["num_instances"] == expected
+
+
+def test_configs_without_unmodelled_features_run(configs: Path, tmp_path: Path) -> None:
+    """The importer's own promise: nothing refused and nothing missing -> it replays."""
+    runnable = [r for r in import_directory(configs) if r.runnable]
+    assert {r.source.stem for r in runnable} >= {
+        "single_node_single_instance", "rtx4090_single_instance", "single_node_dp_instance",
+        "single_node_4_instance_2TP", "dual_node_multi_instance", "single_node_memory_instance",
+        "single_node_moe_dp_ep_instance", "single_node_moe_multi_instance"}
+    for r in runnable:
+        out = write_imported(r, tmp_path / f"{r.source.stem}.yaml")
+        assert first_refusal(out) is None, r.source.name
+
+
+# ------------------------------------------------------------------------ field table
+def _patterns(value: Any, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            named = prefix.endswith((".power.npu", ".placement.layers"))
+            p = f"{prefix}.{'*' if named else key}" if prefix else key
+            out.add(p)
+            out |= _patterns(item, p)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                out.add(prefix + "[]")
+                out |= _patterns(item, prefix + "[]")
+    return out
+
+
+def test_every_field_of_the_27_configs_is_in_the_table(configs: Path) -> None:
+    seen: set[str] = set()
+    for name in NAMES:
+        seen |= _patterns(_json(configs, name))
+    table = {r.pattern for r in FIELDS}
+    assert seen <= table, sorted(seen - table)
+    # and the table holds no rule nothing could reach but the documented extras
+    extras = table - seen
+    assert extras == {
+        "nodes[].instances[].reserve_full_isl", "nodes[].instances[].enable_local_offloading",
+        "nodes[].instances[].enable_attn_offloading",
+        "nodes[].instances[].enable_sub_batch_interleaving",
+        "nodes[].instances[].enable_block_copy"}, sorted(extras)
+    assert {r.action for r in FIELDS} <= {"mapped", "checked", "ignored", "section"}
+    assert all(r.note or r.action == "section" for r in FIELDS)
+    assert all(r.ignored or r.note for r in FIELDS if r.action == "ignored")
+
+
+def test_the_docs_table_lists_every_field() -> None:
+    text = DOCS.read_text()
+    section = text.split("## Importing LLMServingSim configs", 1)[1]
+    for rule in FIELDS:
+        assert f"`{rule.pattern}`" in section, rule.pattern
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(("edit", "field", "needle"), [
+    (lambda d: d["nodes"][0]["instances"][0].update(foo=1), "nodes.0.instances.0.foo",
+     '"foo"'),
+    (lambda d: d.update(topology="ring"), "topology", '"topology"'),
+    (lambda d: d["nodes"][0]["cpu_mem"].update(channels=8), "nodes.0.cpu_mem.channels",
+     '"channels"'),
+    (lambda d: d["nodes"][0]["instances"][0]["npu_mem"].update(mem_util_pct=90),
+     "nodes.0.instances.0.npu_mem.mem_util_pct", '"mem_util_pct"'),
+])
+def test_an_unknown_field_is_refused_with_file_line_and_field(edit, field: str, needle: str,
+                                                              configs: Path,
+                                                              tmp_path: Path) -> None:
+    raw = _json(configs, "single_node_single_instance")
+    edit(raw)
+    path = tmp_path / "edited.json"
+    text = json.dumps(raw, indent=4)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        import_config(path)
+    assert err.value.path == str(path) and err.value.field == field
+    assert err.value.line == _line_of(text, needle)
+    assert "unknown LLMServingSim field" in err.value.reason
+
+
+def test_an_unknown_power_component_field_is_refused(configs: Path, tmp_path: Path) -> None:
+    raw = _json(configs, "single_node_power_instance")
+    raw["nodes"][0]["power"]["npu"]["RTXPRO6000"]["boost_power"] = 700
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(raw, indent=2))
+    with pytest.raises(ConfigError) as err:
+        import_config(path)
+    assert err.value.field == "nodes.0.power.npu.RTXPRO6000.boost_power"
+    assert "active_power" in err.value.reason  # the known keys are listed
+
+
+@pytest.mark.parametrize(("edit", "field", "says"), [
+    (lambda d: d.update(num_nodes=2), "num_nodes", "1 nodes are listed"),
+    (lambda d: d["nodes"][0].update(num_instances=3), "nodes.0.num_instances",
+     "1 instances are listed"),
+    (lambda d: d["nodes"][0]["instances"][0].update(num_npus=3, tp_size=2),
+     "nodes.0.instances.0.num_npus", "num_npus 3"),
+    (lambda d: d["nodes"][0]["instances"][0].update(max_num_seqs=0),
+     "nodes.0.instances.0.max_num_seqs", "no vLLM counterpart"),
+    (lambda d: d["nodes"][0]["instances"][0].update(kv_cache_dtype="fp8"),
+     "nodes.0.instances.0.kv_cache_dtype", "not supported yet"),
+    (lambda d: d["nodes"][0]["instances"][0].update(enable_attn_offloading=True),
+     "nodes.0.instances.0.enable_attn_offloading", "not supported yet"),
+    (lambda d: d["nodes"][0]["instances"][0].update(tp_size="2"),
+     "nodes.0.instances.0.tp_size", "must be int"),
+    (lambda d: d["nodes"][0]["instances"][0].update(pd_type="both"),
+     "nodes.0.instances.0.pd_type", "'prefill', 'decode' or null"),
+    (lambda d: d["nodes"][0]["instances"][0]["npu_mem"].update(mem_util=90),
+     "nodes.0.instances.0.npu_mem.mem_util", "fraction"),
+    (lambda d: d["nodes"][0]["instances"][0].pop("pd_type"), "nodes.0.instances.0",
+     "'pd_type'"),
+])
+def test_bad_values_are_refused_where_they_are(edit, field: str, says: str, configs: Path,
+                                              tmp_path: Path) -> None:
+    raw = _json(configs, "single_node_single_instance")
+    edit(raw)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw, indent=4))
+    with pytest.raises(ConfigError) as err:
+        import_config(path)
+    assert err.value.path == str(path) and err.value.field == field, err.value
+    assert says in err.value.reason
+    assert err.value.line is not None
+
+
+def test_invalid_json_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "num_nodes": 1,\n  "nodes": [\n')
+    with pytest.raises(ConfigError) as err:
+        import_config(path)
+    assert err.value.path == str(path) and err.value.line == 4
+
+
+# ------------------------------------------------------------------- round-trip facts
+def _group_engines(exp: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(tp, pp, dp) per group."""
+    return [(g["engine"]["tensor_parallel_size"], g["engine"].get("pipeline_parallel_size", 1),
+             g["engine"].get("data_parallel_size", 1)) for g in exp["instance_groups"]]
+
+
+@pytest.mark.parametrize("name", ["single_node_single_instance", "single_node_4_instance_2TP",
+                                  "dual_node_multi_instance", "single_node_dp_instance",
+                                  "single_node_tp_pp_instance", "rtx4090_multi_instance",
+                                  "single_node_moe_dp_ep_instance",
+                                  "single_node_single_instance_H100"])
+def test_parallel_layout_instances_and_hardware_survive(name: str, configs: Path) -> None:
+    raw = _json(configs, name)
+    exp = import_config(configs / f"{name}.json").experiment
+    insts = _instances(raw)
+    groups = exp["instance_groups"]
+    # instances: one group per JSON instance, a dp_group's members merged into one
+    dp_groups = {i.get("dp_group") for _, i in insts} - {None}
+    engines = sum(g["count"] * g["engine"].get("data_parallel_size", 1) for g in groups)
+    assert engines == len(insts)
+    assert len(groups) == len([i for _, i in insts if i.get("dp_group") is None]) + len(
+        dp_groups)
+    # TP / PP (num_npus = tp x pp when pp is not given) and DP per group
+    for (tp, pp, dp), g in zip(_group_engines(exp), groups, strict=True):
+        node = int(g["placement"]["node"][1:])
+        k = int(g["name"].split("i")[1].split("-")[0])
+        inst = raw["nodes"][node]["instances"][k]
+        assert tp == inst["tp_size"]
+        assert pp == inst.get("pp_size", inst.get("num_npus", tp) // tp)
+        assert dp == (sum(1 for _, i in insts if i.get("dp_group") == inst["dp_group"])
+                      if inst.get("dp_group") else 1)
+        assert g["hardware"] == {"name": inst["hardware"],
+                                 "gpu_memory_bytes": inst["npu_mem"]["mem_size"] * GIB_BYTES}
+        assert len(g["placement"]["gpus"]) == tp * pp * dp
+        assert g["model"] == f"llmservingsim/configs/model/{inst['model_name']}.json"
+        assert g["profile"] == (f"llmservingsim/profiles/{inst['hardware']}/"
+                                f"{inst['model_name']}/bf16")
+    # nodes: as many as the JSON's, each with the GPUs its instances take
+    nodes = exp["cluster"]["nodes"]
+    assert len(nodes) == raw["num_nodes"]
+    for n, node in enumerate(nodes):
+        want = sum(i.get("num_npus", i["tp_size"] * i.get("pp_size", 1))
+                   for i in raw["nodes"][n]["instances"])
+        assert sum(g["count"] for g in node["gpus"]) == want
+        placed = sorted(x for g in groups if g["placement"]["node"] == node["name"]
+                        for x in g["placement"]["gpus"])
+        assert placed == list(range(want))  # every GPU once
+
+
+def test_moe_ep_and_dp_follow_vllm(configs: Path) -> None:
+    dp_ep = import_config(configs / "single_node_moe_dp_ep_instance.json").experiment
+    (g,) = dp_ep["instance_groups"]
+    assert g["engine"]["data_parallel_size"] == 2 and g["engine"]["enable_expert_parallel"]
+    # ep_size 2 over dp 2 x tp 2 = 4 ranks: no vLLM layout, written to the placeholder
+    odd = import_config(configs / "single_node_moe_dp_tp_instance.json")
+    (g,) = odd.experiment["instance_groups"]
+    assert g["llmservingsim"] == {"ep_size": 2} and "enable_expert_parallel" not in g["engine"]
+    # a MoE model without ep_size at tp 1: ep 1, experts not expert-parallel
+    multi = import_config(configs / "single_node_moe_multi_instance.json").experiment
+    assert all("enable_expert_parallel" not in g["engine"] for g in multi["instance_groups"])
+
+
+def test_per_instance_engine_settings_and_roles(configs: Path, data_path) -> None:
+    raw = _json(configs, "single_node_pd_per_instance_config")
+    exp = import_config(configs / "single_node_pd_per_instance_config.json").experiment
+    prefill, decode = exp["instance_groups"]
+    p_raw, d_raw = raw["nodes"][0]["instances"]
+    assert (prefill["role"], decode["role"]) == (p_raw["pd_type"], d_raw["pd_type"])
+    for g, r in ((prefill, p_raw), (decode, d_raw)):
+        for key in ("max_num_seqs", "max_num_batched_tokens", "block_size",
+                    "enable_chunked_prefill"):
+            assert g["engine"][key] == r[key]
+    assert prefill["engine"]["long_prefill_token_threshold"] == 2048
+    assert exp["kv_transfer_config"] == {"kv_connector": "NixlConnector"}
+    # max_num_batched_tokens 0: the model's context length, as LLMServingSim resolves it
+    het = import_config(configs / "single_node_heterogeneous.json").experiment
+    model = json.loads(data_path("llmservingsim/configs/model/Qwen/Qwen3-32B.json").read_text())
+    assert het["instance_groups"][1]["engine"]["max_num_batched_tokens"] == \
+        model["max_position_embeddings"]
+    assert het["instance_groups"][1]["engine"]["enable_chunked_prefill"] is False
+
+
+def test_mem_util_is_gpu_memory_utilization(configs: Path) -> None:
+    raw = _json(configs, "rtx4090_single_instance")
+    exp = import_config(configs / "rtx4090_single_instance.json").experiment
+    util = raw["nodes"][0]["instances"][0]["npu_mem"]["mem_util"]
+    assert exp["instance_groups"][0]["engine"]["gpu_memory_utilization"] == util
+
+
+def test_power_block_maps_to_the_power_config(configs: Path) -> None:
+    raw = _json(configs, "single_node_power_instance")["nodes"][0]
+    power = import_config(configs / "single_node_power_instance.json").experiment[
+        "cluster"]["nodes"][0]["power"]
+    src = raw["power"]
+    assert power["base_node_w"] == src["base_node_power"]
+    gpu = src["npu"]["RTXPRO6000"]
+    assert power["gpu"]["RTXPRO6000"] == {
+        "idle_w": gpu["idle_power"], "active_w": gpu["active_power"],
+        "standby_w": gpu["standby_power"], "standby_s": gpu["standby_duration"]}
+    assert power["dram"]["num_dimms"] == raw["cpu_mem"]["mem_size"] // src["dram"]["dimm_size"]
+    assert power["dram"]["energy_pj_per_bit"] == src["dram"]["energy_per_bit"]
+    assert power["link"] == {"count": src["link"]["num_links"],
+                             "idle_w": src["link"]["idle_power"],
+                             "energy_pj_per_bit": src["link"]["energy_per_bit"]}
+    assert power["storage"]["count"] == src["storage"]["num_devices"]
+
+
+def test_cxl_placement_becomes_weight_offload_over_a_cxl_tier(configs: Path) -> None:
+    raw = _json(configs, "single_node_cxl_instance")
+    exp = import_config(configs / "single_node_cxl_instance.json").experiment
+    (tier,) = exp["memory_tiers"]
+    cxl = raw["cxl_mem"]
+    assert tier["kind"] == "cxl" and tier["num_devices"] == cxl["num_devices"]
+    assert tier["capacity_bytes"] * cxl["num_devices"] == cxl["mem_size"] * GIB_BYTES
+    assert tier["bandwidth_bytes_per_s"] == cxl["mem_bw"] * GIB_BYTES
+    offload = exp["instance_groups"][0]["weight_offload"]
+    assert offload["default"] == "cxl:0"
+    assert offload["layers"] == {"0-3": "cxl:0", "4-7": "cxl:1", "8-10": "cxl:2",
+                                 "11-23": "cxl:3", "24-31": "cxl:0"}
+    assert (offload["embedding"], offload["final_layernorm"], offload["lm_head"]) == (
+        "cxl:1", "cxl:2", "cxl:3")
+    # an all-GPU placement is llmsim's layout: nothing written, nothing refused
+    mem = import_config(configs / "single_node_memory_instance.json")
+    assert "weight_offload" not in mem.experiment["instance_groups"][0]
+    assert "memory_tiers" not in mem.experiment and mem.runnable
+
+
+def test_cross_node_dp_group_writes_the_inter_node_link(configs: Path) -> None:
+    raw = _json(configs, "dual_node_moe_dp_ep_intra_inter_instance")
+    exp = import_config(configs / "dual_node_moe_dp_ep_intra_inter_instance.json").experiment
+    (g,) = exp["instance_groups"]
+    assert g["placement"] == {"node": "n0", "gpus": [0, 1],
+                              "spans": [{"node": "n1", "gpus": [0, 1]}]}
+    assert g["engine"]["data_parallel_size"] == 2 and g["engine"]["enable_expert_parallel"]
+    for node in exp["cluster"]["nodes"]:  # the outer topology dimension: between nodes
+        assert node["network"] == {"bandwidth_bytes_per_s": raw["link_bw"][1] * GIB_BYTES,
+                                   "latency_ns": raw["link_latency"][1]}
+
+
+def test_data_gaps_are_named(configs: Path) -> None:
+    h100 = import_config(configs / "single_node_single_instance_H100.json")
+    assert [k for k, _ in h100.data_gaps] == ["instance_groups.0.profile"]
+    tp2 = import_config(configs / "rtx4090_tp2_instance.json")
+    assert tp2.data_gaps and "tp2" in tp2.data_gaps[0][1]
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_cli_converts_a_directory_and_one_file(configs: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "yaml"
+    assert main(["cluster", "import", "llmservingsim", str(configs), "--out", str(out)]) == 0
+    assert sorted(p.stem for p in out.glob("*.yaml")) == sorted(NAMES)
+    printed = capsys.readouterr().out
+    assert printed.count(" -> ") == len(NAMES)
+    one = tmp_path / "one.yaml"
+    assert main(["cluster", "import", "llmservingsim",
+                 str(configs / "single_node_single_instance.json"), "--out", str(one),
+                 "--check"]) == 0
+    assert "[runs]" in capsys.readouterr().out
+    exp = load_experiment(one)
+    assert exp.groups()[0].hardware.gpu_memory_bytes == 96 * GIB_BYTES
+
+
+def test_cli_reports_a_bad_config_without_a_traceback(configs: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    raw = _json(configs, "single_node_single_instance")
+    raw["nodes"][0]["instances"][0]["foo"] = 1
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(raw, indent=4))
+    assert main(["cluster", "import", "llmservingsim", str(path), "--out",
+                 str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"x\.json:\d+: field 'nodes\.0\.instances\.0\.foo'", err), err
+    assert "Traceback" not in err and not (tmp_path / "x.yaml").exists()
+
+
+def test_import_errors_are_llmsim_errors(tmp_path: Path) -> None:
+    with pytest.raises(LlmsimError):
+        import_directory(tmp_path)  # no .json in it
