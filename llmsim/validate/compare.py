@@ -221,6 +221,8 @@ class Comparison:
         sim_wall_time_s: host time the simulation took.
         sim_num_steps: engine steps simulated.
         notes: remarks for the reader (engine-setting mismatches, token mismatches...).
+        sim_energy: the replay's ``summary["energy"]`` (None when the result has none).
+        sim_power: the replay's 1 s power series (``ReplayResult.power``; None without).
     """
 
     name: str
@@ -240,6 +242,8 @@ class Comparison:
     sim_wall_time_s: float | None = None
     sim_num_steps: int | None = None
     notes: tuple[str, ...] = ()
+    sim_energy: dict[str, Any] | None = None
+    sim_power: pd.DataFrame | None = None
 
     @property
     def all_no_worse_than_reference(self) -> bool | None:
@@ -337,6 +341,8 @@ def compare(
         sim_wall_time_s=_float_or_none(getattr(result, "wall_time_s", None)),
         sim_num_steps=getattr(result, "num_steps", None),
         notes=tuple(notes),
+        sim_energy=(getattr(result, "summary", None) or {}).get("energy"),
+        sim_power=getattr(result, "power", None),
     )
 
 

@@ -38,6 +38,13 @@ the replay took on this machine) go to ``host.json`` only::
                       "timeline_shift_s", "kv_usage_recorded", "engine": {...}},
       "simulation": {"num_steps": int|null},
       "notes": [str], "files": [str],
+      "energy": {                        # only when the replay reports energy
+        "available": bool, "reason": str, "covers": [str],
+        "simulated": {"energy_j", "avg_power_w", "peak_power_w", "j_per_input_token",
+                      "j_per_output_token", "j_per_output_token_decode",
+                      "tokens_per_j": float | "unavailable"},
+        "measured": null, "note": str    # vLLM records no power (docs/power.md)
+      },
       "uncertainty": {                   # only with --bands / --sensitivity
         "samples": int, "seed": int, "band_percentiles": [5.0, 95.0],
         "noise_model": {"sigma_log": float, "source": str, "num_pairs": int},
@@ -70,8 +77,8 @@ from llmsim.data.atomic import publish_dir, temp_dir_next_to
 from llmsim.errors import ConfigError
 from llmsim.validate.compare import Comparison, MetricRow
 
-__all__ = ["HOST_SCHEMA", "SCHEMA", "ReportFiles", "format_table", "format_uncertainty", "host_dict", "report_dict",
-           "uncertainty_dict", "write_report"]
+__all__ = ["HOST_SCHEMA", "SCHEMA", "ReportFiles", "energy_dict", "format_table", "format_uncertainty", "host_dict",
+           "report_dict", "uncertainty_dict", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +217,27 @@ def report_dict(comp: Comparison, files: list[str] | None = None, uncertainty: A
         "notes": list(comp.notes),
         "files": files or [],
         **({"uncertainty": uncertainty_dict(uncertainty)} if uncertainty is not None else {}),
+        **({"energy": energy_dict(comp.sim_energy)} if comp.sim_energy is not None else {}),
     }
+
+
+ENERGY_FIGURES = ("energy_j", "avg_power_w", "peak_power_w", "j_per_input_token",
+                  "j_per_output_token", "j_per_output_token_decode", "tokens_per_j")
+"""The replay energy figures the report shows (definitions: docs/power.md)."""
+
+NO_MEASURED_POWER = ("The measured run has no power: vLLM records none "
+                     "(docs/power.md; vLLM 0.19 makes no NVML power or energy call)")
+
+
+def energy_dict(energy: dict[str, Any]) -> dict[str, Any]:
+    """The ``energy`` entry of ``report.json`` from a replay's ``summary["energy"]``."""
+    def fig(x: Any) -> Any:
+        return x if isinstance(x, str) else _num(x)
+
+    return {"available": bool(energy.get("available")), "reason": energy.get("reason", ""),
+            "covers": list(energy.get("covers", [])),
+            "simulated": {k: fig(energy.get(k, "unavailable")) for k in ENERGY_FIGURES},
+            "measured": None, "note": NO_MEASURED_POWER}
 
 
 def host_dict(comp: Comparison) -> dict[str, Any]:
@@ -311,6 +338,26 @@ def _uncertainty_markdown(u: Any) -> list[str]:
     return out
 
 
+def _energy_markdown(energy: dict[str, Any]) -> list[str]:
+    out = ["", "## Energy (simulated; docs/power.md)", ""]
+    if not energy.get("available"):
+        return out + [f"Energy unavailable: {energy.get('reason', '')}. {NO_MEASURED_POWER}."]
+    covers = ", ".join(energy.get("covers", []))
+    missing = energy.get("not_covered", {})
+    out += [f"Covers: {covers}" + (f"; not covered (no source): {', '.join(missing)}"
+                                   if missing else "") + f". {NO_MEASURED_POWER}.", "",
+            "| figure | llmsim |", "|---|---:|"]
+    units = {"energy_j": "J", "avg_power_w": "W", "peak_power_w": "W (1 s average)",
+             "j_per_input_token": "J/input token (prefill share)",
+             "j_per_output_token": "J/output token (all energy)",
+             "j_per_output_token_decode": "J/output token (decode share)",
+             "tokens_per_j": "tokens/J (input + output)"}
+    for k in ENERGY_FIGURES:
+        v = energy.get(k, "unavailable")
+        out.append(f"| {k} ({units[k]}) | {v if isinstance(v, str) else f'{v:.4g}'} |")
+    return out
+
+
 def format_uncertainty(u: Any) -> str:
     """Terminal lines for the bands and sensitivities."""
     lines = []
@@ -399,6 +446,8 @@ def _markdown(comp: Comparison, plots: list[str], uncertainty: Any = None) -> st
     for t in comp.totals:
         meas = "not measured" if t.measured is None else _f(t.measured, "{:.2f}")
         out.append(f"| {t.key} | {meas} | {_f(t.simulated, '{:.2f}')} | {_pct(t.error_pct)} |")
+    if comp.sim_energy is not None:
+        out += _energy_markdown(comp.sim_energy)
     out += ["", "## How the measured values were read", ""]
     if m.clock_offset_s is not None:
         d = m.requests["frontend_delay_s"].to_numpy(dtype=np.float64)
@@ -519,6 +568,7 @@ def _plots(comp: Comparison, out: Path, uncertainty: Any = None) -> list[str]:
 
     if uncertainty is not None:
         _uncertainty_plots(uncertainty, save, plt)
+    _power_plot(comp, save, plt)
     grid = comp.grid
     if grid is None:
         return files
@@ -543,6 +593,35 @@ def _plots(comp: Comparison, out: Path, uncertainty: Any = None) -> list[str]:
             ax.legend(loc="upper right")
         save(fig, name)
     return files
+
+
+def _power_plot(comp: Comparison, save: Any, plt: Any) -> None:
+    """``power.png``: simulated power per node (and cluster) over time, under the generation
+    throughput of both runs; only when the replay reports a power series."""
+    p = comp.sim_power
+    if p is None or not len(p):
+        return
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True)
+    grid = comp.grid
+    if grid is not None:
+        axes[0].plot(grid["t"], grid["gen_throughput_measured"], "k-", lw=1.2, label="measured")
+        axes[0].plot(grid["t"], grid["gen_throughput_simulated"], "C1-", lw=1.0, label="llmsim")
+        axes[0].legend(loc="upper right")
+    axes[0].set(title=_SERIES_LABEL["gen_throughput"])
+    axes[0].grid(alpha=0.3)
+    nodes = p[p["scope"] == "node"]
+    for i, (name, rows) in enumerate(nodes.groupby("name", sort=True)):
+        axes[1].step(rows["t"], rows["power_w"], where="pre", color=f"C{i + 2}", lw=1.0,
+                     label=f"node {name}")
+    axes[1].set_ylim(bottom=0)
+    cl = p[p["scope"] == "cluster"]
+    if nodes["name"].nunique() > 1:
+        axes[1].step(cl["t"], cl["power_w"], where="pre", color="k", lw=1.0, label="cluster")
+    axes[1].set(title="power, llmsim (1 s average; not measured by vLLM)", xlabel="time (s)",
+                ylabel="W")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(loc="upper right")
+    save(fig, "power.png")
 
 
 # --------------------------------------------------------------------------- writing

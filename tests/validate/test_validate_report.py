@@ -118,3 +118,32 @@ def test_terminal_table_lists_every_metric_and_reference():
         assert label in text
     assert "LLMServingSim" in text and "mean |error| over 15 metrics" in text
     assert "simulation wall time: 0.01 s (42 steps)" in text
+
+
+def test_report_energy_section_and_power_plot(tmp_path):
+    """A replay that reports energy gets an energy table, report.json ``energy`` and
+    power.png next to the throughput; an unavailable one says why, with no plot."""
+    import dataclasses
+
+    import pandas as pd
+
+    comp = _comparison()
+    energy = {"available": True, "reason": "", "covers": ["gpu"], "not_covered": {"cpu": "x"},
+              "energy_j": 100.0, "avg_power_w": 25.0, "peak_power_w": 30.0,
+              "j_per_input_token": 0.1, "j_per_output_token": 0.2,
+              "j_per_output_token_decode": 0.15, "tokens_per_j": 5.0}
+    power = pd.DataFrame({"t": [1.0, 2.0, 1.0, 2.0], "scope": ["node", "node", "cluster", "cluster"],
+                          "name": ["node0", "node0", "all", "all"], "power_w": [20.0, 30.0, 20.0, 30.0]})
+    files = write_report(dataclasses.replace(comp, sim_energy=energy, sim_power=power), tmp_path / "a")
+    assert (tmp_path / "a" / "power.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(files.json.read_text())
+    assert data["energy"]["simulated"]["j_per_output_token"] == 0.2
+    assert data["energy"]["measured"] is None and "power.png" in data["files"]
+    md = files.markdown.read_text()
+    assert "## Energy (simulated" in md and "not covered (no source): cpu" in md
+    assert "![power](power.png)" in md
+    off = {"available": False, "reason": "no sourced idle power for GPU 'X'"}
+    files = write_report(dataclasses.replace(comp, sim_energy=off, sim_power=power.iloc[:0]), tmp_path / "b")
+    assert not (tmp_path / "b" / "power.png").exists()
+    assert "Energy unavailable: no sourced idle power for GPU 'X'" in files.markdown.read_text()
+    assert json.loads(files.json.read_text())["energy"]["simulated"]["energy_j"] == "unavailable"
