@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bridge": ("llmsim.cli.bridge", "gRPC cost-bridge servers and checks"),
     "cluster": ("llmsim.cli.cluster", "import cluster configs of other simulators (LLMServingSim)"),
     "sweep": ("llmsim.cli.sweep", "run a grid of overrides over one experiment (local pool or Ray)"),
+    "search": ("llmsim.cli.search", "capacity search: highest rate / fewest instances meeting SLOs"),
 }
 
 

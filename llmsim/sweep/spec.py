@@ -49,6 +49,7 @@ from llmsim.experiment import line_of
 from llmsim.yamlfile import load_yaml_document
 
 __all__ = [
+    "FieldError",
     "MAX_AXIS_VALUES",
     "MAX_SWEEP_POINTS",
     "SloConfig",
@@ -99,9 +100,9 @@ class SloConfig:
         if self.ttft_s is None and self.tpot_s is None:
             raise ValueError("give ttft_s, tpot_s or both")
         if self.ttft_percentile is not None and self.ttft_s is None:
-            raise ValueError("ttft_percentile needs ttft_s")
+            raise FieldError("ttft_percentile", "needs ttft_s")
         if self.tpot_percentile is not None and self.tpot_s is None:
-            raise ValueError("tpot_percentile needs tpot_s")
+            raise FieldError("tpot_percentile", "needs tpot_s")
         return self
 
     def as_dict(self) -> dict[str, float | None]:
@@ -111,6 +112,14 @@ class SloConfig:
 
 
 _Overrides = dict[_Key, Any]
+
+
+class FieldError(ValueError):
+    """Raised in a spec's validator to blame ``field`` (dotted, relative to the section)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
@@ -146,7 +155,8 @@ class SweepSpec:
             raise ValueError("a sweep needs a grid, points, or both")
         n = math.prod(len(v) for v in self.grid.values()) if self.grid else 0
         if n + len(self.points) > MAX_SWEEP_POINTS:
-            raise ValueError(f"{n + len(self.points)} points exceeds {MAX_SWEEP_POINTS} (the "
+            raise FieldError("grid" if self.grid else "points",
+                             f"{n + len(self.points)} points exceeds {MAX_SWEEP_POINTS} (the "
                              "driver holds every point's experiment in memory)")
         return self
 
@@ -199,9 +209,14 @@ def spec_error(exc: ValidationError, *, source: Path | None, lines: Mapping[str,
     for err in exc.errors():
         parts = [str(p) for p in err["loc"] if "[" not in str(p) and "function-" not in str(p)]
         parts = [p for p in parts if p not in ("list", "tuple")]
-        field = ".".join(parts)
         kind = err["type"]
-        if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            parts += cause.field.split(".")
+        field = ".".join(parts)
+        if isinstance(cause, FieldError):
+            message = str(cause)
+        elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
             cls = sections.get(".".join(parts[:-1]))
             message = f"unknown key (known: {', '.join(_known(cls))})" if cls else "unknown key"
         elif kind.startswith("missing"):
