@@ -16,8 +16,8 @@ Deliberate differences from vLLM 0.19:
   token sampled in the previous step; vLLM with async scheduling caches at most up to the
   tokens whose ids are known, so the block completed by a placeholder token is cached one
   step later there.
-* No KV-cache events, no CPU offloading, no ``num_lookahead_tokens`` (no speculative
-  decoding).
+* No KV-cache events, no ``num_lookahead_tokens`` (no speculative
+  decoding). Offloading to lower tiers is :mod:`llmsim.kvcache.offload`.
 
 A *sequence* here is any object with the attributes ``blocks`` (list of block ids),
 ``num_computed`` (tokens whose KV is computed or scheduled), ``num_cached_blocks`` (leading
@@ -98,7 +98,8 @@ class KVCacheManager:
         return n
 
     def allocate_slots(self, seq: Any, num_new_tokens: int,
-                       computed: list[int] | None = None) -> bool:
+                       computed: list[int] | None = None, *,
+                       delay_cache_blocks: bool = False) -> bool:
         """Give ``seq`` blocks for ``num_new_tokens`` more tokens after its computed ones.
 
         Args:
@@ -106,6 +107,9 @@ class KVCacheManager:
             num_new_tokens: tokens to compute in this step.
             computed: prefix-cache hits from :meth:`get_computed_blocks` (waiting
                 sequences only).
+            delay_cache_blocks: do not register the newly full blocks in the prefix cache
+                (vLLM's ``delay_cache_blocks``: their KV arrives later, by an asynchronous
+                load; :meth:`cache_blocks` registers them when it has).
 
         Returns:
             False (state untouched) when the pool has too few free blocks.
@@ -133,11 +137,19 @@ class KVCacheManager:
             blocks.append(pool.allocate_one())
         elif n_new > 0:
             blocks.extend(pool.allocate(n_new))
-        if self.enable_prefix_caching:
+        if self.enable_prefix_caching and not delay_cache_blocks:
             n_full = total // bs
             if n_full > seq.num_cached_blocks:
                 self._cache_full_blocks(seq, n_full)
         return True
+
+    def cache_blocks(self, seq: Any, num_tokens: int) -> None:
+        """Register ``seq``'s full blocks among its first ``num_tokens`` tokens in the prefix
+        cache (after an asynchronous load, see ``delay_cache_blocks``)."""
+        if self.enable_prefix_caching:
+            n_full = num_tokens // self.block_size
+            if n_full > seq.num_cached_blocks:
+                self._cache_full_blocks(seq, n_full)
 
     def append_slot(self, seq: Any, total: int) -> bool:
         """:meth:`allocate_slots` of one token (``seq.num_computed == total - 1``), no hits:

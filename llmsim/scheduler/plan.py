@@ -36,6 +36,8 @@ class BatchPlan:
         preempted: sequences preempted while scheduling this step.
         admitted: sequences moved from waiting to running in this step.
         scheduled_ns: simulated time at which ``schedule()`` ran.
+        offload: the step's lower-tier KV work (an
+            :class:`llmsim.kvcache.offload.OffloadStep`), None without KV offloading.
     """
 
     chunks: tuple[Chunk, ...]
@@ -45,6 +47,7 @@ class BatchPlan:
     preempted: tuple[SeqState, ...]
     admitted: tuple[SeqState, ...]
     scheduled_ns: int
+    offload: object | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -68,8 +71,12 @@ class StepOutput:
         emitted: sequences that received a token, in chunk order.
         finished: sequences that reached their output length (blocks freed).
         first_tokens: sequences whose first token this was.
+        kv_held: P/D producers that finished here and keep their blocks until the decode
+            instance has read them (:mod:`llmsim.pd`); their token is not in ``emitted``
+            (the proxy discards it) and they are not ``finished`` requests.
     """
 
     emitted: tuple[SeqState, ...]
     finished: tuple[SeqState, ...]
     first_tokens: tuple[SeqState, ...]
+    kv_held: tuple[SeqState, ...] = ()

@@ -8,6 +8,7 @@ Field names follow vLLM V1's ``Request`` (``num_computed_tokens`` -> ``num_compu
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from llmsim.kvcache.hashing import BlockHasher, SequenceIds, check_int_ids
 from llmsim.trace.record import Request
@@ -37,6 +38,7 @@ class SeqStatus(StrEnum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
+    WAITING_FOR_REMOTE_KVS = "waiting_for_remote_kvs"  # blocks reserved, KV being pulled (P/D)
 
 
 class SeqState:
@@ -67,13 +69,21 @@ class SeqState:
             steady decode whose next chunk is one sampling token needing no block work
             (set by the scheduler after a sampling chunk; -1 otherwise, and reset
             whenever the sequence loses its KV state).
+        kv_params: vLLM's ``kv_transfer_params`` of a P/D request (:mod:`llmsim.pd`):
+            None for a local request; a producer (``do_remote_decode``) keeps its blocks
+            when it finishes, a consumer (``do_remote_prefill``) gets its prompt's KV from
+            a prefill instance. Cleared once the KV has arrived.
+        num_offloaded_blocks: leading offloaded blocks (lower-tier block size) already
+            stored or loaded (:mod:`llmsim.kvcache.offload`; 0 without offloading).
+        load_done_ns: while an asynchronous lower-tier load runs for the sequence (vLLM's
+            WAITING_FOR_REMOTE_KVS), when it completes, ns; -1 otherwise.
     """
 
     __slots__ = (
         "request", "index", "num_prompt", "max_output", "num_output", "num_placeholders",
         "num_computed", "blocks", "num_cached_blocks", "_hasher", "block_size", "status",
         "epoch", "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
-        "fast_limit",
+        "fast_limit", "kv_params", "num_offloaded_blocks", "load_done_ns",
     )
 
     def __init__(self, request: Request, index: int, block_size: int, arrival_ns: int) -> None:
@@ -95,6 +105,9 @@ class SeqState:
         self.first_scheduled_ns = -1
         self.arrival_ns = arrival_ns
         self.fast_limit = -1
+        self.kv_params: Any = None
+        self.num_offloaded_blocks = 0
+        self.load_done_ns = -1
 
     @property
     def hasher(self) -> BlockHasher:

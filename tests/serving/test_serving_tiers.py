@@ -1,0 +1,276 @@
+"""KV tiers and weight offload: scenario tests with ``(time, event)`` logs.
+
+A constant-cost fake (10 ms a step, no CPU overhead, synchronous scheduling) makes every
+time exact; expected copy times are computed here from bytes / bandwidth + latency.
+"""
+
+from __future__ import annotations
+
+import pytest
+from serving_helpers import MS, LogRecorder, const_cost, make_request
+
+from llmsim.errors import ConfigError
+from llmsim.experiment import experiment_from_dict, load_experiment
+from llmsim.instance import CheckLevel, StepOverheads, StepTimeModel
+from llmsim.instance.tiered import TieredInstance
+from llmsim.kvcache import KVCacheManager
+from llmsim.kvcache.offload import OffloadBackend, OffloadManager
+from llmsim.kvcache.tiers import PoolScope, TierKind, TierPool, TierSpec, transfer_ns
+from llmsim.memory.weights import resolve_placement
+from llmsim.model.config import ModelConfig
+from llmsim.router import RoundRobin
+from llmsim.scheduler import SchedulerConfig
+from llmsim.scheduler.offload import OffloadScheduler
+from llmsim.sim.tiered import TieredSimulation
+
+BS = 4                      # engine block size, tokens
+BPT = 1000                  # KV bytes per token (one rank)
+CPU_BW = 10**9              # 1 GB/s
+CPU_LAT = 5_000             # 5 us
+CXL_BW = 5 * 10**8
+CXL_LAT = 250
+
+
+def cpu_spec(capacity_bytes: int = 10**9) -> TierSpec:
+    return TierSpec(name="cpu", kind=TierKind.DRAM, capacity_bytes=capacity_bytes,
+                    bandwidth_bytes_per_s=CPU_BW, latency_ns=CPU_LAT, shared=PoolScope.NODE)
+
+
+def tiered(pools: tuple[TierPool, ...], *, backend=OffloadBackend.NATIVE, block_tokens=BS,
+           num_blocks: int = 64, instance_id: int = 0, log: list | None = None,
+           weight_stream_ns: int = 0) -> TieredInstance:
+    kv = KVCacheManager(num_blocks, BS, True)
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=64, block_size=BS,
+                          enable_prefix_caching=True, reserve_full_isl=False)
+    mgr = OffloadManager(backend=backend, pools=pools, gpu_block_size=BS,
+                         block_tokens=block_tokens, kv_bytes_per_token=BPT)
+    mgr.log = log
+    st = StepTimeModel(const_cost(), StepOverheads(cpu_step_ns=0, cpu_per_seq_ns=0,
+                                                   cudagraph_padding=False))
+    return TieredInstance(instance_id=instance_id, name="fake",
+                          scheduler=OffloadScheduler(cfg, kv, offload=mgr), step_time=st,
+                          async_scheduling=False, check=CheckLevel.FULL,
+                          weight_stream_ns=weight_stream_ns)
+
+
+def run_sim(requests, instances):
+    rec = LogRecorder(requests, keep_steps=True)
+    TieredSimulation(requests, instances, RoundRobin(), rec).run()
+    return rec
+
+
+def ms(ns: int) -> float:
+    return ns / MS
+
+
+A_IDS = tuple(range(100, 116))          # 16 tokens = 4 engine blocks
+
+
+def test_tier_hit_loads_from_cpu_after_gpu_eviction():
+    """A stores its 4 blocks (native: deferred to the next step start, here the idle
+    moment after it); D fills the GPU and evicts A's cached blocks; C = A's prompt + 4
+    tokens misses on the GPU, hits 16 tokens in CPU, waits for the async load, then
+    computes its last 4 tokens."""
+    log: list[tuple[int, str]] = []
+    cpu = TierPool(cpu_spec(), "cpu")
+    inst = tiered((cpu,), num_blocks=6, log=log)       # 5 usable blocks = 20 tokens
+    reqs = [make_request("A", prompt=16, output=1, ids=A_IDS),
+            make_request("D", arrival_ms=10, prompt=20, output=1,
+                         ids=tuple(range(500, 520))),
+            make_request("C", arrival_ms=25, prompt=20, output=1,
+                         ids=A_IDS + (900, 901, 902, 903))]
+    rec = run_sim(reqs, [inst])
+    store_ns = transfer_ns(16 * BPT, bandwidth_bytes_per_s=CPU_BW, latency_ns=CPU_LAT)
+    load_ns = CPU_LAT + 16 * BPT * 10**9 // CPU_BW          # 5 us + 16 us
+    assert store_ns == load_ns == 21_000
+    t_load = 25 * MS
+    assert log == [(10 * MS, "store start 4 blocks"), (10 * MS + store_ns, "store done 4 blocks"),
+                   (20 * MS, "store start 5 blocks"), (20 * MS + 5 * 4 * BPT * 10**9 // CPU_BW
+                                                       + CPU_LAT, "store done 5 blocks"),
+                   (t_load, "load start 16 tokens"), (t_load + load_ns, "load done 16 tokens"),
+                   # C's last block (its own 4 tokens) after C's step
+                   (t_load + load_ns + 10 * MS, "store start 1 blocks"),
+                   (t_load + load_ns + 10 * MS + CPU_LAT + 4 * BPT, "store done 1 blocks")]
+    assert rec.log == [(10.0, "step A+16*"), (10.0, "finish A"),
+                       (20.0, "step D+20*"), (20.0, "finish D"),
+                       (ms(t_load + load_ns + 10 * MS), "step C+4*"),
+                       (ms(t_load + load_ns + 10 * MS), "finish C")]
+    mgr = inst.scheduler.offload
+    assert mgr.request_hits[2] == (16,) and mgr.request_gpu_hits[2] == 0
+    assert mgr.hit_tokens == [16] and mgr.load_bytes == [16 * BPT]
+    ttft_c = rec.first_token_ns[2] - reqs[2].arrival_ns
+    assert ttft_c == load_ns + 10 * MS
+
+
+def _pair(backend, block_tokens):
+    """E decodes on instance 0; A (prefill only) on instance 1 stores into the CPU pool
+    both share; C (A's prompt + 4) arrives at instance 0 at 30 ms, while E runs."""
+    log: list[tuple[int, str]] = []
+    cpu = TierPool(cpu_spec(), "cpu")
+    i0 = tiered((cpu,), backend=backend, block_tokens=block_tokens, instance_id=0, log=log)
+    i1 = tiered((cpu,), backend=backend, block_tokens=block_tokens, instance_id=1, log=log)
+    reqs = [make_request("E", prompt=4, output=8),
+            make_request("A", prompt=16, output=1, ids=A_IDS),
+            make_request("C", arrival_ms=30, prompt=20, output=2,
+                         ids=A_IDS + (900, 901, 902, 903))]
+    rec = run_sim(reqs, [i0, i1])
+    return rec, log, reqs
+
+
+def test_native_load_delays_the_request_by_one_step():
+    rec, log, reqs = _pair(OffloadBackend.NATIVE, BS)
+    load_ns = CPU_LAT + 16 * BPT * 10**9 // CPU_BW
+    assert (30 * MS, "load start 16 tokens") in log
+    assert (30 * MS + load_ns, "load done 16 tokens") in log
+    steps0 = [e for e in rec.log if "E" in e[1] or "C" in e[1]]
+    # step [30, 40] runs E alone (C's load in flight), C's prefill is the next step
+    assert steps0[:6] == [(10.0, "step E+4*"), (20.0, "step E+1*"), (30.0, "step E+1*"),
+                          (40.0, "step E+1*"), (50.0, "step E+1* C+4*"),
+                          (60.0, "step E+1* C+1*")]
+    assert rec.first_token_ns[2] - reqs[2].arrival_ns == 20 * MS
+
+
+def test_lmcache_load_blocks_the_step():
+    chunk = 2 * BS                                   # 8-token chunks
+    rec, log, reqs = _pair(OffloadBackend.LMCACHE, chunk)
+    store_ns = transfer_ns(16 * BPT, bandwidth_bytes_per_s=CPU_BW, latency_ns=CPU_LAT)
+    load_ns = CPU_LAT + 16 * BPT * 10**9 // CPU_BW
+    # A's prefill step ends after its blocking store of 2 chunks
+    assert (10 * MS, "store start 2 blocks") in log
+    assert (ms(10 * MS + store_ns), "step A+16*") in rec.log
+    assert (30 * MS, f"blocking load {load_ns} ns") in log
+    # C is scheduled with E at 30 ms; that step lasts 10 ms + the load
+    t = 30 * MS + 10 * MS + load_ns
+    assert (ms(t), "step E+1* C+4*") in rec.log
+    assert rec.first_token_ns[2] - reqs[2].arrival_ns == 10 * MS + load_ns
+    # E's token of that step came load_ns late: its gap is the only one above 10 ms
+    e_times = [t for t, what in rec.log if what.startswith("step E")]
+    gaps = [round(b - a, 6) for a, b in zip(e_times, e_times[1:], strict=False)]
+    assert gaps.count(round(ms(10 * MS + load_ns), 6)) == 1
+    assert all(g in (10.0, round(ms(10 * MS + load_ns), 6)) for g in gaps)
+
+
+def test_cpu_eviction_moves_blocks_to_cxl_and_hits_load_from_there():
+    cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=10**9,
+                            bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT, num_devices=2),
+                   "cxl")
+    cpu = TierPool(cpu_spec(capacity_bytes=4 * BS * BPT), "cpu", lower=cxl)  # 4 entries
+    log: list[tuple[int, str]] = []
+    inst = tiered((cpu, cxl), num_blocks=6, log=log)
+    reqs = [make_request("A", prompt=16, output=1, ids=A_IDS),
+            make_request("D", arrival_ms=10, prompt=16, output=1, ids=tuple(range(500, 516))),
+            make_request("F", arrival_ms=20, prompt=16, output=1, ids=tuple(range(700, 716))),
+            make_request("C", arrival_ms=40, prompt=20, output=1,
+                         ids=A_IDS + (900, 901, 902, 903))]
+    rec = run_sim(reqs, [inst])
+    assert cpu.num_demoted == 8 and cxl.num_entries == 8 and cpu.num_entries == 4
+    mgr = inst.scheduler.offload
+    assert mgr.request_hits[3] == (0, 16)            # all from CXL
+    bw = min(CXL_BW * 2, 10**13)                     # striped over the 2 devices
+    load_ns = CXL_LAT + 16 * BPT * 10**9 // bw
+    assert (40 * MS + load_ns, "load done 16 tokens") in log
+    assert rec.first_token_ns[3] - reqs[3].arrival_ns == load_ns + 10 * MS
+
+
+def test_tier_pool_lru_and_capacity():
+    pool = TierPool(cpu_spec(capacity_bytes=300), "cpu")
+    for k in range(3):
+        pool.put((0, k), 100)
+    pool.touch((0, 0))
+    pool.put((0, 3), 100)                            # evicts (0, 1), the LRU entry
+    assert [pool.contains((0, k)) for k in range(4)] == [True, False, True, True]
+    assert pool.num_evicted == 1 and pool.used_bytes == 300
+    pool.put_later((0, 9), 100, done_ns=50)
+    assert not pool.contains((0, 9)) and pool.knows((0, 9))
+    pool.advance(49)
+    assert not pool.contains((0, 9))
+    pool.advance(50)
+    assert pool.contains((0, 9)) and not pool.contains((0, 2))
+
+
+TINY = ModelConfig(name="tiny", architecture="LlamaForCausalLM", hidden_size=64,
+                   intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, vocab_size=1000)
+
+
+def test_weight_offload_step_time():
+    """Layers 0-1 on cxl:1, lm_head in CPU memory: every step adds, per such layer,
+    latency + bytes / bandwidth (bytes from the model's shapes, bf16)."""
+    from llmsim.experiment import WeightOffloadConfig
+
+    cpu = TierPool(cpu_spec(), "cpu")
+    cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=10**9,
+                            bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT, num_devices=2),
+                   "cxl")
+    cfg = WeightOffloadConfig(default="gpu", layers={"0-1": "cxl:1"}, lm_head="cpu")
+    placed = resolve_placement(cfg, TINY, 1, {"cpu": cpu, "cxl": cxl}, link_bw=None)
+    h = 64
+    layer_bytes = 2 * (h * 64 * 2 + h * 32 * 2 + 3 * h * 256 + 2 * h)
+    head_bytes = 2 * 1000 * h
+    expect = 2 * (CXL_LAT + layer_bytes * 10**9 // CXL_BW) + CPU_LAT + head_bytes * 10**9 // CPU_BW
+    assert placed.stream_ns == expect
+    assert placed.offloaded_bytes == 2 * layer_bytes + head_bytes
+    assert cxl.reserved_bytes == 2 * layer_bytes and cpu.reserved_bytes == head_bytes
+    inst = tiered((cpu,), weight_stream_ns=placed.stream_ns)
+    rec = run_sim([make_request("A", prompt=8, output=3)], [inst])
+    step = 10 * MS + expect
+    assert [t for t, what in rec.log if what.startswith("step")] == [
+        ms(step), ms(2 * step), ms(3 * step)]
+
+
+BASE = {"model": "m.json", "cost_model": "grpc://127.0.0.1:1",
+        "hardware": {"name": "x", "gpu_memory_bytes": 10**10},
+        "trace": {"format": "llmservingsim", "path": "t.jsonl"}}
+
+
+@pytest.fixture
+def exp_dir(tmp_path):
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "t.jsonl").write_text("")
+    return tmp_path
+
+
+def _yaml(tmp_path, body: str):
+    p = tmp_path / "exp.yaml"
+    p.write_text("model: m.json\ncost_model: grpc://127.0.0.1:1\n"
+                 "hardware: {name: x, gpu_memory_bytes: 10000000000}\n"
+                 "trace: {format: llmservingsim, path: t.jsonl}\n" + body)
+    return p
+
+
+def test_config_errors_name_file_line_and_field(exp_dir):
+    p = _yaml(exp_dir, "memory_tiers:\n  - {name: cpu, capacity_bytes: 1000,\n"
+              "     bandwidth_bytes_per_s: 1000}\nkv_offload:\n  backend: native\n"
+              "  tiers: [cpu, cxl]\n")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(p)
+    e = exc.value
+    assert str(e.path) == str(p) and e.line == 10 and e.field == "kv_offload.tiers.1"
+    assert "unknown tier 'cxl'" in str(e)
+    p = _yaml(exp_dir, "memory_tiers:\n  - {name: cxl, capacity_bytes: 1000,\n"
+              "     bandwidth_bytes_per_s: 1000, num_devices: 2}\nweight_offload:\n"
+              "  default: gpu\n  layers: {'0-3': 'cxl:2'}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(p)
+    assert exc.value.line == 10 and exc.value.field == "weight_offload.layers.0-3"
+    assert "devices 0-1" in str(exc.value)
+    p = _yaml(exp_dir, "memory_tiers:\n  - {name: cpu, capacity_bytes: 1000,\n"
+              "     bandwidth_bytes_per_s: 0}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(p)
+    assert exc.value.line == 7 and exc.value.field == "memory_tiers.0.bandwidth_bytes_per_s"
+    p = _yaml(exp_dir, "memory_tiers:\n  - {name: cpu, capacity_bytes: 1000,\n"
+              "     bandwidth_bytes_per_s: 10}\nkv_offload: {backend: vllm, tiers: [cpu]}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(p)
+    assert exc.value.line == 8 and exc.value.field == "kv_offload.backend"
+    assert "native, lmcache" in str(exc.value)
+
+
+def test_kv_offload_needs_prefix_caching(exp_dir):
+    raw = dict(BASE, memory_tiers=[{"name": "cpu", "capacity_bytes": 10,
+                                    "bandwidth_bytes_per_s": 10}],
+               kv_offload={"tiers": ["cpu"]}, engine={"enable_prefix_caching": False})
+    with pytest.raises(ConfigError) as exc:
+        experiment_from_dict(raw, source=exp_dir / "e.yaml")
+    assert exc.value.field == "kv_offload" and "enable_prefix_caching" in str(exc.value)
