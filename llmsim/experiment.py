@@ -91,6 +91,7 @@ from typing import Annotated, Any, Self, TypeVar
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -113,8 +114,7 @@ from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError, MissingDataError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
-from llmsim.kvcache.offload import OffloadBackend
-from llmsim.kvcache.tiers import PoolScope, TierKind, TierSpec
+from llmsim.pd.config import KVConnectorKind, PdRole
 from llmsim.router.base import RouterPolicy
 from llmsim.scheduler.config import SchedulerConfig
 from llmsim.trace.frame import TraceFrame
@@ -216,6 +216,25 @@ def _name_str(value: Any) -> Any:
 _Name = Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_NAME_CHARS),
                   BeforeValidator(_name_str)]
 _Text = Annotated[str, Strict(), Field(max_length=_MAX_TEXT_CHARS)]
+
+_NOT_MODELLED = {
+    "pim": "PIM attention offload (LLMServingSim's cpu_mem.pim_config)",
+    "llmservingsim": "an LLMServingSim layout with no vLLM counterpart",
+    "spans": "one group's DP ranks on several nodes",
+}
+"""Placeholder keys (field name -> feature) that ``llmsim cluster import`` writes for
+features not modelled yet: any value but null is refused with "not supported yet:
+<feature>" (file, line, field). The helper that builds a feature replaces its key."""
+
+
+def _refuse_unmodelled(value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+        return None
+    feature = _NOT_MODELLED.get(info.field_name or "", str(info.field_name))
+    raise ValueError(f"not supported yet: {feature} ({_short(value)})")
+
+
+_Unmodelled = Annotated[Any, AfterValidator(_refuse_unmodelled)]
 
 
 class _FieldError(ValueError):
@@ -336,6 +355,8 @@ class EngineConfig:
         async_scheduling: the CPU prepares step n+1 while step n runs.
         scheduler_reserve_full_isl: admit a request only if its whole prompt fits in KV.
         long_prefill_token_threshold: cap on one request's prompt tokens per step (0: none).
+        enable_chunked_prefill: split prompts over steps (vLLM V1's default); false, where
+            vLLM schedules a prompt whole or not at all, is refused (not supported yet).
     """
 
     tensor_parallel_size: Annotated[_Int, Field(
@@ -370,9 +391,13 @@ class EngineConfig:
     long_prefill_token_threshold: Annotated[_Int, Field(
         ge=0, le=MAX_NUM_BATCHED_TOKENS,
         description="no prompt chunk exceeds the step token bound")] = 0
+    enable_chunked_prefill: _Bool = True
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        if not self.enable_chunked_prefill:
+            raise _FieldError("enable_chunked_prefill", "not supported yet: prefill without "
+                              "chunking (vLLM then schedules a prompt whole or not at all)")
         if self.pipeline_parallel_size != 1:
             raise _FieldError("pipeline_parallel_size", "not supported yet: pipeline "
                               "parallelism (pipeline_parallel_size > 1)")
@@ -860,124 +885,34 @@ class ClusterConfig:
         return next((n for n in self.nodes if n.name == name), None)
 
 
-# ------------------------------------------------------------------ memory tiers (KV, weights)
-MAX_TIER_BYTES = 2**50
-"""Largest ``capacity_bytes`` of one tier device (1 PiB): LLMServingSim's largest CXL pool
-is 1 TB a device; a disk tier may be larger, and entries are only bookkeeping."""
-
-MAX_BANDWIDTH_BYTES_PER_S = 10**13
-"""Largest tier or link bandwidth, bytes/s (10 TB/s): above the HBM of any shipped GPU
-(B300: 8 TB/s); host memory and PCIe are 1-2 orders of magnitude below."""
-
-
-@_config_errors("memory_tiers")
+@_config_errors("kv_transfer_config")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
-class MemoryTierConfig:
-    """A memory tier below the GPUs (LLMServingSim's ``cpu_mem`` / ``cxl_mem``).
+class KVTransferConfig:
+    """How prefill and decode instances move KV (vLLM's ``--kv-transfer-config`` keys).
+
+    Read only when some instance group has ``role: prefill`` or ``decode``
+    (:mod:`llmsim.pd`).
 
     Attributes:
-        name: label that ``kv_offload.tiers`` and ``weight_offload`` locations use.
-        kind: ``dram`` (host memory), ``cxl`` or ``disk`` (reports only).
-        capacity_bytes: bytes of one device.
-        bandwidth_bytes_per_s: copy bandwidth of one device, bytes/s.
-        latency_ns: fixed cost of one copy, ns.
-        num_devices: devices (``cxl:0`` .. ``cxl:N-1``); KV is striped over them.
-        shared: ``instance`` (a pool per engine), ``node`` (per cluster node; all engines
-            without a cluster) or ``cluster`` (one pool for all).
+        kv_connector: ``NixlConnector`` (decode pulls after the prefill, the default) or
+            ``P2pNcclConnector`` (prefill pushes layer by layer during its forward).
+        link: link description (a ``llmsim/hardware/data/`` name) whose sourced
+            ``p2p_bandwidth_bytes_per_s`` / ``p2p_latency_ns`` price the transfers;
+            default: the node's link, else the prefill group's hardware.
     """
 
-    name: _Name
-    capacity_bytes: Annotated[_Int, Field(
-        ge=0, le=MAX_TIER_BYTES, description="1 PiB a device exceeds any shipped memory tier")]
-    bandwidth_bytes_per_s: Annotated[_Int, Field(
-        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
-        description="10 TB/s is above the HBM of any shipped GPU")]
-    latency_ns: Annotated[_Int, Field(
-        ge=0, le=MAX_STEP_COST_NS,
-        description="a step costs at most llmsim.costmodel.base.MAX_STEP_COST_NS")] = 0
-    kind: Annotated[TierKind, BeforeValidator(_enum_in(TierKind))] = TierKind.DRAM
-    num_devices: Annotated[_Int, Field(
-        ge=1, le=MAX_GPUS_PER_NODE, description="devices attached to one host")] = 1
-    shared: Annotated[PoolScope, BeforeValidator(_enum_in(PoolScope))] = PoolScope.NODE
-
-    def spec(self) -> TierSpec:
-        """The :class:`llmsim.kvcache.tiers.TierSpec` of this tier."""
-        return TierSpec(name=self.name, kind=self.kind, capacity_bytes=self.capacity_bytes,
-                        bandwidth_bytes_per_s=self.bandwidth_bytes_per_s,
-                        latency_ns=self.latency_ns, num_devices=self.num_devices,
-                        shared=self.shared)
-
-
-@_config_errors("kv_offload")
-@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
-class KVOffloadConfig:
-    """KV offload to lower tiers (vLLM ``--kv-offloading-backend``; docs/cluster-semantics.md).
-
-    Attributes:
-        backend: ``native`` (vLLM's OffloadingConnector: 16-token blocks, asynchronous
-            loads, deferred stores of every full block) or ``lmcache`` (256-token chunks,
-            blocking load before the forward, prompt-only stores at step end).
-        tiers: ``memory_tiers`` names in spill order (stores go to the first; evictions
-            move down).
-        host_link_bandwidth_bytes_per_s: cap of every GPU<->tier copy, bytes/s (the GPU's
-            PCIe link, one direction); None: the tier's own bandwidth.
-        block_size: offloaded block (native) or chunk (LMCache) in tokens, a multiple of
-            ``engine.block_size``; None: the engine block size (native, vLLM's
-            ``block_size_factor`` 1) or 256 (LMCache's ``chunk_size``).
-    """
-
-    tiers: Annotated[tuple[_Name, ...], Field(max_length=16, description="tiers below a GPU")]
-    backend: Annotated[OffloadBackend, BeforeValidator(_enum_in(OffloadBackend))] = \
-        OffloadBackend.NATIVE
-    host_link_bandwidth_bytes_per_s: Annotated[_Int | None, Field(
-        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
-        description="10 TB/s is above any host link")] = None
-    block_size: Annotated[_Int | None, Field(
-        ge=1, le=2**20, description="1 Mi tokens exceeds any context window")] = None
+    kv_connector: Annotated[KVConnectorKind, BeforeValidator(_enum_in(KVConnectorKind))] = \
+        KVConnectorKind.NIXL
+    link: _Name | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.tiers:
-            raise _FieldError("tiers", "name at least one memory tier")
-        if len(set(self.tiers)) != len(self.tiers):
-            raise _FieldError("tiers", "a tier is named twice")
+        if self.link is not None:
+            try:
+                object.__setattr__(self, "link", _link_name(self.link))
+            except PydanticCustomError as exc:
+                raise _FieldError("link", str(exc)) from None
         return self
-
-
-@_config_errors("weight_offload")
-@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
-class WeightOffloadConfig:
-    """Where weights live (LLMServingSim's ``placement``, weights only); the layers outside
-    GPU memory are streamed every step (:mod:`llmsim.memory.weights`).
-
-    Attributes:
-        default: location of every layer without a rule: ``gpu``, a ``memory_tiers``
-            name, or ``name:device`` (``cxl:2``).
-        layers: decoder-layer ranges (``"0-3,8"``) -> location (LLMServingSim ``blocks``).
-        embedding, final_layernorm, lm_head: location of these layers (None: default).
-        host_link_bandwidth_bytes_per_s: cap of every weight read, bytes/s (None: the
-            ``kv_offload`` cap when given, else the tier's bandwidth).
-    """
-
-    default: _Name = "gpu"
-    layers: Annotated[dict[Annotated[str, Strict()], _Name], Field(
-        max_length=4096, description="one rule per decoder-layer range"),
-        BeforeValidator(lambda v: {str(k): x for k, x in v.items()} if isinstance(v, dict)
-                        else v)] = Field(default_factory=dict)
-    embedding: _Name | None = None
-    final_layernorm: _Name | None = None
-    lm_head: _Name | None = None
-    host_link_bandwidth_bytes_per_s: Annotated[_Int | None, Field(
-        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
-        description="10 TB/s is above any host link")] = None
-
-    def locations(self) -> list[tuple[str, str]]:
-        """``(dotted field, location)`` of every rule."""
-        out = [("default", self.default)]
-        out += [(f"layers.{k}", v) for k, v in self.layers.items()]
-        out += [(n, getattr(self, n)) for n in ("embedding", "final_layernorm", "lm_head")
-                if getattr(self, n) is not None]
-        return out
 
 
 @_config_errors("instance_groups.placement")
@@ -990,12 +925,14 @@ class PlacementConfig:
         gpus: GPU numbers on that node, ``count x data_parallel_size x
             tensor_parallel_size`` of them, taken in order (instance 0's DP rank 0 first);
             None: the node's first free GPUs, in order.
+        spans: placeholder (``_NOT_MODELLED``): DP ranks on further nodes.
     """
 
     node: _Name
     gpus: Annotated[tuple[Annotated[_Int, Field(ge=0)], ...] | None, Field(
         max_length=MAX_GPUS_PER_NODE, description="a node holds at most this many GPUs"),
         BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = None
+    spans: _Unmodelled = None
 
 
 @_config_errors("instance_groups")
@@ -1016,7 +953,10 @@ class InstanceGroupConfig:
         hardware, model_path (YAML ``model``), profile_path (YAML ``profile``),
         cost_model, engine, overheads: as on :class:`Experiment`.
         placement: where the instances run (needs a ``cluster``).
-        kv_offload, weight_offload: as on :class:`Experiment` (None: the top-level ones).
+        role: ``prefill``, ``decode`` or ``both`` (colocated, the default): prefill/decode
+            disaggregation (:mod:`llmsim.pd`; vLLM's ``kv_role`` kv_producer /
+            kv_consumer / kv_both).
+        llmservingsim: placeholder (``_NOT_MODELLED``): refused unless null.
     """
 
     name: _Name
@@ -1032,8 +972,8 @@ class InstanceGroupConfig:
     overheads: Annotated[InstanceOf[StepOverheads] | None,
                          BeforeValidator(lambda v: v if v is None else _overheads_in(v))] = None
     placement: PlacementConfig | None = None
-    kv_offload: KVOffloadConfig | None = None
-    weight_offload: WeightOffloadConfig | None = None
+    role: Annotated[PdRole, BeforeValidator(_enum_in(PdRole))] = PdRole.BOTH
+    llmservingsim: _Unmodelled = None
 
     @field_validator("model_path", "profile_path", mode="before")
     @classmethod
@@ -1055,7 +995,7 @@ class ResolvedGroup:
         node: the node it is placed on (None: no cluster).
         link: link description name its TP collectives use (None: by ``hardware.name``).
         gpus: per deployment, per DP rank, the GPU numbers on ``node`` (empty: unplaced).
-        kv_offload, weight_offload: the group's tier settings (None: none).
+        role: prefill / decode / both (:mod:`llmsim.pd`).
     """
 
     name: str
@@ -1071,8 +1011,7 @@ class ResolvedGroup:
     node: str | None = None
     link: str | None = None
     gpus: tuple[tuple[tuple[int, ...], ...], ...] = ()
-    kv_offload: KVOffloadConfig | None = None
-    weight_offload: WeightOffloadConfig | None = None
+    role: PdRole = PdRole.BOTH
 
     @property
     def num_engines(self) -> int:
@@ -1111,6 +1050,9 @@ class Experiment:
         measured_path: the measured run this experiment reproduces (YAML ``measured``), if
             any; resolved like other paths but not required to exist.
         description: free text.
+        kv_transfer_config: how P/D instances move KV (None: NixlConnector over the
+            node's link, when some group has a prefill or decode role).
+        pim: placeholder (``_NOT_MODELLED``): refused unless null.
 
     Raises:
         ConfigError: on construction, a missing, unknown or invalid field (dotted name).
@@ -1141,10 +1083,8 @@ class Experiment:
     output_dir: Path = _UNSET_PATH
     measured_path: Path | None = Field(default=None, validation_alias="measured")
     description: _Text = ""
-    memory_tiers: Annotated[tuple[MemoryTierConfig, ...], Field(
-        max_length=64, description="memory kinds below a GPU")] = ()
-    kv_offload: KVOffloadConfig | None = None
-    weight_offload: WeightOffloadConfig | None = None
+    kv_transfer_config: KVTransferConfig | None = None
+    pim: _Unmodelled = None
 
     @field_validator("model_path", "profile_path", mode="before")
     @classmethod
@@ -1214,7 +1154,7 @@ class Experiment:
                 raise _FieldError(where, (
                     f"{grp.num_engines} instances x {blocks} KV blocks exceeds "
                     f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
-        _check_tiers(self, groups)
+        _check_pd(self, groups)
         if self.output_dir is _UNSET_PATH:
             object.__setattr__(self, "output_dir", Path(f"out/{self.name}"))
         return self
@@ -1234,7 +1174,6 @@ class Experiment:
                 name=self.name, field="", count=self.num_instances, hardware=self.hardware,
                 model_path=self.model_path, profile_path=self.profile_path,
                 cost_model=self.cost_model, engine=self.engine, overheads=self.overheads,
-                kv_offload=self.kv_offload, weight_offload=self.weight_offload,
                 parallel=self.engine.parallel_config()),)
         taken: dict[str, set[int]] = {}
         out = []
@@ -1262,57 +1201,46 @@ class Experiment:
                 model_path=g.model_path or self.model_path, profile_path=profile,
                 cost_model=g.cost_model or self.cost_model, engine=engine,
                 overheads=g.overheads or self.overheads, parallel=parallel, node=node,
-                link=link, gpus=gpus, kv_offload=g.kv_offload or self.kv_offload,
-                weight_offload=g.weight_offload or self.weight_offload))
+                link=link, gpus=gpus, role=g.role))
         return tuple(out)
 
 
-def _check_tiers(exp: Experiment, groups: tuple[ResolvedGroup, ...]) -> None:
-    """Tier names unique; ``kv_offload`` / ``weight_offload`` name known tiers and devices;
-    offloading needs prefix caching and is not modelled with MoE lock-step DP.
+def _check_pd(exp: Experiment, groups: tuple[ResolvedGroup, ...]) -> None:
+    """Refuse a P/D layout llmsim does not model (:mod:`llmsim.pd`).
 
     Raises:
-        _FieldError: naming the offending field.
+        _FieldError: roles without both a prefill and a decode group, colocated groups
+            mixed in, DP > 1, another model or block size than the first P/D group, P
+            and D on different nodes, or a ``kv_transfer_config`` without P/D roles.
     """
-    tiers: dict[str, MemoryTierConfig] = {}
-    for i, t in enumerate(exp.memory_tiers):
-        if t.name in tiers or t.name.lower() == "gpu":
-            raise _FieldError(f"memory_tiers.{i}.name", f"tier {t.name!r} named twice (or "
-                              "'gpu', the GPU's own memory)")
-        tiers[t.name] = t
-    known = ", ".join(tiers) or "none defined in memory_tiers"
-    for k, grp in enumerate(groups):
-        own = exp.instance_groups[k] if exp.instance_groups else None
-        kv, w = grp.kv_offload, grp.weight_offload
-        kvf = f"{grp.field}kv_offload" if own and own.kv_offload else "kv_offload"
-        wf = f"{grp.field}weight_offload" if own and own.weight_offload else "weight_offload"
-        if (kv is not None or w is not None) and grp.parallel.data_parallel_size > 1 and \
-                grp.parallel.enable_expert_parallel:
-            raise _FieldError(kvf if kv is not None else wf, "not supported yet: KV or weight "
-                              "offload with MoE lock-step data parallelism")
-        if kv is not None:
-            for j, name in enumerate(kv.tiers):
-                if name not in tiers:
-                    raise _FieldError(f"{kvf}.tiers.{j}", f"unknown tier {name!r} (known: "
-                                      f"{known})")
-            if not grp.engine.enable_prefix_caching:
-                raise _FieldError(kvf, "KV offload needs engine.enable_prefix_caching (blocks "
-                                  "are found by their prefix hashes)")
-            size = kv.block_size
-            if size is not None and size % grp.engine.block_size:
-                raise _FieldError(f"{kvf}.block_size", f"{size} tokens is not a multiple of "
-                                  f"engine.block_size ({grp.engine.block_size})")
-        if w is not None:
-            for sub, loc in w.locations():
-                name, _sep, dev = loc.partition(":")
-                if name.lower() == "gpu" and not dev:
-                    continue
-                if name not in tiers:
-                    raise _FieldError(f"{wf}.{sub}", f"unknown location {loc!r} (known: gpu, "
-                                      f"{known})")
-                if dev and not (dev.isdigit() and int(dev) < tiers[name].num_devices):
-                    raise _FieldError(f"{wf}.{sub}", f"{loc!r}: tier {name!r} has devices "
-                                      f"0-{tiers[name].num_devices - 1}")
+    pd = [g for g in groups if g.role is not PdRole.BOTH]
+    if not pd:
+        if exp.kv_transfer_config is not None:
+            raise _FieldError("kv_transfer_config", "needs instance groups with role "
+                              "prefill and role decode")
+        return
+    roles = {g.role for g in pd}
+    if roles != {PdRole.PREFILL, PdRole.DECODE}:
+        missing = "decode" if PdRole.DECODE not in roles else "prefill"
+        raise _FieldError(f"{pd[0].field}role", f"a prefill/decode split needs a group with "
+                          f"role {missing} too")
+    first = pd[0]
+    for g in groups:
+        if g.role is PdRole.BOTH:
+            raise _FieldError(f"{g.field}role", "not supported yet: colocated (role both) "
+                              "groups next to prefill/decode groups")
+        if g.parallel.data_parallel_size != 1:
+            raise _FieldError(f"{g.field}engine.data_parallel_size", "not supported yet: "
+                              "data parallelism in a prefill/decode split")
+        if g.model_path != first.model_path:
+            raise _FieldError(f"{g.field}model", "prefill and decode groups must serve the "
+                              f"same model ({first.model_path.name})")
+        if g.engine.block_size != first.engine.block_size:
+            raise _FieldError(f"{g.field}engine.block_size", "not supported yet: prefill and "
+                              "decode groups with different block sizes")
+        if g.node != first.node:
+            raise _FieldError(f"{g.field}placement.node", "not supported yet: a KV transfer "
+                              "across nodes (no inter-node network is modelled)")
 
 
 def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: ParallelConfig,

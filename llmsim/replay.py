@@ -440,23 +440,19 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     else:
         costs = [cost_model] * len(groups)
     capacities = [resolve_capacity(experiment, m, g) for g, m in zip(groups, models, strict=True)]
-    tiers = _tier_setup(experiment, models)
-    if tiers is not None:
-        capacities = tiers.adjust_capacities(capacities)
     validate_trace(trace, capacity_tokens=min(
         (c.num_gpu_blocks - 1) * g.engine.block_size for g, c in zip(groups, capacities,
                                                                       strict=True)))
-    if tiers is not None:
-        check_groups_memory(experiment, capacities)
-        instances = tiers.build_instances(costs, capacities)
-    else:
-        instances = build_instances(experiment, costs, models, capacities)
+    instances = build_instances(experiment, costs, models, capacities)
     capacity = capacities[0]
     from llmsim.power.build import build_accumulator
 
     energy, energy_reason, energy_gpus = build_accumulator(experiment, models, capacities,
                                                            len(trace.requests))
     recorder = Recorder(trace.requests, keep_steps=True, energy=energy)
+    from llmsim.pd.build import add_pd_columns, build_pd_flow
+
+    pd_flow = build_pd_flow(experiment, models, instances, len(trace.requests))
     bar = None
     on_finished = None
     if progress:
@@ -473,11 +469,12 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
                                              build_router(experiment, models), recorder,
                                              on_finished=on_finished, groups=lockstep)
     else:
-        from llmsim.sim.tiered import TieredSimulation
-
-        sim = (Simulation if tiers is None else TieredSimulation)(
-            trace.requests, instances, build_router(experiment), recorder,
-            on_finished=on_finished)
+        sim = Simulation(
+            trace.requests, instances,
+            build_router(experiment) if pd_flow is None else pd_flow.arrival_router,
+            recorder, on_finished=on_finished)
+        if pd_flow is not None:
+            pd_flow.install(sim)
     t0 = time.perf_counter()
     try:
         stats = sim.run()
@@ -485,8 +482,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         if bar is not None:
             bar.close()
     requests, itls, timeseries, steps = recorder.tables()
-    if tiers is not None:
-        requests = tiers.add_columns(requests)
+    pd_summary = None
+    if pd_flow is not None:
+        requests, pd_summary = add_pd_columns(requests, pd_flow, recorder.first_token_ns)
     wall = time.perf_counter() - t0
     kv = [i.scheduler.kv for i in instances]
     summary = summarize(
@@ -497,8 +495,8 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         extra=_settings(experiment, trace, capacity, steps, capacities))
     if lockstep:
         summary["moe_dp"] = _lockstep_summary(lockstep)
-    if tiers is not None:
-        summary["kv_tiers"] = tiers.summary()
+    if pd_summary is not None:
+        summary["pd"] = pd_summary
     power, summary["energy"] = _energy_outputs(energy, energy_reason, energy_gpus, requests)
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
@@ -518,27 +516,6 @@ def _energy_outputs(energy: Any, reason: str, gpus: dict[str, Any], requests: pd
     power = energy.power_frame()
     return power, energy.summary(int(requests.loc[done, "input_tokens"].sum()),
                                  int(requests.loc[done, "output_tokens"].sum()), power, gpus)
-
-
-def _tier_setup(experiment: Experiment, models: Sequence[ModelConfig]) -> Any:
-    """The experiment's memory tiers (:mod:`llmsim.memory.tiers_setup`), or None when it
-    offloads nothing.
-
-    Raises:
-        ConfigError: a weight placement that does not fit (file, line, field).
-    """
-    from llmsim.memory.tiers_setup import TierSetup, tiers_enabled
-
-    if not tiers_enabled(experiment):
-        return None
-    try:
-        return TierSetup(experiment, models)
-    except ConfigError as exc:
-        if exc.path is not None or experiment.source is None:
-            raise
-        field = exc.field or "weight_offload"
-        raise ConfigError(exc.reason, path=experiment.source,
-                          line=_source_line(experiment, field), field=field) from None
 
 
 def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ of the analytic NCCL-style model used where no measured table covers a collectiv
   (empty where vLLM's ``SymmMemCommunicator`` does not support the GPU).
 * ``nccl_latency_ns``, ``nccl_bus_bandwidth_bytes_per_s``: ``t = latency + S f / busbw``
   with nccl-tests' bus-bandwidth factor ``f`` (see ``collectives.NcclModel``).
+* ``p2p_bandwidth_bytes_per_s``, ``p2p_latency_ns`` (optional): one GPU-to-GPU copy
+  between two GPUs of the node (a KV transfer between a prefill and a decode instance,
+  :mod:`llmsim.pd`): ``t = latency + bytes / bandwidth`` per direction.
 * ``measured``: where measured tables for this GPU live in the data directory
   (``aiconfigurator_system``: ``aiconfigurator/systems/data/<system>/comm/...``;
   ``vidur_network``: ``vidur/network/<dir>``).
@@ -61,6 +64,9 @@ class LinkSpec:
         nccl_bus_bandwidth_bytes_per_s: NCCL bus bandwidth (nccl-tests' busbw), bytes/s.
         aiconfigurator_system: AIConfigurator system directory with measured comm tables.
         vidur_network: Vidur network directory with measured NCCL tables.
+        p2p_bandwidth_bytes_per_s: GPU-to-GPU copy bandwidth per direction, bytes/s (0:
+            not described).
+        p2p_latency_ns: fixed cost of one GPU-to-GPU transfer, ns.
         sources: field name -> the cited source of its value.
         path: the file it was read from.
     """
@@ -76,6 +82,8 @@ class LinkSpec:
     nccl_bus_bandwidth_bytes_per_s: float = 0.0
     aiconfigurator_system: str | None = None
     vidur_network: str | None = None
+    p2p_bandwidth_bytes_per_s: float = 0.0
+    p2p_latency_ns: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
     path: str = ""
 
@@ -87,6 +95,10 @@ class LinkSpec:
 
 _SOURCED = ("link_kind", "p2p", "fully_nvlink", "custom_all_reduce_max_bytes",
             "symm_mem_max_bytes", "nccl_latency_ns", "nccl_bus_bandwidth_bytes_per_s")
+
+
+_OPTIONAL_SOURCED = ("p2p_bandwidth_bytes_per_s", "p2p_latency_ns")
+"""Keys a link description may leave out; when given, they need a source too."""
 
 
 def _sourced(raw: dict[str, object], key: str, path: Path) -> tuple[object, str]:
@@ -137,6 +149,13 @@ def load_link_spec(path: str | Path) -> LinkSpec:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (
                 key.endswith("_per_s") and v <= 0):
             raise ConfigError("must be a positive number", path=path, field=key)
+    for key in _OPTIONAL_SOURCED:
+        if key in raw:
+            value, sources[key] = _sourced(raw, key, path)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    key.endswith("_per_s") and value <= 0):
+                raise ConfigError("must be a positive number", path=path, field=key)
+            values[key] = float(value)
     measured = raw.get("measured") or {}
     if not isinstance(measured, dict):
         raise ConfigError("must be a mapping", path=path, field="measured")
@@ -152,6 +171,8 @@ def load_link_spec(path: str | Path) -> LinkSpec:
             values["nccl_bus_bandwidth_bytes_per_s"]),  # type: ignore[arg-type]
         aiconfigurator_system=measured.get("aiconfigurator_system"),
         vidur_network=measured.get("vidur_network"),
+        p2p_bandwidth_bytes_per_s=float(values.get("p2p_bandwidth_bytes_per_s", 0.0)),  # type: ignore[arg-type]
+        p2p_latency_ns=float(values.get("p2p_latency_ns", 0.0)),  # type: ignore[arg-type]
         sources=sources, path=str(path),
     )
 

@@ -29,6 +29,7 @@ Deliberate differences from vLLM 0.19's engine core:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -119,6 +120,10 @@ class Instance:
         self.check = check
         self.num_steps = 0
         self.kv_bytes_per_token = kv_bytes_per_token
+        self.max_output_tokens = 0  # > 0: cap on every request's output here (P/D prefill)
+        # P/D worker side (llmsim.pd): called as kv_save(plan, start_ns, end_ns) -> end_ns
+        # after a step is priced, to extend it while layer-wise KV sends finish
+        self.kv_save: Callable[[BatchPlan, int, int], int] | None = None
         self._inflight: tuple[BatchPlan, int, int, int, int, StepCost] | None = None
         self._next: BatchPlan | None = None
 
@@ -130,8 +135,8 @@ class Instance:
 
     @property
     def num_waiting(self) -> int:
-        """Waiting sequences."""
-        return len(self.scheduler.waiting)
+        """Waiting sequences (with those whose KV is being pulled, as vLLM counts them)."""
+        return len(self.scheduler.waiting) + len(self.scheduler.remote_kv_waiting)
 
     def kv_usage(self) -> float:
         """KV usage fraction in [0, 1]."""
@@ -155,6 +160,8 @@ class Instance:
             The sequence's state, now at the tail of the waiting queue.
         """
         seq = SeqState(request, index, self.scheduler.config.block_size, now_ns)
+        if self.max_output_tokens:  # a P/D prefill instance: vLLM's max_tokens = 1
+            seq.max_output = min(seq.max_output, self.max_output_tokens)
         self.scheduler.add(seq)
         return seq
 
@@ -238,6 +245,9 @@ class Instance:
             raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
                                        f"{self.num_steps} at {start_ns} ns: {exc}") from exc
         end_ns = start_ns + gpu_ns
+        if self.kv_save is not None:  # P2pNccl producer: wait_for_save at the step's end
+            end_ns = self.kv_save(plan, start_ns, end_ns)
+            gpu_ns = end_ns - start_ns
         self._inflight = (plan, start_ns, end_ns, gpu_ns, cpu_ns, cost)
         if self.async_scheduling:
             self._next = self._schedule(start_ns)
@@ -301,5 +311,5 @@ class Instance:
                           start_ns=start_ns, end_ns=end_ns, gpu_ns=gpu_ns, cpu_ns=cpu_ns,
                           plan=plan, output=output, cost=cost,
                           num_running=len(self.scheduler.running),
-                          num_waiting=len(self.scheduler.waiting),
+                          num_waiting=self.num_waiting,
                           kv_usage=self.scheduler.kv.usage())

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Any
 
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
@@ -61,6 +62,7 @@ logger = logging.getLogger(__name__)
 _RUNNING = SeqStatus.RUNNING
 _WAITING = SeqStatus.WAITING
 _FINISHED = SeqStatus.FINISHED
+_REMOTE = SeqStatus.WAITING_FOR_REMOTE_KVS
 
 
 class _StepBuilder:
@@ -114,6 +116,13 @@ class Scheduler:
         self.running: list[SeqState] = []
         self.num_preemptions = 0
         self.num_steps = 0
+        # prefill/decode disaggregation (llmsim.pd): the scheduler-side KV connector, the
+        # consumers whose blocks are reserved while their KV is pulled (not running, not
+        # counted against max_num_seqs), the producers finished but holding their blocks
+        # until the decode side has read them; all empty without a connector
+        self.connector: Any = None
+        self.remote_kv_waiting: dict[int, SeqState] = {}
+        self.kv_held: dict[int, SeqState] = {}
 
     @property
     def tp(self) -> int:
@@ -128,7 +137,7 @@ class Scheduler:
 
     def has_unfinished(self) -> bool:
         """True while any sequence waits or runs."""
-        return bool(self.waiting) or bool(self.running)
+        return bool(self.waiting) or bool(self.running) or bool(self.remote_kv_waiting)
 
     # -------------------------------------------------------------- schedule
     def schedule(self, now_ns: int) -> BatchPlan | None:
@@ -318,6 +327,12 @@ class Scheduler:
         cap = cfg.long_prefill_token_threshold
         while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
             seq = waiting[0]
+            if seq.kv_params is not None:  # its KV comes from a prefill instance (llmsim.pd)
+                used = self._schedule_remote(seq, budget, step, admitted, now_ns)
+                if used < 0:
+                    break
+                budget -= used
+                continue
             n_tokens = seq.num_prompt + seq.num_output
             hits = kv.get_computed_blocks(seq)
             num_hit = len(hits) * bs
@@ -344,6 +359,115 @@ class Scheduler:
             self._after_chunk(seq, emits)
             admitted.append(seq)
             budget -= num_new
+
+    # ------------------------------------------------- P/D (KV from elsewhere)
+    def _schedule_remote(self, seq: SeqState, budget: int, step: _StepBuilder,
+                         admitted: list[SeqState], now_ns: int) -> int:
+        """Phase 2 for the head of the queue when its KV comes from a prefill instance
+        (vLLM 0.19 ``Scheduler.schedule`` with a KV connector, docs/cluster-semantics.md,
+        "Prefill/decode disaggregation").
+
+        * KV arrived (``kv_params.arrived``): admitted like any request, for the tokens
+          not yet computed (one: the last prompt token, which samples the first output
+          token).
+        * Otherwise the connector says how many tokens come from outside
+          (``get_num_new_matched_tokens``) after the local prefix hits. Asynchronous
+          (NIXL): blocks for them are reserved now (not cached until the KV arrives),
+          the sequence leaves the queue for :attr:`remote_kv_waiting`
+          (``WAITING_FOR_REMOTE_KVS``: not running, outside ``max_num_seqs``) and the
+          connector starts the pull; no budget is used. Synchronous (P2pNccl, the KV
+          already pushed into this instance's receive buffer): admitted at once for the
+          one token after them.
+
+        Returns:
+            Tokens scheduled (0 for a reservation), or -1 when the blocks cannot be
+            allocated: admission stops there (back-pressure, the request keeps waiting).
+        """
+        kv, p = self.kv, seq.kv_params
+        n_tokens = seq.num_prompt + seq.num_output
+        if p.arrived:
+            computed = seq.num_computed
+            num_new = min(n_tokens - computed, budget)
+            if not kv.allocate_slots(seq, num_new):
+                return -1
+            self.waiting.popleft()
+            self.running.append(seq)
+            seq.status = _RUNNING
+            seq.kv_params = None
+            emits = computed + num_new == n_tokens
+            step.add(seq, num_new, computed, emits)
+            seq.num_computed = computed + num_new
+            self._after_chunk(seq, emits)
+            admitted.append(seq)
+            return num_new
+        hits = kv.get_computed_blocks(seq)
+        num_hit = len(hits) * self.config.block_size
+        n_ext, load_async = self.connector.get_num_new_matched_tokens(seq, num_hit)
+        if load_async:
+            if not kv.allocate_slots(seq, n_ext, hits, delay_cache_blocks=True):
+                return -1
+            self.waiting.popleft()
+            seq.status = _REMOTE
+            seq.num_computed = num_hit + n_ext  # provisional, as vLLM sets it
+            self.remote_kv_waiting[seq.index] = seq
+        else:
+            num_new = min(n_tokens - num_hit - n_ext, budget)
+            if not kv.allocate_slots(seq, n_ext + num_new, hits):
+                return -1
+            self.waiting.popleft()
+            self.running.append(seq)
+            seq.status = _RUNNING
+            seq.kv_params = None
+        kv.record_lookup(n_tokens, num_hit)
+        if seq.first_scheduled_ns < 0:
+            seq.first_scheduled_ns = now_ns
+            seq.prefix_hit_tokens = num_hit
+        if load_async:
+            self.connector.update_state_after_alloc(seq, num_hit, n_ext, now_ns)
+            return 0
+        computed = num_hit + n_ext
+        emits = computed + num_new == n_tokens
+        step.add(seq, num_new, computed, emits)
+        seq.num_computed = computed + num_new
+        self._after_chunk(seq, emits)
+        admitted.append(seq)
+        return num_new
+
+    def promote_remote(self, index: int) -> SeqState:
+        """The KV of consumer ``index`` arrived (vLLM's ``finished_recving``): cache its
+        blocks and, the whole prompt being here, leave the last prompt token to be
+        recomputed; it rejoins the front of the waiting queue (behind consumers promoted
+        before it), where the next ``schedule()`` admits it.
+
+        Raises:
+            InvariantError: no such consumer is waiting for its KV.
+        """
+        seq = self.remote_kv_waiting.pop(index, None)
+        if seq is None:
+            raise InvariantError(f"no request with trace index {index} waits for remote KV")
+        self.kv.cache_blocks(seq, seq.num_computed)
+        seq.num_computed = seq.num_tokens - 1
+        seq.kv_params.arrived = True
+        seq.status = _WAITING
+        pos = 0
+        for other in self.waiting:
+            if other.kv_params is None or not other.kv_params.arrived:
+                break
+            pos += 1
+        self.waiting.insert(pos, seq)
+        return seq
+
+    def release_kv(self, index: int) -> None:
+        """Free the blocks of producer ``index``, finished but held for the decode side
+        (vLLM's ``finished_sending``).
+
+        Raises:
+            InvariantError: no such producer holds blocks here.
+        """
+        seq = self.kv_held.pop(index, None)
+        if seq is None:
+            raise InvariantError(f"no finished request with trace index {index} holds KV")
+        self.kv.free(seq)
 
     # ---------------------------------------------------------------- update
     def update(self, plan: BatchPlan) -> StepOutput:
@@ -374,14 +498,24 @@ class Scheduler:
                 first.append(seq)
             if n == seq.max_output:
                 finished.append(seq)
+        held: tuple[SeqState, ...] = ()
         if finished:
             free = self.kv.free
+            conn = self.connector
             for seq in finished:
-                free(seq)
+                if conn is not None and conn.request_finished(seq):
+                    self.kv_held[seq.index] = seq  # vLLM's delay_free: read by the decode side
+                    held += (seq,)
+                else:
+                    free(seq)
                 seq.status = _FINISHED
             self.running = [s for s in self.running if s.status is _RUNNING]
+            if held:  # a producer's token is the proxy's, not the client's (llmsim.pd)
+                emitted = [s for s in emitted if s not in held]
+                finished = [s for s in finished if s not in held]
+                first = [s for s in first if s not in held]
         return StepOutput(emitted=tuple(emitted), finished=tuple(finished),
-                          first_tokens=tuple(first))
+                          first_tokens=tuple(first), kv_held=held)
 
     # ------------------------------------------------------------ invariants
     def check_counters(self, step: int | None = None) -> None:
@@ -423,9 +557,19 @@ class Scheduler:
             for b in seq.blocks:
                 refs[b] = refs.get(b, 0) + 1
         for seq in self.waiting:
-            if seq.blocks or seq.num_computed or seq.status is not _WAITING:
+            if seq.kv_params is not None and seq.kv_params.arrived:  # pulled KV (llmsim.pd)
+                if len(seq.blocks) * bs < seq.num_prompt or seq.status is not _WAITING:
+                    raise InvariantError("promoted P/D request lost its KV", step=step,
+                                         request_id=seq.request_id)
+                for b in seq.blocks:
+                    refs[b] = refs.get(b, 0) + 1
+            elif seq.blocks or seq.num_computed or seq.status is not _WAITING:
                 raise InvariantError("waiting sequence holds KV state", step=step,
                                      request_id=seq.request_id)
+        for group in (self.remote_kv_waiting, self.kv_held):
+            for seq in group.values():
+                for b in seq.blocks:
+                    refs[b] = refs.get(b, 0) + 1
         pool.check(refs, step=step)
 
     @staticmethod

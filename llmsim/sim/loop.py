@@ -310,7 +310,7 @@ class Simulation:
         """The time-series gauges now: running and waiting summed, KV usage averaged."""
         insts = self.instances
         return Gauges(running=sum(len(i.scheduler.running) for i in insts),
-                      waiting=sum(len(i.scheduler.waiting) for i in insts),
+                      waiting=sum(i.num_waiting for i in insts),
                       kv_usage=sum(i.scheduler.kv.usage() for i in insts) / len(insts))
 
     def _past_horizon(self, now_ns: int, kind: int, payload: object) -> None:

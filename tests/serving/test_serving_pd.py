@@ -1,0 +1,159 @@
+"""Prefill/decode disaggregation scenarios with (time, event) logs and exact times.
+
+Constant 10 ms steps, no CPU overhead, synchronous scheduling; a link of 1 GB/s and 1 ms per
+transfer; 1,000 KV bytes per token; block size 4. Every expected time is computed here
+from those figures.
+"""
+
+from __future__ import annotations
+
+import pytest
+from serving_helpers import MS, LogRecorder, make_instance, make_request
+
+from llmsim.errors import ConfigError
+from llmsim.hardware.links import find_link_spec
+from llmsim.pd import KVConnectorKind, KVLink, PdFlow, PdRole, kv_transfer_bytes
+from llmsim.router import RoundRobin
+from llmsim.scheduler.state import SeqStatus
+from llmsim.sim import Simulation
+
+STEP = 10 * MS
+LAT = 1 * MS
+BW = 1e9
+PER_TOKEN = 1000
+BS = 4
+
+
+def _xfer_ns(nbytes: int, messages: int = 1) -> int:
+    return messages * LAT + int(nbytes * 1e9 / BW)
+
+
+def _run(requests, roles, *, connector=KVConnectorKind.NIXL, decode_blocks=64, layers=4):
+    insts = [make_instance(instance_id=i, block_size=BS,
+                           num_blocks=decode_blocks if r is PdRole.DECODE else 64)
+             for i, r in enumerate(roles)]
+    flow = PdFlow(insts, roles, connector=connector,
+                  link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
+                  kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=layers,
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(),
+                  num_requests=len(requests), keep_log=True)
+    rec = LogRecorder(requests, keep_steps=True)
+    sim = Simulation(requests, insts, flow.arrival_router, rec)
+    flow.install(sim)
+    return flow, rec, sim, insts
+
+
+def test_nixl_path_prefill_sample_reserve_pull_recompute_decode():
+    req = make_request("A", prompt=8, output=3)
+    flow, rec, sim, (p, d) = _run([req], [PdRole.PREFILL, PdRole.DECODE])
+    sim.run()
+    nbytes = 2 * BS * PER_TOKEN  # 8 prompt tokens = 2 whole blocks, pulled
+    pull_end = STEP + _xfer_ns(nbytes)  # the pull starts when D reserves, at P's end
+    first = pull_end + STEP  # D recomputes the last prompt token, sampling token 1
+    assert sorted(flow.log, key=lambda e: e[0]) == [
+        (0, "prefill scheduled A"),
+        (STEP, "prefill sampled A"),
+        (STEP, "decode arrival A at 1"),
+        (STEP, "reserve A (2 blocks)"),
+        (STEP, f"pull start A {nbytes} B"),
+        (pull_end, "pull done A"),
+        (first, "decode first token A"),
+        (first + 2 * STEP, "finish A"),
+    ]
+    # P ran the prompt; D ran 1 token over 7 cached, then two decodes
+    assert [x[1] for x in rec.log if x[1].startswith("step")] == [
+        "step A+8*", "step A+1*", "step A+1*", "step A+1*"]
+    assert rec.first_token_ns == [first] and rec.finish_ns == [first + 2 * STEP]
+    assert rec.instance_of == [1] and len(rec.token_ns[0]) == 3  # P's token is discarded
+    cols = flow.columns(rec.first_token_ns)
+    assert cols["ttft_prefill_instance_s"][0] == pytest.approx(STEP / 1e9)
+    assert cols["ttft_decode_instance_s"][0] == pytest.approx((first - STEP) / 1e9)
+    assert cols["kv_transfer_bytes"][0] == nbytes
+    assert p.scheduler.kv.pool.num_used == 0 and d.scheduler.kv.pool.num_used == 0
+    assert not p.scheduler.kv_held and not d.scheduler.remote_kv_waiting
+
+
+def test_back_pressure_full_decode_pool_keeps_request_waiting_and_prefill_blocks():
+    # D holds 2 usable blocks: one 8-token prompt. B waits until A finishes there.
+    reqs = [make_request("A", prompt=8, output=1), make_request("B", prompt=8, output=1)]
+    flow, rec, sim, (p, d) = _run(reqs, [PdRole.PREFILL, PdRole.DECODE], decode_blocks=3)
+    seen = []
+
+    def probe(_payload, now_ns):
+        seen.append((now_ns, p.scheduler.kv.pool.num_used, sorted(p.scheduler.kv_held),
+                     [s.request_id for s in d.scheduler.waiting],
+                     [s.status for s in d.scheduler.remote_kv_waiting.values()]))
+
+    kind = sim.register_event("probe", 40, probe)
+    x = _xfer_ns(2 * BS * PER_TOKEN)
+    a_done = STEP + x + STEP  # A: pulled, then its one step (its only token) ends
+    for t in (STEP + x // 2, STEP + x + 1, a_done + x // 2):
+        sim.schedule(t, kind, None)
+    sim.run()
+    b_pull = next(t for t in flow.transfers if t.index == 1)
+    assert (b_pull.ready_ns, b_pull.start_ns, b_pull.end_ns) == (a_done, a_done, a_done + x)
+    assert seen == [
+        # A pulling (reserved, outside running), B blocked at the head of D's queue,
+        # P holding both prompts' blocks
+        (STEP + x // 2, 4, [0, 1], ["B"], [SeqStatus.WAITING_FOR_REMOTE_KVS]),
+        # A's pull done: P freed A's blocks, keeps B's
+        (STEP + x + 1, 2, [1], ["B"], []),
+        # A finished on D: B reserved, pulling; P still holds B's blocks
+        (a_done + x // 2, 2, [1], [], [SeqStatus.WAITING_FOR_REMOTE_KVS]),
+    ]
+    assert rec.first_token_ns == [a_done, a_done + x + STEP]
+    cols = flow.columns(rec.first_token_ns)
+    assert cols["ttft_decode_instance_s"][1] == pytest.approx((a_done + x + STEP - STEP) / 1e9)
+    assert p.scheduler.kv.pool.num_used == 0
+
+
+def test_link_contention_serializes_pulls_into_one_decode_port():
+    reqs = [make_request("A", prompt=8, output=2), make_request("B", prompt=8, output=2)]
+    flow, rec, sim, _ = _run(reqs, [PdRole.PREFILL, PdRole.PREFILL, PdRole.DECODE])
+    sim.run()
+    x = _xfer_ns(2 * BS * PER_TOKEN)
+    a, b = sorted(flow.transfers, key=lambda t: t.index)
+    assert (a.src, a.dst, a.start_ns, a.end_ns) == (0, 2, STEP, STEP + x)
+    # both were reserved at 10 ms; B's pull waits for D's ingress port
+    assert (b.src, b.ready_ns, b.start_ns, b.end_ns) == (1, STEP, STEP + x, STEP + 2 * x)
+    assert flow.ports.num_queued == 1 and flow.ports.busy_ns == 2 * x
+    # A's first token after its own step; B promoted while D runs A, joins the next step
+    assert rec.first_token_ns == [STEP + x + STEP, STEP + x + 2 * STEP]
+
+
+def test_p2p_nccl_push_during_prefill_extends_the_step_and_decode_admits_at_once():
+    layers = 4
+    req = make_request("A", prompt=8, output=3)
+    flow, rec, sim, (p, d) = _run([req], [PdRole.PREFILL, PdRole.DECODE],
+                                  connector=KVConnectorKind.P2P_NCCL, layers=layers)
+    sim.run()
+    nbytes = 8 * PER_TOKEN  # the 8 computed tokens, pushed (no block rounding)
+    send = _xfer_ns(nbytes // layers)  # one send per request and layer
+    # the last layer's KV is ready at the forward's end, its send follows
+    push_end = max(layers * send, STEP // layers + layers * send, STEP + send)
+    assert push_end == STEP + send
+    first = push_end + STEP
+    assert sorted(flow.log, key=lambda e: e[0]) == [
+        (0, "prefill scheduled A"),
+        (push_end, "pushed 8 tokens of A"),
+        (push_end, "prefill sampled A"),
+        (push_end, "decode arrival A at 1"),
+        (first, "decode first token A"),
+        (first + 2 * STEP, "finish A"),
+    ]
+    assert rec.first_token_ns == [first] and not flow.transfers
+    assert flow.columns(rec.first_token_ns)["kv_transfer_bytes"][0] == nbytes
+    assert p.scheduler.kv.pool.num_used == 0 and d.scheduler.kv.pool.num_used == 0
+
+
+def test_transfer_bytes_and_link_figures_from_the_link_files():
+    assert kv_transfer_bytes(17, 100, block_size=16) == 32 * 100
+    assert kv_transfer_bytes(17, 100) == 1700
+    spec = find_link_spec("RTXPRO6000")
+    link = KVLink.from_spec(spec)
+    assert link.bandwidth_bytes_per_s == 53e9 and link.latency_ns == 10_000
+    assert "rtx6kpro" in link.source
+    # 1 GiB at 53 GB/s + 10 us
+    assert link.duration_ns(2**30) == 10_000 + -(-(2**30) * 10**9 // 53_000_000_000)
+    with pytest.raises(ConfigError, match="not supported yet: a KV transfer over link"):
+        KVLink.from_spec(find_link_spec("RTX4090"))
