@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lss.add_argument("--router", default=None,
                      help="llmsim routing policy (round_robin, least_loaded, vllm_dp); "
                      "LLMServingSim's comes from its command line, not the JSON")
+    lss.add_argument("--profile", action="append", default=[], metavar="HARDWARE[/MODEL]=PATH",
+                     help="cost source for instances of that hardware (and model) instead of "
+                     "the data's LLMServingSim bundle (repeatable)")
     lss.add_argument("--check", action="store_true",
                      help="load each written experiment and say whether it runs or what "
                      "it refuses (not supported yet)")
@@ -44,8 +47,16 @@ def run_import(args: argparse.Namespace) -> int:
         import_directory,
         write_imported,
     )
+    from llmsim.errors import ConfigError
 
-    options = {"trace": args.trace, "router": args.router}
+    profiles = {}
+    for item in args.profile:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"expected HARDWARE[/MODEL]=PATH, got {item!r}", field="--profile")
+        path = Path(value).expanduser()
+        profiles[key] = str(path.resolve()) if path.exists() else value
+    options = {"trace": args.trace, "router": args.router, "profiles": profiles}
     if args.config.is_dir():
         results = import_directory(args.config, **options)
         out_dir = args.out or Path.cwd()

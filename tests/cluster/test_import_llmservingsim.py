@@ -406,6 +406,26 @@ def test_data_gaps_are_named(configs: Path) -> None:
     assert tp2.data_gaps and "tp2" in tp2.data_gaps[0][1]
 
 
+def test_a_profile_given_per_hardware_fills_the_gap(configs: Path, data_path, tmp_path: Path
+                                                   ) -> None:
+    """The H100 config runs on a profile built from AIConfigurator's H100 database."""
+    systems = data_path("aiconfigurator/systems")
+    model = data_path("llmservingsim/configs/model/meta-llama/Llama-3.1-70B.json")
+    pb = tmp_path / "h100-llama70b-tp4.pb"
+    hint = import_config(configs / "single_node_single_instance_H100.json").data_gaps[0][1]
+    assert "--system h100_sxm" in hint and "--tp 4" in hint
+    assert main(["profile", "import", "aiconfigurator", str(systems), "--system", "h100_sxm",
+                 "--model", str(model), "--tp", "4", "-o", str(pb)]) == 0
+    imported = import_config(configs / "single_node_single_instance_H100.json",
+                             profiles={"h100": str(pb)})
+    assert imported.runnable and imported.experiment["instance_groups"][0]["profile"] == str(pb)
+    out = write_imported(imported, tmp_path / "h100.yaml")
+    result = run(load_experiment(out, overrides={
+        "trace.transforms": [{"truncate": {"max_requests": REPLAY_REQUESTS}}]}))
+    assert len(result.requests) == REPLAY_REQUESTS
+    assert result.summary["instance_groups"][0]["hardware"] == "H100"
+
+
 # ------------------------------------------------------------------------------- CLI
 def test_cli_converts_a_directory_and_one_file(configs: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -440,3 +460,11 @@ def test_cli_reports_a_bad_config_without_a_traceback(configs: Path, tmp_path: P
 def test_import_errors_are_llmsim_errors(tmp_path: Path) -> None:
     with pytest.raises(LlmsimError):
         import_directory(tmp_path)  # no .json in it
+
+
+def test_cli_refuses_a_profile_option_without_a_path(configs: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cluster", "import", "llmservingsim",
+                 str(configs / "single_node_single_instance.json"), "--out",
+                 str(tmp_path / "a.yaml"), "--profile", "H100"]) == 2
+    assert "field '--profile': expected HARDWARE[/MODEL]=PATH" in capsys.readouterr().err

@@ -597,6 +597,7 @@ class _Converter:
         self.ignored: list[tuple[str, Any, str]] = []
         self.unsupported: list[tuple[str, str]] = []
         self.data_gaps: list[tuple[str, str]] = []
+        self.profiles: dict[str, str] = {}
 
     def ignore(self, field: str, value: Any) -> None:
         rule = _RULES[_pattern(_parts(field))]
@@ -796,7 +797,8 @@ def _parts(dotted: str) -> tuple[str | int, ...]:
 
 
 def import_config(path: str | Path, *, trace: str | None = None, router: str | None = None,
-                  name: str | None = None) -> ImportedConfig:
+                  name: str | None = None, profiles: Mapping[str, str] | None = None
+                  ) -> ImportedConfig:
     """Convert one LLMServingSim cluster config.
 
     Args:
@@ -807,6 +809,10 @@ def import_config(path: str | Path, *, trace: str | None = None, router: str | N
             routing policy is a command-line flag (``--request-routing-policy``, default
             ``LOAD``: fewest ``4 x waiting + running`` on live state), not in the JSON.
         name: experiment name (default: the file's stem).
+        profiles: cost source per hardware (``"H100"``, any case) or per hardware and model
+            (``"H100/meta-llama/Llama-3.1-70B"``) -> profile path, used instead of the
+            LLMServingSim bundle of the data (e.g. a ``.pb`` built by ``llmsim profile import
+            aiconfigurator`` for hardware the bundles do not cover).
 
     Returns:
         the converted experiment (see :class:`ImportedConfig`).
@@ -821,6 +827,7 @@ def import_config(path: str | Path, *, trace: str | None = None, router: str | N
     doc = _Json(Path(path))
     _check_fields(doc)
     conv = _Converter(doc)
+    conv.profiles = {k.lower(): v for k, v in (profiles or {}).items()}
     data = doc.data
     nodes_raw = _get(doc, data, "nodes", "", list, required=True)
     num_nodes = _positive_int(doc, data, "num_nodes", "")
@@ -1009,6 +1016,23 @@ def _experiment(doc: _Json, conv: _Converter, instances: list[_Instance],
     return exp
 
 
+def _build_hint(inst: _Instance) -> str:
+    """How to build a profile for ``inst`` from AIConfigurator's database, where the data
+    holds a system of its hardware ("" otherwise)."""
+    from llmsim.hardware.links import find_link_spec
+
+    spec = find_link_spec(inst.hardware)
+    names = (spec.name, *spec.aliases) if spec is not None else (inst.hardware,)
+    system = next((n for n in names if _exists(f"aiconfigurator/systems/{n}.yaml")), None)
+    if system is None:
+        return ""
+    out = f"{inst.hardware.lower()}-{inst.model.name.split('/')[-1].lower()}-tp{inst.tp}.pb"
+    return (f"; build one with `llmsim profile import aiconfigurator "
+            f"$LLMSIM_DATA_DIR/aiconfigurator/systems "
+            f"--system {system} --model {inst.model.path} --tp {inst.tp} -o {out}` and "
+            f"import with --profile {inst.hardware}={out}")
+
+
 def _locations(placement: Mapping[str, Any]) -> list[str]:
     """Every memory location a ``weight_offload`` mapping names."""
     out = [placement.get("default", "gpu"), *placement.get("layers", {}).values()]
@@ -1035,20 +1059,22 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
                 "EP group is every DP x TP rank of a pipeline stage)")))
     elif first.ep > 1:
         engine["enable_expert_parallel"] = True
+    given = conv.profiles.get(f"{first.hardware}/{first.model.name}".lower(),
+                              conv.profiles.get(first.hardware.lower()))
     group: dict[str, Any] = {
         "name": f"n{first.node}i{first.index}" + (
             f"-dp-{first.dp_group}" if first.dp_group is not None else ""),
         "count": 1,
         "model": first.model.path,
-        "profile": first.profile,
+        "profile": given or first.profile,
         "hardware": {"name": first.hardware, "gpu_memory_bytes": first.gpu_memory_bytes},
         "engine": engine,
     }
-    if not _exists(first.profile):
+    if given is None and not _exists(first.profile):
         conv.data_gaps.append((f"instance_groups.{gi}.profile", (
             f"no {first.hardware} {first.model.name} profile bundle in the data "
-            f"({first.profile})")))
-    elif not _exists(f"{first.profile}/tp{first.tp}"):
+            f"({first.profile})" + _build_hint(first))))
+    elif given is None and not _exists(f"{first.profile}/tp{first.tp}"):
         conv.data_gaps.append((f"instance_groups.{gi}.profile", (
             f"the {first.hardware} {first.model.name} bundle has no tp{first.tp} tables")))
     here = [m for m in members if m.node == first.node]
