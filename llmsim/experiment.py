@@ -21,6 +21,8 @@ Schema (engine keys are vLLM's argument names)::
       pipeline_parallel_size: 1      # > 1: "not supported yet"
       data_parallel_size: 1          # dense DP: independent engines (vLLM's DP balancer)
       enable_expert_parallel: false
+      expert_placement_strategy: linear   # or round_robin (EP; vLLM's names)
+      all2all_backend: allgather_reducescatter   # vLLM 0.19's default, the one modelled
       max_num_seqs: 128
       max_num_batched_tokens: 2048
       block_size: 16
@@ -50,6 +52,9 @@ Schema (engine keys are vLLM's argument names)::
       link: {count: 1, idle_w: 5, energy_pj_per_bit: 4.0}
       nic: {count: 1, idle_w: 20}
       storage: {count: 2, idle_w: 5}
+    moe_routing:                   # optional: how MoE tokens pick experts (llmsim.cluster.routing)
+      policy: balanced             # or random, zipf (zipf_exponent), table (popularity_path)
+      seed: 0
     router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all)
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
@@ -108,7 +113,9 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from llmsim.cluster.moe_dp import All2AllBackend, ExpertPlacement
 from llmsim.cluster.parallel import ParallelConfig
+from llmsim.cluster.routing import RoutingPolicy
 from llmsim.costmodel.base import MAX_STEP_COST_NS
 from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError, MissingDataError
@@ -137,6 +144,7 @@ __all__ = [
     "GpuConfig",
     "HardwareConfig",
     "InstanceGroupConfig",
+    "MoeRoutingConfig",
     "NodeConfig",
     "PlacementConfig",
     "PowerConfig",
@@ -339,9 +347,9 @@ class EngineConfig:
         tensor_parallel_size: GPUs per pipeline stage (TP degree).
         pipeline_parallel_size: pipeline stages (only 1 is modelled; others are refused).
         data_parallel_size: DP ranks: independent engines behind vLLM's DP load balancer
-            for a dense model (MoE DP is refused at replay time).
-        enable_expert_parallel: vLLM's ``--enable-expert-parallel`` (modelled only where it
-            changes nothing: a MoE model at ``dp x tp = 1``).
+            for a dense model, lock-step ranks for a MoE model (:mod:`llmsim.sim.lockstep`).
+        enable_expert_parallel: vLLM's ``--enable-expert-parallel``: experts placed whole on
+            the ``dp x tp`` ranks (:mod:`llmsim.cluster.moe_dp`).
         max_num_seqs: most running requests per step.
         max_num_batched_tokens: token budget of one step.
         block_size: tokens per KV block.
@@ -355,6 +363,11 @@ class EngineConfig:
         async_scheduling: the CPU prepares step n+1 while step n runs.
         scheduler_reserve_full_isl: admit a request only if its whole prompt fits in KV.
         long_prefill_token_threshold: cap on one request's prompt tokens per step (0: none).
+        expert_placement_strategy: vLLM's ``--expert-placement-strategy`` with EP:
+            ``linear`` (contiguous experts per rank, the default) or ``round_robin``.
+        all2all_backend: vLLM's ``--all2all-backend`` (MoE dispatch / combine across DP
+            ranks); only the 0.19 default ``allgather_reducescatter`` is modelled, the other
+            values vLLM accepts are refused at replay time where they would matter.
         enable_chunked_prefill: split prompts over steps (vLLM V1's default); false, where
             vLLM schedules a prompt whole or not at all, is refused (not supported yet).
     """
@@ -369,6 +382,10 @@ class EngineConfig:
         ge=1, le=MAX_INSTANCES,
         description="each DP rank is a full instance (scheduler and block pool)")] = 1
     enable_expert_parallel: _Bool = False
+    expert_placement_strategy: Annotated[ExpertPlacement, BeforeValidator(
+        lambda v: _enum_in(ExpertPlacement)(v))] = ExpertPlacement.LINEAR
+    all2all_backend: Annotated[All2AllBackend, BeforeValidator(
+        lambda v: _enum_in(All2AllBackend)(v))] = All2AllBackend.ALLGATHER_REDUCESCATTER
     max_num_seqs: Annotated[_Int, Field(
         ge=1, le=MAX_NUM_SEQS,
         description="~1 KiB of host state per running sequence (2^20 is ~1 GiB)")] = 256
@@ -615,6 +632,44 @@ def _enum_in(enum: type) -> Callable[[Any], Any]:
             raise PydanticCustomError("enum", "unknown value {value} (known: {known})",
                                       {"value": _short(value), "known": known}) from None
     return parse
+
+
+# ------------------------------------------------------------------------- MoE routing
+@_config_errors("moe_routing")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class MoeRoutingConfig:
+    """How a MoE step's tokens pick their experts (:mod:`llmsim.cluster.routing`); read
+    where experts are spread over ranks (expert parallelism, MoE data parallelism).
+
+    Attributes:
+        policy: ``balanced`` (expected active experts under uniform top-k, no draw),
+            ``random`` (uniform draw per token), ``zipf`` (popularity ``(e + 1)^-s``) or
+            ``table`` (popularity from ``popularity_path``).
+        seed: seed of the per-step draws.
+        zipf_exponent: ``s`` of the ``zipf`` policy (required by it).
+        popularity_path: CSV ``expert,popularity`` of the ``table`` policy (required by it).
+    """
+
+    policy: Annotated[RoutingPolicy, BeforeValidator(_enum_in(RoutingPolicy))] = \
+        RoutingPolicy.BALANCED
+    seed: Annotated[_Int, Field(ge=0, le=2**63 - 1,
+                                description="numpy seeds are non-negative 64-bit integers")] = 0
+    zipf_exponent: Annotated[_Float | None, Field(
+        gt=0, le=100, description="at s = 100 expert 2 is 2^-100 as popular as expert 1")] = None
+    popularity_path: Path | None = None
+
+    @field_validator("popularity_path", mode="before")
+    @classmethod
+    def _popularity(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.policy is RoutingPolicy.ZIPF and self.zipf_exponent is None:
+            raise _FieldError("zipf_exponent", "the zipf policy needs zipf_exponent")
+        if self.policy is RoutingPolicy.TABLE and self.popularity_path is None:
+            raise _FieldError("popularity_path", "the table policy needs popularity_path")
+        return self
 
 
 # ----------------------------------------------------------------- cluster and groups
@@ -1043,6 +1098,7 @@ class Experiment:
         cluster: nodes, their GPUs and links that the groups are placed on (optional).
         power: component power of every node (a node's own ``power`` replaces it);
             energy is reported from it and the GPUs' power files (docs/power.md).
+        moe_routing: how MoE tokens pick experts where experts span ranks.
         router: routing policy.
         check: invariant checking level (YAML ``check_invariants``).
         output_dir: where ``llmsim replay`` writes (relative to the working directory;
@@ -1076,6 +1132,7 @@ class Experiment:
         max_length=MAX_INSTANCES, description="each group holds at least one instance")] = ()
     cluster: ClusterConfig | None = None
     power: PowerConfig = Field(default_factory=PowerConfig)
+    moe_routing: MoeRoutingConfig = Field(default_factory=MoeRoutingConfig)
     router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
         RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(

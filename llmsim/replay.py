@@ -34,14 +34,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmsim.cluster.moe_dp import EpPricer
-from llmsim.cluster.parallel import SINGLE_GPU, check_supported
+from llmsim.cluster.moe_dp import EpPricer, EpStepCostModel, MoeMode, check_moe_layout, moe_mode
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig, check_supported
+from llmsim.cluster.routing import ExpertRouting, load_popularity
 from llmsim.costmodel.base import CostModel
 from llmsim.costmodel.collectives import CollectivesModel, NcclModel
 from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
-from llmsim.errors import ConfigError, TraceFormatError
+from llmsim.errors import ConfigError, ProfileRangeError, TraceFormatError
 from llmsim.experiment import Experiment, ResolvedGroup, line_of
 from llmsim.instance.instance import Instance
 from llmsim.instance.step_time import StepTimeModel
@@ -294,11 +295,10 @@ def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
                           costs: Sequence[CostModel], instances: Sequence[Instance]
                           ) -> list[LockstepGroup]:
     """One :class:`llmsim.sim.lockstep.LockstepGroup` per MoE DP deployment (its ranks in
-    lock-step, experts split over them by EP; :mod:`llmsim.cluster.moe_dp`).
+    lock-step, its MoE layers priced across them by :func:`build_moe_pricer`).
 
     Raises:
-        ConfigError: a MoE DP group whose cost model is not the profile cost model (the EP
-            experts are priced from its ``moe`` table).
+        ConfigError: see :func:`build_moe_pricer`.
     """
     out: list[LockstepGroup] = []
     first = 0
@@ -307,27 +307,98 @@ def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
         if not (m.is_moe and dp > 1):
             first += g.num_engines
             continue
-        if not isinstance(cm, ProfileCostModel):
-            raise ConfigError("not supported yet: MoE data parallelism with a cost model "
-                              f"other than 'profile' ({type(cm).__name__})",
-                              field=f"{g.field}cost_model")
-        # the DP group's link: as a TP group's of the same hardware (a TP1 cost model
-        # looked none up; llmsim.costmodel.profile_model.from_context)
-        link_spec = cm.link_spec or find_link_spec_for(g.link or g.hardware.name, cm.profile)
-        tables = list(cm.collectives) + list(find_collective_tables(
-            link_spec, framework_version=cm.profile.provenance.framework_version))
-        analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
-        comm = CollectivesModel(ranks=dp, tables=tables, link=link_spec, analytic=analytic)
         for _ in range(g.count):
-            grid = cm.tp_tables(SINGLE_GPU).moe
-            if grid is None:
-                raise ConfigError("the profile has no 'moe' table at TP 1, which MoE data "
-                                  "parallelism prices the experts from",
-                                  field=f"{g.field}profile")
-            ep = EpPricer(moe_grid=grid, model=m, ep_size=dp, comm=comm)
+            ep = build_moe_pricer(experiment, g, m, cm)
             out.append(LockstepGroup(instances[first:first + dp], ep=ep))
             first += dp
     return out
+
+
+def wrap_tp_expert_parallel(experiment: Experiment, models: Sequence[ModelConfig],
+                            costs: Sequence[CostModel]) -> list[CostModel]:
+    """The groups' cost models, those of DP = 1 engines with experts spread over their TP
+    ranks (:attr:`llmsim.cluster.moe_dp.MoeMode.EP_OVER_TP`) wrapped in
+    :class:`llmsim.cluster.moe_dp.EpStepCostModel`.
+
+    Raises:
+        ConfigError: see :func:`build_moe_pricer`.
+    """
+    out = list(costs)
+    for i, (g, m, cm) in enumerate(zip(experiment.groups(), models, costs, strict=True)):
+        if m.is_moe and moe_mode(g.parallel) is MoeMode.EP_OVER_TP:
+            out[i] = EpStepCostModel(cm, build_moe_pricer(experiment, g, m, cm))
+    return out
+
+
+def build_moe_pricer(experiment: Experiment, g: ResolvedGroup, m: ModelConfig,
+                     cm: CostModel) -> EpPricer:
+    """The cross-rank MoE pricer of one deployment of group ``g`` (:mod:`llmsim.cluster.
+    moe_dp`): the profile's ``moe`` table (TP 1 under EP; TP ``dp x tp`` for TP-sharded
+    experts over DP), the collectives of the dispatch group (DP ranks, or all ``dp x tp``
+    GPUs under sequence-parallel MoE) and of one engine's TP group, the placement and the
+    experiment's routing policy.
+
+    Raises:
+        ConfigError: a cost model other than the profile one, or a profile without the
+            ``moe`` table the layout needs ("not supported yet: ...", file, line, field).
+    """
+    par = g.parallel
+    mode = moe_mode(par)
+    src = experiment.source
+    if not isinstance(cm, ProfileCostModel):
+        field = f"{g.field}cost_model"
+        raise ConfigError("not supported yet: MoE layers across ranks (MoE data or expert "
+                          f"parallelism) with a cost model other than 'profile' "
+                          f"({type(cm).__name__})", path=src, field=field,
+                          line=_source_line(experiment, field))
+    dp, tp = par.data_parallel_size, par.tensor_parallel_size
+    table_layout = SINGLE_GPU if par.enable_expert_parallel else ParallelConfig(
+        tensor_parallel_size=dp * tp)
+    try:
+        grid = cm.tp_tables(table_layout).moe
+    except ProfileRangeError:
+        grid = None
+    if grid is None:
+        want = table_layout.tensor_parallel_size
+        field = (f"{g.field}engine.enable_expert_parallel" if par.enable_expert_parallel
+                 else f"{g.field}engine.data_parallel_size")
+        how = ("expert parallelism prices each rank's whole experts from it"
+               if par.enable_expert_parallel else
+               "MoE data parallelism without enable_expert_parallel shards every expert over "
+               f"the dp x tp = {want} ranks (vLLM FusedMoEParallelConfig) and prices them "
+               "from it")
+        raise ConfigError(f"not supported yet: the profile {cm.source} has no 'moe' table "
+                          f"at TP {want}; {how}", path=src, field=field,
+                          line=_source_line(experiment, field))
+    # the dispatch group's link: as a TP group's of the same hardware (a TP1 cost model
+    # looked none up; llmsim.costmodel.profile_model.from_context)
+    link_spec = cm.link_spec or find_link_spec_for(g.link or g.hardware.name, cm.profile)
+    tables = list(cm.collectives) + list(find_collective_tables(
+        link_spec, framework_version=cm.profile.provenance.framework_version))
+    analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
+    ranks = dp * tp if mode is MoeMode.EP_SEQUENCE_PARALLEL else dp
+    comm = CollectivesModel(ranks=ranks, tables=tables, link=link_spec, analytic=analytic)
+    tp_comm = cm.tp_tables(par).comm if tp > 1 else None
+    return EpPricer(moe_grid=grid, model=m, comm=comm if ranks > 1 else None, parallel=par,
+                    placement=g.engine.expert_placement_strategy,
+                    routing=moe_routing(experiment, m), tp_comm=tp_comm,
+                    tp_graph_max_tokens=cm.cudagraph_max_tokens)
+
+
+def moe_routing(experiment: Experiment, model: ModelConfig) -> ExpertRouting:
+    """The experiment's ``moe_routing`` section resolved for ``model``.
+
+    Raises:
+        ConfigError: a bad popularity table (file, line, field), or one of another expert
+            count than the model's.
+    """
+    r = experiment.moe_routing
+    popularity: tuple[float, ...] = ()
+    if r.popularity_path is not None:
+        popularity = load_popularity(r.popularity_path, model.num_experts,
+                                     field="moe_routing.popularity_path")
+    return ExpertRouting(policy=r.policy, seed=r.seed, zipf_exponent=r.zipf_exponent,
+                         popularity=popularity)
 
 
 def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfig]) -> None:
@@ -338,6 +409,9 @@ def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfi
     """
     for g, m in zip(experiment.groups(), models, strict=True):
         found = check_supported(g.parallel, is_moe=m.is_moe, where=f"{g.field}engine")
+        if found is None and m.is_moe:
+            found = check_moe_layout(g.parallel, m, all2all_backend=g.engine.all2all_backend,
+                                     where=f"{g.field}engine")
         if found is not None:
             field, message = found
             raise ConfigError(message, path=experiment.source, field=field,
@@ -439,6 +513,7 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         costs = [build_cost_model(experiment, m, g) for g, m in zip(groups, models, strict=True)]
     else:
         costs = [cost_model] * len(groups)
+    costs = wrap_tp_expert_parallel(experiment, models, costs)
     capacities = [resolve_capacity(experiment, m, g) for g, m in zip(groups, models, strict=True)]
     validate_trace(trace, capacity_tokens=min(
         (c.num_gpu_blocks - 1) * g.engine.block_size for g, c in zip(groups, capacities,

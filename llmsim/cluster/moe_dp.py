@@ -73,18 +73,35 @@ from llmsim.costmodel.collectives import Collective, CollectivesModel
 from llmsim.errors import ConfigError
 from llmsim.model.config import ModelConfig
 
-__all__ = ["ALL2ALL_BACKENDS", "MODELLED_ALL2ALL_BACKEND", "EpCollective", "EpLayerCost",
-           "EpPricer", "EpStepCostModel", "ExpertPlacement", "MoeMode", "check_moe_layout",
+__all__ = ["ALL2ALL_BACKENDS", "MODELLED_ALL2ALL_BACKEND", "All2AllBackend", "EpCollective",
+           "EpLayerCost", "EpPricer", "EpStepCostModel", "ExpertPlacement", "MoeMode", "check_moe_layout",
            "expected_local_active", "expert_owners", "expert_ranges", "moe_mode"]
 
-MODELLED_ALL2ALL_BACKEND = "allgather_reducescatter"
-"""vLLM 0.19's default ``--all2all-backend`` (``vllm/config/parallel.py``), the one modelled."""
+class All2AllBackend(StrEnum):
+    """The ``--all2all-backend`` values vLLM 0.19 accepts (``vllm/config/parallel.py``;
+    docs/cluster-semantics.md, "Expert parallelism"). ``pplx`` and ``naive`` were removed by
+    PR #36294: vLLM 0.19 logs a warning and runs ``allgather_reducescatter`` for them."""
 
-ALL2ALL_BACKENDS = frozenset({
-    "allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency", "mori",
-    "nixl_ep", "flashinfer_nvlink_two_sided", "flashinfer_nvlink_one_sided"})
-"""The ``all2all_backend`` values vLLM 0.19 accepts (``pplx`` and ``naive`` were removed in
-PR #36294; docs/cluster-semantics.md, "Expert parallelism")."""
+    ALLGATHER_REDUCESCATTER = "allgather_reducescatter"
+    DEEPEP_HIGH_THROUGHPUT = "deepep_high_throughput"
+    DEEPEP_LOW_LATENCY = "deepep_low_latency"
+    MORI = "mori"
+    NIXL_EP = "nixl_ep"
+    FLASHINFER_NVLINK_TWO_SIDED = "flashinfer_nvlink_two_sided"
+    FLASHINFER_NVLINK_ONE_SIDED = "flashinfer_nvlink_one_sided"
+    PPLX = "pplx"
+    NAIVE = "naive"
+
+
+REMOVED_ALL2ALL_BACKENDS = frozenset({All2AllBackend.PPLX, All2AllBackend.NAIVE})
+"""Backends vLLM 0.19 replaces by ``allgather_reducescatter`` (with a warning)."""
+
+
+MODELLED_ALL2ALL_BACKEND = All2AllBackend.ALLGATHER_REDUCESCATTER
+"""vLLM 0.19's default ``--all2all-backend``, the one modelled."""
+
+ALL2ALL_BACKENDS = frozenset(b.value for b in All2AllBackend)
+"""Every value vLLM 0.19 accepts."""
 
 SEQUENCE_PARALLEL_MOE_ARCHITECTURES = frozenset({"Qwen3MoeForCausalLM"})
 """Architectures whose sequence-parallel MoE path (DP > 1 with TP > 1 and EP) was read in
@@ -129,11 +146,13 @@ def check_moe_layout(parallel: ParallelConfig, model: ModelConfig, *, all2all_ba
         where: dotted section of the engine keys.
     """
     mode = moe_mode(parallel)
+    backend = str(all2all_backend)
     if mode in (MoeMode.EP_OVER_DP, MoeMode.EP_SEQUENCE_PARALLEL, MoeMode.TP_SHARDED_OVER_DP) and (
-            all2all_backend != MODELLED_ALL2ALL_BACKEND):
+            backend != MODELLED_ALL2ALL_BACKEND.value
+            and backend not in {b.value for b in REMOVED_ALL2ALL_BACKENDS}):
         return (f"{where}.all2all_backend",
-                f"not supported yet: all2all_backend {all2all_backend!r} (only vLLM 0.19's "
-                f"default {MODELLED_ALL2ALL_BACKEND!r} is modelled)")
+                f"not supported yet: all2all_backend '{backend}' (only vLLM 0.19's default "
+                f"'{MODELLED_ALL2ALL_BACKEND.value}' is modelled)")
     if mode is MoeMode.EP_SEQUENCE_PARALLEL and (
             model.architecture not in SEQUENCE_PARALLEL_MOE_ARCHITECTURES):
         return (f"{where}.tensor_parallel_size",
@@ -260,10 +279,9 @@ class EpPricer:
         parallel: the deployment's layout (default: DP ``ep_size`` x TP 1 with EP).
         placement: expert placement over the EP ranks.
         routing: routing policy (None: ``balanced``).
-        tp_comm: collectives of one DP rank's TP group (sequence-parallel MoE's all-gather
-            and the TP all-reduce it replaces).
-        tp_graph_max_tokens: the instance cost model's CUDA-graph limit (which table rows
-            priced the TP all-reduce), None: unknown (graph rows).
+        tp_comm: collectives of one DP rank's TP group (sequence-parallel MoE's all-gather).
+        tp_graph_max_tokens: the instance cost model's CUDA-graph limit (steps above it
+            run eagerly; :class:`EpStepCostModel`), None: unknown (graph rows).
 
     Attributes:
         mode: the MoE layout (:class:`MoeMode`).
@@ -325,23 +343,16 @@ class EpPricer:
         return int(t * self.layers + 0.5)
 
     def rank_adjust_ns(self, run_tokens: int) -> int:
-        """What to take off a DP rank's own step time (its TP cost model's answer at
+        """What to take off a DP rank's own step time (its cost model's answer at
         ``run_tokens`` tokens) because this pricer prices it instead, ns.
 
         :attr:`MoeMode.EP_OVER_DP`: the TP1 cost model's ``moe`` (:meth:`full_moe_ns`);
-        :attr:`MoeMode.EP_SEQUENCE_PARALLEL`: the TP all-reduce after the experts (one of
-        the two per layer, within 1 ns of the cost model's rounding of both together);
-        otherwise 0 (the cost model was built without the ``moe`` op).
+        otherwise 0: the rank's cost model was built without the experts (and, under
+        sequence-parallel MoE, without the TP all-reduce after them;
+        :func:`llmsim.costmodel.decompose.step_ops`).
         """
         if self.mode is MoeMode.EP_OVER_DP:
             return self.full_moe_ns(run_tokens)
-        if self.mode is MoeMode.EP_SEQUENCE_PARALLEL and self.tp_comm is not None:
-            m = self.model
-            cap = self.tp_graph_max_tokens
-            graph = cap is None or run_tokens <= cap
-            ar = self.tp_comm.price(Collective.ALL_REDUCE, run_tokens * m.hidden_size
-                                    * m.dtype_bytes, cuda_graph=graph)
-            return int(ar.duration_ns * self.layers + 0.5)
         return 0
 
     # ------------------------------------------------------------------ the step

@@ -12,10 +12,11 @@ What llmsim models today (anything else is refused with "not supported yet: ..."
 * PP = 1 only;
 * dense DP: ``data_parallel_size`` independent engines behind vLLM's DP load balancer
   (:class:`llmsim.router.dp.DPLoadBalancer`);
-* MoE DP with ``enable_expert_parallel`` at TP 1: lock-step ranks
-  (:mod:`llmsim.sim.lockstep`), experts split over the DP ranks
-  (:mod:`llmsim.cluster.moe_dp`); MoE DP without EP, or with TP > 1, is refused;
-* otherwise ``enable_expert_parallel`` only on a MoE model at world size 1.
+* MoE DP: lock-step ranks (:mod:`llmsim.sim.lockstep`) at any TP, experts split over the
+  ``dp x tp`` ranks with ``enable_expert_parallel`` or TP-sharded over them without it; EP
+  over the TP ranks of one engine (DP 1); :mod:`llmsim.cluster.moe_dp` (and its
+  ``check_moe_layout`` for the all-to-all backend and architecture); EP with PP > 1 is
+  refused.
 """
 
 from __future__ import annotations
@@ -107,18 +108,10 @@ def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "eng
     if parallel.enable_expert_parallel and not is_moe:
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism on a dense model (it has no experts)")
-    if is_moe and parallel.data_parallel_size > 1:
-        if not parallel.enable_expert_parallel:
-            return (f"{where}.data_parallel_size",
-                    "not supported yet: data parallelism of a MoE model without "
-                    "enable_expert_parallel (experts TP-sharded over dp x tp ranks, "
-                    "docs/cluster-semantics.md, Expert parallelism)")
-        if parallel.tensor_parallel_size > 1:
-            return (f"{where}.data_parallel_size",
-                    "not supported yet: MoE data parallelism with tensor_parallel_size > 1 "
-                    "(sequence-parallel MoE, docs/cluster-semantics.md, Expert parallelism)")
-        return None
-    if parallel.enable_expert_parallel and parallel.expert_parallel_size > 1:
-        return (f"{where}.enable_expert_parallel",
-                "not supported yet: expert parallelism over more than one rank")
+    if (parallel.enable_expert_parallel and parallel.expert_parallel_size > 1
+            and parallel.pipeline_parallel_size > 1):
+        return (f"{where}.pipeline_parallel_size",
+                "not supported yet: pipeline parallelism with expert parallelism")
+    # MoE DP (with or without EP) and EP over TP ranks: llmsim.cluster.moe_dp
+    # (check_moe_layout refuses the all2all backends and architectures it does not model)
     return None

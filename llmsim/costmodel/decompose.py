@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from llmsim.cluster.moe_dp import MoeMode, moe_mode
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.model.config import ModelConfig
 
@@ -51,6 +52,7 @@ class OpClass(StrEnum):
     EMBEDDING = "embedding"      # table gather: rows x hidden
     ATTENTION = "attention"      # paged attention over the step's batch
     MOE = "moe"                  # routed expert FFNs
+    MOE_ACROSS_RANKS = "moe_across_ranks"  # routed experts priced by llmsim.cluster.moe_dp
     SAMPLER = "sampler"          # sampling over the vocabulary per sequence
     COLLECTIVE = "collective"    # TP communication
 
@@ -119,6 +121,13 @@ def step_ops(model: ModelConfig, parallel: ParallelConfig = SINGLE_GPU) -> tuple
     row-parallel GEMMs (o_proj, down_proj) split K by ``tp``; KV heads are replicated when
     ``tp`` exceeds them.
 
+    A MoE model whose experts run across ranks (:func:`llmsim.cluster.moe_dp.moe_mode` is
+    not None, except EP over DP at TP 1) gets its ``moe`` op as
+    :attr:`OpClass.MOE_ACROSS_RANKS`, which the profile cost model leaves to
+    :mod:`llmsim.cluster.moe_dp`; under sequence-parallel MoE (DP > 1, TP > 1, EP) the
+    per-layer all-reduce after the experts is left out too (replaced there by a TP
+    all-gather).
+
     Returns:
         Operators in execution order (per-layer ops first, then per-step ops).
     """
@@ -147,12 +156,21 @@ def step_ops(model: ModelConfig, parallel: ParallelConfig = SINGLE_GPU) -> tuple
     if tp > 1:
         ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
                           rows=T, n=h, collective="all_reduce"))
+    sequence_parallel_moe = False
     if model.is_moe:
         inter = model.moe_intermediate_size // tp
+        moe_class = OpClass.MOE
+        mode = moe_mode(parallel)
+        if mode is not None and mode is not MoeMode.EP_OVER_DP:
+            # experts spread over ranks (EP) or sharded over dp x tp: the rank's TP cost
+            # model leaves them to llmsim.cluster.moe_dp (EP over DP at TP 1 keeps its TP1
+            # moe, which the lock-step group replaces)
+            moe_class = OpClass.MOE_ACROSS_RANKS
+            sequence_parallel_moe = mode is MoeMode.EP_SEQUENCE_PARALLEL
         ops += [
             OpSpec(name="moe_gate", op_class=OpClass.GEMM, scope=L, count=1, rows=T,
                    n=model.num_experts, k=h),
-            OpSpec(name="moe", op_class=OpClass.MOE, scope=L, count=1, rows=T, n=inter, k=h),
+            OpSpec(name="moe", op_class=moe_class, scope=L, count=1, rows=T, n=inter, k=h),
         ]
     else:
         inter = model.intermediate_size // tp
@@ -164,7 +182,9 @@ def step_ops(model: ModelConfig, parallel: ParallelConfig = SINGLE_GPU) -> tuple
             OpSpec(name="down_proj", op_class=OpClass.GEMM, scope=L, count=1, rows=T, n=h,
                    k=inter),
         ]
-    if tp > 1:  # after down_proj, or the MoE runner's reduce of the TP-sharded experts
+    if tp > 1 and not sequence_parallel_moe:
+        # after down_proj, or the MoE runner's reduce of the TP-sharded experts; sequence-
+        # parallel MoE replaces it with its TP all-gather (llmsim.cluster.moe_dp)
         ops.append(OpSpec(name="all_reduce", op_class=OpClass.COLLECTIVE, scope=L, count=1,
                           rows=T, n=h, collective="all_reduce"))
     ops.append(OpSpec(name="embedding", op_class=OpClass.EMBEDDING, scope=S, count=1,

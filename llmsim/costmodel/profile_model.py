@@ -325,6 +325,8 @@ class _TpCost:
             if op.op_class is OpClass.MOE:
                 self.has_moe = True
                 continue
+            if op.op_class is OpClass.MOE_ACROSS_RANKS:  # priced by llmsim.cluster.moe_dp
+                continue
             if op.op_class is OpClass.COLLECTIVE:
                 calls = op.count * (self.layers if op.scope is Scope.LAYER else 1)
                 if op.name == "all_reduce":

@@ -47,6 +47,15 @@ GLOBAL_IDLE_CHECK_STEPS = 32
 parallelism")."""
 
 _DUMMY = StepBatch(prefills=(), decode_context_lens=(1,))
+"""A dummy pass's batch at TP 1 (each rank's is :func:`_dummy` of its own layout)."""
+
+
+def _dummy(inst: Instance) -> StepBatch:
+    """The 1-token dummy batch of ``inst``, in its parallel layout (its TP degree)."""
+    parallel = inst.scheduler.parallel
+    if parallel == _DUMMY.parallel:
+        return _DUMMY
+    return StepBatch(prefills=(), decode_context_lens=(1,), parallel=parallel)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,8 +114,8 @@ class LockstepGroup:
         ns = st._checked_ns(cost.duration_ns, "the step", batch)
         if run_tokens > tokens:
             ns += st._padding_ns(batch, cost, tokens, run_tokens)
-        if self.ep is not None:  # the TP1 MoE at its own tokens, replaced by the EP layers
-            ns -= self.ep.full_moe_ns(run_tokens)
+        if self.ep is not None:  # what the group's MoE pricing replaces (EpPricer)
+            ns -= self.ep.rank_adjust_ns(run_tokens)
         return int(ns), cost
 
     def try_start(self, now_ns: int) -> int | None:
@@ -145,7 +154,7 @@ class LockstepGroup:
         rank_ns: list[int] = []
         costs: list[StepCost] = []
         for r, (m, p) in enumerate(zip(self.members, preps, strict=True)):
-            batch = _DUMMY if p is None else p[0].batch
+            batch = _dummy(m) if p is None else p[0].batch
             try:
                 ns, cost = self._rank_ns(m, batch, own[r], run[r])
             except CostModelUnavailable as exc:
@@ -156,7 +165,7 @@ class LockstepGroup:
         gpu_ns = max(rank_ns)
         ep_cost = None
         if self.ep is not None:
-            ep_cost = self.ep.price(sum(run), cuda_graph=graph)
+            ep_cost = self.ep.price(run, cuda_graph=graph, key=self.num_steps)
             gpu_ns += ep_cost.total_ns
         end_ns = start_ns + gpu_ns
         for m, p, cost in zip(self.members, preps, costs, strict=True):

@@ -135,12 +135,13 @@ def test_parallel_config_sizes_and_refusals() -> None:
     assert ep.expert_parallel_size == 4
     assert check_supported(p, is_moe=False) is None
     assert check_supported(ParallelConfig(enable_expert_parallel=True), is_moe=True) is None
+    for layout in (ParallelConfig(data_parallel_size=2), ep,
+                   ParallelConfig(tensor_parallel_size=2, enable_expert_parallel=True)):
+        assert check_supported(layout, is_moe=True) is None  # llmsim.cluster.moe_dp
     for layout, moe, field in [
-        (ParallelConfig(data_parallel_size=2), True, "engine.data_parallel_size"),
         (ParallelConfig(enable_expert_parallel=True), False, "engine.enable_expert_parallel"),
-        (ep, True, "engine.data_parallel_size"),
-        (ParallelConfig(tensor_parallel_size=2, enable_expert_parallel=True), True,
-         "engine.enable_expert_parallel"),
+        (ParallelConfig(tensor_parallel_size=2, pipeline_parallel_size=2,
+                        enable_expert_parallel=True), True, "engine.pipeline_parallel_size"),
         (ParallelConfig(pipeline_parallel_size=2), False, "engine.pipeline_parallel_size"),
     ]:
         found = check_supported(layout, is_moe=moe)

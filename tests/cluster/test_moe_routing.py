@@ -24,6 +24,7 @@ from llmsim.cluster.parallel import ParallelConfig
 from llmsim.cluster.routing import ExpertRouting, RoutingPolicy, load_popularity
 from llmsim.costmodel.base import StepBatch, StepCost
 from llmsim.costmodel.collectives import Collective, CollectivesModel, LinkModel
+from llmsim.costmodel.decompose import step_ops
 from llmsim.costmodel.profile_model import expected_active_experts
 from llmsim.errors import ConfigError
 from llmsim.model.config import ModelConfig
@@ -218,9 +219,14 @@ def test_sequence_parallel_ep_collectives() -> None:
     # 4 EP ranks of 2 experts each, all at the 14 dispatched rows
     assert cost.expert_ns == (int((1000 * expected_local_active(8, 2, 2, 14) + 14) * LAYERS
                                   + 0.5),) * 4
-    # the TP all-reduce after the experts is taken off the rank's own step (at its tokens)
-    assert p.rank_adjust_ns(8) == int(link.time_ns(Collective.ALL_REDUCE, 8 * h * 2, 2) * LAYERS
-                                      + 0.5)
+    # the rank's own TP cost model has neither the experts nor their TP all-reduce
+    assert p.rank_adjust_ns(8) == 0
+    ops = [(o.name, o.op_class.value) for o in step_ops(_model(8), sp)]
+    assert ops.count(("all_reduce", "collective")) == 1  # after o_proj only
+    assert ("moe", "moe_across_ranks") in ops
+    tp2 = [(o.name, o.op_class.value) for o in step_ops(_model(8), ParallelConfig(
+        tensor_parallel_size=2))]
+    assert tp2.count(("all_reduce", "collective")) == 2 and ("moe", "moe") in tp2
 
 
 def test_tp_sharded_experts_over_dp() -> None:
