@@ -18,7 +18,7 @@ Schema (engine keys are vLLM's argument names)::
     hardware: {name: RTXPRO6000, gpu_memory_bytes: 102642302976}
     engine:
       tensor_parallel_size: 1
-      pipeline_parallel_size: 1      # > 1: "not supported yet"
+      pipeline_parallel_size: 1      # layers split over stages (vLLM get_pp_indices)
       data_parallel_size: 1          # dense DP: independent engines (vLLM's DP balancer)
       enable_expert_parallel: false
       expert_placement_strategy: linear   # or round_robin (EP; vLLM's names)
@@ -345,7 +345,8 @@ class EngineConfig:
 
     Attributes:
         tensor_parallel_size: GPUs per pipeline stage (TP degree).
-        pipeline_parallel_size: pipeline stages (only 1 is modelled; others are refused).
+        pipeline_parallel_size: pipeline stages (layers split as vLLM's ``get_pp_indices``;
+            modelled with ``async_scheduling`` only, checked at replay time).
         data_parallel_size: DP ranks: independent engines behind vLLM's DP load balancer
             for a dense model, lock-step ranks for a MoE model (:mod:`llmsim.sim.lockstep`).
         enable_expert_parallel: vLLM's ``--enable-expert-parallel``: experts placed whole on
@@ -377,7 +378,7 @@ class EngineConfig:
         description="TP runs inside one scale-up domain; the largest is 72 GPUs (NVL72)")] = 1
     pipeline_parallel_size: Annotated[_Int, Field(
         ge=1, le=MAX_TENSOR_PARALLEL_SIZE,
-        description="one stage per GPU at most; PP > 1 is not modelled yet")] = 1
+        description="one stage per GPU at most")] = 1
     data_parallel_size: Annotated[_Int, Field(
         ge=1, le=MAX_INSTANCES,
         description="each DP rank is a full instance (scheduler and block pool)")] = 1
@@ -415,9 +416,6 @@ class EngineConfig:
         if not self.enable_chunked_prefill:
             raise _FieldError("enable_chunked_prefill", "not supported yet: prefill without "
                               "chunking (vLLM then schedules a prompt whole or not at all)")
-        if self.pipeline_parallel_size != 1:
-            raise _FieldError("pipeline_parallel_size", "not supported yet: pipeline "
-                              "parallelism (pipeline_parallel_size > 1)")
         budget = self.max_num_batched_tokens
         if budget < self.block_size:
             raise _FieldError("max_num_batched_tokens",
@@ -1327,7 +1325,8 @@ def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: Paralle
             raise _FieldError(f"{f}placement.gpus", (
                 f"{len(ids)} GPUs given; {group.count} instances x data_parallel_size "
                 f"{parallel.data_parallel_size} x tensor_parallel_size "
-                f"{parallel.tensor_parallel_size} need {need}"))
+                f"{parallel.tensor_parallel_size} x pipeline_parallel_size "
+                f"{parallel.pipeline_parallel_size} need {need}"))
         twice = sorted({g for g in ids if ids.count(g) > 1} | (set(ids) & used))
         if twice:
             raise _FieldError(f"{f}placement.gpus", f"GPU {twice[0]} of node {node.name!r} "
@@ -1337,7 +1336,8 @@ def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: Paralle
         if len(free) < need:
             raise _FieldError(f"{f}placement", (
                 f"{group.count} instances x data_parallel_size {parallel.data_parallel_size}"
-                f" x tensor_parallel_size {parallel.tensor_parallel_size} need {need} GPUs; "
+                f" x tensor_parallel_size {parallel.tensor_parallel_size} x "
+                f"pipeline_parallel_size {parallel.pipeline_parallel_size} need {need} GPUs; "
                 f"node {node.name!r} has {len(free)} free of {node.num_gpus}"))
         ids = free[:need]
     used.update(ids)

@@ -408,7 +408,10 @@ def check_parallel_supported(experiment: Experiment, models: Sequence[ModelConfi
         ConfigError: "not supported yet: ..." naming the experiment file and the field.
     """
     for g, m in zip(experiment.groups(), models, strict=True):
-        found = check_supported(g.parallel, is_moe=m.is_moe, where=f"{g.field}engine")
+        found = check_supported(g.parallel, is_moe=m.is_moe, where=f"{g.field}engine",
+                                num_layers=m.num_hidden_layers,
+                                async_scheduling=g.engine.async_scheduling,
+                                cost_model=g.cost_model.split("://", 1)[0])
         if found is None and m.is_moe:
             found = check_moe_layout(g.parallel, m, all2all_backend=g.engine.all2all_backend,
                                      where=f"{g.field}engine")
@@ -570,6 +573,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         extra=_settings(experiment, trace, capacity, steps, capacities))
     if lockstep:
         summary["moe_dp"] = _lockstep_summary(lockstep)
+    communication = _communication_summary(experiment, costs, instances)
+    if communication:
+        summary["communication"] = communication
     if pd_summary is not None:
         summary["pd"] = pd_summary
     power, summary["energy"] = _energy_outputs(energy, energy_reason, energy_gpus, requests)
@@ -591,6 +597,26 @@ def _energy_outputs(energy: Any, reason: str, gpus: dict[str, Any], requests: pd
     power = energy.power_frame()
     return power, energy.summary(int(requests.loc[done, "input_tokens"].sum()),
                                  int(requests.loc[done, "output_tokens"].sum()), power, gpus)
+
+
+def _communication_summary(experiment: Experiment, costs: Sequence[CostModel],
+                           instances: Sequence[Instance]) -> list[dict[str, Any]]:
+    """Per communicating group: each modelled collective's count, bytes and mean ms per
+    step and its source (:mod:`llmsim.metrics.communication`)."""
+    from llmsim.metrics.communication import group_communication
+
+    out = []
+    first = 0
+    for g, cm in zip(experiment.groups(), costs, strict=True):
+        engines = instances[first:first + g.num_engines]
+        label = f"{g.hardware.name} (instances {first}-{first + g.num_engines - 1})"
+        first += g.num_engines
+        shapes = [i.step_time.comm_shapes for i in engines
+                  if i.step_time.comm_shapes is not None]
+        report = group_communication(label, g.parallel, cm, shapes)
+        if report is not None:
+            out.append(report)
+    return out
 
 
 def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:

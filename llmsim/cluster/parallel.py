@@ -9,7 +9,10 @@ What llmsim models today (anything else is refused with "not supported yet: ..."
 :func:`check_supported`, before a replay starts):
 
 * TP of any size inside one node;
-* PP = 1 only;
+* PP of any size with vLLM 0.19's default asynchronous scheduling (docs/cluster-semantics.md,
+  "Pipeline parallelism"): the layers are split by :func:`pp_layer_split` (vLLM's
+  ``get_pp_indices``); every stage needs at least one layer, and the cost model must be the
+  profile one; PP without async scheduling, and PP with MoE DP, are refused;
 * dense DP: ``data_parallel_size`` independent engines behind vLLM's DP load balancer
   (:class:`llmsim.router.dp.DPLoadBalancer`);
 * MoE DP: lock-step ranks (:mod:`llmsim.sim.lockstep`) at any TP, experts split over the
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 from llmsim.errors import ConfigError
 
-__all__ = ["SINGLE_GPU", "ParallelConfig", "check_supported"]
+__all__ = ["SINGLE_GPU", "ParallelConfig", "check_supported", "pp_layer_split"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,22 +92,72 @@ SINGLE_GPU = ParallelConfig()
 sizes)."""
 
 
-def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "engine"
-                    ) -> tuple[str, str] | None:
+def pp_layer_split(num_layers: int, pp: int) -> tuple[tuple[int, int], ...]:
+    """The decoder layers of each pipeline stage, ``(start, end)`` (end exclusive).
+
+    vLLM 0.19 ``vllm/distributed/utils.py`` ``get_pp_indices`` without
+    ``VLLM_PP_LAYER_PARTITION``: ``num_layers // pp`` layers per stage, the remainder ``r``
+    added one each to the stages before the last, walking backwards (stages ``pp-2``,
+    ``pp-3``, ..., ``pp-1-r``). The first stage also holds the embedding, the last the final
+    norm and ``lm_head``.
+
+    Raises:
+        ConfigError: ``pp < 1`` or ``num_layers < pp`` (a stage without a layer; field
+            ``engine.pipeline_parallel_size``).
+    """
+    if isinstance(pp, bool) or not isinstance(pp, int) or pp < 1:
+        raise ConfigError(f"must be an integer >= 1, got {pp!r}",
+                          field="engine.pipeline_parallel_size")
+    if num_layers < pp:
+        raise ConfigError(f"{pp} pipeline stages for a model of {num_layers} decoder layers: "
+                          "every stage needs at least one layer",
+                          field="engine.pipeline_parallel_size")
+    sizes = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        sizes[-i] += 1
+    out = []
+    start = 0
+    for n in sizes:
+        out.append((start, start + n))
+        start += n
+    return tuple(out)
+
+
+def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "engine",
+                    num_layers: int | None = None, async_scheduling: bool = True,
+                    cost_model: str = "profile") -> tuple[str, str] | None:
     """The first layout feature llmsim does not model yet, as ``(field, message)``.
 
     Args:
         parallel: the layout.
         is_moe: the served model has routed experts.
         where: dotted section the engine keys sit under (for the field name).
+        num_layers: decoder layers of the served model (checks the PP split), if known.
+        async_scheduling: the engine's ``async_scheduling`` (PP is modelled with it only).
+        cost_model: the cost-model spec (PP is priced by the ``profile`` one only).
 
     Returns:
         None when the layout is modelled; else the dotted field to blame and a message
-        starting with ``"not supported yet: "``.
+        (``"not supported yet: "`` for unmodelled features).
     """
-    if parallel.pipeline_parallel_size != 1:
-        return (f"{where}.pipeline_parallel_size",
-                "not supported yet: pipeline parallelism (pipeline_parallel_size > 1)")
+    pp = parallel.pipeline_parallel_size
+    if pp != 1:
+        if num_layers is not None and num_layers < pp:
+            return (f"{where}.pipeline_parallel_size",
+                    f"{pp} pipeline stages for a model of {num_layers} decoder layers: every "
+                    "stage needs at least one layer (vLLM get_pp_indices)")
+        if not async_scheduling:
+            return (f"{where}.pipeline_parallel_size",
+                    "not supported yet: pipeline parallelism without async scheduling "
+                    "(vLLM's classic PP with disjoint in-flight batches, "
+                    "docs/cluster-semantics.md, Pipeline parallelism)")
+        if cost_model != "profile":
+            return (f"{where}.pipeline_parallel_size",
+                    f"not supported yet: pipeline parallelism with cost model {cost_model!r} "
+                    "(the bridge protocol has no PP send/recv)")
+        if is_moe and parallel.data_parallel_size > 1:
+            return (f"{where}.pipeline_parallel_size",
+                    "not supported yet: pipeline parallelism with MoE data parallelism")
     if parallel.enable_expert_parallel and not is_moe:
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism on a dense model (it has no experts)")

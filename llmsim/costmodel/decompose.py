@@ -88,6 +88,9 @@ class OpSpec:
         collective: for ``COLLECTIVE`` ops, which collective (``all_reduce``,
             ``all_gather``, ...; :class:`llmsim.costmodel.collectives.Collective` values);
             ``n`` is then the elements per row of the full (reduced or gathered) tensor.
+        group: for ``COLLECTIVE`` ops, the rank group it runs over: ``"tp"`` (the stage's
+            TP group) or ``"pp"`` (between pipeline stages).
+        elem_bytes: bytes per element of a ``COLLECTIVE`` op's tensor; 0: the model dtype.
     """
 
     name: str
@@ -98,6 +101,8 @@ class OpSpec:
     n: int = 0
     k: int = 0
     collective: str = ""
+    group: str = "tp"
+    elem_bytes: int = 0
 
     def gemm_mnk(self, rows: int) -> tuple[int, int, int]:
         """``(M, N, K)`` of this GEMM at ``rows`` rows."""
@@ -203,7 +208,48 @@ def step_ops(model: ModelConfig, parallel: ParallelConfig = SINGLE_GPU) -> tuple
                           count=1, rows=Q, n=model.vocab_size, collective="all_gather"))
     ops.append(OpSpec(name="sampler", op_class=OpClass.SAMPLER, scope=S, count=1, rows=Q,
                       n=model.vocab_size))
+    if parallel.pipeline_parallel_size > 1:
+        ops += _pipeline_ops(model, parallel)
     return tuple(ops)
+
+
+PP_TOKEN_ID_BYTES = 8
+"""Bytes of one sampled token id broadcast from the last pipeline stage (int64: vLLM V1's
+sampler returns ``torch.long`` ids, ``vllm/v1/sample/sampler.py``)."""
+
+
+def _pipeline_ops(model: ModelConfig, parallel: ParallelConfig) -> list[OpSpec]:
+    """The communication pipeline parallelism adds to a step (docs/cluster-semantics.md,
+    "Pipeline parallelism"; vLLM 0.19 ``GroupCoordinator.isend_tensor_dict``,
+    ``GPUModelRunner._pp_broadcast_prev_sampled_token_ids``):
+
+    * ``pp_send_recv``, ``pp - 1`` per step (one per stage boundary): the hidden state and
+      the residual, ``[T_pad, hidden]`` each, every TP rank sending ``1/tp`` of each to its
+      peer of the next stage (the whole tensors when ``hidden`` does not split over ``tp``);
+    * ``pp_all_gather``, ``2 (pp - 1)`` per step when ``tp > 1``: the receiving stage
+      all-gathers both tensors over its TP group;
+    * ``pp_token_broadcast``, once per step: the last stage broadcasts the sampled token ids
+      (``PP_TOKEN_ID_BYTES`` each) to the other stages, which with async scheduling is what
+      the next step waits on. Priced as one point-to-point message (nccl-tests' broadcast
+      bus factor is 1, as send/recv's).
+
+    The pickled tensor metadata sent over the CPU (gloo) group at every boundary is not
+    modelled (no sourced figure for its cost).
+    """
+    tp, pp = parallel.tensor_parallel_size, parallel.pipeline_parallel_size
+    h = model.hidden_size
+    split = h % tp == 0
+    S, T, Q = Scope.STEP, Rows.TOKENS, Rows.SEQUENCES
+    ops = [OpSpec(name="pp_send_recv", op_class=OpClass.COLLECTIVE, scope=S, count=pp - 1,
+                  rows=T, n=2 * h // tp if split else 2 * h, collective="send_recv",
+                  group="pp")]
+    if tp > 1 and split:
+        ops.append(OpSpec(name="pp_all_gather", op_class=OpClass.COLLECTIVE, scope=S,
+                          count=2 * (pp - 1), rows=T, n=h, collective="all_gather"))
+    ops.append(OpSpec(name="pp_token_broadcast", op_class=OpClass.COLLECTIVE, scope=S,
+                      count=1, rows=Q, n=1, collective="send_recv", group="pp",
+                      elem_bytes=PP_TOKEN_ID_BYTES))
+    return ops
 
 
 def all_reduce_bytes(model: ModelConfig, tokens: int) -> int:
@@ -212,9 +258,11 @@ def all_reduce_bytes(model: ModelConfig, tokens: int) -> int:
 
 
 def collective_bytes(op: OpSpec, rows: int, dtype_bytes: int) -> int:
-    """Bytes of one call of collective ``op`` at ``rows`` rows: ``rows x n x dtype_bytes``.
+    """Bytes of one call of collective ``op`` at ``rows`` rows: ``rows x n x dtype_bytes``
+    (``op.elem_bytes`` in place of ``dtype_bytes`` when the op sets it).
 
     ``rows`` is the padded token count for ``TOKENS`` ops and the sampled sequence count for
-    ``SEQUENCES`` ops; the result is the full tensor (the all-gather's gathered result).
+    ``SEQUENCES`` ops; the result is the full tensor (the all-gather's gathered result; a
+    send/recv's message between one pair of ranks).
     """
-    return rows * op.n * dtype_bytes
+    return rows * op.n * (op.elem_bytes or dtype_bytes)

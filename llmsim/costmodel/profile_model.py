@@ -86,6 +86,16 @@ Decisions, with the data behind them (figures from the RTXPRO6000 Llama-3.1-8B T
   :attr:`ProfileCostModel.collective_sources` (:meth:`ProfileCostModel.collectives_report`).
   Breakdown keys: ``all_reduce`` (the ``2 L`` per-layer calls), ``embedding_all_reduce``,
   ``logits_all_gather``.
+* **Pipeline parallelism** (docs/cluster-semantics.md, "Pipeline parallelism"): with vLLM
+  0.19's default async scheduling the stages of one step run one after another (the next
+  step waits on the sampled-token broadcast), so a PP step costs the sum over its stages:
+  every layer once at the stage's TP degree (the same ``L x`` per-layer ops, since the
+  stages' layers add up to ``L``), the embedding on the first stage, ``lm_head`` and the
+  sampler on the last, plus the communication ``step_ops`` adds for PP: ``pp_send_recv``
+  and ``pp_token_broadcast`` priced by a collectives model of the PP group (point-to-point
+  messages, outside the CUDA graph: eager rows), ``pp_all_gather`` by the TP group's.
+  :meth:`ProfileCostModel.step_communication` lists every collective of a step with its
+  bytes, time and source.
 * **Off-grid** lookups follow :mod:`llmsim.costmodel.interp`: linear between points; above
   the grid linear through the last two points (attention, per-sequence ops, MoE) or
   proportional to tokens (dense per-token ops); below it the first value is held. Every
@@ -116,6 +126,7 @@ from llmsim.costmodel.collectives import (
     CollectivesModel,
     LinkModel,
     NcclModel,
+    PricedCollective,
     collective_grid,
     table_values,
 )
@@ -317,8 +328,9 @@ class _TpCost:
         seq: dict[tuple[float, ...], list[tuple[str, list[float]]]] = {}
         self.has_moe = False
         self.n_all_reduce = 0
-        # (breakdown key, collective, calls per step, scales with sampled sequences?, n)
-        self.collective_ops: list[tuple[str, Collective, int, bool, int]] = []
+        # (breakdown key, collective, calls per step, scales with sampled sequences?,
+        #  bytes per row, runs between pipeline stages?)
+        self.collective_ops: list[tuple[str, Collective, int, bool, int, bool]] = []
         for op in step_ops(model, parallel):
             if op.op_class is OpClass.ATTENTION:
                 continue
@@ -332,7 +344,9 @@ class _TpCost:
                 if op.name == "all_reduce":
                     self.n_all_reduce += calls
                 self.collective_ops.append((op.name, Collective(op.collective), calls,
-                                            op.rows is Rows.SEQUENCES, op.n))
+                                            op.rows is Rows.SEQUENCES,
+                                            op.n * (op.elem_bytes or model.dtype_bytes),
+                                            op.group == "pp"))
                 continue
             if op.name not in tables and op.name in OPTIONAL_OPS:
                 self.missing_optional.append(op.name)
@@ -374,6 +388,34 @@ class _TpCost:
         self.cudagraph_max_tokens = cudagraph_max_tokens
         self.comm = CollectivesModel(ranks=tp, tables=collectives, link=link_spec,
                                      analytic=link)
+        # between pipeline stages: point-to-point messages (a pair of ranks) and the
+        # sampled-token broadcast over the pp stages, all outside the CUDA graph
+        self.pp_comm = CollectivesModel(ranks=parallel.pipeline_parallel_size,
+                                        tables=collectives, link=link_spec, analytic=link)
+
+    def communication(self, tokens: int, sampled: int) -> tuple[StepCollective, ...]:
+        """Every collective of a step at ``tokens`` tokens and ``sampled`` sampled
+        sequences, priced as :meth:`cost` prices them (one entry per op, in step order)."""
+        out = []
+        cap = self.cudagraph_max_tokens
+        graph = cap is None or tokens <= cap
+        for name, coll, calls, per_seq, row_bytes, pp in self.collective_ops:
+            rows = sampled if per_seq else tokens
+            nbytes = rows * row_bytes
+            if not rows:
+                priced = PricedCollective(duration_ns=0.0, source="none", impl="")
+            elif pp:
+                priced = self.pp_comm.price(coll, nbytes, cuda_graph=False)
+            else:
+                priced = self.comm.price(coll, nbytes, cuda_graph=graph and not per_seq)
+            out.append(StepCollective(
+                name=name, collective=coll.value, group="pp" if pp else "tp",
+                ranks=(2 if coll is Collective.SEND_RECV else
+                       (self.parallel.pipeline_parallel_size if pp else self.tp)),
+                calls=calls if rows else 0, bytes_per_call=nbytes,
+                duration_ns=int(priced.duration_ns * calls + 0.5) if rows else 0,
+                impl=priced.impl, source=priced.source))
+        return tuple(out)
 
     def _build_attention(self, table: pb.OpTable, source: str, where: str) -> None:
         names = [a.name for a in table.axes]
@@ -450,12 +492,15 @@ class _TpCost:
         if self.collective_ops:
             cap = self.cudagraph_max_tokens
             graph = cap is None or tokens <= cap
-            for name, coll, calls, per_seq, n in self.collective_ops:
+            for name, coll, calls, per_seq, row_bytes, pp in self.collective_ops:
                 rows = sampled if per_seq else tokens
                 if not rows:  # nothing sampled: no logits to gather (as lm_head)
                     continue
-                priced = self.comm.price(coll, rows * n * self.dtype_bytes,
-                                         cuda_graph=graph and not per_seq)
+                if pp:
+                    priced = self.pp_comm.price(coll, rows * row_bytes, cuda_graph=False)
+                else:
+                    priced = self.comm.price(coll, rows * row_bytes,
+                                             cuda_graph=graph and not per_seq)
                 bd[name] = bd.get(name, 0.0) + priced.duration_ns * calls
                 if priced.extrapolated and name not in ex:
                     ex.append(name)
@@ -577,6 +622,33 @@ class _TpCost:
             rate = min(max((ratio * kv_mean / kv_max - 1.0) / (ratio - 1.0), 0.0), 1.0)
         alpha = skew.alpha(pc, kp, n, rate, kv_max)
         return t_mean + alpha * (t_max - t_mean), e1 or e2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCollective:
+    """One collective op of one step, as the cost model priced it.
+
+    Attributes:
+        name: breakdown key (``all_reduce``, ``pp_send_recv``, ...).
+        collective: collective kind (:class:`~llmsim.costmodel.collectives.Collective` value).
+        group: rank group: ``"tp"`` (a stage's TP group) or ``"pp"`` (between stages).
+        ranks: ranks of one call (2 for a send/recv).
+        calls: calls in the step (0 when it has no rows, e.g. nothing sampled).
+        bytes_per_call: bytes of one call (full tensor; a send/recv's message).
+        duration_ns: all calls of the step together, ns (as in ``breakdown_ns``).
+        impl: the implementation vLLM runs (``custom_ar``, ``nccl``, ...).
+        source: what priced it (a measured table, the analytic model, ...).
+    """
+
+    name: str
+    collective: str
+    group: str
+    ranks: int
+    calls: int
+    bytes_per_call: int
+    duration_ns: int
+    impl: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -726,7 +798,7 @@ class ProfileCostModel:
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
             logger.warning("%s: op '%s' not profiled; priced at 0", self.source, name)
-        if parallel.tensor_parallel_size > 1:
+        if parallel.tensor_parallel_size > 1 or parallel.pipeline_parallel_size > 1:
             self._log_collectives(main)
 
     def _log_collectives(self, tpc: _TpCost) -> None:
@@ -742,14 +814,28 @@ class ProfileCostModel:
                     "at their CUDA-graph rows for every step")
             lines.append((note, False))
         seen = set()
-        for name, coll, _calls, per_seq, _n in tpc.collective_ops:
+        pp = tpc.parallel.pipeline_parallel_size
+        where = f"tp{tpc.tp}" if pp == 1 else f"tp{tpc.tp} pp{pp}"
+        for name, coll, _calls, per_seq, _n, between_stages in tpc.collective_ops:
             if name in seen:
                 continue
             seen.add(name)
-            text = tpc.comm.coverage(coll, cuda_graph=not per_seq)
-            lines.append((f"tp{tpc.tp} {name} ({coll.value}) priced by {text}",
+            text = (tpc.pp_comm.coverage(coll, cuda_graph=False) if between_stages
+                    else tpc.comm.coverage(coll, cuda_graph=not per_seq))
+            lines.append((f"{where} {name} ({coll.value}) priced by {text}",
                           not text.endswith("(no measured table)")))
         return lines
+
+    def step_communication(self, parallel: ParallelConfig, tokens: int, sampled: int
+                           ) -> tuple[StepCollective, ...]:
+        """Every collective of one step of ``tokens`` tokens (the CUDA-graph-padded count
+        the step ran at) and ``sampled`` sampled sequences, priced as :meth:`step_cost`
+        prices them (for reports: :mod:`llmsim.metrics.communication`).
+
+        Raises:
+            ProfileRangeError: the layout's TP degree is not in the profile.
+        """
+        return self.tp_tables(parallel).communication(tokens, sampled)
 
     @classmethod
     def from_path(cls, path: str | Path, *, model: ModelConfig | None = None,
@@ -887,7 +973,8 @@ def from_context(spec: str, context: CostModelContext) -> ProfileCostModel:
                           field="profile")
     profile = load_profile(context.profile_path)
     link_spec = tables = None
-    if context.tp > 1:  # TP1 steps communicate nothing: no lookup, no warnings
+    # one-GPU steps communicate nothing: no lookup, no warnings
+    if context.tp > 1 or context.parallel.pipeline_parallel_size > 1:
         link_spec = find_link_spec_for(getattr(context, "hardware", None), profile)
         tables = list(profile.collectives) + find_collective_tables(
             link_spec, framework_version=profile.provenance.framework_version)

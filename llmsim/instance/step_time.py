@@ -36,6 +36,7 @@ integers in the same range; capture sizes are integers in ``[1, MAX_CAPTURE_SIZE
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
@@ -46,7 +47,7 @@ from llmsim.costmodel.base import (
     StepCost,
     step_cost_is_valid,
 )
-from llmsim.costmodel.decompose import Rows, step_ops
+from llmsim.costmodel.decompose import OpClass, Rows, step_ops
 from llmsim.errors import ConfigError, CostModelUnavailable
 from llmsim.model.config import ModelConfig
 from llmsim.scheduler.plan import BatchPlan
@@ -123,9 +124,14 @@ class StepTimeModel:
         self.pad = overheads.cudagraph_padding and bool(self.capture_sizes)
         self.parallel = parallel
         self._token_ops: frozenset[str] = frozenset()
+        # (tokens the step ran at, sampled sequences) -> steps; kept only when the layout
+        # communicates (TP or PP > 1), for the communication report
+        self.comm_shapes: Counter[tuple[int, int]] | None = None
         if model is not None:
-            self._token_ops = frozenset(op.name for op in step_ops(model, parallel)
-                                        if op.rows == Rows.TOKENS)
+            ops = step_ops(model, parallel)
+            self._token_ops = frozenset(op.name for op in ops if op.rows == Rows.TOKENS)
+            if any(op.op_class is OpClass.COLLECTIVE for op in ops):
+                self.comm_shapes = Counter()
         self._pad_extra_ns: dict[tuple[int, int], int] = {}  # (tokens, padded) -> ns
         # padded size per token count 0..max capture size (a list lookup per step)
         self._pad_to: list[int] = []
@@ -173,11 +179,23 @@ class StepTimeModel:
             duration_ns = self._checked_ns(duration_ns, "the step", batch)
         num_tokens = plan.num_prefill_tokens + plan.num_decodes
         pad_to = self._pad_to
+        padded_tokens = num_tokens
         if num_tokens < len(pad_to):
             padded_tokens = pad_to[num_tokens]
             if padded_tokens > num_tokens:
                 duration_ns += self._padding_ns(batch, cost, num_tokens, padded_tokens)
+        if self.comm_shapes is not None:
+            self.count_comm_steps(padded_tokens, batch.num_sampled)
         return duration_ns, cost
+
+    def count_comm_steps(self, padded_tokens: int, sampled: int, steps: int = 1) -> None:
+        """Count ``steps`` steps that ran at ``padded_tokens`` tokens (after CUDA-graph
+        padding) and sampled ``sampled`` sequences, for the communication report
+        (:mod:`llmsim.metrics.communication`); a no-op when the layout does not
+        communicate. :meth:`gpu_ns` calls it for every step it prices; a caller that prices
+        steps another way must call it for them."""
+        if self.comm_shapes is not None:
+            self.comm_shapes[(padded_tokens, sampled)] += steps
 
     def _padding_ns(self, batch: StepBatch, cost: StepCost, num_tokens: int,
                     padded_tokens: int) -> int:

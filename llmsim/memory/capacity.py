@@ -25,6 +25,13 @@ Terms and their sources:
 * ``cudagraph_bytes``: memory of captured CUDA graphs, which vLLM 0.19 estimates before
   sizing the cache. Default 256 MiB; again an order-of-magnitude default.
 
+**Pipeline parallelism**: every stage sizes its own cache from its own terms (its layers'
+weights, the embedding on the first stage, final norm, ``lm_head`` and the sampler's logits on
+the last; KV bytes per token of its layers only), and the engine takes the smallest block
+count over the stages (vLLM 0.19 ``get_kv_cache_configs`` gives every worker the minimum
+``num_blocks``; docs/cluster-semantics.md, "Pipeline parallelism"). :class:`KVCapacity` then
+holds that stage's terms.
+
 Where a measured run records ``num_gpu_blocks`` (``meta.json`` ``kv_cache.num_gpu_blocks``)
 that value is the truth and should be passed as ``num_gpu_blocks_override``.
 """
@@ -77,12 +84,14 @@ class KVCapacity:
 
 
 def activation_peak_bytes(model: ModelConfig, *, max_num_batched_tokens: int,
-                          max_num_seqs: int, parallel: ParallelConfig = SINGLE_GPU) -> int:
+                          max_num_seqs: int, parallel: ParallelConfig = SINGLE_GPU,
+                          sampler: bool = True) -> int:
     """Estimated peak activation memory of vLLM's profiling run on one rank, bytes.
 
     ``T x (2h + qkv + 2 x inter + inter) x dtype`` for the largest live tensors of one layer
     at ``T = max_num_batched_tokens`` tokens, plus ``2 x max_num_seqs x vocab x 4`` for the
-    float32 logits and probabilities of the dummy sampler run.
+    float32 logits and probabilities of the dummy sampler run (``sampler``: the rank
+    samples; with PP only the last stage does).
     """
     t = max_num_batched_tokens
     tp = parallel.tensor_parallel_size
@@ -92,7 +101,7 @@ def activation_peak_bytes(model: ModelConfig, *, max_num_batched_tokens: int,
     inter = (model.moe_intermediate_size * max(1, model.num_experts_per_token) if model.is_moe
              else model.intermediate_size) // tp
     layer = t * (2 * h + qkv + 3 * inter) * model.dtype_bytes
-    logits = 2 * max_num_seqs * model.vocab_size * 4
+    logits = 2 * max_num_seqs * model.vocab_size * 4 if sampler else 0
     return layer + logits
 
 
@@ -126,7 +135,10 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
             A huge block count is returned as is; :mod:`llmsim.memory.host` refuses it
             before anything is allocated.
     """
-    per_block = block_size * model.kv_bytes_per_token(parallel)
+    pp = parallel.pipeline_parallel_size
+    stages: tuple[int | None, ...] = (None,) if pp == 1 else tuple(range(pp))
+    # the largest block of any stage: the one whose KV an override must fit
+    per_block = max(block_size * model.kv_bytes_per_token(parallel, s) for s in stages)
     if num_gpu_blocks_override is not None:
         if (isinstance(num_gpu_blocks_override, bool) or not isinstance(num_gpu_blocks_override, int)
                 or num_gpu_blocks_override < 2):
@@ -142,16 +154,25 @@ def kv_capacity(model: ModelConfig, *, total_gpu_bytes: int, gpu_memory_utilizat
         raise ConfigError(f"must be in (0, 1], got {gpu_memory_utilization}",
                           field="engine.gpu_memory_utilization")
     budget = int(total_gpu_bytes * gpu_memory_utilization)
-    weights = model.weight_bytes(parallel)
-    act = activation_peak_bytes(model, max_num_batched_tokens=max_num_batched_tokens,
-                                max_num_seqs=max_num_seqs, parallel=parallel)
-    kv_bytes = budget - weights - act - non_torch_bytes - cudagraph_bytes
-    blocks = kv_bytes // per_block if kv_bytes > 0 else 0
-    if blocks < 2:
-        raise ConfigError(
-            f"no room for the KV cache: {budget} budget bytes - {weights} weights - {act} "
-            f"activations - {non_torch_bytes} non-torch - {cudagraph_bytes} CUDA graphs "
-            f"= {kv_bytes} bytes", field="hardware.gpu_memory_bytes")
+    best: tuple[int, int, int, int, int] | None = None  # blocks, weights, act, kv, per_block
+    for s in stages:
+        weights = model.weight_bytes(parallel, s)
+        act = activation_peak_bytes(model, max_num_batched_tokens=max_num_batched_tokens,
+                                    max_num_seqs=max_num_seqs, parallel=parallel,
+                                    sampler=s is None or s == pp - 1)
+        kv_bytes = budget - weights - act - non_torch_bytes - cudagraph_bytes
+        stage_block = block_size * model.kv_bytes_per_token(parallel, s)
+        blocks = kv_bytes // stage_block if kv_bytes > 0 else 0
+        if blocks < 2:
+            where = "" if s is None else f"pipeline stage {s}: "
+            raise ConfigError(
+                f"no room for the KV cache: {where}{budget} budget bytes - {weights} weights - "
+                f"{act} activations - {non_torch_bytes} non-torch - {cudagraph_bytes} CUDA "
+                f"graphs = {kv_bytes} bytes", field="hardware.gpu_memory_bytes")
+        if best is None or blocks < best[0]:
+            best = (blocks, weights, act, kv_bytes, stage_block)
+    assert best is not None
+    blocks, weights, act, kv_bytes, per_block = best
     return KVCapacity(num_gpu_blocks=int(blocks), block_size=block_size, bytes_per_block=per_block,
                       source="memory_model", total_gpu_bytes=total_gpu_bytes, budget_bytes=budget,
                       weight_bytes=weights, activation_peak_bytes=act,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
+from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig, pp_layer_split
 from llmsim.errors import ConfigError
 from llmsim.safeio import loads_json, read_text
 
@@ -70,8 +70,26 @@ class ModelConfig:
         """True when the FFN is a routed mixture of experts."""
         return self.num_experts > 0
 
-    def kv_bytes_per_token(self, parallel: ParallelConfig = SINGLE_GPU) -> int:
-        """KV-cache bytes per token on one TP rank, over every layer.
+    def stage_layers(self, parallel: ParallelConfig, stage: int | None) -> int:
+        """Decoder layers of pipeline ``stage`` (None: every layer).
+
+        Raises:
+            ConfigError: ``stage`` is not a stage of ``parallel``, or a stage would hold no
+                layer (:func:`llmsim.cluster.parallel.pp_layer_split`).
+        """
+        if stage is None:
+            return self.num_hidden_layers
+        split = pp_layer_split(self.num_hidden_layers, parallel.pipeline_parallel_size)
+        if not 0 <= stage < len(split):
+            raise ConfigError(f"stage {stage} is not one of the {len(split)} pipeline stages",
+                              field="engine.pipeline_parallel_size")
+        start, end = split[stage]
+        return end - start
+
+    def kv_bytes_per_token(self, parallel: ParallelConfig = SINGLE_GPU,
+                           stage: int | None = None) -> int:
+        """KV-cache bytes per token on one TP rank, over every layer (``stage`` None) or
+        over the layers of one pipeline stage.
 
         ``2 (K and V) x layers x kv_heads / tp x head_dim x dtype_bytes`` with
         ``tp = parallel.tensor_parallel_size``
@@ -79,25 +97,49 @@ class ModelConfig:
         them, so the per-rank head count is ``max(1, kv_heads // tp)``.
         """
         kv_heads = max(1, self.num_key_value_heads // parallel.tensor_parallel_size)
-        return 2 * self.num_hidden_layers * kv_heads * self.head_dim * self.dtype_bytes
+        layers = self.stage_layers(parallel, stage)
+        return 2 * layers * kv_heads * self.head_dim * self.dtype_bytes
 
     def num_params(self) -> int:
         """Approximate parameter count (embeddings, attention, FFN/experts, norms, lm_head)."""
+        h = self.hidden_size
+        per_layer = self.layer_params()
+        emb = self.vocab_size * h
+        head = 0 if self.tie_word_embeddings else self.vocab_size * h
+        return self.num_hidden_layers * per_layer + emb + head + h
+
+    def layer_params(self) -> int:
+        """Approximate parameters of one decoder layer (attention, FFN/experts, 2 norms)."""
         h, d = self.hidden_size, self.head_dim
         attn = h * (self.num_attention_heads * d) * 2 + h * (self.num_key_value_heads * d) * 2
         if self.is_moe:
             ffn = self.num_experts * 3 * h * self.moe_intermediate_size + h * self.num_experts
         else:
             ffn = 3 * h * self.intermediate_size
-        per_layer = attn + ffn + 2 * h
-        emb = self.vocab_size * h
-        head = 0 if self.tie_word_embeddings else self.vocab_size * h
-        return self.num_hidden_layers * per_layer + emb + head + h
+        return attn + ffn + 2 * h
 
-    def weight_bytes(self, parallel: ParallelConfig = SINGLE_GPU) -> int:
-        """Weight bytes of every layer held by one TP rank (even split over
-        ``parallel.tensor_parallel_size``; an approximation for norms)."""
-        return self.num_params() * self.dtype_bytes // parallel.tensor_parallel_size
+    def weight_bytes(self, parallel: ParallelConfig = SINGLE_GPU,
+                     stage: int | None = None) -> int:
+        """Weight bytes held by one TP rank (even split over
+        ``parallel.tensor_parallel_size``; an approximation for norms): of the whole model
+        (``stage`` None), or of one pipeline stage: its decoder layers, plus the embedding
+        on the first stage and the final norm and ``lm_head`` on the last (vLLM 0.19
+        ``LlamaModel``/``LlamaForCausalLM`` with PP: the last stage holds ``lm_head`` even
+        when it is tied to the embedding, which then also lives there).
+        """
+        tp = parallel.tensor_parallel_size
+        if stage is None:
+            return self.num_params() * self.dtype_bytes // tp
+        pp = parallel.pipeline_parallel_size
+        if pp == 1:
+            return self.num_params() * self.dtype_bytes // tp
+        h = self.hidden_size
+        params = self.stage_layers(parallel, stage) * self.layer_params()
+        if stage == 0:
+            params += self.vocab_size * h
+        if stage == pp - 1:
+            params += self.vocab_size * h + h
+        return params * self.dtype_bytes // tp
 
 
 MAX_DIMENSION = 2**31 - 1

@@ -500,8 +500,34 @@ def _import_bundle_cached(
     return mem_key, None, profile
 
 
+def _import_recipe_cached(
+        path: Path) -> tuple[tuple[object, ...], bytes | None, pb.Profile | None]:
+    """As :func:`_import_bundle_cached`, for a profile recipe (:mod:`llmsim.profile.recipe`)."""
+    from llmsim.profile.recipe import load_recipe, read_recipe, recipe_cache_key
+
+    recipe = read_recipe(path)
+    key = recipe_cache_key(recipe) if cache_enabled() else None
+    if key is None:
+        st = path.stat()
+        mem_key: tuple[object, ...] = ("recipe-mtime", str(path.resolve()), st.st_mtime_ns,
+                                       st.st_size)
+    else:
+        mem_key = ("recipe", key)
+    data = _CACHE.get(mem_key)
+    if data is not None or key is None:
+        return mem_key, data, None if data is not None else load_recipe(recipe)
+    cache_file = profile_cache_dir() / f"{key}.pb"
+    profile = _read_cached(cache_file)
+    if profile is None:
+        profile = load_recipe(recipe)
+        _write_cached(cache_file, profile.SerializeToString(deterministic=True))
+    return mem_key, None, profile
+
+
 def load_profile(path: str | Path) -> pb.Profile:
-    """Load a profile from a ``.pb`` file or an LLMServingSim bundle directory.
+    """Load a profile from a ``.pb`` file, an LLMServingSim bundle directory or a profile
+    recipe (``*.yaml``, :mod:`llmsim.profile.recipe`: built on first use and cached like a
+    bundle).
 
     A relative path that does not exist is looked up in the data directories
     (``LLMSIM_DATA_DIR``, then the user cache), as every command resolves its inputs, so
@@ -517,8 +543,11 @@ def load_profile(path: str | Path) -> pb.Profile:
     """
     path = _existing(Path(path))
     from llmsim.profile.importers.llmservingsim import is_bundle
+    from llmsim.profile.recipe import is_recipe
 
-    if path.is_dir():
+    if is_recipe(path):
+        key, data, profile = _import_recipe_cached(path)
+    elif path.is_dir():
         if not is_bundle(path):
             raise ProfileError("directory is not an LLMServingSim bundle (no meta.yaml)",
                                path=path)

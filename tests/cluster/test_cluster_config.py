@@ -114,11 +114,6 @@ def test_shorthand_is_one_group(tmp_path: Path) -> None:
      "cluster.nodes.0.network", "network:", "not supported yet: inter-node"),
     (NODES + "      link: NoSuchLink\ninstance_groups:\n  - {name: a, placement: {node: n0}}\n",
      "cluster.nodes.0.link", "link: NoSuchLink", "no link description"),
-    ("engine: {pipeline_parallel_size: 2}\n", "engine.pipeline_parallel_size",
-     "pipeline_parallel_size", "not supported yet: pipeline parallelism"),
-    ("instance_groups:\n  - name: a\n    engine: {pipeline_parallel_size: 2}\n",
-     "instance_groups.0.engine.pipeline_parallel_size", "pipeline_parallel_size",
-     "not supported yet"),
 ])
 def test_cluster_yaml_errors_name_file_line_and_field(tmp_path: Path, body: str, field: str,
                                                        key: str, words: str) -> None:
@@ -142,7 +137,6 @@ def test_parallel_config_sizes_and_refusals() -> None:
         (ParallelConfig(enable_expert_parallel=True), False, "engine.enable_expert_parallel"),
         (ParallelConfig(tensor_parallel_size=2, pipeline_parallel_size=2,
                         enable_expert_parallel=True), True, "engine.pipeline_parallel_size"),
-        (ParallelConfig(pipeline_parallel_size=2), False, "engine.pipeline_parallel_size"),
     ]:
         found = check_supported(layout, is_moe=moe)
         assert found is not None and found[0] == field
