@@ -187,7 +187,8 @@ class EnergyAccumulator:
         self._gpu_bins: list[dict[int, float]] = [{} for _ in range(n_inst)]
         self._node_bins: list[dict[int, float]] = [{} for _ in self.nodes]
         self._energy = [dict.fromkeys(GPU_COMPONENTS + NODE_COMPONENTS, 0.0) for _ in self.nodes]
-        self._moved_bytes = [{"dram": 0, "cxl": 0, "link": 0} for _ in self.nodes]
+        self._moved_bytes = [{"dram": 0, "cxl": 0, "link": 0, "disk": 0} for _ in self.nodes]
+        self._streams: list[list[tuple[str, int]]] = [[] for _ in range(n_inst)]
         self.shares = [0.0] * num_requests
         self.step_j = 0.0
         self.prefill_j = 0.0
@@ -272,6 +273,8 @@ class EnergyAccumulator:
                 e["link"] += link_j
                 node_j += link_j
                 _spread(self._node_bins[ip.node], start_ns, end_ns, link_j, self.tick_ns)
+        for kind, nbytes in self._streams[i]:
+            node_j += self.on_transfer(i, kind, nbytes, start_ns, end_ns)
         self._last_end[i] = end_ns
         self._last_kv[i] = kv_usage
         return g * gp.idle_w * dur / NS_PER_S + extra + standby_j + node_j
@@ -335,28 +338,46 @@ class EnergyAccumulator:
         self._run(instance_id, start_ns, end_ns, gpu_ns, 1, self._last_kv[instance_id],
                   None, gpu_ns, 0)
 
+    def add_stream(self, instance_id: int, kind: str, bytes_per_step: int) -> None:
+        """Bytes ``instance_id`` moves through ``kind`` memory on every step it runs (weights
+        streamed from host or CXL memory, LLMServingSim's non-``LOCAL`` weights), charged as
+        :meth:`on_transfer` over each step and counted in its energy."""
+        self._check_kind(kind)
+        if bytes_per_step > 0:
+            self._streams[instance_id].append((kind, int(bytes_per_step)))
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in ("dram", "cxl", "link", "disk"):
+            raise ValueError(f"unknown transfer kind {kind!r} (dram, cxl, link, disk)")
+
     def on_transfer(self, instance_id: int, kind: str, nbytes: int, start_ns: int,
-                    end_ns: int) -> None:
-        """Bytes moved through host memory (``dram``), CXL memory (``cxl``) or the node's
-        links (``link``) on behalf of ``instance_id`` (charged at that kind's pJ/bit; CXL
-        without its own figure at DRAM's, as LLMServingSim charges off-device weights).
+                    end_ns: int) -> float:
+        """Bytes moved through host memory (``dram``), CXL memory (``cxl``), the node's
+        links (``link``) or disks (``disk``) on behalf of ``instance_id``, charged at that
+        kind's pJ/bit (CXL without its own figure at DRAM's, as LLMServingSim charges
+        off-device weights; disks have none: LLMServingSim's storage term is idle power
+        only, so their bytes are counted, not priced).
+
+        Returns:
+            the energy charged, J.
 
         Raises:
             ValueError: an unknown ``kind``.
         """
-        if kind not in ("dram", "cxl", "link"):
-            raise ValueError(f"unknown transfer kind {kind!r} (dram, cxl, link)")
+        self._check_kind(kind)
         k = self.instances[instance_id].node
         node = self.nodes[k]
         self._moved_bytes[k][kind] += int(nbytes)
-        pj = {"dram": node.dram_pj_per_bit, "link": node.link_pj_per_bit,
+        pj = {"dram": node.dram_pj_per_bit, "link": node.link_pj_per_bit, "disk": None,
               "cxl": node.cxl_pj_per_bit if node.cxl_pj_per_bit is not None
               else node.dram_pj_per_bit}[kind]
-        if pj is None:
-            return
+        if pj is None or not nbytes:
+            return 0.0
         j = nbytes * 8.0 * pj * PJ
         self._energy[k]["dram" if kind == "cxl" and node.cxl_pj_per_bit is None else kind] += j
         _spread(self._node_bins[k], start_ns, end_ns, j, self.tick_ns)
+        return j
 
     def on_pim(self, instance_id: int, start_ns: int, busy_ns: int) -> None:
         """PIM units of ``instance_id``'s node computed for ``busy_ns``."""
@@ -512,7 +533,10 @@ class EnergyAccumulator:
                                   "moved_bytes": {k: int(v) for k, v in
                                                   self._moved_bytes[i].items()}}
                       for i, (node, e) in enumerate(zip(self.nodes, nodes, strict=True))},
-            "gpus": dict(gpus or {}), "notes": list(self.notes),
+            "gpus": dict(gpus or {}), "notes": list(self.notes) + [
+                f"{m['disk']} bytes moved through disk tiers on node {n.name} are not priced "
+                "(LLMServingSim's storage term is idle power only)"
+                for n, m in zip(self.nodes, self._moved_bytes, strict=True) if m["disk"]],
         }
 
 

@@ -22,7 +22,8 @@ from llmsim.power.accumulator import EnergyAccumulator, GpuPower, InstancePower,
 from llmsim.power.model import StepShape
 from llmsim.power.spec import find_power_spec
 
-__all__ = ["build_accumulator", "node_power", "resolve_gpu"]
+__all__ = ["attach_weight_streams", "build_accumulator", "charge_kv_offload", "node_power",
+           "resolve_gpu"]
 
 
 def resolve_gpu(hardware: str, cfg: PowerConfig, where: str) -> tuple[GpuPower | None, str]:
@@ -235,3 +236,34 @@ def build_accumulator(experiment: Experiment, models: Sequence[ModelConfig],
 
 class _Unavailable(Exception):
     """A GPU constant without a source (the message says which)."""
+
+
+def attach_weight_streams(acc: EnergyAccumulator, tiers: Any) -> None:
+    """Weights streamed every step from host / CXL / disk tiers (``weight_offload``;
+    :class:`llmsim.memory.tiers_setup.TierSetup`): each rank reads its offloaded bytes per
+    step, charged at the tier's pJ/bit (LLMServingSim charges non-``LOCAL`` weights at the
+    DRAM ``energy_per_bit``)."""
+    for inst, placed in zip(tiers.instances, tiers.placements, strict=True):
+        if placed is None:
+            continue
+        ranks = len(acc.instances[inst.instance_id].gpus)
+        for loc, _layers, per_rank in placed.bytes_by_location:
+            kind = str(tiers.tiers[loc.partition(":")[0]].kind.value)
+            acc.add_stream(inst.instance_id, kind, per_rank * ranks)
+
+
+def charge_kv_offload(acc: EnergyAccumulator, tiers: Any) -> None:
+    """KV blocks loaded from and stored to the tiers (``kv_offload``), charged once at the
+    end over the whole replay (the offload managers keep totals, not per-step bytes: the
+    power series spreads them evenly; the totals are exact). Stores go to the first tier
+    of the spill order."""
+    horizon = acc.horizon_ns or 0
+    for inst, mgr in zip(tiers.instances, tiers.managers, strict=True):
+        if mgr is None:
+            continue
+        for pool, nbytes in zip(mgr.pools, mgr.load_bytes, strict=True):
+            acc.on_transfer(inst.instance_id, str(pool.spec.kind.value), int(nbytes), 0,
+                            horizon)
+        if mgr.pools and mgr.store_bytes:
+            acc.on_transfer(inst.instance_id, str(mgr.pools[0].spec.kind.value),
+                            int(mgr.store_bytes), 0, horizon)

@@ -214,3 +214,19 @@ def test_decode_run_equals_its_steps() -> None:
     run.finish(2 * S)
     assert run.total_j() == pytest.approx(one.total_j(), rel=1e-12)
     assert run.request_energy_j() == pytest.approx(one.request_energy_j(), rel=1e-12)
+
+
+def test_weight_stream_and_disk_bytes() -> None:
+    cfg = PowerConfig(dram={"num_dimms": 1, "idle_w_per_dimm": 1.0, "energy_pj_per_bit": 5.0})
+    a = acc(node=node_power("n0", cfg, "power"))
+    a.add_stream(0, "cxl", 10**9)          # no CXL figure: at DRAM's pJ/bit
+    e0 = a.on_step(rec(0.0, 0.01, 10.0, [(0, 1)]))
+    a.on_transfer(0, "disk", 123, 0, S)    # counted, not priced
+    a.finish(S)
+    s = a.summary(0, 1)
+    assert s["nodes"]["n0"]["components_j"]["dram"] == pytest.approx(1.0 + 1e9 * 8 * 5e-12)
+    assert e0 == pytest.approx((100.0 + 600.0 * (0.1 + 1e-4)) * 0.01 + 1e9 * 8 * 5e-12)
+    assert s["nodes"]["n0"]["moved_bytes"] == {"dram": 0, "cxl": 10**9, "link": 0, "disk": 123}
+    assert any("disk" in n for n in s["notes"])
+    with pytest.raises(ValueError, match="unknown transfer kind"):
+        a.add_stream(0, "tape", 1)
