@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lss.add_argument("--profile", action="append", default=[], metavar="HARDWARE[/MODEL]=PATH",
                      help="cost source for instances of that hardware (and model) instead of "
                      "the data's LLMServingSim bundle (repeatable)")
+    lss.add_argument("--llmservingsim-defaults", action="store_true",
+                     help="write LLMServingSim's command-line defaults (max_num_seqs 128, ...) "
+                     "for engine settings the JSON leaves out, instead of vLLM's")
     lss.add_argument("--check", action="store_true",
                      help="load each written experiment and say whether it runs or what "
                      "it refuses (not supported yet)")
@@ -56,7 +59,8 @@ def run_import(args: argparse.Namespace) -> int:
             raise ConfigError(f"expected HARDWARE[/MODEL]=PATH, got {item!r}", field="--profile")
         path = Path(value).expanduser()
         profiles[key] = str(path.resolve()) if path.exists() else value
-    options = {"trace": args.trace, "router": args.router, "profiles": profiles}
+    options = {"trace": args.trace, "router": args.router, "profiles": profiles,
+               "cli_defaults": args.llmservingsim_defaults}
     if args.config.is_dir():
         results = import_directory(args.config, **options)
         out_dir = args.out or Path.cwd()

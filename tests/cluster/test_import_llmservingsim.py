@@ -119,8 +119,8 @@ def test_the_yaml_runs_or_stops_with_a_located_not_supported_yet(name: str, conf
     assert len(req) == REPLAY_REQUESTS
     assert req["ttft_s"].notna().all() and (req["ttft_s"] > 0).all()
     assert req["e2e_s"].ge(req["ttft_s"]).all()
-    expected = sum(g.get("count", 1) * g["engine"].get("data_parallel_size", 1)
-                   for g in imported.experiment["instance_groups"])
+    expected = sum(g["count"] * _eff(imported.experiment, g, "engine").get(
+        "data_parallel_size", 1) for g in imported.experiment["instance_groups"])
     assert result.summary["num_instances"] == expected
 
 
@@ -260,10 +260,28 @@ def test_invalid_json_names_its_line(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------- round-trip facts
+def _eff(exp: dict[str, Any], g: dict[str, Any], key: str) -> Any:
+    """A group's section as the config layer resolves it (a left-out section: the top-level
+    one; a left-out hardware of a placed group: its node's GPUs)."""
+    if key in g:
+        return g[key]
+    if key == "hardware":
+        node = next(n for n in exp["cluster"]["nodes"] if n["name"] == g["placement"]["node"])
+        (gpu,) = node["gpus"]
+        return {"name": gpu["hardware"], "gpu_memory_bytes": gpu["gpu_memory_bytes"]}
+    if key == "profile":
+        assert "model" not in g  # a group's own model needs its own profile
+    return exp[key]
+
+
 def _group_engines(exp: dict[str, Any]) -> list[tuple[int, int, int]]:
     """(tp, pp, dp) per group."""
-    return [(g["engine"]["tensor_parallel_size"], g["engine"].get("pipeline_parallel_size", 1),
-             g["engine"].get("data_parallel_size", 1)) for g in exp["instance_groups"]]
+    out = []
+    for g in exp["instance_groups"]:
+        e = _eff(exp, g, "engine")
+        out.append((e["tensor_parallel_size"], e.get("pipeline_parallel_size", 1),
+                    e.get("data_parallel_size", 1)))
+    return out
 
 
 @pytest.mark.parametrize("name", ["single_node_single_instance", "single_node_4_instance_2TP",
@@ -278,7 +296,8 @@ def test_parallel_layout_instances_and_hardware_survive(name: str, configs: Path
     groups = exp["instance_groups"]
     # instances: one group per JSON instance, a dp_group's members merged into one
     dp_groups = {i.get("dp_group") for _, i in insts} - {None}
-    engines = sum(g["count"] * g["engine"].get("data_parallel_size", 1) for g in groups)
+    engines = sum(g["count"] * _eff(exp, g, "engine").get("data_parallel_size", 1)
+                  for g in groups)
     assert engines == len(insts)
     assert len(groups) == len([i for _, i in insts if i.get("dp_group") is None]) + len(
         dp_groups)
@@ -291,12 +310,12 @@ def test_parallel_layout_instances_and_hardware_survive(name: str, configs: Path
         assert pp == inst.get("pp_size", inst.get("num_npus", tp) // tp)
         assert dp == (sum(1 for _, i in insts if i.get("dp_group") == inst["dp_group"])
                       if inst.get("dp_group") else 1)
-        assert g["hardware"] == {"name": inst["hardware"],
-                                 "gpu_memory_bytes": inst["npu_mem"]["mem_size"] * GIB_BYTES}
+        assert _eff(exp, g, "hardware") == {
+            "name": inst["hardware"], "gpu_memory_bytes": inst["npu_mem"]["mem_size"] * GIB_BYTES}
         assert len(g["placement"]["gpus"]) == tp * pp * dp
-        assert g["model"] == f"llmservingsim/configs/model/{inst['model_name']}.json"
-        assert g["profile"] == (f"llmservingsim/profiles/{inst['hardware']}/"
-                                f"{inst['model_name']}/bf16")
+        assert _eff(exp, g, "model") == f"llmservingsim/configs/model/{inst['model_name']}.json"
+        assert _eff(exp, g, "profile") == (f"llmservingsim/profiles/{inst['hardware']}/"
+                                           f"{inst['model_name']}/bf16")
     # nodes: as many as the JSON's, each with the GPUs its instances take
     nodes = exp["cluster"]["nodes"]
     assert len(nodes) == raw["num_nodes"]
@@ -312,14 +331,17 @@ def test_parallel_layout_instances_and_hardware_survive(name: str, configs: Path
 def test_moe_ep_and_dp_follow_vllm(configs: Path) -> None:
     dp_ep = import_config(configs / "single_node_moe_dp_ep_instance.json").experiment
     (g,) = dp_ep["instance_groups"]
-    assert g["engine"]["data_parallel_size"] == 2 and g["engine"]["enable_expert_parallel"]
+    e = _eff(dp_ep, g, "engine")
+    assert e["data_parallel_size"] == 2 and e["enable_expert_parallel"]
     # ep_size 2 over dp 2 x tp 2 = 4 ranks: no vLLM layout, written to the placeholder
     odd = import_config(configs / "single_node_moe_dp_tp_instance.json")
     (g,) = odd.experiment["instance_groups"]
-    assert g["llmservingsim"] == {"ep_size": 2} and "enable_expert_parallel" not in g["engine"]
+    assert g["llmservingsim"] == {"ep_size": 2}
+    assert "enable_expert_parallel" not in _eff(odd.experiment, g, "engine")
     # a MoE model without ep_size at tp 1: ep 1, experts not expert-parallel
     multi = import_config(configs / "single_node_moe_multi_instance.json").experiment
-    assert all("enable_expert_parallel" not in g["engine"] for g in multi["instance_groups"])
+    assert all("enable_expert_parallel" not in _eff(multi, g, "engine")
+               for g in multi["instance_groups"])
 
 
 def test_per_instance_engine_settings_and_roles(configs: Path, data_path) -> None:
@@ -331,22 +353,22 @@ def test_per_instance_engine_settings_and_roles(configs: Path, data_path) -> Non
     for g, r in ((prefill, p_raw), (decode, d_raw)):
         for key in ("max_num_seqs", "max_num_batched_tokens", "block_size",
                     "enable_chunked_prefill"):
-            assert g["engine"][key] == r[key]
-    assert prefill["engine"]["long_prefill_token_threshold"] == 2048
+            assert _eff(exp, g, "engine")[key] == r[key]
+    assert _eff(exp, prefill, "engine")["long_prefill_token_threshold"] == 2048
     assert exp["kv_transfer_config"] == {"kv_connector": "NixlConnector"}
     # max_num_batched_tokens 0: the model's context length, as LLMServingSim resolves it
     het = import_config(configs / "single_node_heterogeneous.json").experiment
     model = json.loads(data_path("llmservingsim/configs/model/Qwen/Qwen3-32B.json").read_text())
-    assert het["instance_groups"][1]["engine"]["max_num_batched_tokens"] == \
-        model["max_position_embeddings"]
-    assert het["instance_groups"][1]["engine"]["enable_chunked_prefill"] is False
+    decode_engine = _eff(het, het["instance_groups"][1], "engine")
+    assert decode_engine["max_num_batched_tokens"] == model["max_position_embeddings"]
+    assert decode_engine["enable_chunked_prefill"] is False
 
 
 def test_mem_util_is_gpu_memory_utilization(configs: Path) -> None:
     raw = _json(configs, "rtx4090_single_instance")
     exp = import_config(configs / "rtx4090_single_instance.json").experiment
     util = raw["nodes"][0]["instances"][0]["npu_mem"]["mem_util"]
-    assert exp["instance_groups"][0]["engine"]["gpu_memory_utilization"] == util
+    assert _eff(exp, exp["instance_groups"][0], "engine")["gpu_memory_utilization"] == util
 
 
 def test_power_block_maps_to_the_power_config(configs: Path) -> None:
@@ -393,7 +415,8 @@ def test_cross_node_dp_group_writes_the_inter_node_link(configs: Path) -> None:
     (g,) = exp["instance_groups"]
     assert g["placement"] == {"node": "n0", "gpus": [0, 1],
                               "spans": [{"node": "n1", "gpus": [0, 1]}]}
-    assert g["engine"]["data_parallel_size"] == 2 and g["engine"]["enable_expert_parallel"]
+    e = _eff(exp, g, "engine")
+    assert e["data_parallel_size"] == 2 and e["enable_expert_parallel"]
     for node in exp["cluster"]["nodes"]:  # the outer topology dimension: between nodes
         assert node["network"] == {"bandwidth_bytes_per_s": raw["link_bw"][1] * GIB_BYTES,
                                    "latency_ns": raw["link_latency"][1]}
@@ -418,12 +441,36 @@ def test_a_profile_given_per_hardware_fills_the_gap(configs: Path, data_path, tm
                  "--model", str(model), "--tp", "4", "-o", str(pb)]) == 0
     imported = import_config(configs / "single_node_single_instance_H100.json",
                              profiles={"h100": str(pb)})
-    assert imported.runnable and imported.experiment["instance_groups"][0]["profile"] == str(pb)
+    assert imported.runnable
+    assert _eff(imported.experiment, imported.experiment["instance_groups"][0],
+                "profile") == str(pb)
     out = write_imported(imported, tmp_path / "h100.yaml")
     result = run(load_experiment(out, overrides={
         "trace.transforms": [{"truncate": {"max_requests": REPLAY_REQUESTS}}]}))
     assert len(result.requests) == REPLAY_REQUESTS
     assert result.summary["instance_groups"][0]["hardware"] == "H100"
+
+
+def test_llmservingsim_defaults_replay_the_measured_run_like_the_example(data_path,
+                                                                        tmp_path: Path) -> None:
+    """LLMServingSim's own config of the measured RTX PRO 6000 run, imported with its
+    command-line defaults (max_num_seqs 128 = the run's), replays request for request like
+    examples/rtxpro6000-llama-3.1-8b.yaml: the KV cache (96 GiB here, 97,887 MiB there)
+    never fills in this run."""
+    cfg = data_path("llmservingsim/measured/RTXPRO6000/Llama-3.1-8B/config.json")
+    imported = import_config(cfg, cli_defaults=True, name="m")
+    assert imported.runnable and imported.experiment["engine"]["max_num_seqs"] == 128
+    assert "max_num_seqs" not in import_config(cfg).experiment["engine"]
+    cut = {"trace.transforms": [{"truncate": {"max_requests": 60}}]}
+    mine = run(load_experiment(write_imported(imported, tmp_path / "m.yaml"), overrides=cut))
+    example = Path(__file__).resolve().parents[2] / "examples" / "rtxpro6000-llama-3.1-8b.yaml"
+    theirs = run(load_experiment(example, overrides=cut))
+    cols = ["ttft_s", "tpot_s", "e2e_s", "instance_id"]
+    assert mine.requests[cols].equals(theirs.requests[cols])
+    # top-level engine: a replay --set reaches the single group
+    again = run(load_experiment(tmp_path / "m.yaml", overrides={
+        **cut, "engine.max_num_seqs": 4}))
+    assert again.requests["ttft_s"].mean() > mine.requests["ttft_s"].mean()
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -62,6 +62,7 @@ from llmsim.safeio import read_text
 __all__ = [
     "FIELDS",
     "GIB_BYTES",
+    "LLMSERVINGSIM_CLI_DEFAULTS",
     "FieldRule",
     "ImportedConfig",
     "import_config",
@@ -91,6 +92,19 @@ _TRACES = {
     "Qwen/Qwen3-30B-A3B-Instruct-2507": "sharegpt-qwen3-30b-a3b-300-sps10.jsonl",
 }
 """Model -> ShareGPT workload of the data tokenized for it (``llmservingsim/workloads/``)."""
+
+LLMSERVINGSIM_CLI_DEFAULTS: Mapping[str, Any] = {
+    "max_num_seqs": 128, "max_num_batched_tokens": 2048, "block_size": 16,
+    "long_prefill_token_threshold": 0, "enable_prefix_caching": True,
+    "enable_chunked_prefill": True, "scheduler_reserve_full_isl": True,
+    "gpu_memory_utilization": 0.9,
+}
+"""LLMServingSim's command-line defaults of the engine settings a config may override
+(``serving/__main__.py`` argparse: ``--max-num-seqs 128``, ``--max-num-batched-tokens 2048``,
+``--block-size 16``, ``--long-prefill-token-threshold 0``, ``--enable-prefix-caching``,
+``--enable-chunked-prefill``, ``--reserve-full-isl``, ``--npu-memory-utilization 0.9``), in
+vLLM's names. Written where the JSON sets none only with ``cli_defaults=True``; otherwise
+llmsim's (vLLM 0.19's) defaults apply, which differ in ``max_num_seqs`` (256)."""
 
 _LAYER_NAMES = ("embedding", "final_layernorm", "lm_head")
 """Named layers a ``placement.layers`` entry may address (LLMServingSim configs)."""
@@ -598,6 +612,7 @@ class _Converter:
         self.unsupported: list[tuple[str, str]] = []
         self.data_gaps: list[tuple[str, str]] = []
         self.profiles: dict[str, str] = {}
+        self.cli_defaults = False
 
     def ignore(self, field: str, value: Any) -> None:
         rule = _RULES[_pattern(_parts(field))]
@@ -640,6 +655,9 @@ class _Converter:
                             f"{role!r}")
         dp_group = _get(doc, raw, "dp_group", where, str)
         self.engine_fields(raw, where, model, engine)
+        if self.cli_defaults:
+            for key, value in LLMSERVINGSIM_CLI_DEFAULTS.items():
+                engine.setdefault(key, value)
         dtype = _get(doc, raw, "dtype", where, str) or model.torch_dtype or "bfloat16"
         if dtype not in _DTYPE_VARIANTS:
             raise doc.error(f"{where}.dtype", f"unknown dtype {dtype!r} (LLMServingSim's: "
@@ -797,8 +815,8 @@ def _parts(dotted: str) -> tuple[str | int, ...]:
 
 
 def import_config(path: str | Path, *, trace: str | None = None, router: str | None = None,
-                  name: str | None = None, profiles: Mapping[str, str] | None = None
-                  ) -> ImportedConfig:
+                  name: str | None = None, profiles: Mapping[str, str] | None = None,
+                  cli_defaults: bool = False) -> ImportedConfig:
     """Convert one LLMServingSim cluster config.
 
     Args:
@@ -813,6 +831,10 @@ def import_config(path: str | Path, *, trace: str | None = None, router: str | N
             (``"H100/meta-llama/Llama-3.1-70B"``) -> profile path, used instead of the
             LLMServingSim bundle of the data (e.g. a ``.pb`` built by ``llmsim profile import
             aiconfigurator`` for hardware the bundles do not cover).
+        cli_defaults: write LLMServingSim's command-line defaults
+            (:data:`LLMSERVINGSIM_CLI_DEFAULTS`) for engine settings the JSON leaves out, to
+            replay what ``python -m serving --cluster-config CONFIG`` would simulate;
+            default: leave them out (llmsim's defaults, vLLM 0.19's).
 
     Returns:
         the converted experiment (see :class:`ImportedConfig`).
@@ -828,6 +850,7 @@ def import_config(path: str | Path, *, trace: str | None = None, router: str | N
     _check_fields(doc)
     conv = _Converter(doc)
     conv.profiles = {k.lower(): v for k, v in (profiles or {}).items()}
+    conv.cli_defaults = cli_defaults
     data = doc.data
     nodes_raw = _get(doc, data, "nodes", "", list, required=True)
     num_nodes = _positive_int(doc, data, "num_nodes", "")
@@ -986,18 +1009,21 @@ def _experiment(doc: _Json, conv: _Converter, instances: list[_Instance],
     if trace_path is None:
         raise doc.error("nodes.0.instances.0.model_name", "no workload for this model in the "
                         "data: give one with --trace")
+    top = out_groups[0]
     exp: dict[str, Any] = {
         "name": name,
         "description": f"Imported from LLMServingSim cluster config {doc.path.name} by "
                        "`llmsim cluster import llmservingsim`.",
-        "model": out_groups[0]["model"],
-        "profile": out_groups[0]["profile"],
+        "model": top["model"],
+        "profile": top["profile"],
         "cost_model": "profile",
+        "hardware": top["hardware"],
+        "engine": top["engine"],
         "cluster": {"nodes": nodes},
     }
+    _inherit(out_groups, exp, nodes)
     if tiers:
         exp["memory_tiers"] = tiers
-        conv.unsupported.append(("memory_tiers", "memory tiers below the GPU (CPU / CXL)"))
     if pim:
         exp["pim"] = pim
         conv.unsupported.append(("pim", "PIM attention offload"))
@@ -1006,8 +1032,6 @@ def _experiment(doc: _Json, conv: _Converter, instances: list[_Instance],
         # the prefill ends; vLLM's NixlConnector (the decode side pulls after the prefill)
         # is the vLLM counterpart (docs/cluster-semantics.md, P/D)
         exp["kv_transfer_config"] = {"kv_connector": "NixlConnector"}
-        conv.unsupported.append(("kv_transfer_config", "KV transfer between prefill and "
-                                 "decode instances"))
     exp["instance_groups"] = out_groups
     if router is not None:
         exp["router"] = router
@@ -1031,6 +1055,26 @@ def _build_hint(inst: _Instance) -> str:
             f"$LLMSIM_DATA_DIR/aiconfigurator/systems "
             f"--system {system} --model {inst.model.path} --tp {inst.tp} -o {out}` and "
             f"import with --profile {inst.hardware}={out}")
+
+
+def _inherit(groups: list[dict[str, Any]], top: Mapping[str, Any],
+             nodes: Sequence[Mapping[str, Any]]) -> None:
+    """Leave out of each group what it would inherit anyway (the config layer's rules:
+    a group's missing ``engine`` / ``model`` is the top-level one, ``profile`` too when the
+    model is; a placed group's missing ``hardware`` is its node's GPUs), so that
+    ``llmsim replay --set engine.max_num_seqs=...`` reaches every group that shares it."""
+    for g in groups:
+        if g["engine"] == top["engine"]:
+            del g["engine"]
+        if g["model"] == top["model"]:
+            del g["model"]
+            if g["profile"] == top["profile"]:
+                del g["profile"]
+        node = next(n for n in nodes if n["name"] == g["placement"]["node"])
+        gpu = next(x for x in node["gpus"] if x["hardware"] == g["hardware"]["name"])
+        if len(node["gpus"]) == 1 and g["hardware"] == {
+                "name": gpu["hardware"], "gpu_memory_bytes": gpu["gpu_memory_bytes"]}:
+            del g["hardware"]
 
 
 def _locations(placement: Mapping[str, Any]) -> list[str]:
@@ -1088,11 +1132,8 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
     group["placement"] = placement
     if first.role is not None:
         group["role"] = first.role
-        conv.unsupported.append((f"instance_groups.{gi}.role", "prefill/decode disaggregation"))
     if first.placement is not None:
         group["weight_offload"] = first.placement
-        conv.unsupported.append((f"instance_groups.{gi}.weight_offload",
-                                 "weights outside GPU memory"))
     if extra:
         group["llmservingsim"] = extra
     layout = ParallelConfig(
@@ -1180,9 +1221,12 @@ def _render(source: Path, exp: Mapping[str, Any], conv: _Converter) -> str:
     ignored, unsupported = conv.ignored, conv.unsupported
     lines = [f"# Imported from LLMServingSim cluster config {source.name} by",
              "# `llmsim cluster import llmservingsim` (field table: docs/cluster-semantics.md,",
-             "# 'Importing LLMServingSim configs'). Engine settings the JSON leaves out keep",
-             "# llmsim's defaults, which are vLLM 0.19's (LLMServingSim takes them from its",
-             "# command line)."]
+             "# 'Importing LLMServingSim configs')."]
+    lines += (["# Engine settings the JSON leaves out: LLMServingSim's command-line defaults."]
+              if conv.cli_defaults else
+              ["# Engine settings the JSON leaves out keep llmsim's defaults, which are vLLM",
+               "# 0.19's (LLMServingSim takes them from its command line; --llmservingsim-",
+               "# defaults writes those)."])
     if unsupported:
         lines.append("# Not modelled yet (the run stops with 'not supported yet'):")
         lines += [f"#   {key}: {what}" for key, what in unsupported]
