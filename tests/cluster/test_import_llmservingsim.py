@@ -515,3 +515,12 @@ def test_cli_refuses_a_profile_option_without_a_path(configs: Path, tmp_path: Pa
                  str(configs / "single_node_single_instance.json"), "--out",
                  str(tmp_path / "a.yaml"), "--profile", "H100"]) == 2
     assert "field '--profile': expected HARDWARE[/MODEL]=PATH" in capsys.readouterr().err
+
+
+def test_deliberate_differences_are_stated_in_the_header(configs: Path) -> None:
+    dp = import_config(configs / "single_node_dp_instance.json").text.split("\nname:")[0]
+    assert "Deliberately unlike LLMServingSim" in dp and "lock-step" in dp
+    pd = import_config(configs / "single_node_pd_instance.json").text.split("\nname:")[0]
+    assert "'sender' NPUs" in pd
+    single = import_config(configs / "single_node_single_instance.json").text
+    assert "Deliberately unlike" not in single

@@ -135,9 +135,9 @@ class FieldRule:
 
 
 _UNMODELLED = "not modelled yet: the run stops with 'not supported yet'"
-_LINK_WHY = ("no traffic crosses nodes; collectives inside a node are priced from llmsim's "
-             "link description of the GPU (measured tables, cited sources), not from this "
-             "uncited ASTRA-Sim figure")
+_LINK_WHY = ("no traffic crosses nodes; collectives (and P/D KV transfers) inside a node are "
+             "priced from llmsim's link description of the GPU (measured tables, cited "
+             "sources), not from this uncited ASTRA-Sim figure")
 _CPU_WHY = ("LLMServingSim uses host memory only with its --prefix-storage CPU, "
             "--enable-local-offloading or --enable-attn-offloading command-line flags, which "
             "are not in the JSON")
@@ -613,6 +613,7 @@ class _Converter:
         self.data_gaps: list[tuple[str, str]] = []
         self.profiles: dict[str, str] = {}
         self.cli_defaults = False
+        self.differences: list[str] = []
 
     def ignore(self, field: str, value: Any) -> None:
         rule = _RULES[_pattern(_parts(field))]
@@ -1091,6 +1092,15 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
     engine = dict(first.engine)
     if first.dp_group is not None:
         engine["data_parallel_size"] = dp
+        if not first.model.is_moe:
+            conv.differences.append(
+                f"dp_group {first.dp_group!r} (dense {first.model.name}): LLMServingSim steps "
+                "its members in lock-step; vLLM runs dense DP ranks as independent engines "
+                "behind its DP balancer, and so does llmsim")
+    if first.role == "prefill":
+        conv.differences.append(
+            f"{first.where} (prefill): LLMServingSim adds as many 'sender' NPUs as the "
+            "instance has (a simulator artifact); llmsim places it on its own GPUs only")
     ranks = dp * first.tp
     extra: dict[str, Any] = {}
     if first.model.is_moe:
@@ -1225,11 +1235,17 @@ def _render(source: Path, exp: Mapping[str, Any], conv: _Converter) -> str:
     lines += (["# Engine settings the JSON leaves out: LLMServingSim's command-line defaults."]
               if conv.cli_defaults else
               ["# Engine settings the JSON leaves out keep llmsim's defaults, which are vLLM",
-               "# 0.19's (LLMServingSim takes them from its command line; --llmservingsim-",
-               "# defaults writes those)."])
+               "# 0.19's (LLMServingSim takes them from its command line;",
+               "# --llmservingsim-defaults writes those)."])
     if unsupported:
         lines.append("# Not modelled yet (the run stops with 'not supported yet'):")
         lines += [f"#   {key}: {what}" for key, what in unsupported]
+    if conv.differences:
+        lines.append("# Deliberately unlike LLMServingSim (as vLLM does it):")
+        for text in conv.differences:
+            lines += [f"#   {part}" if i == 0 else f"#     {part}"
+                      for i, part in enumerate(textwrap.wrap(text, 86,
+                                                             break_on_hyphens=False))]
     if conv.data_gaps:
         lines.append("# Not in the data (the run stops there):")
         lines += [f"#   {key}: {what}" for key, what in conv.data_gaps]
