@@ -627,10 +627,16 @@ def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
         if g.ep is not None:
             for (op, src), n in sorted(g.ep.sources.items()):
                 sources[f"{op}: {src}"] = sources.get(f"{op}: {src}", 0) + n
-    return {"group_steps": sum(g.num_steps for g in groups),
+    steps = sum(g.num_steps for g in groups)
+    comm_ns = sum(g.ep_comm_ns for g in groups)
+    return {"group_steps": steps,
             "dummy_passes": sum(g.num_dummy_passes for g in groups),
             "ep_expert_extrapolations": sum(g.ep.extrapolated for g in groups if g.ep),
             "ep_collective_sources": sources,
+            "moe_modes": sorted({g.ep.mode.value for g in groups if g.ep}),
+            "ep_communication_ms_per_group_step": comm_ns / steps / 1e6 if steps else 0.0,
+            "ep_slowest_experts_ms_per_group_step": (
+                sum(g.ep_expert_ns for g in groups) / steps / 1e6 if steps else 0.0),
             "dp_sync_all_reduce": "not modelled (no sourced figure for the CPU/gloo "
                                   "all-reduce of int32[4, dp])"}
 

@@ -466,7 +466,8 @@ class EpStepCostModel:
         inner: the instance's cost model (its step cost has no ``moe`` part).
         pricer: the EP pricer (``mode == EP_OVER_TP``).
 
-    Attributes other than :meth:`step_cost` are the inner model's.
+    Attributes other than :meth:`step_cost` are the inner model's, except those that price
+    steps by themselves (:data:`_NOT_DELEGATED`).
     """
 
     def __init__(self, inner: CostModel, pricer: EpPricer) -> None:
@@ -498,4 +499,12 @@ class EpStepCostModel:
     def __getattr__(self, name: str) -> Any:
         if name in ("inner", "pricer", "_memo"):  # not set yet (copy, unpickling)
             raise AttributeError(name)
+        if name in _NOT_DELEGATED:  # they would price steps without the experts
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
         return getattr(self.inner, name)
+
+
+_NOT_DELEGATED = frozenset({"decode_run", "decode_run_ns", "tp_tables", "clear_cache"})
+"""Inner cost-model methods :class:`EpStepCostModel` does not pass through: they price (or
+forget) steps on their own, without the EP experts (decode fast-forward then steps one by
+one)."""

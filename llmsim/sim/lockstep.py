@@ -97,6 +97,10 @@ class LockstepGroup:
         self.wave_active = False
         self.num_steps = 0
         self.num_dummy_passes = 0
+        self.ep_comm_ns = 0
+        """Cross-rank MoE collectives of every group step, summed, ns."""
+        self.ep_expert_ns = 0
+        """The slowest rank's experts of every group step, summed, ns."""
         self.end_ns: int | None = None
         self.log: list[LockstepStep] | None = [] if keep_log else None
         self.on_dummy: Callable[[int, int, int, int], None] | None = None
@@ -167,6 +171,8 @@ class LockstepGroup:
         if self.ep is not None:
             ep_cost = self.ep.price(run, cuda_graph=graph, key=self.num_steps)
             gpu_ns += ep_cost.total_ns
+            self.ep_expert_ns += max(ep_cost.expert_ns)
+            self.ep_comm_ns += ep_cost.total_ns - max(ep_cost.expert_ns)
         end_ns = start_ns + gpu_ns
         for m, p, cost in zip(self.members, preps, costs, strict=True):
             if p is None:
