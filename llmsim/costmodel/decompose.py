@@ -22,6 +22,11 @@ With TP > 1 the step communicates as vLLM v0.19 does (docs/cluster-semantics.md,
   ``[num_sampled, vocab / tp]`` per rank, outside the CUDA graph (so at the real sequence
   count, never padded).
 
+With PP > 1 the step is the sum of its stages (async scheduling serialises them,
+docs/cluster-semantics.md, "Pipeline parallelism"), so the per-layer ops keep their ``L``
+count and :func:`_pipeline_ops` adds the communication between stages: ``pp_send_recv``,
+``pp_all_gather`` (TP > 1) and ``pp_token_broadcast``.
+
 ``T_pad`` is the CUDA-graph-padded token count: every op with ``rows == TOKENS`` runs at the
 padded count, which :mod:`llmsim.instance.step_time` applies by pricing the padded batch.
 Bytes of one collective: :func:`collective_bytes` (``rows x n x dtype_bytes``).
