@@ -3,47 +3,67 @@
 One command (from the repository root, with LLMSIM_DATA_DIR set)::
 
     python benchmarks/power/mlenergy_h100.py [--input-tokens 512] [--sensitivity 128,2048]
+        [--markdown FILE]
 
-Setting reproduced (ML.ENERGY ``configs/lm-arena-chat``): ``num_requests`` x
-``num_request_repeats`` requests all sent at t = 0, ``max_num_seqs`` from the sweep,
-``max-num-batched-tokens 8192``, async scheduling, bf16, TP 1, output lengths drawn (seeded)
-from the published histogram (uniform within a bin). The steady-state window is taken as
-the span where the waiting queue is non-empty (the batch stays at its cap); power, J/token,
-throughput and ITL p50 are measured over it. Input lengths are not published: the run
-assumes ``--input-tokens`` for every request and reports the sensitivity.
+Setting reproduced (ML.ENERGY ``configs/lm-arena-chat``, ml-energy/benchmark @ c1d6557):
+``num_requests`` (1024) x ``num_request_repeats`` requests all sent at t = 0,
+``max_num_seqs`` from the sweep, ``max-num-batched-tokens 8192``, async scheduling, bf16,
+TP 1, output lengths drawn (seeded) from the published histogram (uniform within a bin).
 
-The H100 power file has no sourced idle power; ``--idle-w`` supplies it as a stated
-ASSUMPTION (default 70 W) and it is printed with the table. The profile is built from the
-AIConfigurator H100 database (``llmsim profile import aiconfigurator``).
+Measured figures and their definitions (ml-energy/benchmark
+``mlenergy/benchmark/llm/benchmark.py`` ``RequestTracker``; ml-energy/data
+``mlenergy_data/records/runs.py``):
+
+* steady-state window: from the moment ``max_num_seqs`` requests have received their first
+  token to the moment ``N - max_num_seqs - 1`` requests have finished (``N`` requests);
+* average power = GPU energy in the window / its duration; J/token = that energy / output
+  tokens generated in the window; output throughput = those tokens / the duration;
+* ITL p50: client inter-token latencies of every successful request, whole run;
+* average batch size: ``vllm:num_requests_running`` averaged over the window.
+
+The simulated side takes the same window and definitions on the replay: the GPU energy is
+the replay's own (per-step ``energy_j`` of the online accumulator, docs/power.md) plus idle
+power over the window's uncovered time. Input lengths are not published: the run assumes
+``--input-tokens`` for every request and reports the sensitivity. The H100 power file has no
+sourced idle power; ``--idle-w`` supplies it as a stated ASSUMPTION (default 70 W), set as
+the experiment's ``power.gpu.H100.idle_w``. The profile is built from the AIConfigurator H100
+database (``llmsim profile import aiconfigurator``).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from llmsim.cluster.parallel import ParallelConfig
-from llmsim.experiment import EngineConfig, Experiment, HardwareConfig, TraceConfig
-from llmsim.power import StepShape, find_power_spec, power_trace
-from llmsim.power.model import token_times
+from llmsim.experiment import (
+    EngineConfig,
+    Experiment,
+    GpuPowerConfig,
+    HardwareConfig,
+    PowerConfig,
+    TraceConfig,
+)
 from llmsim.replay import run
 from llmsim.trace.record import Request, Trace
-
-TP1 = ParallelConfig(tensor_parallel_size=1)
 
 DATA = Path(os.environ.get("LLMSIM_DATA_DIR", "/work/shared/data"))
 MLE = DATA / "ml-energy"
 MODEL = DATA / "llmservingsim/configs/model/meta-llama/Llama-3.1-8B.json"
 H100_MEMORY_BYTES = 85899345920  # aiconfigurator systems/h100_sxm.yaml gpu.mem_capacity
+NUM_REQUESTS = 1024  # configs/lm-arena-chat/benchmark.yaml workload_defaults.num_requests
 
 
-def measured() -> tuple[list[dict[str, float]], dict[str, list[float]]]:
+def measured() -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """The H100, 1-GPU configurations of the published file and its output histogram."""
     d = json.loads((MLE / "models/meta-llama__Llama-3.1-8B-Instruct__lm-arena-chat.json")
                    .read_text())
     rows = [c for c in d["configurations"] if c["gpu_model"] == "H100" and c["num_gpus"] == 1]
@@ -51,6 +71,7 @@ def measured() -> tuple[list[dict[str, float]], dict[str, list[float]]]:
 
 
 def repeats(max_num_seqs: int) -> int:
+    """``num_request_repeats`` of the sweep entry holding ``max_num_seqs``."""
     import yaml
     sw = yaml.safe_load((MLE / "configs/lm-arena-chat/meta-llama/Llama-3.1-8B-Instruct/H100/"
                          "sweeps.yaml").read_text())["sweep"]
@@ -76,46 +97,67 @@ def output_lengths(hist: dict[str, list[float]], n: int, seed: int) -> np.ndarra
     return np.maximum(1, np.floor(rng.uniform(bins[k], bins[k + 1]))).astype(int)
 
 
+def window_energy_j(steps: pd.DataFrame, t0: float, t1: float, idle_w: float) -> float:
+    """GPU energy within ``[t0, t1]``: each step's ``energy_j`` prorated by its overlap
+    (one GPU), plus ``idle_w`` over the time no step covers."""
+    a = np.clip(steps["start_s"].to_numpy(), t0, t1)
+    b = np.clip(steps["end_s"].to_numpy(), t0, t1)
+    dur = (steps["end_s"] - steps["start_s"]).to_numpy()
+    frac = np.divide(b - a, dur, out=np.zeros_like(dur), where=dur > 0)
+    covered = float((b - a).sum())
+    return float((steps["energy_j"].to_numpy() * frac).sum()) + idle_w * max(
+        0.0, (t1 - t0) - covered)
+
+
 def simulate(mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
              idle_w: float) -> dict[str, float]:
     reqs = tuple(Request(request_id=str(i), arrival_ns=0, input_tokens=input_tokens,
                          output_tokens=int(o)) for i, o in enumerate(out_len))
     trace = Trace(requests=reqs, name="mlenergy")
+    power = PowerConfig(gpu={"H100": GpuPowerConfig(idle_w=idle_w)})
     exp = Experiment(model=MODEL, profile=profile, name=f"mlenergy-{mns}",
                      hardware=HardwareConfig(name="H100", gpu_memory_bytes=H100_MEMORY_BYTES),
                      engine=EngineConfig(max_num_seqs=mns, max_num_batched_tokens=8192,
                                          async_scheduling=True),
-                     trace=TraceConfig(requests=trace))
-    res = run(exp, trace=trace)
-    assert res.steps is not None
-    from llmsim.model.config import load_model_config
-    m = load_model_config(MODEL)
-    spec = find_power_spec("H100")
-    assert spec is not None
-    spec = spec.with_assumption("idle_w", idle_w, "benchmarks/power/mlenergy_h100.py --idle-w")
-    shape = StepShape(gpus_per_instance=1, flops_per_token=2.0 * m.num_params(),
-                      weight_bytes=m.weight_bytes(TP1), kv_bytes_per_token=m.kv_bytes_per_token(TP1),
-                      kv_capacity_tokens=float(res.summary["kv_cache"]["num_kv_tokens"]))
-    tr = power_trace(res.steps, spec, shape, num_instances=1)
-    st = res.steps
-    busy = st[st["waiting"] > 0]
-    t0, t1 = float(busy["start_s"].min()), float(busy["end_s"].max())
-    _, _, tt = token_times(res.requests, res.itls_s)
-    n_tok = int(((tt >= t0) & (tt <= t1)).sum())
-    e = tr.energy_between(t0, t1)
-    itl = []
-    for ft, gaps in zip(res.requests["first_token_s"], res.itls_s, strict=True):
-        t = ft + np.cumsum(gaps)
-        itl.append(np.asarray(gaps)[(t >= t0) & (t <= t1)])
-    itl_all = np.concatenate(itl) if itl else np.zeros(0)
+                     trace=TraceConfig(requests=trace), power=power)
+    keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
+    res = run(exp, trace=trace, **keep)
+    st, rq = res.steps, res.requests
+    assert st is not None and res.summary["energy"]["available"]
+    n = len(rq)
+    # ML.ENERGY RequestTracker: start when max_num_seqs requests have a first token, end
+    # when n - max_num_seqs - 1 have finished
+    t0 = float(np.sort(rq["first_token_s"].to_numpy())[min(mns, n) - 1])
+    t1 = float(np.sort(rq["finish_s"].to_numpy())[max(n - mns - 1, 1) - 1])
+    tt = np.concatenate([ft + np.concatenate([[0.0], np.cumsum(g)])
+                         for ft, g in zip(rq["first_token_s"], res.itls_s, strict=True)])
+    n_tok = int(((tt > t0) & (tt <= t1)).sum())
+    e = window_energy_j(st, t0, t1, idle_w)
+    # vllm:num_requests_running averaged over the window (time-weighted step gauges)
+    a = np.clip(st["start_s"].to_numpy(), t0, t1)
+    b = np.clip(st["end_s"].to_numpy(), t0, t1)
+    batch = float(((b - a) * st["num_seqs"].to_numpy()).sum() / max((b - a).sum(), 1e-12))
+    itl = np.concatenate(res.itls_s)
     return {"power_w": e / (t1 - t0), "j_per_token": e / n_tok,
-            "throughput": n_tok / (t1 - t0), "itl_p50_ms": float(np.median(itl_all)) * 1e3,
-            "window_s": t1 - t0}
+            "throughput": n_tok / (t1 - t0), "itl_p50_ms": float(np.median(itl)) * 1e3,
+            "window_s": t1 - t0, "batch": batch}
+
+
+COLUMNS = [("power_w", "avg_power_watts", "P W", "{:.0f}"),
+           ("j_per_token", "energy_per_token_joules", "J/tok", "{:.3f}"),
+           ("throughput", "output_throughput_tokens_per_sec", "tok/s", "{:.0f}"),
+           ("itl_p50_ms", "median_itl_ms", "ITL p50 ms", "{:.2f}"),
+           ("batch", "avg_batch_size", "batch", "{:.1f}")]
+
+
+def err(x: float, y: float) -> float:
+    return 100.0 * (x - y) / y
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input-tokens", type=int, default=512)
+    ap.add_argument("--input-tokens", type=int, default=512,
+                    help="ASSUMED prompt length of every request (not published)")
     ap.add_argument("--sensitivity", default="128,2048",
                     help="other input lengths, run at the --sensitivity-seqs batch caps")
     ap.add_argument("--sensitivity-seqs", default="8,64,512")
@@ -123,16 +165,19 @@ def main() -> None:
     ap.add_argument("--idle-w", type=float, default=70.0, help="ASSUMED H100 idle power, W")
     ap.add_argument("--profile", type=Path, default=Path("/tmp/power/h100.pb"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     a = ap.parse_args()
     build_profile(a.profile)
     rows, hist = measured()
     by = {int(r["max_num_seqs"]): r for r in rows}
-    num_req = 1024
-    print(f"H100 Llama-3.1-8B, ML.ENERGY lm-arena-chat; input tokens ASSUMED {a.input_tokens}; "
-          f"idle power ASSUMED {a.idle_w} W")
-    hdr = (f"{'seqs':>5} {'in':>5} | {'P sim':>6} {'P meas':>6} {'err%':>6} | {'J/t sim':>7} "
-           f"{'J/t meas':>8} {'err%':>6} | {'tok/s sim':>9} {'meas':>7} {'err%':>6} | "
-           f"{'ITL sim':>7} {'meas':>6} {'err%':>6}")
+    head = (f"H100 Llama-3.1-8B-Instruct, ML.ENERGY lm-arena-chat (vLLM 0.11.1); input tokens "
+            f"ASSUMED {a.input_tokens}; H100 idle power ASSUMED {a.idle_w} W")
+    md = [f"{head}.", "",
+          "| max_num_seqs | input tok | " + " | ".join(
+              f"{c[2]} sim | {c[2]} meas | err %" for c in COLUMNS) + " |",
+          "|---:|---:|" + "---:|---:|---:|" * len(COLUMNS)]
+    print(head)
+    hdr = f"{'seqs':>5} {'in':>5} |" + "|".join(f" {c[2]:>10} sim/meas/err% " for c in COLUMNS)
     print(hdr)
     print("-" * len(hdr))
     sens = [int(x) for x in a.sensitivity.split(",") if x]
@@ -141,20 +186,19 @@ def main() -> None:
         if mns not in by:
             continue
         meas = by[mns]
-        out = output_lengths(hist, num_req * repeats(mns), a.seed)
+        out = output_lengths(hist, NUM_REQUESTS * repeats(mns), a.seed)
         for isl in [a.input_tokens] + (sens if mns in sens_seqs else []):
             s = simulate(mns, isl, out, a.profile, a.idle_w)
-
-            def err(x: float, y: float) -> str:
-                return f"{100 * (x - y) / y:+6.1f}"
-            print(f"{mns:5d} {isl:5d} | {s['power_w']:6.0f} {meas['avg_power_watts']:6.0f} "
-                  f"{err(s['power_w'], meas['avg_power_watts'])} | {s['j_per_token']:7.3f} "
-                  f"{meas['energy_per_token_joules']:8.3f} "
-                  f"{err(s['j_per_token'], meas['energy_per_token_joules'])} | "
-                  f"{s['throughput']:9.0f} {meas['output_throughput_tokens_per_sec']:7.0f} "
-                  f"{err(s['throughput'], meas['output_throughput_tokens_per_sec'])} | "
-                  f"{s['itl_p50_ms']:7.2f} {meas['median_itl_ms']:6.2f} "
-                  f"{err(s['itl_p50_ms'], meas['median_itl_ms'])}", flush=True)
+            cells = []
+            mcells = []
+            for key, mkey, _, fmt in COLUMNS:
+                x, y = s[key], float(meas[mkey])
+                cells.append(f" {fmt.format(x):>7} {fmt.format(y):>7} {err(x, y):+6.1f} ")
+                mcells.append(f"{fmt.format(x)} | {fmt.format(y)} | {err(x, y):+.1f}")
+            print(f"{mns:5d} {isl:5d} |" + "|".join(cells), flush=True)
+            md.append(f"| {mns} | {isl} | " + " | ".join(mcells) + " |")
+    if a.markdown is not None:
+        a.markdown.write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
