@@ -156,7 +156,7 @@ class TierSetup:
                 common: dict[str, Any] = dict(
                     instance_id=len(out), name=g.hardware.name, scheduler=sched,
                     step_time=step_time, async_scheduling=e.async_scheduling, check=exp.check)
-                if mgr is None and placed is None:
+                if mgr is None and (placed is None or not placed.stream_ns):
                     out.append(Instance(**common))
                 else:
                     out.append(TieredInstance(
