@@ -20,7 +20,10 @@ Pool semantics (stated assumptions where vLLM has no counterpart):
   evicted from the last tier is dropped. Moves between tiers do not touch the GPU and are
   not charged to any step (assumption: they run on the host, off the critical path).
 * A store becomes visible when its copy ends (``pending`` entries, applied in completion
-  order by :meth:`TierPool.advance`).
+  order by :meth:`TierPool.advance`). A shared pool keeps one clock, the latest time any
+  engine advanced it to: with async scheduling an engine plans (and looks up) at its next
+  step's start, which may be ahead of the loop, so another engine may see a store up to
+  one step early.
 * Bytes placed there by weight offload are reserved (``reserved_bytes``) and never evicted.
 
 Transfer time of ``n`` bytes between the GPU and a tier (:func:`transfer_ns`):
