@@ -96,8 +96,10 @@ def _step_name(num_prefill_chunks: int, num_decodes: int) -> str:
 
 def _instance_label(i: int, summary: dict[str, Any]) -> str:
     hw = summary.get("hardware") or "instance"
-    tp = (summary.get("engine") or {}).get("tensor_parallel_size") or 1
-    return f"instance {i}: {hw}" + (f" TP{tp}" if tp > 1 else "")
+    engine = summary.get("engine") or {}
+    tp = engine.get("tensor_parallel_size") or 1
+    pp = engine.get("pipeline_parallel_size") or 1
+    return f"instance {i}: {hw}" + (f" TP{tp}" if tp > 1 else "") + (f" PP{pp}" if pp > 1 else "")
 
 
 def _instance_ids(steps: pd.DataFrame, requests: pd.DataFrame, summary: dict[str, Any]) -> list[int]:
