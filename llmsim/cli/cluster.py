@@ -72,7 +72,10 @@ def run_import(args: argparse.Namespace) -> int:
         write_imported(result, target)
         status = ""
         if args.check:
-            status = f"  [{check_imported(target)}]"
+            found = check_imported(target)
+            if found == "runs" and result.data_gaps:
+                found = "refused: " + "; ".join(what for _, what in result.data_gaps)
+            status = f"  [{found}]"
         elif not result.runnable:
             status = "  [stops at: " + "; ".join(
                 what for _, what in result.unsupported + result.data_gaps) + "]"

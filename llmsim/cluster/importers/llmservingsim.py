@@ -253,9 +253,11 @@ FIELDS: tuple[FieldRule, ...] = (
     FieldRule("nodes[].instances[].npu_mem.mem_latency", "ignored", "",
               "ASTRA-Sim's local memory latency, ignored as npu_mem.mem_bw"),
     FieldRule("nodes[].instances[].npu_mem.mem_util", "mapped",
-              "instance_groups[i].engine.gpu_memory_utilization",
-              "fraction (LLMServingSim's --npu-memory-utilization is vLLM's "
-              "--gpu-memory-utilization)"),
+              "instance_groups[i].engine.num_gpu_blocks_override, gpu_memory_utilization",
+              "fraction; a calibration of LLMServingSim's KV sizing (weights and KV only: "
+              "(mem_size x mem_util - weights) // block bytes), so the importer writes the block "
+              "count that formula gives (RTX 4090: 2,588 = the measured run's) as "
+              "num_gpu_blocks_override, and the fraction as gpu_memory_utilization"),
     FieldRule("nodes[].instances[].num_npus", "checked", "instance_groups[i].placement.gpus",
               "must equal tp_size x pp_size; the instance takes num_npus GPUs of its node, "
               "numbered in instance order (a prefill instance's extra 'sender' NPUs of "
@@ -1150,6 +1152,10 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
         tensor_parallel_size=first.tp, pipeline_parallel_size=first.pp,
         data_parallel_size=dp, enable_expert_parallel=bool(
             engine.get("enable_expert_parallel", False)))
+    util = engine.get("gpu_memory_utilization")
+    if util is not None:  # LLMServingSim's own KV sizing (see _llmservingsim_blocks)
+        engine["num_gpu_blocks_override"] = _llmservingsim_blocks(
+            doc, first, float(util), int(engine.get("block_size", 16)), layout)
     found = check_supported(layout, is_moe=first.model.is_moe,
                             where=f"instance_groups.{gi}.engine")
     if found is not None:
@@ -1158,6 +1164,45 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
         conv.unsupported.append((f"instance_groups.{gi}.engine.enable_chunked_prefill",
                                  "prefill without chunking"))
     return group
+
+
+def _llmservingsim_blocks(doc: _Json, inst: _Instance, util: float, block_size: int,
+                          layout: ParallelConfig) -> int:
+    """KV blocks per GPU as LLMServingSim sizes its cache, which ``mem_util`` calibrates.
+
+    LLMServingSim (``serving/core/memory_model.py``): ``(int(mem_size x 2^30 x mem_util) -
+    weights per rank) // (KV bytes per token per rank x block_size)``; it counts weights and
+    KV only (no activation peak, no CUDA context), so its ``mem_util`` is a calibration of
+    that formula (its ``configs/cluster/README.md`` picks 0.833919 on the RTX 4090 so that
+    the count equals the measured run's 2,588 blocks) and is not vLLM's
+    ``gpu_memory_utilization``, which llmsim's memory model applies to vLLM's accounting (1,967
+    blocks there). Weight and KV bytes are llmsim's (:class:`llmsim.model.config.ModelConfig`;
+    2,588 on that run too); with PP the smallest stage count (vLLM takes the minimum over
+    workers); with expert parallelism a rank holds ``num_experts / (dp x tp)`` experts whole
+    (an assumption: llmsim's ``weight_bytes`` splits experts over TP only).
+
+    Raises:
+        ConfigError: the weights leave no room for one block (at the instance's npu_mem).
+    """
+    from llmsim.model.config import load_model_config
+
+    model = load_model_config(dataset_path(inst.model.path))
+    budget = int(inst.gpu_memory_bytes * util)
+    counts = []
+    for stage in range(layout.pipeline_parallel_size):
+        weights = model.weight_bytes(layout, stage)
+        if layout.enable_expert_parallel and model.is_moe:
+            experts = (model.stage_layers(layout, stage) * model.num_experts * 3 *
+                       model.hidden_size * model.moe_intermediate_size * model.dtype_bytes)
+            weights -= experts // layout.tensor_parallel_size
+            weights += experts // layout.expert_parallel_size
+        per_block = model.kv_bytes_per_token(layout, stage) * block_size
+        counts.append((budget - weights) // per_block)
+    blocks = min(counts)
+    if blocks < 2:
+        raise doc.error(f"{inst.where}.npu_mem", f"mem_size x mem_util ({budget} bytes) leaves "
+                        f"room for {blocks} KV blocks of {block_size} tokens after the weights")
+    return int(blocks)
 
 
 def _power(doc: _Json, raw: Any, where: str, dram_gib: Any, kinds: Mapping[str, int]
