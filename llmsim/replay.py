@@ -578,6 +578,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         summary["communication"] = communication
     if pd_summary is not None:
         summary["pd"] = pd_summary
+    if energy is not None and pd_flow is not None:
+        from llmsim.power.build import charge_pd_transfers
+
+        charge_pd_transfers(energy, pd_flow)
     power, summary["energy"] = _energy_outputs(energy, energy_reason, energy_gpus, requests)
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
@@ -587,12 +591,15 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
 def _energy_outputs(energy: Any, reason: str, gpus: dict[str, Any], requests: pd.DataFrame
                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The power series and ``summary["energy"]`` (``"unavailable"`` with ``reason``)."""
+    """The power series and ``summary["energy"]`` (``"unavailable"`` with ``reason``);
+    ``requests["energy_j"]`` is set again in place, so that energy charged after the loop
+    (KV transfers and offload totals) is shared too."""
     from llmsim.power.accumulator import POWER_COLUMNS, unavailable_summary
 
     if energy is None:
         return pd.DataFrame(columns=POWER_COLUMNS), {**unavailable_summary(reason),
                                                      "gpus": gpus}
+    requests["energy_j"] = energy.request_energy_j()
     done = requests["finish_s"].notna()
     power = energy.power_frame()
     return power, energy.summary(int(requests.loc[done, "input_tokens"].sum()),

@@ -22,8 +22,8 @@ from llmsim.power.accumulator import EnergyAccumulator, GpuPower, InstancePower,
 from llmsim.power.model import StepShape
 from llmsim.power.spec import find_power_spec
 
-__all__ = ["attach_weight_streams", "build_accumulator", "charge_kv_offload", "node_power",
-           "resolve_gpu"]
+__all__ = ["attach_weight_streams", "build_accumulator", "charge_kv_offload",
+           "charge_pd_transfers", "node_power", "resolve_gpu"]
 
 
 def resolve_gpu(hardware: str, cfg: PowerConfig, where: str) -> tuple[GpuPower | None, str]:
@@ -267,3 +267,19 @@ def charge_kv_offload(acc: EnergyAccumulator, tiers: Any) -> None:
         if mgr.pools and mgr.store_bytes:
             acc.on_transfer(inst.instance_id, str(mgr.pools[0].spec.kind.value),
                             int(mgr.store_bytes), 0, horizon)
+
+
+def charge_pd_transfers(acc: EnergyAccumulator, flow: Any) -> None:
+    """KV blocks sent from prefill to decode instances (:class:`llmsim.pd.flow.PdFlow`):
+    each request's bytes on the node's links between its transfer's ready and done times,
+    charged to the prefill instance's node (LLMServingSim counts the P/D KV send once on
+    the link, no ring factor)."""
+    for i, nbytes in enumerate(flow.kv_bytes):
+        if nbytes <= 0:
+            continue
+        src = flow.prefill_of[i]
+        a, b = flow.kv_ready_ns[i], flow.kv_done_ns[i]
+        if src < 0:
+            continue
+        a = max(0, a)
+        acc.on_transfer(src, "link", int(nbytes), a, max(a, b))

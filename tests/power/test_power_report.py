@@ -162,3 +162,24 @@ def test_profile_measured_energy_takes_precedence_end_to_end() -> None:
     assert np.allclose(st["energy_j"], want, rtol=1e-6)
     base = run(exp).summary["energy"]
     assert base["steps_by_source"]["power_state"] == res.num_steps
+
+
+def test_pd_kv_transfer_charged_on_the_links() -> None:
+    """P/D disaggregation: every KV byte sent from prefill to decode crosses the node's link
+    once (LLMServingSim: no ring factor for the P/D send), at power.link.energy_pj_per_bit."""
+    from llmsim.experiment import load_experiment
+    from llmsim.replay import run
+
+    exp = load_experiment("examples/rtxpro6000-llama-3.1-8b-pd.yaml",
+                          {"power": {"link": {"count": 1, "idle_w": 5.0,
+                                              "energy_pj_per_bit": 4.0}}})
+    res = run(exp)
+    en = res.summary["energy"]
+    sent = res.summary["pd"]["kv_transfer_bytes_total"]
+    assert sent > 0
+    node = en["nodes"]["server"]
+    assert node["moved_bytes"]["link"] == sent       # TP 1: no collective traffic
+    assert node["components_j"]["link"] == pytest.approx(5.0 * en["horizon_s"]
+                                                         + sent * 8 * 4e-12)
+    assert "link" in en["covers"]
+    assert res.requests["energy_j"].sum() == pytest.approx(en["energy_j"], rel=1e-9)
