@@ -157,3 +157,27 @@ def test_transfer_bytes_and_link_figures_from_the_link_files():
     assert link.duration_ns(2**30) == 10_000 + -(-(2**30) * 10**9 // 53_000_000_000)
     with pytest.raises(ConfigError, match="not supported yet: a KV transfer over link"):
         KVLink.from_spec(find_link_spec("RTX4090"))
+
+
+def test_local_prefix_hits_on_the_decode_instance_are_not_pulled():
+    shared = tuple(range(500, 508))  # two 4-token blocks in common
+    a = make_request("A", prompt=12, output=2, ids=shared + (1, 2, 3, 4))
+    b = make_request("B", arrival_ms=200, prompt=12, output=2, ids=shared + (5, 6, 7, 8))
+    flow, rec, sim, (_p, d) = _run([a, b], [PdRole.PREFILL, PdRole.DECODE])
+    sim.run()
+    ta, tb = sorted(flow.transfers, key=lambda t: t.index)
+    assert (ta.num_tokens, ta.nbytes) == (12, 12 * PER_TOKEN)
+    # B hits A's first two blocks on D (cached once A's pull completed): one block pulled
+    assert (tb.num_tokens, tb.nbytes) == (4, BS * PER_TOKEN)
+    assert tb.end_ns - tb.start_ns == _xfer_ns(BS * PER_TOKEN)
+    assert d.scheduler.kv.hit_tokens == 8
+
+
+def test_reserved_blocks_are_not_cached_before_the_kv_arrives():
+    # B arrives at D while A's pull is in flight: A's blocks must not serve B as hits
+    shared = tuple(range(700, 708))
+    a = make_request("A", prompt=12, output=2, ids=shared + (1, 2, 3, 4))
+    b = make_request("B", prompt=12, output=2, ids=shared + (5, 6, 7, 8))
+    flow, _rec, sim, _ = _run([a, b], [PdRole.PREFILL, PdRole.DECODE])
+    sim.run()
+    assert sorted(t.num_tokens for t in flow.transfers) == [12, 12]
