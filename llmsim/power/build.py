@@ -181,8 +181,8 @@ def build_accumulator(experiment: Experiment, models: Sequence[ModelConfig],
     notes = []
     if any(m.is_moe and g.parallel.data_parallel_size > 1 for m, g in zip(models, groups,
                                                                           strict=True)):
-        notes.append("MoE DP/EP: the expert all-to-all traffic is not charged to the links; "
-                     "a GPU's weight bytes are its TP shard of every expert")
+        notes.append("MoE DP/EP: the expert dispatch / combine traffic is not charged to "
+                     "the links")
     try:
         names: list[str] = []
         node_of: list[int] = []
