@@ -252,3 +252,37 @@ def test_check_supported_pp_rules() -> None:
     found = check_supported(ParallelConfig(pipeline_parallel_size=2, data_parallel_size=2),
                             is_moe=True)
     assert found is not None and found[0] == "engine.pipeline_parallel_size"
+
+
+def test_h100_tp2_pp2_example_reports_each_collective_and_its_source(data_path) -> None:
+    """The TP2 x PP2 example end to end (first 40 requests): every collective of the layout is
+    in the summary with its measured source where the data has one (AIConfigurator's
+    all-reduce through vLLM, Vidur's h100_dgx send/recv), the analytic NVLink model
+    otherwise."""
+    data_path("aiconfigurator/systems/data/h100_sxm")
+    data_path("vidur/network/h100_dgx/send_recv.csv")
+    data_path("llmservingsim/workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl")
+    from llmsim.replay import run
+
+    root = Path(__file__).resolve().parents[2]
+    exp = load_experiment(root / "examples" / "h100-llama-3.1-70b-tp2-pp2.yaml",
+                          overrides={"trace.transforms": [{"truncate": {"max_requests": 40}}]})
+    result = run(exp)
+    assert result.summary["num_finished"] == 40
+    (group,) = result.summary["communication"]
+    assert (group["tensor_parallel_size"], group["pipeline_parallel_size"]) == (2, 2)
+    assert group["steps"] == result.num_steps
+    ops = group["collectives"]
+    assert set(ops) == {"all_reduce", "embedding_all_reduce", "logits_all_gather",
+                        "pp_send_recv", "pp_all_gather", "pp_token_broadcast"}
+    assert ops["all_reduce"]["calls_per_step"] == 2 * 80
+    assert ops["pp_send_recv"]["calls_per_step"] == 1 and ops["pp_all_gather"]["calls_per_step"] == 2
+    # hidden + residual, half per TP rank: the same bytes as one [T_pad, hidden] all-reduce
+    assert ops["pp_send_recv"]["bytes_per_call_mean"] == ops["embedding_all_reduce"][
+        "bytes_per_call_mean"]
+    assert all(src.endswith("table:vidur:h100_dgx") for src in ops["pp_send_recv"]["sources"])
+    assert all("table:aiconfigurator:h100_sxm" in src for src in ops["all_reduce"]["sources"])
+    assert all(src.endswith("analytic:nccl(H100)") for src in ops["pp_all_gather"]["sources"])
+    assert group["ms_per_step_mean"] == pytest.approx(
+        sum(op["ms_per_step_mean"] for op in ops.values()))
+    assert all(op["ms_per_step_mean"] > 0 for op in ops.values())
