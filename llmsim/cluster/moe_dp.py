@@ -282,6 +282,10 @@ class EpPricer:
         tp_comm: collectives of one DP rank's TP group (sequence-parallel MoE's all-gather).
         tp_graph_max_tokens: the instance cost model's CUDA-graph limit (steps above it
             run eagerly; :class:`EpStepCostModel`), None: unknown (graph rows).
+        full_grid: the profile's TP1 ``moe`` table (all experts on one GPU) when
+            ``moe_grid`` is another (a measured per-EP-rank table, ``moe_ep<N>``): what
+            :meth:`full_moe_ns` reads; None: ``moe_grid``.
+        expert_table: name of the table ``moe_grid`` is (for reports).
 
     Attributes:
         mode: the MoE layout (:class:`MoeMode`).
@@ -297,7 +301,8 @@ class EpPricer:
                  placement: ExpertPlacement = ExpertPlacement.LINEAR,
                  routing: ExpertRouting | None = None,
                  tp_comm: CollectivesModel | None = None,
-                 tp_graph_max_tokens: int | None = None) -> None:
+                 tp_graph_max_tokens: int | None = None, full_grid: MoeGrid | None = None,
+                 expert_table: str = "moe") -> None:
         if parallel is None:
             parallel = ParallelConfig(data_parallel_size=ep_size, enable_expert_parallel=True)
         mode = moe_mode(parallel)
@@ -307,6 +312,8 @@ class EpPricer:
         self.mode = mode
         self.parallel = parallel
         self.moe_grid = moe_grid
+        self.full_grid = full_grid or moe_grid
+        self.expert_table = expert_table
         self.model = model
         self.comm = comm
         self.tp_comm = tp_comm
@@ -338,8 +345,8 @@ class EpPricer:
         if tokens <= 0:
             return 0
         m = self.model
-        t, _ = self.moe_grid(tokens, expected_active_experts(m.num_experts,
-                                                              m.num_experts_per_token, tokens))
+        t, _ = self.full_grid(tokens, expected_active_experts(m.num_experts,
+                                                               m.num_experts_per_token, tokens))
         return int(t * self.layers + 0.5)
 
     def rank_adjust_ns(self, run_tokens: int) -> int:

@@ -118,20 +118,35 @@ class ModelConfig:
             ffn = 3 * h * self.intermediate_size
         return attn + ffn + 2 * h
 
+    def _expert_ranks(self, parallel: ParallelConfig) -> int:
+        """GPUs the routed experts' weights are spread over: ``dp x tp`` for a MoE model with
+        expert parallelism or with DP > 1 (vLLM ``FusedMoEParallelConfig``: experts whole on
+        ``dp x tp`` EP ranks, or TP-sharded over ``dp x tp`` without EP;
+        docs/cluster-semantics.md, "Expert parallelism"), else ``tp``."""
+        tp = parallel.tensor_parallel_size
+        if self.is_moe and (parallel.enable_expert_parallel or parallel.data_parallel_size > 1):
+            return tp * parallel.data_parallel_size
+        return tp
+
     def weight_bytes(self, parallel: ParallelConfig = SINGLE_GPU,
                      stage: int | None = None) -> int:
         """Weight bytes held by one TP rank (even split over
-        ``parallel.tensor_parallel_size``; an approximation for norms): of the whole model
+        ``parallel.tensor_parallel_size``, the routed experts of a MoE model over
+        ``dp x tp`` where they span DP ranks; an approximation for norms): of the whole model
         (``stage`` None), or of one pipeline stage: its decoder layers, plus the embedding
         on the first stage and the final norm and ``lm_head`` on the last (vLLM 0.19
         ``LlamaModel``/``LlamaForCausalLM`` with PP: the last stage holds ``lm_head`` even
         when it is tied to the embedding, which then also lives there).
         """
         tp = parallel.tensor_parallel_size
-        if stage is None:
-            return self.num_params() * self.dtype_bytes // tp
         pp = parallel.pipeline_parallel_size
-        if pp == 1:
+        if stage is None or pp == 1:
+            spread = self._expert_ranks(parallel)
+            if spread > tp:  # routed experts over dp x tp ranks, the rest over tp
+                experts = self.num_hidden_layers * self.num_experts * 3 * (
+                    self.hidden_size * self.moe_intermediate_size)
+                return ((self.num_params() - experts) * self.dtype_bytes // tp
+                        + experts * self.dtype_bytes // spread)
             return self.num_params() * self.dtype_bytes // tp
         h = self.hidden_size
         params = self.stage_layers(parallel, stage) * self.layer_params()

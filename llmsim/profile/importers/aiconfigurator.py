@@ -100,7 +100,13 @@ fp8-KV ones).
   repeats each value at ``active_experts = 1`` and ``= E``: the cost model's lookup at
   ``(T, E_active(T))`` returns the measured value at ``T`` (interpolated between token
   counts). A missing combination (e.g. Qwen3-30B-A3B at TP8, A100's missing ``balanced``
-  rows) is refused, naming what exists.
+  rows) is refused, naming what exists. At TP 1 the rows at ``moe_tp_size = 1`` and
+  ``moe_ep_size = N > 1`` (one EP rank holding ``E / N`` whole experts) are imported too, as
+  tables ``moe_ep<N>`` of the same form (where the database has them for the shape), which
+  :mod:`llmsim.cluster.moe_dp` prices EP ranks from (``num_tokens`` read as the tokens the
+  rank's kernel sees after dispatch, all ``T`` of the group: our reading [obs], the latency
+  drops from EP 1 to EP 2 to EP 4 as a rank's share of the experts does, e.g. Mixtral-8x7B
+  on H100 at 16 tokens 0.959 / 0.497 / 0.263 ms).
 * **All-reduce**: the comm table above is added to ``profile.collectives`` when a TP > 1 is
   imported.
 
@@ -607,6 +613,8 @@ class _Tables:
     ctx: dict[tuple[int, ...], float]   # (num_heads, kv_heads, head_dim, isl) -> ms, batch_size 1
     gen: dict[tuple[int, ...], float]   # (num_heads, kv_heads, head_dim, batch, kv) -> ms
     moe: dict[tuple[int, ...], float] | None  # (hidden, inter, topk, E, tp, tokens) -> ms
+    # (hidden, inter, topk, E, ep, tokens) -> ms, moe_tp = 1 and moe_ep > 1 (EP ranks)
+    moe_ep: dict[tuple[int, ...], float] | None = None
     files: dict[str, str]
     paths: dict[str, Path]
 
@@ -639,8 +647,14 @@ def _read_tables(system_dir: Path, version: str, moe: bool, distribution: str) -
                                        "moe_tp_size", "num_tokens", "latency"),
                         {**where, "distribution": distribution})
         moe_pts = _by_key(rows, paths["moe"])
+        ep_where = {k: v for k, v in where.items() if k != "moe_ep_size"}
+        rows = _columns(paths["moe"], ("hidden_size", "inter_size", "topk", "num_experts",
+                                       "moe_ep_size", "num_tokens", "latency"),
+                        {**ep_where, "distribution": distribution, "moe_tp_size": 1})
+        moe_ep_pts = _by_key([r for r in rows if r[4] > 1], paths["moe"])
     files = {p.name: _git_blob_sha1(p) for p in paths.values()}
-    return _Tables(gemm=gemm, ctx=ctx, gen=gen, moe=moe_pts, files=files, paths=paths)
+    return _Tables(gemm=gemm, ctx=ctx, gen=gen, moe=moe_pts, files=files, paths=paths,
+                   moe_ep=moe_ep_pts if moe else None)
 
 
 def _tp_profile_aic(tables: _Tables, model: ModelConfig, tp: int, spec: SystemSpec,
@@ -691,7 +705,24 @@ def _tp_profile_aic(tables: _Tables, model: ModelConfig, tp: int, spec: SystemSp
                     f"experts={key[3]}, moe_tp={tp}, ep=1 (moe_tp present for this shape: "
                     f"{have or 'none'})", path=tables.paths.get("moe"), field=f"{where}/moe")
             tpp.ops.append(_moe_table(pts, model.num_experts))
+            if tp == 1:
+                tpp.ops.extend(_moe_ep_tables(tables, key[:4], model.num_experts))
     return tpp
+
+
+def _moe_ep_tables(tables: _Tables, shape: tuple[int, ...], experts: int
+                   ) -> list[pb.OpTable]:
+    """``moe_ep<N>`` tables of one MoE shape: one EP rank's fused-MoE time at ``moe_tp = 1``,
+    ``moe_ep = N`` (module docstring, MoE)."""
+    out = []
+    found = tables.moe_ep or {}
+    for ep in sorted({k[4] for k in found if k[:4] == shape}):
+        pts = {k[5]: v for k, v in found.items() if k[:4] == shape and k[4] == ep}
+        table = _moe_table(pts, experts)
+        table.op = f"moe_ep{ep}"
+        table.attributes["expert_parallel_size"] = str(ep)
+        out.append(table)
+    return out
 
 
 def import_aiconfigurator(directory: str | Path, *, model_config: str | Path,
@@ -772,7 +803,8 @@ def import_aiconfigurator(directory: str | Path, *, model_config: str | Path,
         "constant_latency_s": spec.mem_constant_latency_s})
     prov.attributes["row_filters"] = json.dumps({
         "gemm_dtype": MODEL_DTYPE, "attn_dtype": MODEL_DTYPE, "kv_cache_dtype": MODEL_DTYPE,
-        "moe_dtype": MODEL_DTYPE, "moe_ep_size": 1, "moe_kernel_source": "vllm_fused_moe",
+        "moe_dtype": MODEL_DTYPE, "moe_ep_size": "1 (moe); N (moe_ep<N> at TP 1)",
+        "moe_kernel_source": "vllm_fused_moe",
         "moe_distribution": moe_distribution if model.is_moe else None})
     prov.attributes["model_config"] = str(cfg_path)
     if not_imported:
