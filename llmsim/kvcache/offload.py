@@ -250,8 +250,10 @@ class OffloadManager:
         """Blocks the scheduled ``chunks`` make full that no tier holds yet (native: every
         block; LMCache: prompt chunks only). Advances each sequence's stored count."""
         obs = self.block_tokens
+        per = self._per_gpu
+        tag = self.model_tag
         out: list[Key] = []
-        pools = self.pools
+        held = [(pool.entries, pool.pending_keys) for pool in self.pools]
         native = self.is_async
         for seq, n_new, cached, _emits, _epoch in chunks:
             limit = cached + n_new
@@ -261,10 +263,13 @@ class OffloadManager:
             lo = seq.num_offloaded_blocks
             if n_full <= lo:
                 continue
-            hashes = seq.hasher.ensure(n_full * self._per_gpu)
+            hashes = seq.hasher.ensure(n_full * per)
             for k in range(lo, n_full):
-                key = self._key(hashes, k)
-                if not any(pool.knows(key) for pool in pools):
+                key = (tag, hashes[(k + 1) * per - 1])
+                for entries, pending in held:
+                    if key in entries or key in pending:
+                        break
+                else:
                     out.append(key)
             seq.num_offloaded_blocks = n_full
         return tuple(out)

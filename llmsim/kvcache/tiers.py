@@ -114,12 +114,14 @@ class TierPool:
     Attributes:
         used_bytes: bytes of KV entries.
         reserved_bytes: bytes taken by offloaded weights.
+        entries: key -> bytes of the held entries, least recently used first.
+        pending_keys: keys whose store is in flight.
         peak_used_bytes: largest ``used_bytes`` seen.
         num_stored, num_evicted, num_demoted: entries written, dropped, moved down.
     """
 
     __slots__ = ("spec", "label", "lower", "used_bytes", "reserved_bytes", "peak_used_bytes",
-                 "_entries", "_pending", "_pending_keys", "_seq", "_now_ns", "num_stored",
+                 "entries", "_pending", "pending_keys", "_seq", "_now_ns", "num_stored",
                  "num_evicted", "num_demoted")
 
     def __init__(self, spec: TierSpec, label: str, lower: TierPool | None = None) -> None:
@@ -129,9 +131,9 @@ class TierPool:
         self.used_bytes = 0
         self.reserved_bytes = 0
         self.peak_used_bytes = 0
-        self._entries: OrderedDict[Key, int] = OrderedDict()  # LRU first
+        self.entries: OrderedDict[Key, int] = OrderedDict()  # LRU first
         self._pending: list[tuple[int, int, Key, int]] = []  # (done_ns, seq, key, bytes)
-        self._pending_keys: set[Key] = set()
+        self.pending_keys: set[Key] = set()
         self._seq = 0
         self._now_ns = 0
         self.num_stored = 0
@@ -146,7 +148,7 @@ class TierPool:
     @property
     def num_entries(self) -> int:
         """KV entries held."""
-        return len(self._entries)
+        return len(self.entries)
 
     def reserve(self, nbytes: int, *, what: str) -> None:
         """Set ``nbytes`` aside for offloaded weights.
@@ -165,22 +167,24 @@ class TierPool:
         if now_ns > self._now_ns:
             self._now_ns = now_ns
         pending = self._pending
+        if not pending or pending[0][0] > now_ns:
+            return
         while pending and pending[0][0] <= now_ns:
             _done, _s, key, nbytes = heapq.heappop(pending)
-            self._pending_keys.discard(key)
+            self.pending_keys.discard(key)
             self.put(key, nbytes)
 
     def contains(self, key: Key) -> bool:
         """True when ``key`` is held (completed stores only)."""
-        return key in self._entries
+        return key in self.entries
 
     def knows(self, key: Key) -> bool:
         """True when ``key`` is held or a store of it is in flight (no second store)."""
-        return key in self._entries or key in self._pending_keys
+        return key in self.entries or key in self.pending_keys
 
     def touch(self, key: Key) -> None:
         """Mark ``key`` most recently used."""
-        self._entries.move_to_end(key)
+        self.entries.move_to_end(key)
 
     def put_later(self, key: Key, nbytes: int, done_ns: int) -> None:
         """Store ``key`` when its copy completes at ``done_ns``."""
@@ -191,7 +195,7 @@ class TierPool:
             return
         self._seq += 1
         heapq.heappush(self._pending, (done_ns, self._seq, key, nbytes))
-        self._pending_keys.add(key)
+        self.pending_keys.add(key)
 
     def put(self, key: Key, nbytes: int) -> None:
         """Store ``key`` now (most recently used), evicting LRU entries to the lower tier.
@@ -203,7 +207,7 @@ class TierPool:
         """
         if nbytes < 0:
             raise InvariantError(f"tier {self.label}: entry of {nbytes} bytes")
-        entries = self._entries
+        entries = self.entries
         if key in entries:
             entries.move_to_end(key)
             return
@@ -226,6 +230,6 @@ class TierPool:
 
     def remove(self, key: Key) -> None:
         """Drop ``key`` (a promotion to a higher tier, exclusive caching)."""
-        nbytes = self._entries.pop(key, None)
+        nbytes = self.entries.pop(key, None)
         if nbytes is not None:
             self.used_bytes -= nbytes
