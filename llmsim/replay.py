@@ -540,8 +540,11 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         on_finished = bar.update
     lockstep = build_lockstep_groups(experiment, models, costs, instances)
     if energy is not None:
+        from llmsim.power.build import attach_ep_links
+
         for grp in lockstep:
             grp.on_dummy = energy.on_dummy
+        attach_ep_links(energy, lockstep)
     if lockstep:
         sim: Simulation = LockstepSimulation(trace.requests, instances,
                                              build_router(experiment, models), recorder,

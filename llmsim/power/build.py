@@ -22,8 +22,8 @@ from llmsim.power.accumulator import EnergyAccumulator, GpuPower, InstancePower,
 from llmsim.power.model import StepShape
 from llmsim.power.spec import find_power_spec
 
-__all__ = ["attach_weight_streams", "build_accumulator", "charge_kv_offload",
-           "charge_pd_transfers", "node_power", "resolve_gpu"]
+__all__ = ["attach_ep_links", "attach_weight_streams", "build_accumulator", "charge_kv_offload",
+           "charge_pd_transfers", "ep_link_bytes", "node_power", "resolve_gpu"]
 
 
 def resolve_gpu(hardware: str, cfg: PowerConfig, where: str) -> tuple[GpuPower | None, str]:
@@ -181,8 +181,8 @@ def build_accumulator(experiment: Experiment, models: Sequence[ModelConfig],
     notes = []
     if any(m.is_moe and g.parallel.data_parallel_size > 1 for m, g in zip(models, groups,
                                                                           strict=True)):
-        notes.append("MoE DP/EP: the expert dispatch / combine traffic is not charged to "
-                     "the links")
+        notes.append("MoE DP/EP: the expert dispatch / combine traffic is charged to the "
+                     "links once per group step; EP over TP alone (DP 1) is not")
     try:
         names: list[str] = []
         node_of: list[int] = []
@@ -283,3 +283,29 @@ def charge_pd_transfers(acc: EnergyAccumulator, flow: Any) -> None:
             continue
         a = max(0, a)
         acc.on_transfer(src, "link", int(nbytes), a, max(a, b))
+
+
+def ep_link_bytes(cost: Any) -> int:
+    """Link bytes of one group step's cross-rank MoE collectives
+    (:class:`llmsim.cluster.moe_dp.EpLayerCost`): per collective, ``calls x bytes`` ring-counted
+    as LLMServingSim's ``total_ring_data`` (all-reduce ``2 (n - 1) / n``, all-gather,
+    reduce-scatter and all-to-all ``(n - 1) / n``)."""
+    total = 0.0
+    for c in cost.collectives:
+        n = max(1, int(c.ranks))
+        ring = 2.0 * (n - 1) / n if str(c.collective) == "all_reduce" else (n - 1) / n
+        total += c.calls * c.nbytes * ring
+    return int(total)
+
+
+def attach_ep_links(acc: EnergyAccumulator, groups: Sequence[Any]) -> None:
+    """Charge every MoE DP group step's EP collectives to its node's links
+    (:attr:`llmsim.sim.lockstep.LockstepGroup.on_ep_cost`), once per group step as
+    LLMServingSim charges a node's link traffic."""
+    for grp in groups:
+        leader = grp.leader
+
+        def hook(start_ns: int, end_ns: int, cost: Any, leader: int = leader) -> None:
+            acc.on_transfer(leader, "link", ep_link_bytes(cost), start_ns, end_ns)
+
+        grp.on_ep_cost = hook

@@ -105,6 +105,9 @@ class LockstepGroup:
         self.log: list[LockstepStep] | None = [] if keep_log else None
         self.on_dummy: Callable[[int, int, int, int], None] | None = None
         """Told of each dummy pass: ``(instance_id, start_ns, end_ns, gpu_ns)`` (energy)."""
+        self.on_ep_cost: Callable[[int, int, EpLayerCost], None] | None = None
+        """Told of each group step's cross-rank MoE cost: ``(start_ns, end_ns, cost)``
+        (energy: the collectives' link bytes)."""
 
     @property
     def busy(self) -> bool:
@@ -174,6 +177,8 @@ class LockstepGroup:
             self.ep_expert_ns += max(ep_cost.expert_ns)
             self.ep_comm_ns += ep_cost.total_ns - max(ep_cost.expert_ns)
         end_ns = start_ns + gpu_ns
+        if ep_cost is not None and self.on_ep_cost is not None:
+            self.on_ep_cost(start_ns, end_ns, ep_cost)
         for m, p, cost in zip(self.members, preps, costs, strict=True):
             if p is None:
                 self.num_dummy_passes += 1

@@ -230,3 +230,20 @@ def test_weight_stream_and_disk_bytes() -> None:
     assert any("disk" in n for n in s["notes"])
     with pytest.raises(ValueError, match="unknown transfer kind"):
         a.add_stream(0, "tape", 1)
+
+
+def test_ep_link_bytes_ring_counted() -> None:
+    from llmsim.cluster.moe_dp import EpCollective, EpLayerCost
+    from llmsim.costmodel.collectives import Collective
+    from llmsim.power.build import ep_link_bytes
+
+    def coll(kind: Collective, ranks: int) -> EpCollective:
+        return EpCollective(name="x", collective=kind, ranks=ranks, calls=48, nbytes=1000,
+                            duration_ns=1, source="test")
+
+    cost = EpLayerCost(tokens=1, expert_ns=(1,), dispatch_ns=0, combine_ns=0,
+                       dispatch_bytes=0, combine_bytes=0,
+                       collectives=(coll(Collective.ALL_GATHER, 2),
+                                    coll(Collective.REDUCE_SCATTER, 2),
+                                    coll(Collective.ALL_REDUCE, 4)))
+    assert ep_link_bytes(cost) == 48 * 1000 * (0.5 + 0.5 + 1.5)

@@ -183,3 +183,21 @@ def test_pd_kv_transfer_charged_on_the_links() -> None:
                                                          + sent * 8 * 4e-12)
     assert "link" in en["covers"]
     assert res.requests["energy_j"].sum() == pytest.approx(en["energy_j"], rel=1e-9)
+
+
+def test_moe_dp_ep_collectives_charged_on_the_links() -> None:
+    """MoE DP + EP: each group step's dispatch / combine bytes, ring-counted, on the links."""
+    from llmsim.experiment import load_experiment
+    from llmsim.replay import run
+
+    exp = load_experiment("examples/rtxpro6000-qwen3-30b-a3b-dp2-ep.yaml",
+                          {"power": {"link": {"count": 1, "idle_w": 5.0,
+                                              "energy_pj_per_bit": 4.0}}})
+    res = run(exp)
+    en = res.summary["energy"]
+    node = next(iter(en["nodes"].values()))
+    moved = node["moved_bytes"]["link"]
+    assert moved > 0 and "link" in en["covers"]
+    assert node["components_j"]["link"] == pytest.approx(5.0 * en["horizon_s"]
+                                                         + moved * 8 * 4e-12)
+    assert any("dispatch" in n for n in en["notes"])
