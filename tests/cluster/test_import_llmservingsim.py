@@ -567,3 +567,16 @@ def test_deliberate_differences_are_stated_in_the_header(configs: Path) -> None:
     assert "'sender' NPUs" in pd
     single = import_config(configs / "single_node_single_instance.json").text
     assert "Deliberately unlike" not in single
+
+
+def test_llmservingsim_defaults_fill_only_what_the_json_leaves_out(configs: Path) -> None:
+    for name in NAMES:
+        raw = _json(configs, name)
+        exp = import_config(configs / f"{name}.json", cli_defaults=True).experiment
+        for g in exp["instance_groups"]:  # named n<node>i<k>[-dp-<group>]
+            node, k = g["name"][1:].split("-")[0].split("i")
+            inst = raw["nodes"][int(node)]["instances"][int(k)]
+            engine = _eff(exp, g, "engine")
+            assert engine["max_num_seqs"] == inst.get("max_num_seqs", 128), name
+            assert engine["block_size"] == inst.get("block_size", 16), name
+            assert engine["num_gpu_blocks_override"] >= 2, name
