@@ -27,7 +27,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from llmsim.errors import ConfigError
+from llmsim.errors import ConfigError, LlmsimError
 
 __all__ = ["BACKENDS", "Backend", "BackendKind", "default_workers", "open_backend"]
 
@@ -199,7 +199,14 @@ class RayBackend:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     item = pending.pop(ref)
-                    yield item, ray.get(ref)
+                    try:
+                        value = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        if isinstance(cause, LlmsimError):  # the task's own error, unwrapped
+                            raise cause from None
+                        raise
+                    yield item, value
                 fill()
         finally:
             for ref in pending:

@@ -17,7 +17,11 @@ A worker (:func:`run_point`) reloads the experiment from the file and the overri
 same validation, so the same experiment), replays it and returns a JSON-able record. A
 point whose inputs are refused at replay time (an :class:`~llmsim.errors.LlmsimError`, e.g.
 a request longer than the KV cache of its engine settings) is a deterministic outcome: the
-record carries the error text and no metrics. Any other exception is a bug and propagates.
+record carries the error text and no metrics. Errors of the environment rather than of the
+point (:data:`ENVIRONMENT_ERRORS`: a dataset missing on the worker, an unreachable cost
+bridge, a failed download) are not recorded: they stop the sweep as a
+:class:`~llmsim.errors.ConfigError` (picklable, so it crosses process boundaries), and a
+rerun retries the point. Any other exception is a bug and propagates.
 
 Metrics (all from :class:`~llmsim.replay.ReplayResult`; seconds unless the name says):
 ``num_requests``, ``num_finished``, ``num_preemptions``, ``num_steps``, ``duration_s``
@@ -42,7 +46,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmsim.errors import ConfigError, LlmsimError
+from llmsim.errors import (
+    ConfigError,
+    CostModelUnavailable,
+    DataNotFoundError,
+    DownloadError,
+    LlmsimError,
+    MissingDataError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +63,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ROW_SCHEMA", "PointTask", "config_hash", "experiment_config", "point_metrics",
            "run_point", "slo_metrics"]
+
+ENVIRONMENT_ERRORS = (DataNotFoundError, MissingDataError, CostModelUnavailable, DownloadError)
+"""Errors that depend on where a point runs, not on its config: never recorded."""
 
 ROW_SCHEMA = "llmsim.sweep.point/1"
 """Version of a point record's layout (part of the config hash)."""
@@ -223,6 +237,9 @@ def run_point(task: PointTask) -> dict[str, Any]:
         metrics = point_metrics(result)
         if task.slo is not None:
             metrics.update(slo_metrics(result.requests, task.slo, duration_s=metrics["duration_s"]))
+    except ENVIRONMENT_ERRORS as exc:
+        raise ConfigError(f"point {task.config_hash[:12]} could not run here: "
+                          f"{type(exc).__name__}: {exc}") from None
     except LlmsimError as exc:
         error = f"{type(exc).__name__}: {exc}"
     return {"schema": ROW_SCHEMA, "config_hash": task.config_hash, "metrics": metrics,

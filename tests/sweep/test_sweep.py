@@ -222,6 +222,19 @@ def test_refused_replay_is_a_row_with_its_error(tmp_path):
     assert (tmp_path / "out" / "results" / "results.parquet").is_file()
 
 
+@pytest.mark.parametrize("backend", ["serial", "local"])
+def test_environment_errors_stop_the_sweep_and_are_not_recorded(tmp_path, backend):
+    """An unreachable cost bridge is the environment's fault, not the point's: no record."""
+    body = "set:\n  cost_model: grpc://127.0.0.1:9\ngrid:\n  instances: [1]\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(f"experiment: {BASE}\n" + body.replace(
+        "set:\n", "set:\n  trace.transforms: [{truncate: {max_requests: 2}}]\n"))
+    with pytest.raises(ConfigError, match="could not run here: CostModelUnavailable"):
+        run_sweep(load_sweep(path), out_dir=tmp_path / "out", backend=backend, workers=1)
+    assert not list((tmp_path / "out" / "points").glob("*.json"))
+    assert not (tmp_path / "out" / "results").exists()
+
+
 def test_foreign_output_directory_is_refused(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 import pytest
-from sweep_helpers import GRID, deterministic, write_sweep
+from sweep_helpers import BASE, GRID, deterministic, write_sweep
 
 from llmsim.sweep import load_sweep, run_sweep
 
@@ -43,6 +43,19 @@ def test_ray_backend_joins_a_running_instance(ray_required, tmp_path, reference)
         pd.testing.assert_frame_equal(deterministic(res.table), deterministic(reference))
     finally:
         ray.shutdown()
+
+
+def test_ray_environment_error_is_the_llmsim_error(ray_required, tmp_path):
+    from llmsim.errors import ConfigError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"experiment: {BASE}\nset:\n  cost_model: grpc://127.0.0.1:9\n"
+                    "  trace.transforms: [{truncate: {max_requests: 2}}]\n"
+                    "grid:\n  instances: [1]\n")
+    with pytest.raises(ConfigError, match="could not run here: CostModelUnavailable") as info:
+        run_sweep(load_sweep(path), out_dir=tmp_path / "o", backend="ray", workers=1)
+    assert type(info.value) is ConfigError  # not Ray's wrapper (one line in the CLI)
+    assert not list((tmp_path / "o" / "points").glob("*.json"))
 
 
 def test_address_needs_the_ray_backend(tmp_path):
