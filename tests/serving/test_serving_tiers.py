@@ -274,3 +274,54 @@ def test_kv_offload_needs_prefix_caching(exp_dir):
     with pytest.raises(ConfigError) as exc:
         experiment_from_dict(raw, source=exp_dir / "e.yaml")
     assert exc.value.field == "kv_offload" and "enable_prefix_caching" in str(exc.value)
+
+
+def test_pools_by_scope_and_spill_order(exp_dir):
+    """``shared: instance`` gives each engine its own pool, ``node`` one per node (one in
+    all without a cluster), ``cluster`` one; the spill order links a pool to the next."""
+    from llmsim.memory.tiers_setup import TierSetup
+
+    raw = dict(BASE, instances=3, memory_tiers=[
+        {"name": "cpu", "capacity_bytes": 10**6, "bandwidth_bytes_per_s": 10**9,
+         "shared": "instance"},
+        {"name": "cxl", "kind": "cxl", "capacity_bytes": 10**6, "bandwidth_bytes_per_s": 10**9,
+         "shared": "cluster", "num_devices": 2},
+        {"name": "disk", "kind": "disk", "capacity_bytes": 10**9, "bandwidth_bytes_per_s": 10**8,
+         "latency_ns": 100_000}],
+        kv_offload={"tiers": ["cpu", "cxl", "disk"], "backend": "lmcache"})
+    exp = experiment_from_dict(raw, source=exp_dir / "e.yaml")
+    setup = TierSetup(exp, [TINY])
+    pools = setup._group_pools[0]
+    assert len({id(p["cpu"]) for p in pools}) == 3
+    assert len({id(p["cxl"]) for p in pools}) == 1 and len({id(p["disk"]) for p in pools}) == 1
+    assert all(p["cpu"].lower is p["cxl"] and p["cxl"].lower is p["disk"] for p in pools)
+    assert pools[0]["disk"].lower is None
+    mgr = setup._manager(0, 1, TINY)
+    assert mgr.block_tokens == 256 and mgr.pools == (pools[1]["cpu"], pools[1]["cxl"],
+                                                     pools[1]["disk"])
+    assert mgr.kv_bytes_per_token == TINY.kv_bytes_per_token()
+
+
+def test_native_load_under_async_scheduling_waits_a_step():
+    """With async scheduling the step after the one that issued the load is already planned
+    when the load is reported, so the request's prefill starts two steps after the issue."""
+    log: list[tuple[int, str]] = []
+    cpu = TierPool(cpu_spec(), "cpu")
+    insts = []
+    for i in range(2):
+        inst = tiered((cpu,), instance_id=i, log=log)
+        inst.async_scheduling = True
+        insts.append(inst)
+    reqs = [make_request("E", prompt=4, output=12),
+            make_request("A", prompt=16, output=1, ids=A_IDS),
+            make_request("C", arrival_ms=30, prompt=20, output=2,
+                         ids=A_IDS + (900, 901, 902, 903))]
+    rec = run_sim(reqs, insts)
+    issued = [t for t, what in log if what == "load start 16 tokens"]
+    done = [t for t, what in log if what == "load done 16 tokens"]
+    assert len(issued) == 1 and done[0] - issued[0] == CPU_LAT + 16 * BPT * 10**9 // CPU_BW
+    steps = [t for t, what in rec.log if what.startswith("step E")]
+    c_step = next(t for t, what in rec.log if "C+4*" in what)
+    # the load was issued at a step start; C's prefill ends two steps after that step
+    k = steps.index(ms(issued[0]) + 10.0)
+    assert c_step == steps[k + 2]
