@@ -49,7 +49,7 @@ prefill/decode models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,9 @@ class PdFlow:
         prefill_router, decode_router: policies over each pool (global ids returned).
         num_requests: requests of the trace (rows of :meth:`columns`).
         keep_log: keep a ``(time_ns, event)`` log of every request's path (tests).
+        decide: the proxy's P/D decision per request (llm-d's ``pd-decider`` plug point):
+            False sends the request straight to a decode instance, which serves it whole
+            (its own prefill); None disaggregates every request (vLLM's toy proxy).
 
     Raises:
         InvariantError: no prefill or no decode instance.
@@ -222,7 +225,8 @@ class PdFlow:
     def __init__(self, instances: Sequence[Instance], roles: Sequence[PdRole], *,
                  connector: KVConnectorKind, link: KVLink,
                  kv_bytes_per_token: Any, num_layers: int, prefill_router: Router,
-                 decode_router: Router, num_requests: int, keep_log: bool = False) -> None:
+                 decode_router: Router, num_requests: int, keep_log: bool = False,
+                 decide: Callable[[Request], bool] | None = None) -> None:
         self.instances = instances
         self.roles = tuple(roles)
         self.prefill_ids = tuple(i for i, r in enumerate(roles) if r is PdRole.PREFILL)
@@ -238,6 +242,7 @@ class PdFlow:
         self.ports = LinkPorts(len(instances))
         self.transfers: list[KVPull] = []
         self.keep_log = keep_log
+        self.decide = decide
         self.log: list[tuple[int, str]] = []
         n = num_requests
         self.prefill_of = [-1] * n
@@ -280,6 +285,8 @@ class PdFlow:
 
         class _Arrival:
             def route(self, request: Request, instances: Sequence[InstanceView]) -> int:
+                if flow.decide is not None and not flow.decide(request):
+                    return flow.decode_router.route(request, instances)  # served whole there
                 p = flow.prefill_router.route(request, instances)
                 if flow.connector is KVConnectorKind.P2P_NCCL:
                     flow._decode_for[request.request_id] = flow.decode_router.route(

@@ -181,3 +181,22 @@ def test_reserved_blocks_are_not_cached_before_the_kv_arrives():
     flow, _rec, sim, _ = _run([a, b], [PdRole.PREFILL, PdRole.DECODE])
     sim.run()
     assert sorted(t.num_tokens for t in flow.transfers) == [12, 12]
+
+
+def test_decider_sends_short_prompts_straight_to_a_decode_instance():
+    reqs = [make_request("A", prompt=8, output=2), make_request("B", prompt=20, output=2)]
+    insts = [make_instance(instance_id=i, block_size=BS) for i in range(2)]
+    flow = PdFlow(insts, [PdRole.PREFILL, PdRole.DECODE], connector=KVConnectorKind.NIXL,
+                  link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
+                  kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=4,
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=2,
+                  decide=lambda r: r.input_tokens >= 16)  # llm-d's decider: >= 16 new tokens
+    rec = LogRecorder(reqs, keep_steps=True)
+    sim = Simulation(reqs, insts, flow.arrival_router, rec)
+    flow.install(sim)
+    sim.run()
+    cols = flow.columns(rec.first_token_ns)
+    assert list(cols["prefill_instance_id"]) == [-1, 0] and rec.instance_of == [1, 1]
+    assert [t.index for t in flow.transfers] == [1]
+    # A is prefilled on the decode instance itself: first token after one 10 ms step
+    assert rec.first_token_ns[0] == STEP
