@@ -66,7 +66,8 @@ def experiment_trace(experiment: Experiment) -> Trace:
 
 
 def run(experiment: Experiment | str | Path, *, overrides: Mapping[str, Any] | None = None,
-        cost_model: CostModel | None = None, progress: bool = False) -> ReplayResult:
+        cost_model: CostModel | None = None, progress: bool = False,
+        keep_steps: bool = False, exact_steps: bool = False) -> ReplayResult:
     """Replay an experiment (an :class:`Experiment` or the path of an experiment file).
 
     Args:
@@ -75,6 +76,9 @@ def run(experiment: Experiment | str | Path, *, overrides: Mapping[str, Any] | N
         cost_model: a cost model to use instead of the experiment's (any object with
             ``step_cost(StepBatch) -> StepCost``).
         progress: show a progress bar.
+        keep_steps: keep the per-step log (``result.steps``; ``None`` otherwise).
+        exact_steps: simulate every engine step one by one (no decode fast-forward; the
+            outputs are identical).
 
     Returns:
         The :class:`~llmsim.replay.ReplayResult` (``requests``, ``timeseries``, ``steps``
@@ -88,7 +92,8 @@ def run(experiment: Experiment | str | Path, *, overrides: Mapping[str, Any] | N
 
     exp = _experiment(experiment, overrides)
     trace = experiment_trace(exp) if exp.trace.requests is not None else None
-    return replay(exp, trace=trace, cost_model=cost_model, progress=progress)
+    return replay(exp, trace=trace, cost_model=cost_model, progress=progress,
+                  keep_steps=keep_steps, exact_steps=exact_steps)
 
 
 def validate(experiment: Experiment | str | Path,

@@ -1099,6 +1099,8 @@ class Experiment:
         moe_routing: how MoE tokens pick experts where experts span ranks.
         router: routing policy.
         check: invariant checking level (YAML ``check_invariants``).
+        exact_steps: simulate every engine step one by one (no decode fast-forward,
+            :mod:`llmsim.instance.fastforward`; the outputs are the same either way).
         output_dir: where ``llmsim replay`` writes (relative to the working directory;
             default ``out/<name>``).
         measured_path: the measured run this experiment reproduces (YAML ``measured``), if
@@ -1135,6 +1137,7 @@ class Experiment:
         RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
         default=CheckLevel.COUNTERS, validation_alias="check_invariants")
+    exact_steps: _Bool = False
     output_dir: Path = _UNSET_PATH
     measured_path: Path | None = Field(default=None, validation_alias="measured")
     description: _Text = ""

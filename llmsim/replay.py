@@ -489,8 +489,15 @@ def validate_trace(trace: Trace, *, capacity_tokens: int) -> None:
 # ----------------------------------------------------------------------------- run
 def run(experiment: Experiment, *, trace: Trace | None = None,
         cost_model: CostModel | None = None, progress: bool = False,
-        model: ModelConfig | None = None) -> ReplayResult:
+        model: ModelConfig | None = None, keep_steps: bool = False,
+        exact_steps: bool = False) -> ReplayResult:
     """Replay ``experiment`` (or ``trace`` / ``cost_model`` in place of its own).
+
+    Args:
+        keep_steps: keep the per-step log (``ReplayResult.steps``; None otherwise).
+        exact_steps: simulate every engine step one by one, as does the experiment's
+            ``exact_steps: true``; by default decode stretches are fast-forwarded
+            (:mod:`llmsim.instance.fastforward`), with identical outputs.
 
     Raises:
         ConfigError, TraceFormatError, ProfileError, DataNotFoundError: bad inputs, including
@@ -527,7 +534,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
     energy, energy_reason, energy_gpus = build_accumulator(experiment, models, capacities,
                                                            len(trace.requests))
-    recorder = Recorder(trace.requests, keep_steps=True, energy=energy)
+    recorder = Recorder(trace.requests, keep_steps=keep_steps, energy=energy)
+    fast_forward = not (exact_steps or getattr(experiment, "exact_steps", False))
+    for inst in instances:  # subclasses (KV tiers) override the step methods: step by step
+        inst.fast_forward = fast_forward and type(inst) is Instance
     from llmsim.pd.build import add_pd_columns, build_pd_flow
 
     pd_flow = build_pd_flow(experiment, models, instances, len(trace.requests))
@@ -573,7 +583,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         num_preemptions=sum(i.scheduler.num_preemptions for i in instances),
         prefix_query_tokens=sum(k.query_tokens for k in kv),
         prefix_hit_tokens=sum(k.hit_tokens for k in kv),
-        extra=_settings(experiment, trace, capacity, steps, capacities))
+        extra=_settings(experiment, trace, capacity, steps, capacities,
+                        peak_kv_usage=recorder.peak_kv_usage))
+    summary["fast_forward"] = _fast_forward_summary(fast_forward, instances, lockstep)
     if lockstep:
         summary["moe_dp"] = _lockstep_summary(lockstep)
     communication = _communication_summary(experiment, costs, instances)
@@ -651,11 +663,30 @@ def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
                                   "all-reduce of int32[4, dp])"}
 
 
+def _fast_forward_summary(enabled: bool, instances: Sequence[Instance],
+                          lockstep: Sequence[LockstepGroup]) -> dict[str, Any]:
+    """``summary["fast_forward"]``: runs, steps they covered, and per reason the decode
+    steps a feature kept step by step (MoE DP lock-step: every group step)."""
+    fallbacks: dict[str, int] = {}
+    for inst in instances:
+        for why, count in inst.ff_stats.fallbacks.items():
+            fallbacks[why] = fallbacks.get(why, 0) + count
+    if enabled and lockstep:
+        fallbacks["moe dp lock-step"] = sum(g.num_steps for g in lockstep)
+    return {"enabled": enabled,
+            "runs": sum(i.ff_stats.runs for i in instances),
+            "steps_fast_forwarded": sum(i.ff_stats.steps for i in instances),
+            "fallbacks": dict(sorted(fallbacks.items()))}
+
+
 def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
-              steps: pd.DataFrame | None, capacities: Sequence[KVCapacity] = ()
-              ) -> dict[str, Any]:
+              steps: pd.DataFrame | None, capacities: Sequence[KVCapacity] = (), *,
+              peak_kv_usage: float | None = None) -> dict[str, Any]:
     e, o = experiment.engine, experiment.overheads
-    peak_kv = float(steps["kv_cache_pct"].max()) if steps is not None and len(steps) else 0.0
+    if peak_kv_usage is not None:  # as the steps frame's kv_cache_pct: x 100, np.round(2)
+        peak_kv = float(np.round(peak_kv_usage * 100.0, 2))
+    else:
+        peak_kv = float(steps["kv_cache_pct"].max()) if steps is not None and len(steps) else 0.0
     out = {
         "name": experiment.name,
         "hardware": experiment.hardware.name,

@@ -1,14 +1,15 @@
-"""ML.ENERGY v3 validation: simulated vs measured H100 power for Llama-3.1-8B-Instruct.
+"""ML.ENERGY v3 validation: simulated vs measured H100 power (Llama-3.1-8B / 70B-Instruct).
 
 One command (from the repository root, with LLMSIM_DATA_DIR set)::
 
-    python benchmarks/power/mlenergy_h100.py [--input-tokens 512] [--sensitivity 128,2048]
-        [--markdown FILE]
+    python benchmarks/power/mlenergy_h100.py [--model llama-3.1-8b|llama-3.1-70b]
+        [--input-tokens 512] [--sensitivity 128,2048] [--markdown FILE]
 
 Setting reproduced (ML.ENERGY ``configs/lm-arena-chat``, ml-energy/benchmark @ c1d6557):
 ``num_requests`` (1024) x ``num_request_repeats`` requests all sent at t = 0,
 ``max_num_seqs`` from the sweep, ``max-num-batched-tokens 8192``, async scheduling, bf16,
-TP 1, output lengths drawn (seeded) from the published histogram (uniform within a bin).
+TP = the published GPU count (``num_gpus.txt``: 1 for 8B, 4 for 70B), output lengths drawn
+(seeded) from the published histogram (uniform within a bin).
 
 Measured figures and their definitions (ml-energy/benchmark
 ``mlenergy/benchmark/llm/benchmark.py`` ``RequestTracker``; ml-energy/data
@@ -57,37 +58,52 @@ from llmsim.trace.record import Request, Trace
 
 DATA = Path(os.environ.get("LLMSIM_DATA_DIR", "/work/shared/data"))
 MLE = DATA / "ml-energy"
-MODEL = DATA / "llmservingsim/configs/model/meta-llama/Llama-3.1-8B.json"
 H100_MEMORY_BYTES = 85899345920  # aiconfigurator systems/h100_sxm.yaml gpu.mem_capacity
 NUM_REQUESTS = 1024  # configs/lm-arena-chat/benchmark.yaml workload_defaults.num_requests
+MODELS = {  # name -> (llmsim model config, ML.ENERGY model id)
+    "llama-3.1-8b": ("Llama-3.1-8B.json", "meta-llama/Llama-3.1-8B-Instruct"),
+    "llama-3.1-70b": ("Llama-3.1-70B.json", "meta-llama/Llama-3.1-70B-Instruct"),
+}
 
 
-def measured() -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
-    """The H100, 1-GPU configurations of the published file and its output histogram."""
-    d = json.loads((MLE / "models/meta-llama__Llama-3.1-8B-Instruct__lm-arena-chat.json")
-                   .read_text())
-    rows = [c for c in d["configurations"] if c["gpu_model"] == "H100" and c["num_gpus"] == 1]
+def model_path(name: str) -> Path:
+    return DATA / "llmservingsim/configs/model/meta-llama" / MODELS[name][0]
+
+
+def num_gpus(name: str) -> int:
+    """The published GPU count of the model's H100 runs (``num_gpus.txt``)."""
+    return int((MLE / "configs/lm-arena-chat" / MODELS[name][1] / "H100/num_gpus.txt")
+               .read_text().split()[0])
+
+
+def measured(name: str) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """The model's H100 configurations of the published file and its output histogram."""
+    d = json.loads((MLE / "models" / (MODELS[name][1].replace("/", "__")
+                                      + "__lm-arena-chat.json")).read_text())
+    rows = [c for c in d["configurations"]
+            if c["gpu_model"] == "H100" and c["num_gpus"] == num_gpus(name)]
     return rows, rows[0]["output_length_distribution"]
 
 
-def repeats(max_num_seqs: int) -> int:
+def repeats(name: str, max_num_seqs: int) -> int:
     """``num_request_repeats`` of the sweep entry holding ``max_num_seqs``."""
     import yaml
-    sw = yaml.safe_load((MLE / "configs/lm-arena-chat/meta-llama/Llama-3.1-8B-Instruct/H100/"
-                         "sweeps.yaml").read_text())["sweep"]
+    sw = yaml.safe_load((MLE / "configs/lm-arena-chat" / MODELS[name][1] / "H100/sweeps.yaml")
+                        .read_text())["sweep"]
     for s in sw:
         if max_num_seqs in s["max_num_seqs"]:
             return int(s["num_request_repeats"][0])
     return 1
 
 
-def build_profile(path: Path) -> None:
+def build_profile(path: Path, name: str, tp: int) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "llmsim", "profile", "import", "aiconfigurator",
                     str(DATA / "aiconfigurator/systems"), "--system", "h100_sxm",
-                    "--model", str(MODEL), "--tp", "1", "-o", str(path)], check=True)
+                    "--model", str(model_path(name)), "--tp", str(tp), "-o", str(path)],
+                   check=True)
 
 
 def output_lengths(hist: dict[str, list[float]], n: int, seed: int) -> np.ndarray:
@@ -98,8 +114,9 @@ def output_lengths(hist: dict[str, list[float]], n: int, seed: int) -> np.ndarra
 
 
 def window_energy_j(steps: pd.DataFrame, t0: float, t1: float, idle_w: float) -> float:
-    """GPU energy within ``[t0, t1]``: each step's ``energy_j`` prorated by its overlap
-    (one GPU), plus ``idle_w`` over the time no step covers."""
+    """GPU energy within ``[t0, t1]``: each step's ``energy_j`` (all GPUs of the one
+    instance) prorated by its overlap, plus ``idle_w`` (all GPUs) over the time no step
+    covers."""
     a = np.clip(steps["start_s"].to_numpy(), t0, t1)
     b = np.clip(steps["end_s"].to_numpy(), t0, t1)
     dur = (steps["end_s"] - steps["start_s"]).to_numpy()
@@ -109,16 +126,17 @@ def window_energy_j(steps: pd.DataFrame, t0: float, t1: float, idle_w: float) ->
         0.0, (t1 - t0) - covered)
 
 
-def simulate(mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
+def simulate(name: str, mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
              idle_w: float) -> dict[str, float]:
     reqs = tuple(Request(request_id=str(i), arrival_ns=0, input_tokens=input_tokens,
                          output_tokens=int(o)) for i, o in enumerate(out_len))
     trace = Trace(requests=reqs, name="mlenergy")
     power = PowerConfig(gpu={"H100": GpuPowerConfig(idle_w=idle_w)})
-    exp = Experiment(model=MODEL, profile=profile, name=f"mlenergy-{mns}",
+    tp = num_gpus(name)
+    exp = Experiment(model=model_path(name), profile=profile, name=f"mlenergy-{mns}",
                      hardware=HardwareConfig(name="H100", gpu_memory_bytes=H100_MEMORY_BYTES),
                      engine=EngineConfig(max_num_seqs=mns, max_num_batched_tokens=8192,
-                                         async_scheduling=True),
+                                         async_scheduling=True, tensor_parallel_size=tp),
                      trace=TraceConfig(requests=trace), power=power)
     keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
     res = run(exp, trace=trace, **keep)
@@ -132,7 +150,7 @@ def simulate(mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
     tt = np.concatenate([ft + np.concatenate([[0.0], np.cumsum(g)])
                          for ft, g in zip(rq["first_token_s"], res.itls_s, strict=True)])
     n_tok = int(((tt > t0) & (tt <= t1)).sum())
-    e = window_energy_j(st, t0, t1, idle_w)
+    e = window_energy_j(st, t0, t1, idle_w * tp)
     # vllm:num_requests_running averaged over the window (time-weighted step gauges)
     a = np.clip(st["start_s"].to_numpy(), t0, t1)
     b = np.clip(st["end_s"].to_numpy(), t0, t1)
@@ -156,22 +174,28 @@ def err(x: float, y: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=sorted(MODELS), default="llama-3.1-8b")
     ap.add_argument("--input-tokens", type=int, default=512,
                     help="ASSUMED prompt length of every request (not published)")
     ap.add_argument("--sensitivity", default="128,2048",
                     help="other input lengths, run at the --sensitivity-seqs batch caps")
     ap.add_argument("--sensitivity-seqs", default="8,64,512")
-    ap.add_argument("--max-num-seqs", default="8,16,32,64,96,128,192,256,384,512")
+    ap.add_argument("--max-num-seqs", default="8,16,32,64,96,128,192,256,384,512,768,1024,1536,2048",
+                    help="batch caps to run (those the published sweep has)")
     ap.add_argument("--idle-w", type=float, default=70.0, help="ASSUMED H100 idle power, W")
-    ap.add_argument("--profile", type=Path, default=Path("/tmp/power/h100.pb"))
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="default /tmp/power/h100-<model>-tp<gpus>.pb (built if absent)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     a = ap.parse_args()
-    build_profile(a.profile)
-    rows, hist = measured()
+    tp = num_gpus(a.model)
+    profile = a.profile or Path(f"/tmp/power/h100-{a.model}-tp{tp}.pb")
+    build_profile(profile, a.model, tp)
+    rows, hist = measured(a.model)
     by = {int(r["max_num_seqs"]): r for r in rows}
-    head = (f"H100 Llama-3.1-8B-Instruct, ML.ENERGY lm-arena-chat (vLLM 0.11.1); input tokens "
-            f"ASSUMED {a.input_tokens}; H100 idle power ASSUMED {a.idle_w} W")
+    head = (f"{tp} x H100 (TP {tp}), {MODELS[a.model][1]}, ML.ENERGY lm-arena-chat (vLLM "
+            f"0.11.1); input tokens ASSUMED {a.input_tokens}; H100 idle power ASSUMED "
+            f"{a.idle_w} W per GPU")
     md = [f"{head}.", "",
           "| max_num_seqs | input tok | " + " | ".join(
               f"{c[2]} sim | {c[2]} meas | err %" for c in COLUMNS) + " |",
@@ -186,9 +210,9 @@ def main() -> None:
         if mns not in by:
             continue
         meas = by[mns]
-        out = output_lengths(hist, NUM_REQUESTS * repeats(mns), a.seed)
+        out = output_lengths(hist, NUM_REQUESTS * repeats(a.model, mns), a.seed)
         for isl in [a.input_tokens] + (sens if mns in sens_seqs else []):
-            s = simulate(mns, isl, out, a.profile, a.idle_w)
+            s = simulate(a.model, mns, isl, out, profile, a.idle_w)
             cells = []
             mcells = []
             for key, mkey, _, fmt in COLUMNS:

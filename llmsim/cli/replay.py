@@ -1,4 +1,4 @@
-"""``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log]
+"""``llmsim replay EXP.yaml [--set KEY=VALUE ...] [--out DIR] [--steps-log] [--exact-steps]
 [--trace-events FILE] [--format llmsim|vllm-bench]``.
 
 ``--format vllm-bench`` writes the run as one ``vllm bench serve --save-result
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="override a field, e.g. --set engine.max_num_seqs=64 (repeatable)")
     p.add_argument("--out", default=None, help="output directory (default: output_dir)")
     p.add_argument("--steps-log", action="store_true", help="also write steps.csv")
+    p.add_argument("--exact-steps", action="store_true",
+                   help="simulate every engine step one by one (no decode fast-forward; "
+                   "the outputs are identical, only slower)")
     p.add_argument("--trace-events", default=None, metavar="FILE",
                    help="also write a Chrome/Perfetto timeline (open it in ui.perfetto.dev); "
                    "gzip-compressed when FILE ends in .gz")
@@ -49,7 +52,10 @@ def main(args: argparse.Namespace) -> int:
         from llmsim.api import experiment_trace
 
         trace = experiment_trace(exp)
-    result = run(exp, trace=trace, progress=not args.no_progress and sys.stderr.isatty())
+    # the step log is kept only for what reads it: steps.csv, the timeline, the energy report
+    keep_steps = bool(args.steps_log or args.trace_events or args.energy)
+    result = run(exp, trace=trace, progress=not args.no_progress and sys.stderr.isatty(),
+                 keep_steps=keep_steps, exact_steps=args.exact_steps)
     timeline = None
     if args.trace_events:
         from llmsim.timeline import timeline_from_replay

@@ -188,7 +188,8 @@ def _kid_values(kids: list[Any], leaf: bool, which: np.ndarray, q: np.ndarray, r
                 depth: int, ex: np.ndarray) -> np.ndarray:
     """Value of child ``which[j]`` of a node at query ``rows[j]`` (``_eval_rows`` below)."""
     if leaf:
-        return np.asarray(kids, dtype=np.float64)[which]
+        values: np.ndarray = np.asarray(kids, dtype=np.float64)[which]
+        return values
     out = np.empty(len(rows), dtype=np.float64)
     for c in np.unique(which).tolist():
         sel = which == c
@@ -302,6 +303,47 @@ class GridND:
         if not len(q):
             return np.empty(0, dtype=np.float64), ex
         return _eval_rows(self._root, q, np.arange(len(q)), 0, ex), ex
+
+    def many_at(self, x0: Coord, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`many` of the 2-D queries ``(x0, xs[j])`` (one first coordinate): the
+        first axis is bracketed once, in scalar code, as :func:`_eval` does, and only the
+        second is vectorized (a fraction of the array operations of :meth:`many`).
+        Bit-identical to calling the grid on each query.
+
+        Raises:
+            ValueError: the grid is not 2-D.
+        """
+        if self.ndim != 2:
+            raise ValueError("many_at needs a 2-D grid")
+        root = self._root
+        q = np.empty((len(xs), 2), dtype=np.float64)
+        q[:, 0] = x0
+        q[:, 1] = xs
+        if root.groups is not None or not len(xs):
+            return self.many(q)
+        keys, kids = root.keys, root.kids
+        ex = np.zeros(len(xs), dtype=bool)
+        rows = np.arange(len(xs))
+        x = float(x0)
+        i = bisect_left(keys, x)
+        n = len(keys)
+        if i < n and keys[i] == x:
+            return _eval_rows(kids[i], q, rows, 1, ex), ex
+        if i == 0 or (i == n and n == 1):
+            ex[:] = True
+            return _eval_rows(kids[0], q, rows, 1, ex), ex
+        if i == n:
+            ex[:] = True
+            a, b = keys[n - 2], keys[n - 1]
+            y0 = _eval_rows(kids[n - 2], q, rows, 1, ex)
+            y1 = _eval_rows(kids[n - 1], q, rows, 1, ex)
+            slope = (y1 - y0) / (b - a)
+            slope = np.where(0.0 > slope, 0.0, slope)  # Python's max(slope, 0.0)
+            return y1 + slope * (x - b), ex
+        a, b = keys[i - 1], keys[i]
+        y0 = _eval_rows(kids[i - 1], q, rows, 1, ex)
+        y1 = _eval_rows(kids[i], q, rows, 1, ex)
+        return y0 + (y1 - y0) * (x - a) / (b - a), ex
 
     def axis_range(self) -> tuple[float, float]:
         """Range of the first axis."""

@@ -147,6 +147,10 @@ OPTIONAL_OPS = frozenset({"moe_gate"})
 
 _MEMO_MAX = 1 << 17
 
+_SCALAR_RUN_MAX = 6
+"""Decode runs of at most this many steps are priced by the scalar lookups, step by step
+(below it the array set-up of the vectorized path costs more than it saves)."""
+
 
 def model_from_profile(profile: pb.Profile, source: str | None = None) -> ModelConfig:
     """The :class:`ModelConfig` recorded in ``profile``.
@@ -564,20 +568,25 @@ class _TpCost:
         Batch ``j`` has ``n`` decodes whose KV lengths sum to ``sums[j]``, with maximum
         ``maxs[j]`` and minimum ``mins[j]`` (int64 arrays of one length): all
         :meth:`_decodes` reads of a batch. Same rules and the same IEEE operations as the
-        scalar path (:meth:`GridND.many`), so each value equals :meth:`attention` of the
+        scalar path (:meth:`GridND.many_at`; a few batches are priced by it one by one,
+        cheaper than the array set-up), so each value equals :meth:`attention` of the
         batch bit for bit.
 
         Returns:
             ``(one layer's attention time ns, extrapolated)`` per batch (float64, bool).
         """
+        if len(sums) <= _SCALAR_RUN_MAX:
+            pairs = [self._decode_only(n, s, mx, mn) for s, mx, mn in
+                     zip(sums.tolist(), maxs.tolist(), mins.tolist(), strict=True)]
+            return (np.fromiter((p[0] for p in pairs), dtype=np.float64, count=len(pairs)),
+                    np.fromiter((p[1] for p in pairs), dtype=bool, count=len(pairs)))
         grid = self.att_dec
-        col = np.full(len(sums), float(n))
         equal = maxs == mins
-        t_max, e2 = grid.many(np.column_stack((col, maxs.astype(np.float64))))
+        t_max, e2 = grid.many_at(n, maxs.astype(np.float64))
         if equal.all():
             return t_max, e2
         kv_mean = sums / n  # int64 / int: both exact in float64, one correctly rounded division
-        t_mean, e1 = grid.many(np.column_stack((col, kv_mean)))
+        t_mean, e1 = grid.many_at(n, kv_mean)
         skew = self.skew
         if skew is None:
             t, ex = t_mean, e1
@@ -593,6 +602,26 @@ class _TpCost:
             t = t_mean + alpha * (t_max - t_mean)
             ex = e1 | e2
         return np.where(equal, t_max, t), np.where(equal, e2, ex)
+
+    def _decode_only(self, n: int, kv_sum: int, kv_max: int, kv_min: int) -> tuple[float, bool]:
+        """:meth:`_decodes` of a decode-only batch from its decodes' count, sum, max, min
+        (the same operations)."""
+        grid = self.att_dec
+        if kv_max == kv_min:
+            return grid(n, kv_max)
+        kv_mean = kv_sum / n
+        t_mean, e1 = grid(n, kv_mean)
+        t_max, e2 = grid(n, kv_max)
+        skew = self.skew
+        if skew is None:
+            return t_mean, e1
+        ratio = self.skew_ratio
+        if ratio is None:
+            rate = (kv_mean - kv_min) / (kv_max - kv_min)
+        else:
+            rate = min(max((ratio * kv_mean / kv_max - 1.0) / (ratio - 1.0), 0.0), 1.0)
+        alpha = skew.alpha(0, 0, n, rate, kv_max)
+        return t_mean + alpha * (t_max - t_mean), e1 or e2
 
     def _decodes(self, mix: GridND | None, pc: int, kp: int, decodes: tuple[int, ...]
                  ) -> tuple[float, bool]:
@@ -649,6 +678,51 @@ class StepCollective:
     duration_ns: int
     impl: str
     source: str
+
+
+class DecodeRunPrice:
+    """The price of a decode stretch (:meth:`ProfileCostModel.decode_run`).
+
+    Attributes:
+        duration_ns: kernel time per step, ns (int64, shape ``(k,)``).
+    """
+
+    __slots__ = ("_model", "duration_ns", "_first", "_attn_ns", "_attn_ex", "_ex", "_sources")
+
+    def __init__(self, model: ProfileCostModel, first: StepCost, attn_ns: np.ndarray,
+                 attn_ex: np.ndarray, ex: tuple[str, ...],
+                 sources: tuple[tuple[str, str, str], ...]) -> None:
+        self._model = model
+        self._first = first
+        self._attn_ns = attn_ns
+        self.duration_ns = (first.duration_ns - first.breakdown_ns["attention"]) + attn_ns
+        self._attn_ex = attn_ex
+        self._ex = ex
+        self._sources = sources
+
+    def cost_at(self, j: int) -> StepCost:
+        """The :class:`StepCost` :meth:`ProfileCostModel.step_cost` returns for step ``j``
+        (0-based; only attention differs between the steps)."""
+        bd = dict(self._first.breakdown_ns)
+        bd["attention"] = int(self._attn_ns[j])
+        return StepCost(duration_ns=int(self.duration_ns[j]), breakdown_ns=bd,
+                        energy_j=self._first.energy_j)
+
+    def count(self, m: int) -> None:
+        """Advance the model's counters as :meth:`ProfileCostModel.step_cost` calls for the
+        first ``m`` steps would."""
+        if m <= 0:
+            return
+        counts: Counter[str] = Counter()
+        for name in self._ex:
+            counts[name] += m
+        n_ex = int(self._attn_ex[:m].sum())
+        if n_ex:
+            counts["attention"] += n_ex
+        if counts:
+            self._model.extrapolations.update(counts)
+        if self._sources:
+            self._model.collective_sources.update({src: m for src in self._sources})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -792,8 +866,9 @@ class ProfileCostModel:
         self.extrapolations: Counter[str] = Counter()
         self.collective_sources: Counter[tuple[str, str, str]] = Counter()
         self._tps: dict[ParallelConfig, _TpCost] = {}
-        self._memo: dict[StepBatch, tuple[StepCost, tuple[str, ...],
-                                          tuple[tuple[str, str, str], ...]]] = {}
+        # key: (prefills, decode count, sum, max, min, parallel), see step_cost
+        self._memo: dict[tuple[Any, ...], tuple[StepCost, tuple[str, ...],
+                                                tuple[tuple[str, str, str], ...]]] = {}
         main = self.tp_tables(parallel)
         self.missing_optional_ops = tuple(main.missing_optional)
         for name in self.missing_optional_ops:
@@ -882,7 +957,7 @@ class ProfileCostModel:
             hit = tpc.cost(batch)
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            self._memo[batch] = hit
+            self._memo[key] = hit
         if hit[1]:
             self.extrapolations.update(hit[1])
         if hit[2]:
@@ -892,15 +967,27 @@ class ProfileCostModel:
     def decode_run_ns(self, batch: StepBatch, k: int) -> np.ndarray | None:
         """Kernel times of ``k`` decode-only steps, the ``j``-th (0-based) being ``batch``
         with every KV length ``j`` longer (a decode stretch: the same sequences, one token
-        each per step), ns, int64, shape ``(k,)``.
-
-        Each step is priced exactly as :meth:`step_cost` prices it (attention vectorized
-        over the KV growth by :meth:`_TpCost.decode_run_attention`; the token- and
-        sequence-count parts are the same every step), and the counters
-        (:attr:`extrapolations`, :attr:`collective_sources`) advance as ``k`` calls would.
+        each per step), ns, int64, shape ``(k,)``; the counters advance as ``k``
+        :meth:`step_cost` calls would (:meth:`decode_run` without counting first).
 
         Returns:
-            The times, or ``None`` when ``batch`` has a prefill chunk or no decode (the
+            The times, or ``None`` when ``batch`` has a prefill chunk or no decode.
+        """
+        run = self.decode_run(batch, k)
+        if run is None:
+            return None
+        run.count(k)
+        return run.duration_ns
+
+    def decode_run(self, batch: StepBatch, k: int) -> DecodeRunPrice | None:
+        """Price the decode stretch of :meth:`decode_run_ns` without counting it: each step
+        priced exactly as :meth:`step_cost` prices it (attention vectorized over the KV
+        growth by :meth:`_TpCost.decode_run_attention`; the token- and sequence-count parts
+        are the same every step). :meth:`DecodeRunPrice.count` then advances
+        :attr:`extrapolations` and :attr:`collective_sources` for the steps that run.
+
+        Returns:
+            The price, or ``None`` when ``batch`` has a prefill chunk or no decode (the
             caller prices such steps one by one).
         """
         d = batch.decode_context_lens
@@ -916,18 +1003,8 @@ class ProfileCostModel:
         t, t_ex = tpc.decode_run_attention(n, sum(d) + n * steps, max(d) + steps,
                                            min(d) + steps)
         attn_ns = (t * tpc.layers + 0.5).astype(np.int64)  # int(v + 0.5), v >= 0
-        out = (cost.duration_ns - attn0) + attn_ns
-        counts = Counter(e for e in ex if e != "attention")
-        for name in counts:
-            counts[name] *= k
-        n_ex = int(t_ex.sum())
-        if n_ex:
-            counts["attention"] += n_ex
-        if counts:
-            self.extrapolations.update(counts)
-        if sources:
-            self.collective_sources.update({s: k for s in sources})
-        return out
+        return DecodeRunPrice(self, cost, attn_ns, t_ex,
+                              tuple(e for e in ex if e != "attention"), sources)
 
     def collectives_report(self) -> CollectivesReport:
         """What priced the TP communication so far (see :class:`CollectivesReport`)."""

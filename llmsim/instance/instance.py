@@ -35,6 +35,7 @@ from enum import StrEnum
 
 from llmsim.costmodel.base import StepCost
 from llmsim.errors import CostModelUnavailable, InvariantError
+from llmsim.instance.fastforward import FastForwardStats, StepSink, start_decode_run
 from llmsim.instance.handoff import HandoffDescriptor
 from llmsim.instance.step_time import StepTimeModel
 from llmsim.scheduler.plan import BatchPlan, StepOutput
@@ -119,6 +120,10 @@ class Instance:
         self.async_scheduling = async_scheduling
         self.check = check
         self.num_steps = 0
+        # decode fast-forward (llmsim.instance.fastforward): the loop calls try_start_run
+        # instead of try_start when set; a subclass overriding the step methods leaves it off
+        self.fast_forward = False
+        self.ff_stats = FastForwardStats()
         self.kv_bytes_per_token = kv_bytes_per_token
         self.max_output_tokens = 0  # > 0: cap on every request's output here (P/D prefill)
         # P/D worker side (llmsim.pd): called as kv_save(plan, start_ns, end_ns) -> end_ns
@@ -252,6 +257,32 @@ class Instance:
         if self.async_scheduling:
             self._next = self._schedule(start_ns)
         return end_ns
+
+    def try_start_run(self, now_ns: int, until_ns: int, sink: StepSink) -> int | None:
+        """:meth:`try_start`, fast-forwarding the decode stretch that starts here, if one
+        does (:func:`llmsim.instance.fastforward.start_decode_run`): its steps ending at or
+        before ``until_ns`` are simulated at once and their records go to ``sink``; the
+        returned end is that of the stretch's last step. Same outputs as :meth:`try_start`
+        step by step.
+
+        Raises:
+            CostModelUnavailable: as :meth:`try_start`.
+        """
+        prepared = self.prepare_step(now_ns)
+        if prepared is None:
+            return None
+        plan, cpu_ns, start_ns = prepared
+        try:
+            gpu_ns, cost = self.step_time.gpu_ns(plan)
+        except CostModelUnavailable as exc:
+            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
+                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
+        end_ns = start_decode_run(self, plan, cpu_ns=cpu_ns, start_ns=start_ns, gpu_ns=gpu_ns,
+                                  cost=cost, now_ns=now_ns, until_ns=until_ns, sink=sink)
+        if end_ns is not None:
+            return end_ns
+        return self.launch_step(plan, cpu_ns=cpu_ns, start_ns=start_ns, gpu_ns=gpu_ns,
+                                cost=cost)
 
     def prepare_step(self, now_ns: int) -> tuple[BatchPlan, int, int] | None:
         """Lock-step half of :meth:`try_start` (MoE DP, :mod:`llmsim.sim.lockstep`): take or

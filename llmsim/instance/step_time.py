@@ -38,6 +38,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import (
@@ -48,7 +51,7 @@ from llmsim.costmodel.base import (
     step_cost_is_valid,
 )
 from llmsim.costmodel.decompose import OpClass, Rows, step_ops
-from llmsim.errors import ConfigError, CostModelUnavailable
+from llmsim.errors import ConfigError, CostModelUnavailable, InvariantError
 from llmsim.model.config import ModelConfig
 from llmsim.scheduler.plan import BatchPlan
 
@@ -133,6 +136,7 @@ class StepTimeModel:
             if any(op.op_class is OpClass.COLLECTIVE for op in ops):
                 self.comm_shapes = Counter()
         self._pad_extra_ns: dict[tuple[int, int], int] = {}  # (tokens, padded) -> ns
+        self._pending_run: tuple[Any, int, int] | None = None  # decode_run_gpu_ns
         # padded size per token count 0..max capture size (a list lookup per step)
         self._pad_to: list[int] = []
         if self.pad:
@@ -224,3 +228,63 @@ class StepTimeModel:
             self._pad_extra_ns[key] = extra_ns  # token-scaled ops depend on token counts only
             return extra_ns
         return max(0, padded_ns - self._checked_ns(cost.duration_ns, "the step", batch))
+
+    def decode_run_gpu_ns(self, batch: StepBatch, k: int) -> np.ndarray | None:
+        """GPU times (kernel + CUDA-graph padding) of ``k`` decode-only steps, the ``j``-th
+        being ``batch`` with every KV length ``j`` longer, ns (int64, shape ``(k,)``), each
+        equal to :meth:`gpu_ns` of that step; nothing is counted until
+        :meth:`commit_decode_run` says how many of them ran.
+
+        Returns:
+            ``None`` when they cannot be priced at once (a cost model without
+            ``decode_run``, a prefill chunk, a duration outside ``[0, MAX_STEP_COST_NS]``
+            (step by step raises on it), or a padding that depends on more than the token
+            count); the caller then simulates the steps one by one.
+        """
+        self._pending_run = None
+        price_run = getattr(self.cost_model, "decode_run", None)
+        if price_run is None:
+            return None
+        run = price_run(batch, k)
+        if run is None:
+            return None
+        kernel = run.duration_ns
+        if len(kernel) and (int(kernel.min()) < 0 or int(kernel.max()) > MAX_STEP_COST_NS):
+            return None
+        n = len(batch.decode_context_lens)
+        padded = self._pad_to[n] if n < len(self._pad_to) else n
+        extra = 0
+        if padded > n:
+            memo = self._pad_extra_ns.get((n, padded))
+            if memo is None:
+                return None
+            extra = memo
+        self._pending_run = (run, padded, n)
+        out: np.ndarray = kernel + extra if extra else kernel
+        return out
+
+    def decode_run_cost(self, j: int) -> StepCost:
+        """The cost model's answer for step ``j`` of the last :meth:`decode_run_gpu_ns`
+        (what :meth:`gpu_ns` returns with its GPU time).
+
+        Raises:
+            InvariantError: no run priced.
+        """
+        if self._pending_run is None:
+            raise InvariantError("decode_run_cost without a priced decode run")
+        cost: StepCost = self._pending_run[0].cost_at(j)
+        return cost
+
+    def commit_decode_run(self, m: int) -> None:
+        """Count the first ``m`` steps priced by the last :meth:`decode_run_gpu_ns` as run
+        (the cost model's counters and the communication report advance as ``m``
+        :meth:`gpu_ns` calls would)."""
+        pending = self._pending_run
+        self._pending_run = None
+        if pending is None or m <= 0:
+            return
+        run, padded, n = pending
+        run.count(m)
+        count_comm = getattr(self, "count_comm_steps", None)
+        if count_comm is not None:
+            count_comm(padded, n, m)

@@ -46,6 +46,7 @@ from llmsim.memory.host import (
 from llmsim.trace.record import Request
 
 if TYPE_CHECKING:
+    from llmsim.instance.fastforward import DecodeRun
     from llmsim.power.accumulator import EnergyAccumulator
 
 NS_PER_S = 1_000_000_000
@@ -120,6 +121,7 @@ class Recorder:
         self.steps: list[tuple[float, ...]] = []  # ints and floats, STEP_COLUMNS
         self.ticks: list[tuple[float, ...]] = []  # TIMESERIES_COLUMNS
         self.num_finished = 0
+        self.peak_kv_usage = 0.0  # highest KV usage after any step, fraction
         self.next_tick_ns = tick_ns  # end of the open tick; the loop calls advance() past it
         self._prompt_acc = 0
         self._gen_acc = 0
@@ -201,6 +203,8 @@ class Recorder:
             self.prefix_hit_tokens[i] = max(0, seq.prefix_hit_tokens)
             self.num_preemptions[i] = seq.num_preemptions
         self.num_finished += len(out.finished)
+        if rec.kv_usage > self.peak_kv_usage:
+            self.peak_kv_usage = rec.kv_usage
         energy_j = self.energy.on_step(rec) if self.energy is not None else math.nan
         if self.keep_steps:
             plan = rec.plan
@@ -209,6 +213,43 @@ class Recorder:
                 rec.cpu_ns, len(plan.chunks), plan.num_prefill_tokens, plan.num_decodes,
                 len(plan.preempted), len(plan.admitted), len(out.emitted), len(out.finished),
                 rec.num_running, rec.num_waiting, rec.kv_usage, energy_j))
+
+    @property
+    def accepts_decode_runs(self) -> bool:
+        """True when :meth:`on_decode_run` can stand for the steps of a decode run (the
+        energy accumulator, when there is one, takes runs too)."""
+        return self.energy is None or hasattr(self.energy, "on_decode_run")
+
+    def on_decode_run(self, run: DecodeRun) -> None:
+        """Steps of one instance that a decode fast-forward simulated at once
+        (:class:`llmsim.instance.fastforward.DecodeRun`): exactly what :meth:`on_step`
+        would record for each, in bulk (every step delivers one token to each sequence of
+        the run; nothing finishes, no first token)."""
+        k = run.num_steps
+        if not k:
+            return
+        idx = run.seq_indices
+        self._emit_end_ns.extend(run.end_ns.tolist())
+        self._emit_index.extend([idx] * k)
+        self._gen_acc += len(idx) * k
+        peak = float(run.kv_usage.max())
+        if peak > self.peak_kv_usage:
+            self.peak_kv_usage = peak
+        energy: list[float] | None = None
+        if self.energy is not None:
+            got = self.energy.on_decode_run(run.instance_id, idx, run.start_ns, run.end_ns,
+                                            run.gpu_ns, run.kv_usage)
+            energy = None if got is None else [float(e) for e in got]
+        if self.keep_steps:
+            n = len(idx)
+            extra = len(STEP_COLUMNS) - 17  # 17 columns before the energy one
+            cols = zip(range(run.first_step, run.first_step + k), run.scheduled_ns.tolist(),
+                       run.start_ns.tolist(), run.end_ns.tolist(), run.gpu_ns.tolist(),
+                       run.kv_usage.tolist(), energy or [math.nan] * k, strict=True)
+            self.steps.extend(
+                (run.instance_id, step, sch, start, end, gpu, run.cpu_ns, n, 0, n, 0, 0, n,
+                 0, run.num_running, run.num_waiting, kv, *(e,) * extra)
+                for step, sch, start, end, gpu, kv, e in cols)
 
     def finish(self, end_ns: int, gauges: Gauges) -> None:
         """Close the ticks up to and including the one holding ``end_ns`` (``gauges``: the
@@ -274,6 +315,15 @@ class Recorder:
         steps = None
         if self.keep_steps:
             steps = _frame(self.steps, STEP_COLUMNS)
+            if len(steps) > 1:
+                # by end, then instance and step: the order of the loop's step-end events,
+                # with equal ends of different instances by instance (a fast-forward hands
+                # over its steps ahead of time, so arrival order is not that order)
+                end = steps["end_s"].to_numpy()
+                if (np.diff(end) < 0).any() or steps["instance_id"].nunique() > 1:
+                    order = np.lexsort((steps["step"].to_numpy(),
+                                        steps["instance_id"].to_numpy(), end))
+                    steps = steps.iloc[order].reset_index(drop=True)
             for col in ("scheduled_s", "start_s", "end_s"):
                 steps[col] = steps[col] / NS_PER_S
             for col in ("gpu_ms", "cpu_ms"):

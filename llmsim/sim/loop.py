@@ -119,6 +119,7 @@ class Simulation:
             self.add_step_hook(self._apply_handoff_policy)
         self._start_pending = [False] * len(instances)
         self._now_ns = 0  # the clock as extensions see it (set before they are called)
+        self._root_ns: int | None = None  # the next trace arrival (set by _run)
         self._children: dict[int, list[int]] = {}
         self._roots: list[int] = []  # trace indices of the requests without a parent
 
@@ -250,6 +251,7 @@ class Simulation:
         n_roots = len(roots)
         next_root = 0  # position in roots of the next trace arrival
         root_ns = requests[roots[0]].arrival_ns if n_roots else None
+        self._root_ns = root_ns  # for the fast-forward horizon (_ff_until)
         pending = self._start_pending
         handlers = self._handlers
         pop = heapq.heappop
@@ -269,6 +271,7 @@ class Simulation:
                 now_ns, kind, payload = root_ns, _ARRIVAL, roots[next_root]
                 next_root += 1
                 root_ns = requests[roots[next_root]].arrival_ns if next_root < n_roots else None
+                self._root_ns = root_ns
             elif heap:
                 now_ns, kind, _s, payload = pop(heap)
             else:
@@ -332,9 +335,31 @@ class Simulation:
                           field="overheads")
 
     def _start(self, inst_id: int, now_ns: int) -> None:
-        end_ns = self.instances[inst_id].try_start(now_ns)
+        inst = self.instances[inst_id]
+        if inst.fast_forward and not self._step_hooks and self.recorder.accepts_decode_runs:
+            end_ns = inst.try_start_run(now_ns, self._ff_until(), self.recorder)
+        else:
+            end_ns = inst.try_start(now_ns)
         if end_ns is not None:
             self._push(end_ns, _END, inst_id)
+
+    def _ff_until(self) -> int:
+        """Latest time at which a fast-forwarded instance may have a skipped event
+        (:mod:`llmsim.instance.fastforward`), ns: before the next arrival and any event of
+        another kind than step end/start (they may look at the instance or change what it
+        schedules), and not past the open time-series tick (its gauges are read at the
+        first event after it)."""
+        until = MAX_SIMULATED_NS
+        root = self._root_ns
+        if root is not None and root - 1 < until:
+            until = root - 1
+        tick = self.recorder.next_tick_ns
+        if tick < until:
+            until = tick
+        for t, kind, _s, _p in self._heap:
+            if kind != _END and kind != _START and t - 1 < until:
+                until = t - 1
+        return until
 
     def _on_arrival(self, index: int, now_ns: int) -> None:
         request = self.requests[index]

@@ -38,7 +38,7 @@ def _trace(arrivals_s: list[float], prompt: int = 200, output: int = 16) -> Trac
 def test_heterogeneous_groups_each_serve_and_use_their_own_hardware() -> None:
     exp = load_experiment(HETERO, overrides={"router": "round_robin"})
     # one request at a time (1 s apart, each finishes well within it): identical batches
-    result = run(exp, trace=_trace([float(i) for i in range(10)]))
+    result = run(exp, trace=_trace([float(i) for i in range(10)]), keep_steps=True)
     req = result.requests
     assert req["instance_id"].tolist() == [0, 1] * 5
     steps = result.steps

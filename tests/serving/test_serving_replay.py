@@ -53,7 +53,7 @@ def test_same_experiment_twice_gives_byte_identical_outputs(tmp_path):
     exp = load_experiment(_write_experiment(tmp_path))
     dirs = []
     for k in range(2):
-        result = run(exp, cost_model=_cost())
+        result = run(exp, cost_model=_cost(), keep_steps=True)
         dirs.append(write_outputs(result, tmp_path / f"out{k}"))
     names = sorted(p.name for p in dirs[0].iterdir())
     assert names == [".llmsim-output.json", "itls.parquet", "requests.csv", "requests.parquet",
@@ -64,7 +64,7 @@ def test_same_experiment_twice_gives_byte_identical_outputs(tmp_path):
 
 def test_outputs_are_consistent(tmp_path):
     exp = load_experiment(_write_experiment(tmp_path))
-    r = run(exp, cost_model=_cost())
+    r = run(exp, cost_model=_cost(), keep_steps=True)
     df = r.requests
     assert len(df) == 40 and df["finish_s"].notna().all()
     assert (df["ttft_s"] > 0).all() and (df["first_token_s"] <= df["finish_s"]).all()
@@ -81,7 +81,7 @@ def test_outputs_are_consistent(tmp_path):
 def test_write_outputs_replaces_existing_dir_atomically(tmp_path):
     exp = load_experiment(_write_experiment(tmp_path))
     out = tmp_path / "out"
-    write_outputs(run(exp, cost_model=_cost()), out, steps_log=True)  # a previous llmsim output
+    write_outputs(run(exp, cost_model=_cost(), keep_steps=True), out, steps_log=True)  # a previous llmsim output
     assert (out / "steps.csv").exists()
     write_outputs(run(exp, cost_model=_cost()), out, steps_log=False)
     assert (out / "summary.json").exists()

@@ -69,7 +69,8 @@ def test_trace_processor_imports_every_event(tmp_path, suffix):
     from perfetto.trace_processor import TraceProcessor, TraceProcessorConfig
 
     result = run(load_experiment(make_experiment(tmp_path / "exp", instances=2, blocks=12,
-                                                 gap_ms=1)), cost_model=TokenCost())
+                                                 gap_ms=1)), cost_model=TokenCost(),
+                 keep_steps=True)
     assert result.summary["num_preemptions"] > 0
     path = write_trace_events(timeline_from_replay(result), tmp_path / f"t{suffix}")
     expected = check_trace_events(path)

@@ -22,7 +22,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _replay(tmp_path: Path, **kw):
-    return run(load_experiment(make_experiment(tmp_path, **kw)), cost_model=TokenCost())
+    return run(load_experiment(make_experiment(tmp_path, **kw)), cost_model=TokenCost(),
+               keep_steps=True)
 
 
 def _by_track(chk, cat: str) -> dict[str, list[dict]]:
@@ -140,7 +141,7 @@ def test_cli_replay_writes_a_checked_timeline_and_leaves_outputs_unchanged(
     assert main(["replay", str(exp), "--out", str(tmp_path / "with"), "--no-progress",
                  "--trace-events", str(trace)]) == 0
     assert f"wrote timeline {trace}" in capsys.readouterr().out
-    result = run(load_experiment(exp))
+    result = run(load_experiment(exp), keep_steps=True)
     write_outputs(result, tmp_path / "without")
     for name in ("requests.csv", "timeseries.csv", "summary.json"):
         assert (tmp_path / "with" / name).read_bytes() == \
