@@ -303,26 +303,29 @@ class EnergyAccumulator:
         return step_j
 
     def on_decode_run(self, instance_id: int, seq_indices: Sequence[int], start_ns: np.ndarray,
-                      end_ns: np.ndarray, gpu_ns: np.ndarray, kv_usage: np.ndarray
-                      ) -> list[float]:
+                      end_ns: np.ndarray, gpu_ns: np.ndarray, kv_usage: np.ndarray,
+                      energy_j: np.ndarray | None = None) -> list[float]:
         """Steps of a decode fast-forward (:class:`llmsim.instance.fastforward.DecodeRun`):
         each decodes one token of every sequence of ``seq_indices``; the same accounting as
-        :meth:`on_step` for each (power-state or constant law: a fast-forward passes no
-        measured energy).
+        :meth:`on_step` for each.
 
         Args:
             instance_id: the instance.
             seq_indices: trace indices of the run's sequences.
             start_ns, end_ns, gpu_ns: per step, ns (shape ``(k,)``).
             kv_usage: per step, KV usage fraction after the step.
+            energy_j: per step, the cost model's measured energy of one rank (NaN or None:
+                not measured; then the step's GPU time is taken as its priced time).
 
         Returns:
             each step's energy, J.
         """
         n = len(seq_indices)
-        out = [self._run(instance_id, int(a), int(b), int(g), n, float(kv), None, int(g), n)
-               for a, b, g, kv in zip(start_ns.tolist(), end_ns.tolist(), gpu_ns.tolist(),
-                                      kv_usage.tolist(), strict=True)]
+        k = len(end_ns)
+        meas = [None] * k if energy_j is None else [float(e) for e in energy_j.tolist()]
+        out = [self._run(instance_id, int(a), int(b), int(g), n, float(kv), m, int(g), n)
+               for a, b, g, kv, m in zip(start_ns.tolist(), end_ns.tolist(), gpu_ns.tolist(),
+                                         kv_usage.tolist(), meas, strict=True)]
         total = float(sum(out))
         self.step_j += total
         if n:

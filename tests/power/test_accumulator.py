@@ -247,3 +247,13 @@ def test_ep_link_bytes_ring_counted() -> None:
                                     coll(Collective.REDUCE_SCATTER, 2),
                                     coll(Collective.ALL_REDUCE, 4)))
     assert ep_link_bytes(cost) == 48 * 1000 * (0.5 + 0.5 + 1.5)
+
+
+def test_decode_run_with_measured_energy() -> None:
+    a = acc()
+    starts = np.asarray([0, S // 100], dtype=np.int64)
+    got = a.on_decode_run(0, (0, 1), starts, starts + S // 100, np.full(2, S // 100),
+                          np.zeros(2), energy_j=np.asarray([2.0, np.nan]))
+    assert got[0] == pytest.approx(2.0)
+    assert got[1] == pytest.approx((100.0 + 600.0 * (0.1 + 2e-4)) * 0.01)
+    assert a.sources == {"profile": 1, "constant": 0, "power_state": 1}
