@@ -268,6 +268,8 @@ class PdFlow:
         self._forward = sim.register_event("pd_forward", PD_FORWARD_PRIORITY,
                                            self._on_forward)
         sim.add_step_hook(self._on_step)
+        for inst in self.instances:  # every step's record matters (kv_held, kv_save)
+            inst.fast_forward = False
         for i in self.prefill_ids:
             inst = self.instances[i]
             inst.scheduler.connector = _ProducerConnector()
