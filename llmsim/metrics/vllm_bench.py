@@ -155,6 +155,8 @@ def write_vllm_bench(result: Any, path: str | Path, *, model_id: str | None,
         metadata: the trace's metadata (see :func:`vllm_bench_result`).
         percentiles: percentiles to write.
 
+    The replay's ``summary["energy"]`` is added as ``llmsim_energy`` (vLLM writes no energy).
+
     Returns:
         The path written.
 
@@ -165,4 +167,7 @@ def write_vllm_bench(result: Any, path: str | Path, *, model_id: str | None,
 
     obj = vllm_bench_result(result.requests, result.itls_s, model_id=model_id, metadata=metadata,
                             percentiles=percentiles)
+    energy = (getattr(result, "summary", None) or {}).get("energy")
+    if energy is not None:  # vLLM's result has no energy (docs/power.md): llmsim's own key
+        obj["llmsim_energy"] = energy
     return atomic_write_text(path, json.dumps(obj, indent=1) + "\n")

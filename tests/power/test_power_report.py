@@ -223,3 +223,17 @@ def test_fast_forward_gives_the_same_energy() -> None:
     assert a.steps["energy_j"].equals(b.steps["energy_j"])
     assert a.power is not None and a.power.equals(b.power)
     assert np.allclose(a.requests["energy_j"], b.requests["energy_j"], rtol=1e-12, atol=0)
+
+
+def test_vllm_bench_output_carries_energy(tmp_path: Path) -> None:
+    from llmsim.experiment import load_experiment
+    from llmsim.validate import load_measured
+
+    load_experiment("examples/rtxpro6000-llama-3.1-8b.yaml")  # missing data: skipped
+    out = tmp_path / "b.json"
+    subprocess.run([sys.executable, "-m", "llmsim", "replay",
+                    "examples/rtxpro6000-llama-3.1-8b.yaml", "--format", "vllm-bench", "--out",
+                    str(out), "--no-progress"], check=True, capture_output=True)
+    obj = json.loads(out.read_text())
+    assert obj["llmsim_energy"]["available"] and obj["llmsim_energy"]["energy_j"] > 0
+    assert load_measured(out).num_requests == 300  # still a vLLM bench result to readers
