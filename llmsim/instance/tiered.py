@@ -50,6 +50,13 @@ class TieredInstance(Instance):
         self._offload = sched if isinstance(sched, OffloadScheduler) else None
         self._deferred: tuple[Key, ...] = ()
 
+    @property
+    def num_waiting(self) -> int:
+        """Waiting sequences, with those whose lower-tier load runs (vLLM counts
+        WAITING_FOR_REMOTE_KVS requests as waiting)."""
+        n = super().num_waiting
+        return n + len(self._offload.loading) if self._offload is not None else n
+
     def wake_ns(self) -> int | None:
         """When an idle instance must poll for a finished load (None: no load pending)."""
         return self._offload.wake_ns() if self._offload is not None else None

@@ -24,8 +24,8 @@ Every planned step carries an :class:`~llmsim.kvcache.offload.OffloadStep`: the 
 start, the blocking load time and the blocks to store (``OffloadManager.store_keys``).
 
 Deliberate differences: vLLM promotes a loaded request when its waiting loop reaches it;
-here promotion happens before phase 2 of the first ``schedule()`` after the report. A
-sequence in :attr:`loading` is not counted as waiting in the gauges (vLLM counts it).
+here promotion happens before phase 2 of the first ``schedule()`` after the report. (A
+sequence in :attr:`loading` counts as waiting in the instance's gauges, as in vLLM.)
 """
 
 from __future__ import annotations

@@ -128,6 +128,11 @@ def test_native_load_delays_the_request_by_one_step():
                           (40.0, "step E+1*"), (50.0, "step E+1* C+4*"),
                           (60.0, "step E+1* C+1*")]
     assert rec.first_token_ns[2] - reqs[2].arrival_ns == 20 * MS
+    # while its load runs, C counts as waiting (vLLM's WAITING_FOR_REMOTE_KVS is a waiting state)
+    from llmsim.metrics.recorder import STEP_COLUMNS
+    col = {c: i for i, c in enumerate(STEP_COLUMNS)}
+    row = next(r for r in rec.steps if r[col["instance_id"]] == 0 and r[col["end_s"]] == 40 * MS)
+    assert row[col["waiting"]] == 1 and row[col["running"]] == 1
 
 
 def test_lmcache_load_blocks_the_step():
