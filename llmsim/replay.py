@@ -38,7 +38,8 @@ from llmsim.cluster.moe_dp import EpPricer, EpStepCostModel, MoeMode, check_moe_
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig, check_supported
 from llmsim.cluster.routing import ExpertRouting, load_popularity
 from llmsim.costmodel.base import CostModel
-from llmsim.costmodel.collectives import CollectivesModel, NcclModel
+from llmsim.costmodel.collectives import CollectivesModel, NcclModel, table_values
+from llmsim.costmodel.interp import GridND
 from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
 from llmsim.data.atomic import publish_dir, temp_dir_next_to
@@ -379,10 +380,27 @@ def build_moe_pricer(experiment: Experiment, g: ResolvedGroup, m: ModelConfig,
     ranks = dp * tp if mode is MoeMode.EP_SEQUENCE_PARALLEL else dp
     comm = CollectivesModel(ranks=ranks, tables=tables, link=link_spec, analytic=analytic)
     tp_comm = cm.tp_tables(par).comm if tp > 1 else None
+    full_grid, name = grid, "moe"
+    if par.enable_expert_parallel:  # a measured per-EP-rank table (AIConfigurator import)
+        ep_grid = _moe_ep_grid(cm, par.expert_parallel_size)
+        if ep_grid is not None:
+            grid, name = ep_grid, f"moe_ep{par.expert_parallel_size}"
     return EpPricer(moe_grid=grid, model=m, comm=comm if ranks > 1 else None, parallel=par,
                     placement=g.engine.expert_placement_strategy,
                     routing=moe_routing(experiment, m), tp_comm=tp_comm,
-                    tp_graph_max_tokens=cm.cudagraph_max_tokens)
+                    tp_graph_max_tokens=cm.cudagraph_max_tokens, full_grid=full_grid,
+                    expert_table=f"tp1/{name}")
+
+
+def _moe_ep_grid(cm: ProfileCostModel, ep: int) -> GridND | None:
+    """The profile's TP1 ``moe_ep<ep>`` table (one EP rank's experts, measured), if any."""
+    tpp = next((t for t in cm.profile.tp if t.tp_degree == 1), None)
+    table = None if tpp is None else next(
+        (t for t in tpp.ops if t.op == f"moe_ep{ep}"), None)
+    if table is None:
+        return None
+    axes = [list(a.values) for a in table.axes]
+    return GridND(list(zip(*axes, strict=True)), table_values(table))
 
 
 def moe_routing(experiment: Experiment, model: ModelConfig) -> ExpertRouting:
@@ -656,6 +674,7 @@ def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
             "ep_expert_extrapolations": sum(g.ep.extrapolated for g in groups if g.ep),
             "ep_collective_sources": sources,
             "moe_modes": sorted({g.ep.mode.value for g in groups if g.ep}),
+            "ep_expert_tables": sorted({g.ep.expert_table for g in groups if g.ep}),
             "ep_communication_ms_per_group_step": comm_ns / steps / 1e6 if steps else 0.0,
             "ep_slowest_experts_ms_per_group_step": (
                 sum(g.ep_expert_ns for g in groups) / steps / 1e6 if steps else 0.0),

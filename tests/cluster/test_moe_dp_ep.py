@@ -3,6 +3,7 @@ end to end (llmsim/replay.py, llmsim/sim/lockstep.py)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,9 @@ def test_dp2_ep_example_replays_in_lockstep(data_path) -> None:
     data_path("llmservingsim/profiles/RTXPRO6000/Qwen/Qwen3-30B-A3B-Instruct-2507/bf16")
     data_path("llmservingsim/configs/model/Qwen/Qwen3-30B-A3B-Instruct-2507.json")
     exp = load_experiment(EXAMPLE)
-    result = run(exp, trace=_trace(12), keep_steps=True)
+    # the per-step log (kept by default before run() took keep_steps)
+    keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
+    result = run(exp, trace=_trace(12), **keep)
     assert result.summary["num_finished"] == 12
     steps = result.steps
     # both DP ranks serve (the balancer sees published counts) and step together

@@ -5,6 +5,7 @@ and YAML errors of the new keys with file, line and field."""
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from pathlib import Path
 
@@ -206,7 +207,9 @@ def qwen_data(data_path) -> None:
 
 def test_dp2_tp2_ep_runs_in_lockstep_with_sequence_parallel_moe(qwen_data) -> None:
     exp = load_experiment(EP_EXAMPLE, overrides={"engine.tensor_parallel_size": 2})
-    result = run(exp, trace=_trace(12), keep_steps=True)
+    # the per-step log (kept by default before run() took keep_steps)
+    keep = {"keep_steps": True} if "keep_steps" in inspect.signature(run).parameters else {}
+    result = run(exp, trace=_trace(12), **keep)
     assert result.summary["num_finished"] == 12
     moe = result.summary["moe_dp"]
     assert moe["moe_modes"] == ["ep_sequence_parallel"]
@@ -322,3 +325,42 @@ def test_a_bad_popularity_table_names_its_own_file_and_line(qwen_data, tmp_path:
         run(load_experiment(p), trace=_trace(2))
     assert str(err.value.path) == str(pop) and err.value.line == 129
     assert "expert 7 is listed twice" in str(err.value)
+
+
+def test_aiconfigurator_ep_tables_price_mixtral_ep_ranks(data_path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llmsim.model.config import load_model_config
+    from llmsim.profile import load_profile
+
+    db = data_path("aiconfigurator/systems/data/h100_sxm")
+    cfg = data_path("llmservingsim/configs/model/mistralai/Mixtral-8x7B-v0.1.json")
+    # the recipe's TP1 profile holds one EP rank's measured fused-MoE time per EP size
+    prof = load_profile(MIXTRAL.parent / "profiles" / "h100-mixtral-8x7b.aic.yaml")
+    tp1 = next(t for t in prof.tp if t.tp_degree == 1)
+    ops = {t.op: t for t in tp1.ops}
+    assert {"moe", "moe_ep2", "moe_ep4", "moe_ep8"} <= set(ops)
+    rows = pd.read_parquet(db / "moe/vllm/0.19.0/moe_perf.parquet")
+    rows = rows[(rows.hidden_size == 4096) & (rows.inter_size == 14336) & (rows.topk == 2)
+                & (rows.num_experts == 8) & (rows.moe_dtype == "bfloat16")
+                & (rows.kernel_source == "vllm_fused_moe") & (rows.distribution == "balanced")
+                & (rows.moe_tp_size == 1) & (rows.moe_ep_size == 2) & (rows.num_tokens == 16)]
+    t = ops["moe_ep2"]
+    toks = list(t.axes[0].values)
+    assert t.mean_ns[toks.index(16)] == pytest.approx(rows.latency.mean() * 1e6, rel=1e-12)
+    # DP2 x TP1 with EP: each rank holds 4 of the 8 experts (weights split by EP), its
+    # experts priced from moe_ep2
+    model = load_model_config(cfg)
+    ep2 = ParallelConfig(data_parallel_size=2, enable_expert_parallel=True)
+    experts = 32 * 8 * 3 * 4096 * 14336
+    assert model.weight_bytes(ep2) == (model.num_params() - experts) * 2 + experts * 2 // 2
+    text = (MIXTRAL.read_text()
+            .replace("  tensor_parallel_size: 2\n", "  tensor_parallel_size: 1\n"
+                     "  data_parallel_size: 2\n  enable_expert_parallel: true\n")
+            .replace("profile: profiles/", f"profile: {MIXTRAL.parent}/profiles/"))
+    p = tmp_path / "mixtral-ep2.yaml"
+    p.write_text(text)
+    result = run(load_experiment(p), trace=_trace(6))
+    moe = result.summary["moe_dp"]
+    assert moe["moe_modes"] == ["ep_over_dp"] and moe["ep_expert_tables"] == ["tp1/moe_ep2"]
+    assert result.summary["num_finished"] == 6
