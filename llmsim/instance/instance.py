@@ -126,9 +126,11 @@ class Instance:
         self.ff_stats = FastForwardStats()
         self.kv_bytes_per_token = kv_bytes_per_token
         self.max_output_tokens = 0  # > 0: cap on every request's output here (P/D prefill)
-        # P/D worker side (llmsim.pd): called as kv_save(plan, start_ns, end_ns) -> end_ns
-        # after a step is priced, to extend it while layer-wise KV sends finish
-        self.kv_save: Callable[[BatchPlan, int, int], int] | None = None
+        # P/D worker side of the KV connector (llmsim.pd): called as
+        # kv_connector_step(plan, start_ns, end_ns) -> end_ns when a step is launched: it
+        # starts the step's KV loads at start_ns (start_load_kv) and may extend the step
+        # while layer-wise KV sends finish (wait_for_save)
+        self.kv_connector_step: Callable[[BatchPlan, int, int], int] | None = None
         self._inflight: tuple[BatchPlan, int, int, int, int, StepCost] | None = None
         self._next: BatchPlan | None = None
 
@@ -250,8 +252,8 @@ class Instance:
             raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
                                        f"{self.num_steps} at {start_ns} ns: {exc}") from exc
         end_ns = start_ns + gpu_ns
-        if self.kv_save is not None:  # P2pNccl producer: wait_for_save at the step's end
-            end_ns = self.kv_save(plan, start_ns, end_ns)
+        if self.kv_connector_step is not None:  # P/D: start_load_kv, wait_for_save
+            end_ns = self.kv_connector_step(plan, start_ns, end_ns)
             gpu_ns = end_ns - start_ns
         self._inflight = (plan, start_ns, end_ns, gpu_ns, cpu_ns, cost)
         if self.async_scheduling:

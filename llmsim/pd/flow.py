@@ -20,9 +20,10 @@ Mirrors vLLM 0.19's P/D flow behind its toy proxy (docs/cluster-semantics.md,
    instance keeps its blocks). Reserved, it waits in ``WAITING_FOR_REMOTE_KVS``, outside
    ``max_num_seqs``, while the KV is pulled from the prefill instance over the link
    (:mod:`llmsim.pd.links`: whole blocks, the KV per rank of the side with fewer TP ranks,
-   ports serialized). The pull is issued when ``schedule()`` reserved the blocks
-   (vLLM issues the READs in the next forward's ``start_load_kv``; the difference is the
-   CPU time of one step). When it ends, the prefill instance frees its blocks
+   ports serialized). The READs are issued when the step whose ``schedule()`` reserved the
+   blocks is launched (``start_load_kv`` before its forward; with async scheduling that is
+   when the step in flight ends), or at once when that ``schedule()`` scheduled nothing
+   (the engine runs the connector without a forward). When it ends, the prefill instance frees its blocks
    (``finished_sending``) and the next ``schedule()`` of the decode instance admits the
    request for one token: the last prompt token is recomputed and samples the first
    output token, which the client sees.
@@ -85,15 +86,17 @@ class KVTransferParams:
 
     Attributes:
         src: the prefill instance holding the KV.
+        num_external: tokens whose KV comes from ``src`` (set when blocks are reserved).
         arrived: the pulled KV is here (NIXL; the request then holds its blocks in the
             waiting queue). A pushed request (P2pNccl) is admitted synchronously instead.
     """
 
-    __slots__ = ("arrived", "src")
+    __slots__ = ("arrived", "num_external", "src")
 
     def __init__(self, src: int, *, arrived: bool = False) -> None:
         self.src = src
         self.arrived = arrived
+        self.num_external = 0  # tokens to pull, set when the blocks are reserved
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +176,9 @@ class _ProducerConnector:
                                  now_ns: int) -> None:
         return None
 
+    def build_connector_meta(self, plan: BatchPlan | None, now_ns: int) -> None:
+        return None
+
     def request_finished(self, seq: SeqState) -> bool:
         return True
 
@@ -184,6 +190,8 @@ class _ConsumerConnector:
         self.flow = flow
         self.inst_id = inst_id
         self.pull = flow.connector is KVConnectorKind.NIXL
+        self._pending: list[SeqState] = []  # reserved by the schedule() in progress
+        self._by_plan: dict[int, tuple[BatchPlan, list[SeqState]]] = {}
 
     def get_num_new_matched_tokens(self, seq: SeqState, num_local: int) -> tuple[int, bool]:
         """NIXL: every prompt token not hit locally, asynchronously; P2pNccl: all but the
@@ -194,7 +202,31 @@ class _ConsumerConnector:
 
     def update_state_after_alloc(self, seq: SeqState, num_hit: int, n_ext: int,
                                  now_ns: int) -> None:
-        self.flow.start_pull(self.inst_id, seq, num_hit, n_ext, now_ns)
+        """Blocks reserved: the pull goes into this step's connector metadata."""
+        seq.kv_params.num_external = n_ext
+        self._pending.append(seq)
+        self.flow._note(now_ns, f"reserve {seq.request_id} ({len(seq.blocks)} blocks)")
+
+    def build_connector_meta(self, plan: BatchPlan | None, now_ns: int) -> None:
+        """End of ``schedule()``: the step's forward issues the pulls (``start_load_kv``,
+        when it is launched); with nothing scheduled the engine runs the connector alone
+        at once (``kv_connector_no_forward``)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if plan is None:
+            for seq in pending:
+                self.flow.start_pull(self.inst_id, seq, seq.kv_params.num_external, now_ns)
+        else:
+            self._by_plan[id(plan)] = (plan, pending)  # the plan is kept: its id stays unique
+
+    def start_load_kv(self, plan: BatchPlan, start_ns: int, end_ns: int) -> int:
+        """Worker side, at the launch of ``plan``: issue its pulls at its GPU start."""
+        entry = self._by_plan.pop(id(plan), None)
+        if entry is not None:
+            for seq in entry[1]:
+                self.flow.start_pull(self.inst_id, seq, seq.kv_params.num_external, start_ns)
+        return end_ns
 
     def request_finished(self, seq: SeqState) -> bool:
         return False
@@ -268,16 +300,18 @@ class PdFlow:
         self._forward = sim.register_event("pd_forward", PD_FORWARD_PRIORITY,
                                            self._on_forward)
         sim.add_step_hook(self._on_step)
-        for inst in self.instances:  # every step's record matters (kv_held, kv_save)
+        for inst in self.instances:  # every step's record and launch matters
             inst.fast_forward = False
         for i in self.prefill_ids:
             inst = self.instances[i]
             inst.scheduler.connector = _ProducerConnector()
             inst.max_output_tokens = 1
             if self.connector is KVConnectorKind.P2P_NCCL:
-                inst.kv_save = self._push_saver(i)
+                inst.kv_connector_step = self._push_saver(i)
         for i in self.decode_ids:
-            self.instances[i].scheduler.connector = _ConsumerConnector(self, i)
+            conn = _ConsumerConnector(self, i)
+            self.instances[i].scheduler.connector = conn
+            self.instances[i].kv_connector_step = conn.start_load_kv
 
     @property
     def arrival_router(self) -> Router:
@@ -296,6 +330,11 @@ class PdFlow:
                 return p
 
         return _Arrival()
+
+    def assign_decode(self, request_id: str, dst: int) -> None:
+        """Fix the decode instance of a request before its prefill (a router that picks
+        the decode side first, :class:`llmsim.router.scrape.PdDeciderRouter`)."""
+        self._decode_for[request_id] = dst
 
     def _note(self, t: int, what: str) -> None:
         if self.keep_log:
@@ -390,9 +429,9 @@ class PdFlow:
         sim.recorder.on_release(desc.index, dst, desc.release_ns)
         sim.request_start(dst, now_ns)
 
-    def start_pull(self, dst: int, seq: SeqState, num_hit: int, n_ext: int,
-                   now_ns: int) -> None:
-        """Blocks reserved on ``dst`` (NIXL): book the pull and schedule its end."""
+    def start_pull(self, dst: int, seq: SeqState, n_ext: int, now_ns: int) -> None:
+        """Issue the pull of ``n_ext`` tokens' KV into ``dst`` at ``now_ns`` (NIXL's
+        ``start_load_kv``): book the ports and schedule its end."""
         sim = self._sim
         if sim is None:
             raise InvariantError("PdFlow used before install()")
@@ -406,7 +445,6 @@ class PdFlow:
         i = seq.index
         self.kv_ready_ns[i] = now_ns
         self.kv_bytes[i] = nbytes
-        self._note(now_ns, f"reserve {seq.request_id} ({len(seq.blocks)} blocks)")
         self._note(slot.start_ns, f"pull start {seq.request_id} {nbytes} B")
         sim.schedule(slot.end_ns, self._pull_done, pull)
 

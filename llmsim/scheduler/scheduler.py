@@ -164,15 +164,20 @@ class Scheduler:
         if not step.chunks:
             if preempted:
                 logger.debug("step scheduled nothing after preempting %d", len(preempted))
+            if self.connector is not None:  # vLLM runs the connector without a forward
+                self.connector.build_connector_meta(None, now_ns)
             return None
         self.num_steps += 1
         batch = StepBatch(prefills=tuple(step.prefills),
                           decode_context_lens=tuple(step.decode_lens),
                           parallel=self.parallel)
-        return BatchPlan(chunks=tuple(step.chunks), batch=batch,
+        plan = BatchPlan(chunks=tuple(step.chunks), batch=batch,
                          num_prefill_tokens=step.num_prefill_tokens,
                          num_decodes=len(step.decode_lens), preempted=tuple(preempted),
                          admitted=tuple(admitted), scheduled_ns=now_ns)
+        if self.connector is not None:  # P/D: the KV loads this step's forward starts
+            self.connector.build_connector_meta(plan, now_ns)
+        return plan
 
     def _schedule_running(self, budget: int, step: _StepBuilder,
                           preempted: list[SeqState]) -> int:

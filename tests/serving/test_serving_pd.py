@@ -200,3 +200,33 @@ def test_decider_sends_short_prompts_straight_to_a_decode_instance():
     assert [t.index for t in flow.transfers] == [1]
     # A is prefilled on the decode instance itself: first token after one 10 ms step
     assert rec.first_token_ns[0] == STEP
+
+
+def test_pull_is_issued_when_the_reserving_step_is_launched():
+    # D runs A's decodes with 1 ms of CPU work per step; B's blocks are reserved by the
+    # schedule() at the end of one of A's steps and its READ starts with the next forward
+    insts = [make_instance(instance_id=0, block_size=BS),
+             make_instance(instance_id=1, block_size=BS, cpu_step_ns=MS)]
+    reqs = [make_request("A", prompt=8, output=6), make_request("B", arrival_ms=25, prompt=8,
+                                                                output=2)]
+    flow = PdFlow(insts, [PdRole.PREFILL, PdRole.DECODE], connector=KVConnectorKind.NIXL,
+                  link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
+                  kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=4,
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=2,
+                  keep_log=True)
+    rec = LogRecorder(reqs, keep_steps=True)
+    sim = Simulation(reqs, insts, flow.arrival_router, rec)
+    flow.install(sim)
+    sim.run()
+    x = _xfer_ns(2 * BS * PER_TOKEN)
+    # A: P 0-10, pull 10 -> 10 + x (D idle: no forward needed), D steps of 1 + 10 ms
+    a_first = STEP + x + MS + STEP
+    # B: P 25-35, reaches D at 35 while A decodes; D's steps end at a_first + k * 11 ms
+    b_sched = next(a_first + k * (MS + STEP) for k in range(10)
+                   if a_first + k * (MS + STEP) >= 35 * MS)
+    tb = next(t for t in flow.transfers if t.index == 1)
+    assert ("reserve B (2 blocks)" in [e for _t, e in flow.log]
+            and (b_sched, "reserve B (2 blocks)") in flow.log)
+    assert (tb.ready_ns, tb.start_ns, tb.end_ns) == (b_sched + MS, b_sched + MS,
+                                                     b_sched + MS + x)
+    assert rec.first_token_ns[0] == a_first
