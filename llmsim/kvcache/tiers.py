@@ -117,12 +117,13 @@ class TierPool:
         entries: key -> bytes of the held entries, least recently used first.
         pending_keys: keys whose store is in flight.
         peak_used_bytes: largest ``used_bytes`` seen.
-        num_stored, num_evicted, num_demoted: entries written, dropped, moved down.
+        num_stored, num_evicted, num_demoted, num_replaced: entries written, dropped,
+            moved down, dropped for a newer copy in a higher tier.
     """
 
     __slots__ = ("spec", "label", "lower", "used_bytes", "reserved_bytes", "peak_used_bytes",
                  "entries", "_pending", "pending_keys", "_seq", "_now_ns", "num_stored",
-                 "num_evicted", "num_demoted")
+                 "num_evicted", "num_demoted", "num_replaced")
 
     def __init__(self, spec: TierSpec, label: str, lower: TierPool | None = None) -> None:
         self.spec = spec
@@ -139,6 +140,7 @@ class TierPool:
         self.num_stored = 0
         self.num_evicted = 0
         self.num_demoted = 0
+        self.num_replaced = 0
 
     @property
     def capacity_bytes(self) -> int:
@@ -198,7 +200,8 @@ class TierPool:
         self.pending_keys.add(key)
 
     def put(self, key: Key, nbytes: int) -> None:
-        """Store ``key`` now (most recently used), evicting LRU entries to the lower tier.
+        """Store ``key`` now (most recently used), evicting LRU entries to the lower tier;
+        a copy of ``key`` in a lower tier is dropped (a key lives in one tier).
 
         An entry larger than the free capacity is not stored (nor moved down).
 
@@ -214,6 +217,10 @@ class TierPool:
         room = self.capacity_bytes - self.reserved_bytes
         if nbytes > room:
             return
+        lower = self.lower
+        while lower is not None:  # a key lives in one tier: a newer copy replaces a lower one
+            lower.remove(key)
+            lower = lower.lower
         while self.used_bytes + nbytes > room:
             old, old_bytes = entries.popitem(last=False)
             self.used_bytes -= old_bytes
@@ -229,7 +236,8 @@ class TierPool:
             self.peak_used_bytes = self.used_bytes
 
     def remove(self, key: Key) -> None:
-        """Drop ``key`` (a promotion to a higher tier, exclusive caching)."""
+        """Drop ``key`` if held (a newer copy went to a higher tier)."""
         nbytes = self.entries.pop(key, None)
         if nbytes is not None:
             self.used_bytes -= nbytes
+            self.num_replaced += 1

@@ -330,3 +330,39 @@ def test_native_load_under_async_scheduling_waits_a_step():
     # the load was issued at a step start; C's prefill ends two steps after that step
     k = steps.index(ms(issued[0]) + 10.0)
     assert c_step == steps[k + 2]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ops = st.lists(st.tuples(st.sampled_from(["put", "later", "advance", "touch"]),
+                          st.integers(0, 30), st.integers(1, 250)), max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_tier_chain_conserves_bytes_and_keys(ops):
+    """Used bytes never exceed the room, equal the entries' sum, and a key lives in at most
+    one tier of the chain; every stored key is held somewhere, or was dropped by the last."""
+    low = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=600,
+                            bandwidth_bytes_per_s=1, latency_ns=0), "cxl")
+    top = TierPool(cpu_spec(capacity_bytes=400), "cpu", lower=low)
+    top.reserve(100, what="weights")
+    now = 0
+    for op, k, size in ops:
+        key = (0, k)
+        if op == "put":
+            top.put(key, size)
+        elif op == "later":
+            top.put_later(key, size, now + size)
+        elif op == "advance":
+            now += size
+            top.advance(now)
+        elif top.contains(key):
+            top.touch(key)
+        for pool in (top, low):
+            assert pool.used_bytes == sum(pool.entries.values())
+            assert pool.used_bytes <= pool.capacity_bytes - pool.reserved_bytes
+        assert not set(top.entries) & set(low.entries)
+    assert top.num_stored == len(top.entries) + top.num_demoted
+    assert low.num_stored == len(low.entries) + low.num_evicted + low.num_replaced
