@@ -196,7 +196,8 @@ class TierSetup:
                 "entries": pool.num_entries, "used_bytes": pool.used_bytes,
                 "peak_used_bytes": pool.peak_used_bytes,
                 "weight_bytes": pool.reserved_bytes, "stored_entries": pool.num_stored,
-                "evicted_entries": pool.num_evicted, "demoted_entries": pool.num_demoted}
+                "evicted_entries": pool.num_evicted, "demoted_entries": pool.num_demoted,
+                "replaced_entries": pool.num_replaced}
         engines = []
         for inst, mgr, placed in zip(self.instances, self.managers, self.placements,
                                      strict=True):

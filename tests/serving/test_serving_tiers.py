@@ -122,6 +122,12 @@ def test_native_load_delays_the_request_by_one_step():
     load_ns = CPU_LAT + 16 * BPT * 10**9 // CPU_BW
     assert (30 * MS, "load start 16 tokens") in log
     assert (30 * MS + load_ns, "load done 16 tokens") in log
+    # native stores every block a step fills, decode ones too, at the next step's start:
+    # E's prompt block and A's 4 blocks at 10 ms; E's block 1 (filled by its decode in
+    # [40, 50]) with C's last prompt block at 50 ms; E's block 2 never fills (11 tokens)
+    stores = sorted((t, what) for t, what in log if what.startswith("store start"))
+    assert stores == [(10 * MS, "store start 1 blocks"), (10 * MS, "store start 4 blocks"),
+                      (50 * MS, "store start 2 blocks")]
     steps0 = [e for e in rec.log if "E" in e[1] or "C" in e[1]]
     # step [30, 40] runs E alone (C's load in flight), C's prefill is the next step
     assert steps0[:6] == [(10.0, "step E+4*"), (20.0, "step E+1*"), (30.0, "step E+1*"),
@@ -140,7 +146,9 @@ def test_lmcache_load_blocks_the_step():
     rec, log, reqs = _pair(OffloadBackend.LMCACHE, chunk)
     store_ns = transfer_ns(16 * BPT, bandwidth_bytes_per_s=CPU_BW, latency_ns=CPU_LAT)
     load_ns = CPU_LAT + 16 * BPT * 10**9 // CPU_BW
-    # A's prefill step ends after its blocking store of 2 chunks
+    # A's prefill step ends after its blocking store of 2 chunks; nothing else is stored:
+    # E's prompt is shorter than a chunk, decodes are not stored, C's tail chunk is partial
+    assert [what for _t, what in log if what.startswith("store start")] == ["store start 2 blocks"]
     assert (10 * MS, "store start 2 blocks") in log
     assert (ms(10 * MS + store_ns), "step A+16*") in rec.log
     assert (30 * MS, f"blocking load {load_ns} ns") in log
