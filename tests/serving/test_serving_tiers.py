@@ -374,3 +374,33 @@ def test_tier_chain_conserves_bytes_and_keys(ops):
         assert not set(top.entries) & set(low.entries)
     assert top.num_stored == len(top.entries) + top.num_demoted
     assert low.num_stored == len(low.entries) + low.num_evicted + low.num_replaced
+
+
+def test_group_overrides_kv_offload(exp_dir):
+    """A group's own kv_offload replaces the top-level one; a group without any gets the
+    plain scheduler; errors name the group's field."""
+    from llmsim.memory.tiers_setup import TierSetup
+    from llmsim.scheduler.offload import OffloadScheduler as OS
+
+    tiers = [{"name": "cpu", "capacity_bytes": 10**6, "bandwidth_bytes_per_s": 10**9}]
+    raw = dict(BASE, memory_tiers=tiers, instance_groups=[
+        {"name": "a", "kv_offload": {"tiers": ["cpu"], "backend": "lmcache"}},
+        {"name": "b"}])
+    exp = experiment_from_dict(raw, source=exp_dir / "e.yaml")
+    groups = exp.groups()
+    assert groups[0].kv_offload.backend is OffloadBackend.LMCACHE and groups[1].kv_offload is None
+    setup = TierSetup(exp, [TINY, TINY])
+    insts = setup.build_instances([const_cost(), const_cost()], [_cap(), _cap()])
+    assert isinstance(insts[0].scheduler, OS) and not isinstance(insts[1].scheduler, OS)
+    assert type(insts[1]).__name__ == "Instance"
+    bad = dict(raw, instance_groups=[{"name": "a", "kv_offload": {"tiers": ["nvme"]}}])
+    with pytest.raises(ConfigError) as exc:
+        experiment_from_dict(bad, source=exp_dir / "e.yaml")
+    assert exc.value.field == "instance_groups.0.kv_offload.tiers.0"
+
+
+def _cap():
+    from llmsim.memory.capacity import KVCapacity
+
+    return KVCapacity(num_gpu_blocks=64, block_size=16, bytes_per_block=16 * 1024,
+                      source="override")
