@@ -8,6 +8,8 @@ from those figures.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving_helpers import MS, LogRecorder, make_instance, make_request
 
 from llmsim.errors import ConfigError
@@ -230,3 +232,37 @@ def test_pull_is_issued_when_the_reserving_step_is_launched():
     assert (tb.ready_ns, tb.start_ns, tb.end_ns) == (b_sched + MS, b_sched + MS,
                                                      b_sched + MS + x)
     assert rec.first_token_ns[0] == a_first
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_random_pd_runs_finish_and_conserve_blocks(data):
+    """Random prompts, outputs, arrivals, pool sizes and P/D counts, both connectors, full
+    invariant checks every step: every request finishes, every instance ends with no block
+    in use, nothing held or pulling."""
+    n_p = data.draw(st.integers(1, 2))
+    n_d = data.draw(st.integers(1, 2))
+    connector = data.draw(st.sampled_from(list(KVConnectorKind)))
+    n = data.draw(st.integers(1, 8))
+    reqs = [make_request(f"r{i}", arrival_ms=data.draw(st.integers(0, 40)) + 0.0,
+                         prompt=data.draw(st.integers(1, 24)),
+                         output=data.draw(st.integers(1, 6))) for i in range(n)]
+    reqs.sort(key=lambda r: r.arrival_ns)
+    roles = [PdRole.PREFILL] * n_p + [PdRole.DECODE] * n_d
+    insts = [make_instance(instance_id=i, block_size=BS, budget=data.draw(st.sampled_from([8, 64])),
+                           num_blocks=data.draw(st.integers(9, 24)), max_num_seqs=4,
+                           async_scheduling=data.draw(st.booleans()))
+             for i in range(len(roles))]
+    flow = PdFlow(insts, roles, connector=connector,
+                  link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
+                  kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=4,
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=n)
+    rec = LogRecorder(reqs, keep_steps=True)
+    sim = Simulation(reqs, insts, flow.arrival_router, rec)
+    flow.install(sim)
+    sim.run()
+    assert rec.num_finished == n and all(t >= 0 for t in rec.first_token_ns)
+    assert [len(t) for t in rec.token_ns] == [r.output_tokens for r in reqs]
+    for inst in insts:
+        s = inst.scheduler
+        assert s.kv.pool.num_used == 0 and not s.kv_held and not s.remote_kv_waiting
