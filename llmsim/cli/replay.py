@@ -85,6 +85,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"  prefix-cache hit rate {s['prefix_cache']['hit_rate']:.3f}, "
           f"peak KV usage {s['kv_cache']['peak_usage_pct']:.1f}% of "
           f"{s['kv_cache']['num_gpu_blocks']} blocks ({s['kv_cache']['source']})")
+    tiers = s.get("kv_tiers")
+    if tiers is not None:
+        rates = "".join(f", {name} {t['hit_rate']:.3f}" for name, t in tiers["tiers"].items())
+        print(f"  prefix hits by tier: gpu {tiers['gpu_hit_rate']:.3f}{rates}")
     print(f"  wrote {out}")
     en = s.get("energy", {})
     if en.get("available"):
