@@ -580,3 +580,35 @@ def test_llmservingsim_defaults_fill_only_what_the_json_leaves_out(configs: Path
             assert engine["max_num_seqs"] == inst.get("max_num_seqs", 128), name
             assert engine["block_size"] == inst.get("block_size", 16), name
             assert engine["num_gpu_blocks_override"] >= 2, name
+
+
+def _leaf_paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, item in items:
+        out.append((*prefix, key))
+        out += _leaf_paths(item, (*prefix, key))
+    return out
+
+
+@pytest.mark.parametrize("name", ["single_node_pd_per_instance_config",
+                                  "single_node_power_instance", "single_node_cxl_instance",
+                                  "dual_node_moe_dp_ep_intra_inter_instance"])
+def test_any_field_given_a_wrong_value_is_a_located_error_never_a_crash(name: str,
+                                                                        configs: Path,
+                                                                        tmp_path: Path) -> None:
+    raw = _json(configs, name)
+    path = tmp_path / "c.json"
+    for where in _leaf_paths(raw):
+        for value in (None, "x", -1, [], {}, True, 10**30):
+            edited = json.loads(json.dumps(raw))
+            node = edited
+            for key in where[:-1]:
+                node = node[key]
+            node[where[-1]] = value
+            path.write_text(json.dumps(edited, indent=2))
+            try:
+                import_config(path)
+            except ConfigError as exc:
+                assert exc.path == str(path) and exc.field, (where, value, exc)

@@ -57,6 +57,7 @@ import yaml
 from llmsim.cluster.parallel import ParallelConfig, check_supported
 from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError
+from llmsim.experiment import MAX_GPUS_PER_NODE, MAX_INSTANCES
 from llmsim.safeio import read_text
 
 __all__ = [
@@ -463,9 +464,19 @@ def _check_fields(doc: _Json) -> None:
 
 
 # ----------------------------------------------------------------------- values
+_NULLABLE = ("pd_type", "dp_group")
+"""Fields LLMServingSim reads ``null`` in as "none" (``configs/cluster/README.md``: String/null);
+any other ``null`` is refused (LLMServingSim would use it as a value and fail later)."""
+
+MAX_INT = 2**40
+"""Largest integer any field may hold (1 Ti: above any GPU count, token count or GB size in
+a cluster; keeps arithmetic on GPU numbers bounded)."""
+
+
 def _get(doc: _Json, obj: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...],
          default: Any = None, *, required: bool = False) -> Any:
-    """``obj[key]`` checked to be of ``kind`` (bool is never a number); ``default`` if absent."""
+    """``obj[key]`` checked to be of ``kind`` (bool is never a number; ``null`` only for
+    :data:`_NULLABLE` fields); ``default`` if absent."""
     field = f"{where}.{key}" if where else key
     if key not in obj:
         if required:
@@ -474,6 +485,11 @@ def _get(doc: _Json, obj: Mapping[str, Any], key: str, where: str, kind: type | 
     value = obj[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     bad_bool = isinstance(value, bool) and bool not in kinds
+    if value is None and key not in _NULLABLE:
+        names = " or ".join(k.__name__ for k in kinds)
+        raise doc.error(field, f"must be {names}, got null")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise doc.error(field, f"{value} exceeds {MAX_INT}")
     if value is not None and (bad_bool or not isinstance(value, kinds)):
         names = " or ".join(k.__name__ for k in kinds)
         raise doc.error(field, f"must be {names}, got {value!r}")
@@ -483,10 +499,14 @@ def _get(doc: _Json, obj: Mapping[str, Any], key: str, where: str, kind: type | 
 
 
 def _positive_int(doc: _Json, obj: Mapping[str, Any], key: str, where: str,
-                  default: int | None = None, *, minimum: int = 1) -> int | None:
+                  default: int | None = None, *, minimum: int = 1,
+                  maximum: int = MAX_INT) -> int | None:
     value = _get(doc, obj, key, where, int, default)
+    field = f"{where}.{key}" if where else key
     if value is not None and value < minimum:
-        raise doc.error(f"{where}.{key}", f"must be >= {minimum}, got {value}")
+        raise doc.error(field, f"must be >= {minimum}, got {value}")
+    if value is not None and value > maximum:
+        raise doc.error(field, f"must be <= {maximum}, got {value}")
     return value  # type: ignore[no-any-return]
 
 
@@ -689,9 +709,10 @@ class _Converter:
                  ) -> tuple[int, int, int]:
         """(tp, pp, ep) as LLMServingSim resolves them (``_resolve_parallelism``)."""
         doc = self.doc
-        npus = _positive_int(doc, raw, "num_npus", where)
-        tp = _positive_int(doc, raw, "tp_size", where)
-        pp = _positive_int(doc, raw, "pp_size", where) or 1
+        most = MAX_GPUS_PER_NODE  # an instance's GPUs are on one node
+        npus = _positive_int(doc, raw, "num_npus", where, maximum=most)
+        tp = _positive_int(doc, raw, "tp_size", where, maximum=most)
+        pp = _positive_int(doc, raw, "pp_size", where, maximum=most) or 1
         given_pp = "pp_size" in raw
         if npus is not None and tp is not None:
             if npus != tp * pp:
@@ -707,7 +728,8 @@ class _Converter:
         elif tp is None:
             tp = 1
         assert tp is not None
-        ep = _positive_int(doc, raw, "ep_size", where) or (tp if model.is_moe else 1)
+        ep = _positive_int(doc, raw, "ep_size", where, maximum=MAX_INSTANCES) or (
+            tp if model.is_moe else 1)
         if model.is_moe and model.num_experts % ep:
             raise doc.error(f"{where}.ep_size", f"ep_size {ep} does not divide the model's "
                             f"{model.num_experts} experts")
