@@ -31,8 +31,9 @@ percentiles, :func:`llmsim.metrics.summary.distribution`), ``throughput_requests
 of all requests that finished and meet every bound), ``goodput_requests_per_s`` (good
 requests / ``duration_s``: vLLM bench's ``request_goodput``), ``ttft_p<q>_s`` /
 ``tpot_p<q>_s`` for the SLO percentiles, and ``slo_met`` (attainment >= the goal and every
-percentile bound holds). ``wall_s``: host time of the point (load + replay + metrics), the
-one column that is not deterministic.
+percentile bound holds). ``wall_s``: host time of the point (load + replay + metrics) and
+``cpu_s``: the worker's CPU time for it (user + system), the two columns that are not
+deterministic (``cpu_s`` is the steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -280,9 +281,9 @@ def run_point(task: PointTask) -> dict[str, Any]:
 
     Returns:
         ``{"schema", "config_hash", "metrics": {...} | None, "error": str | None,
-        "wall_s"}``; ``error`` is the text of an :class:`LlmsimError` the replay raised.
+        "wall_s", "cpu_s"}``; ``error`` is the text of an :class:`LlmsimError` the replay raised.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     from llmsim.experiment import load_experiment
     from llmsim.replay import run
 
@@ -300,4 +301,5 @@ def run_point(task: PointTask) -> dict[str, Any]:
     except LlmsimError as exc:
         error = f"{type(exc).__name__}: {exc}"
     return {"schema": ROW_SCHEMA, "config_hash": task.config_hash, "metrics": metrics,
-            "error": error, "wall_s": time.perf_counter() - t0}
+            "error": error, "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0}

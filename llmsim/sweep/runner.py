@@ -199,7 +199,7 @@ def _column(values: list[Any]) -> list[Any]:
 def sweep_table(points: Sequence[PlannedPoint], records: Mapping[str, Mapping[str, Any]],
                 axes: Sequence[str]) -> pd.DataFrame:
     """One row per point: ``point``, the axes, the metrics, ``error``, ``wall_s``,
-    ``config_hash`` (metric columns: :mod:`llmsim.sweep.point`)."""
+    ``cpu_s``, ``config_hash`` (metric columns: :mod:`llmsim.sweep.point`)."""
     import pandas as pd
 
     metric_names: list[str] = []
@@ -214,6 +214,7 @@ def sweep_table(points: Sequence[PlannedPoint], records: Mapping[str, Mapping[st
                       for p in points]
     data["error"] = [records[p.task.config_hash].get("error") for p in points]
     data["wall_s"] = [records[p.task.config_hash].get("wall_s") for p in points]
+    data["cpu_s"] = [records[p.task.config_hash].get("cpu_s") for p in points]
     data["config_hash"] = [p.task.config_hash for p in points]
     df = pd.DataFrame(data)
     for name in metric_names:

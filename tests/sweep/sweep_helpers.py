@@ -8,7 +8,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "examples" / "rtxpro6000-llama-3.1-8b.yaml"
-NONDETERMINISTIC = ["wall_s"]
+NONDETERMINISTIC = ["wall_s", "cpu_s"]
 
 
 def write_sweep(tmp_path: Path, body: str, *, n_requests: int = 30, name: str = "s.yaml") -> Path:
