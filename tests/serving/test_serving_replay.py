@@ -56,8 +56,8 @@ def test_same_experiment_twice_gives_byte_identical_outputs(tmp_path):
         result = run(exp, cost_model=_cost(), keep_steps=True)
         dirs.append(write_outputs(result, tmp_path / f"out{k}"))
     names = sorted(p.name for p in dirs[0].iterdir())
-    assert names == [".llmsim-output.json", "itls.parquet", "requests.csv", "requests.parquet",
-                     "steps.csv", "summary.json", "timeseries.csv"]
+    assert names == [".llmsim-output.json", "itls.parquet", "power.csv", "requests.csv",
+                     "requests.parquet", "steps.csv", "summary.json", "timeseries.csv"]
     for name in names:
         assert (dirs[0] / name).read_bytes() == (dirs[1] / name).read_bytes(), name
 
