@@ -612,3 +612,15 @@ def test_any_field_given_a_wrong_value_is_a_located_error_never_a_crash(name: st
                 import_config(path)
             except ConfigError as exc:
                 assert exc.path == str(path) and exc.field, (where, value, exc)
+
+
+def test_cli_options_reach_the_yaml(configs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.yaml"
+    trace = "llmservingsim/workloads/example_trace.jsonl"
+    assert main(["cluster", "import", "llmservingsim",
+                 str(configs / "single_node_multi_instance.json"), "--out", str(out),
+                 "--llmservingsim-defaults", "--router", "least_loaded", "--trace", trace]) == 0
+    exp = yaml.safe_load(out.read_text())
+    assert exp["engine"]["max_num_seqs"] == 128 and exp["router"] == "least_loaded"
+    assert exp["trace"]["path"] == trace
+    assert "least_loaded" in str(load_experiment(out).router)
