@@ -41,7 +41,8 @@ class EventKind(StrEnum):
     COLLECTIVE = "collective"
     """Reserved: a tensor-parallel collective inside a step (no source yet)."""
     KV_TRANSFER = "kv_transfer"
-    """Reserved: a KV-cache transfer between instances (no source yet)."""
+    """A request's KV-cache transfer from its prefill to its decode instance (P/D: from
+    when it could start to its end, :mod:`llmsim.pd`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

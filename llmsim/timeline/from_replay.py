@@ -22,7 +22,9 @@ Tracks (Perfetto groups each process; rows in this order):
 * ``requests``: one row per request (trace order) with ``queued`` (arrival at the instance
   to first scheduling), ``prefill`` (to the first token; a preemption before it, with its
   re-queueing, stays inside) and ``decode`` (to the last token; absent for one-token
-  outputs). A request that never finished has only the spans whose ends are known.
+  outputs). A request that never finished has only the spans whose ends are known. In a
+  P/D replay (:mod:`llmsim.pd`) a ``kv transfer`` span (its bytes, prefill and decode
+  instance) sits inside ``prefill``, from when the transfer could start to its end.
 
 What the public outputs do not hold, and so is not drawn yet: which request each prefill
 chunk and each preemption belongs to (the step log has counts only), TP collectives (the
@@ -161,6 +163,12 @@ def _request_events(requests: pd.DataFrame, tracks: _Tracks, pid: int, process_s
     ints = {c: requests[c].to_numpy(dtype=np.int64).tolist()
             for c in ("input_tokens", "output_tokens", "prefix_hit_tokens", "num_preemptions",
                       "instance_id")}
+    kv: dict[str, list[Any]] | None = None
+    if "kv_transfer_ready_s" in requests.columns:
+        kv = {c: seconds_to_ns(requests[c]).tolist()
+              for c in ("kv_transfer_ready_s", "kv_transfer_end_s")}
+        kv.update({c: requests[c].to_numpy(dtype=np.int64).tolist()
+                   for c in ("kv_transfer_bytes", "prefill_instance_id", "decode_instance_id")})
     for r, rid in enumerate(requests["request_id"].astype(str).tolist()):
         tid = tracks.add(pid=pid, process="requests", process_sort=process_sort,
                          thread=f"req {rid}", thread_sort=r)
@@ -183,6 +191,15 @@ def _request_events(requests: pd.DataFrame, tracks: _Tracks, pid: int, process_s
                 continue
             slices.append(Slice(kind=kind, track=tid, name=name, start_ns=int(t0),
                                 duration_ns=int(t1) - int(t0), args=common + extra))
+        if kv is not None:  # P/D: the KV transfer, inside the prefill span
+            t0, t1 = kv["kv_transfer_ready_s"][r], kv["kv_transfer_end_s"][r]
+            if math.isfinite(t0) and math.isfinite(t1) and t1 >= t0:
+                slices.append(Slice(kind=EventKind.KV_TRANSFER, track=tid, name="kv transfer",
+                                    start_ns=int(t0), duration_ns=int(t1) - int(t0),
+                                    args=common + (
+                                        ("bytes", kv["kv_transfer_bytes"][r]),
+                                        ("prefill_instance_id", kv["prefill_instance_id"][r]),
+                                        ("decode_instance_id", kv["decode_instance_id"][r]))))
 
 
 def timeline_from_replay(result: Any) -> Timeline:

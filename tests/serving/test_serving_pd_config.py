@@ -122,7 +122,8 @@ def test_replay_reports_client_and_instance_ttft_and_tp_bytes(tmp_path: Path, da
           - {name: d, role: decode, placement: {node: n0}, engine: {tensor_parallel_size: 2}}
         """
     p = _write(tmp_path, groups, gpus=3)
-    res = run(load_experiment(p, {"trace.transforms": [{"sample": {"n": 20, "seed": 1}}]}))
+    res = run(load_experiment(p, {"trace.transforms": [{"sample": {"n": 20, "seed": 1}}]}),
+              keep_steps=True)
     r = res.requests
     assert (r["prefill_instance_id"] == 0).all() and (r["decode_instance_id"] == 1).all()
     # client TTFT = D's first token - arrival at the proxy; P's view ends at its own token,
@@ -139,6 +140,21 @@ def test_replay_reports_client_and_instance_ttft_and_tp_bytes(tmp_path: Path, da
     assert pd_sum["connector"] == "NixlConnector" and pd_sum["num_transfers"] == 20
     assert "rtx6kpro" in pd_sum["link"]
     json.dumps(res.summary)
+    # the timeline draws each transfer inside its request's prefill span, and stays valid
+    from llmsim.timeline import check_trace_events
+    from llmsim.timeline.chrome import encode_trace_events
+    from llmsim.timeline.events import EventKind
+    from llmsim.timeline.from_replay import timeline_from_replay
+
+    tl = timeline_from_replay(res)
+    kv = [s for s in tl.slices if s.kind is EventKind.KV_TRANSFER]
+    assert len(kv) == 20 and all(dict(s.args)["bytes"] > 0 for s in kv)
+    prefill = {s.track: s for s in tl.slices if s.kind is EventKind.REQUEST_PREFILL}
+    for s in kv:
+        p_span = prefill[s.track]
+        assert p_span.start_ns <= s.start_ns
+        assert s.start_ns + s.duration_ns <= p_span.start_ns + p_span.duration_ns
+    assert check_trace_events(encode_trace_events(tl)).problems == ()
 
 
 def test_back_pressure_replay_with_full_invariant_checks(tmp_path: Path, data_path) -> None:
