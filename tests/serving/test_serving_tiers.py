@@ -404,3 +404,26 @@ def _cap():
 
     return KVCapacity(num_gpu_blocks=64, block_size=16, bytes_per_block=16 * 1024,
                       source="override")
+
+
+def test_node_pools_follow_the_cluster_nodes(exp_dir):
+    """``shared: node`` gives each cluster node its own pool (LLMServingSim: cpu_mem per
+    node); ``shared: cluster`` one pool across the nodes (its cxl_mem)."""
+    from llmsim.memory.tiers_setup import TierSetup
+
+    gpu = {"hardware": "RTXPRO6000", "count": 2, "gpu_memory_bytes": 10**11}
+    raw = dict(BASE, hardware={"name": "RTXPRO6000", "gpu_memory_bytes": 10**11},
+               cluster={"nodes": [{"name": "n0", "gpus": [gpu]}, {"name": "n1", "gpus": [gpu]}]},
+               instance_groups=[{"name": "a", "count": 2, "placement": {"node": "n0"}},
+                                {"name": "b", "placement": {"node": "n1"}}],
+               memory_tiers=[{"name": "cpu", "capacity_bytes": 10**6,
+                              "bandwidth_bytes_per_s": 10**9, "shared": "node"},
+                             {"name": "cxl", "kind": "cxl", "capacity_bytes": 10**6,
+                              "bandwidth_bytes_per_s": 10**9, "shared": "cluster"}],
+               kv_offload={"tiers": ["cpu", "cxl"]})
+    exp = experiment_from_dict(raw, source=exp_dir / "e.yaml")
+    setup = TierSetup(exp, [TINY, TINY])
+    a, b = setup._group_pools
+    assert a[0]["cpu"] is a[1]["cpu"] and a[0]["cpu"] is not b[0]["cpu"]
+    assert a[0]["cpu"].label == "cpu@n0" and b[0]["cpu"].label == "cpu@n1"
+    assert a[0]["cxl"] is b[0]["cxl"] and a[0]["cxl"].label == "cxl"
