@@ -27,9 +27,12 @@ shared data was taken from):
   ``_resolve_dp_groups``);
 - instances sharing a ``dp_group`` string form one data-parallel group;
 - ``max_num_seqs: 0`` means unlimited; ``max_num_batched_tokens: 0`` means the model's
-  ``max_position_embeddings``; ``npu_mem.mem_util`` is vLLM's ``gpu_memory_utilization``
-  (default 0.9); per-instance engine fields override LLMServingSim's command-line flags
-  (``configs/cluster/README.md``, ``serving/__main__.py``);
+  ``max_position_embeddings``; per-instance engine fields override LLMServingSim's
+  command-line flags (``configs/cluster/README.md``, ``serving/__main__.py``);
+- ``npu_mem.mem_util`` (default 0.9) sizes the KV cache as ``(mem_size x mem_util - weights)
+  // block bytes``, weights and KV only (``serving/core/memory_model.py``): a calibration of
+  that formula, not vLLM's ``gpu_memory_utilization`` although LLMServingSim calls it so; the
+  importer writes the block count it gives (:func:`_llmservingsim_blocks`);
 - ``dtype`` picks the profile variant folder (``bfloat16`` -> ``bf16``), falling back to the
   model config's ``torch_dtype``, then bfloat16.
 
