@@ -155,6 +155,16 @@ def _spread(bins: dict[int, float], a_ns: int, b_ns: int, joules: float, tick_ns
         k += 1
 
 
+def _on_ticks(bins: dict[int, float], ticks: np.ndarray) -> np.ndarray:
+    """``bins`` (tick -> J) on the sorted ``ticks`` (every key of ``bins`` is among them)."""
+    out = np.zeros(len(ticks))
+    if bins:
+        keys = np.fromiter(bins.keys(), dtype=np.int64, count=len(bins))
+        vals = np.fromiter(bins.values(), dtype=np.float64, count=len(bins))
+        np.add.at(out, np.searchsorted(ticks, keys), vals)
+    return out
+
+
 class EnergyAccumulator:
     """Energy of a replay, accumulated step by step (module docstring).
 
@@ -476,10 +486,10 @@ class EnergyAccumulator:
         miss = self._unavailable()
         for k, node in enumerate(self.nodes):
             node_w[k] += sum(w for c, w in node.constant_w.items() if c not in miss[k])
-            node_w[k] += np.asarray([self._node_bins[k].get(int(x), 0.0) for x in ks]) / span_s
+            node_w[k] += _on_ticks(self._node_bins[k], ks) / span_s
         gpu_w = np.tile(np.asarray(self.gpu_idle_w, dtype=np.float64)[:, None], (1, len(ks)))
         for i, ip in enumerate(self.instances):
-            dyn = np.asarray([self._gpu_bins[i].get(int(x), 0.0) for x in ks]) / span_s
+            dyn = _on_ticks(self._gpu_bins[i], ks) / span_s
             for gidx in ip.gpus:
                 gpu_w[gidx] += dyn / len(ip.gpus)
         for gidx, k in enumerate(self.gpu_node):
