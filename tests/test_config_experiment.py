@@ -93,7 +93,8 @@ def test_python_engine_defaults_equal_the_yaml_defaults(tmp_path):
     assert EngineConfig().cudagraph_capture_sizes == default_cudagraph_capture_sizes(256)
     assert EngineConfig().cudagraph_capture_sizes[-1] == 512
     assert from_yaml.overheads == StepOverheads()
-    assert from_yaml.router is RouterPolicy.ROUND_ROBIN and from_yaml.check is CheckLevel.COUNTERS
+    assert from_yaml.router.policy is RouterPolicy.ROUND_ROBIN
+    assert from_yaml.check is CheckLevel.COUNTERS
     assert from_yaml.num_instances == 1 and from_yaml.output_dir == Path("out/tiny")
 
 
