@@ -164,6 +164,45 @@ def test_profile_measured_energy_takes_precedence_end_to_end() -> None:
     assert base["steps_by_source"]["power_state"] == res.num_steps
 
 
+def test_weight_offload_charges_dram_and_cxl_per_step(tmp_path: Path) -> None:
+    """Weights streamed from host and CXL memory every step (LLMServingSim's non-LOCAL
+    weights) are charged at power.dram.energy_pj_per_bit (CXL without its own figure at
+    DRAM's) and counted in the steps' energies."""
+    import yaml
+
+    from llmsim.experiment import Experiment, load_experiment
+    from llmsim.replay import run
+
+    if "memory_tiers" not in {f.name for f in dataclasses.fields(Experiment)}:
+        pytest.skip("no memory tiers in this build")
+    raw = yaml.safe_load(Path("examples/rtxpro6000-llama-3.1-8b.yaml").read_text())
+    raw.update({
+        "name": "offload-energy", "output_dir": str(tmp_path / "o"),
+        "memory_tiers": [{"name": "cpu", "kind": "dram", "capacity_bytes": 10**11,
+                          "bandwidth_bytes_per_s": 64 * 10**9, "latency_ns": 1000},
+                         {"name": "cxl", "kind": "cxl", "capacity_bytes": 10**11,
+                          "bandwidth_bytes_per_s": 60 * 10**9, "latency_ns": 250}],
+        "weight_offload": {"default": "gpu", "layers": {"0-1": "cxl"}, "lm_head": "cpu"},
+        "power": {"dram": {"num_dimms": 16, "idle_w_per_dimm": 2.0, "energy_pj_per_bit": 6.0}}})
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    exp = load_experiment(p)
+    res = run(exp)
+    if "kv_tiers" not in res.summary:
+        pytest.skip("memory tiers are not wired into the replay in this build")
+    en = res.summary["energy"]
+    w = next(e["weight_offload"] for e in res.summary["kv_tiers"]["engines"])
+    moved = en["nodes"]["node0"]["moved_bytes"]
+    by_loc = {x["location"]: x["bytes_per_rank"] for x in w["locations"]}
+    assert moved["dram"] == by_loc["cpu"] * res.num_steps
+    assert moved["cxl"] == by_loc["cxl"] * res.num_steps
+    dram_j = en["nodes"]["node0"]["components_j"]["dram"]
+    assert dram_j == pytest.approx(32.0 * en["horizon_s"]
+                                   + (moved["dram"] + moved["cxl"]) * 8 * 6e-12)
+    assert "dram" in en["covers"]
+    assert res.requests["energy_j"].sum() == pytest.approx(en["energy_j"], rel=1e-9)
+
+
 def test_pd_kv_transfer_charged_on_the_links() -> None:
     """P/D disaggregation: every KV byte sent from prefill to decode crosses the node's link
     once (LLMServingSim: no ring factor for the P/D send), at power.link.energy_pj_per_bit."""
