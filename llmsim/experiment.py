@@ -55,11 +55,7 @@ Schema (engine keys are vLLM's argument names)::
     moe_routing:                   # optional: how MoE tokens pick experts (llmsim.cluster.routing)
       policy: balanced             # or random, zipf (zipf_exponent), table (popularity_path)
       seed: 0
-    router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all), llm_d,
-                                   # session, prefix_aware, kv_aware; or a mapping:
-    # router: {policy: llm_d, scrape_interval_ns: 50000000, queue_weight: 2,
-    #          kv_cache_utilization_weight: 2, prefix_cache_weight: 3, load_aware_weight: 0,
-    #          pd_decider: {non_cached_tokens: 16}}     # (RouterConfig; docs/cluster-semantics.md)
+    router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all)
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
     measured: llmservingsim/measured/RTXPRO6000/Llama-3.1-8B   # optional, for validation
@@ -125,9 +121,9 @@ from llmsim.data.paths import dataset_path
 from llmsim.errors import ConfigError, DataNotFoundError, MissingDataError
 from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
+from llmsim.kvcache.offload import OffloadBackend
+from llmsim.kvcache.tiers import PoolScope, TierKind, TierSpec
 from llmsim.pd.config import KVConnectorKind, PdRole
-from llmsim.router import llmd as _llmd
-from llmsim.router import pstack as _pstack
 from llmsim.router.base import RouterPolicy
 from llmsim.scheduler.config import SchedulerConfig
 from llmsim.trace.frame import TraceFrame
@@ -974,6 +970,126 @@ class KVTransferConfig:
         return self
 
 
+# ------------------------------------------------------------------ memory tiers (KV, weights)
+MAX_TIER_BYTES = 2**50
+"""Largest ``capacity_bytes`` of one tier device (1 PiB): LLMServingSim's largest CXL pool
+is 1 TB a device; a disk tier may be larger, and entries are only bookkeeping."""
+
+MAX_BANDWIDTH_BYTES_PER_S = 10**13
+"""Largest tier or link bandwidth, bytes/s (10 TB/s): above the HBM of any shipped GPU
+(B300: 8 TB/s); host memory and PCIe are 1-2 orders of magnitude below."""
+
+
+@_config_errors("memory_tiers")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class MemoryTierConfig:
+    """A memory tier below the GPUs (LLMServingSim's ``cpu_mem`` / ``cxl_mem``).
+
+    Attributes:
+        name: label that ``kv_offload.tiers`` and ``weight_offload`` locations use.
+        kind: ``dram`` (host memory), ``cxl`` or ``disk`` (reports only).
+        capacity_bytes: bytes of one device.
+        bandwidth_bytes_per_s: copy bandwidth of one device, bytes/s.
+        latency_ns: fixed cost of one copy, ns.
+        num_devices: devices (``cxl:0`` .. ``cxl:N-1``); KV is striped over them.
+        shared: ``instance`` (a pool per engine), ``node`` (per cluster node; all engines
+            without a cluster) or ``cluster`` (one pool for all).
+    """
+
+    name: _Name
+    capacity_bytes: Annotated[_Int, Field(
+        ge=0, le=MAX_TIER_BYTES, description="1 PiB a device exceeds any shipped memory tier")]
+    bandwidth_bytes_per_s: Annotated[_Int, Field(
+        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
+        description="10 TB/s is above the HBM of any shipped GPU")]
+    latency_ns: Annotated[_Int, Field(
+        ge=0, le=MAX_STEP_COST_NS,
+        description="a step costs at most llmsim.costmodel.base.MAX_STEP_COST_NS")] = 0
+    kind: Annotated[TierKind, BeforeValidator(_enum_in(TierKind))] = TierKind.DRAM
+    num_devices: Annotated[_Int, Field(
+        ge=1, le=MAX_GPUS_PER_NODE, description="devices attached to one host")] = 1
+    shared: Annotated[PoolScope, BeforeValidator(_enum_in(PoolScope))] = PoolScope.NODE
+
+    def spec(self) -> TierSpec:
+        """The :class:`llmsim.kvcache.tiers.TierSpec` of this tier."""
+        return TierSpec(name=self.name, kind=self.kind, capacity_bytes=self.capacity_bytes,
+                        bandwidth_bytes_per_s=self.bandwidth_bytes_per_s,
+                        latency_ns=self.latency_ns, num_devices=self.num_devices,
+                        shared=self.shared)
+
+
+@_config_errors("kv_offload")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class KVOffloadConfig:
+    """KV offload to lower tiers (vLLM ``--kv-offloading-backend``; docs/cluster-semantics.md).
+
+    Attributes:
+        backend: ``native`` (vLLM's OffloadingConnector: 16-token blocks, asynchronous
+            loads, deferred stores of every full block) or ``lmcache`` (256-token chunks,
+            blocking load before the forward, prompt-only stores at step end).
+        tiers: ``memory_tiers`` names in spill order (stores go to the first; evictions
+            move down).
+        host_link_bandwidth_bytes_per_s: cap of every GPU<->tier copy, bytes/s (the GPU's
+            PCIe link, one direction); None: the tier's own bandwidth.
+        block_size: offloaded block (native) or chunk (LMCache) in tokens, a multiple of
+            ``engine.block_size``; None: the engine block size (native, vLLM's
+            ``block_size_factor`` 1) or 256 (LMCache's ``chunk_size``).
+    """
+
+    tiers: Annotated[tuple[_Name, ...], Field(max_length=16, description="tiers below a GPU")]
+    backend: Annotated[OffloadBackend, BeforeValidator(_enum_in(OffloadBackend))] = \
+        OffloadBackend.NATIVE
+    host_link_bandwidth_bytes_per_s: Annotated[_Int | None, Field(
+        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
+        description="10 TB/s is above any host link")] = None
+    block_size: Annotated[_Int | None, Field(
+        ge=1, le=2**20, description="1 Mi tokens exceeds any context window")] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.tiers:
+            raise _FieldError("tiers", "name at least one memory tier")
+        if len(set(self.tiers)) != len(self.tiers):
+            raise _FieldError("tiers", "a tier is named twice")
+        return self
+
+
+@_config_errors("weight_offload")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class WeightOffloadConfig:
+    """Where weights live (LLMServingSim's ``placement``, weights only); the layers outside
+    GPU memory are streamed every step (:mod:`llmsim.memory.weights`).
+
+    Attributes:
+        default: location of every layer without a rule: ``gpu``, a ``memory_tiers``
+            name, or ``name:device`` (``cxl:2``).
+        layers: decoder-layer ranges (``"0-3,8"``) -> location (LLMServingSim ``blocks``).
+        embedding, final_layernorm, lm_head: location of these layers (None: default).
+        host_link_bandwidth_bytes_per_s: cap of every weight read, bytes/s (None: the
+            ``kv_offload`` cap when given, else the tier's bandwidth).
+    """
+
+    default: _Name = "gpu"
+    layers: Annotated[dict[Annotated[str, Strict()], _Name], Field(
+        max_length=4096, description="one rule per decoder-layer range"),
+        BeforeValidator(lambda v: {str(k): x for k, x in v.items()} if isinstance(v, dict)
+                        else v)] = Field(default_factory=dict)
+    embedding: _Name | None = None
+    final_layernorm: _Name | None = None
+    lm_head: _Name | None = None
+    host_link_bandwidth_bytes_per_s: Annotated[_Int | None, Field(
+        ge=1, le=MAX_BANDWIDTH_BYTES_PER_S,
+        description="10 TB/s is above any host link")] = None
+
+    def locations(self) -> list[tuple[str, str]]:
+        """``(dotted field, location)`` of every rule."""
+        out = [("default", self.default)]
+        out += [(f"layers.{k}", v) for k, v in self.layers.items()]
+        out += [(n, getattr(self, n)) for n in ("embedding", "final_layernorm", "lm_head")
+                if getattr(self, n) is not None]
+        return out
+
+
 @_config_errors("instance_groups.placement")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class PlacementConfig:
@@ -1012,6 +1128,7 @@ class InstanceGroupConfig:
         hardware, model_path (YAML ``model``), profile_path (YAML ``profile``),
         cost_model, engine, overheads: as on :class:`Experiment`.
         placement: where the instances run (needs a ``cluster``).
+        kv_offload, weight_offload: as on :class:`Experiment` (None: the top-level ones).
         role: ``prefill``, ``decode`` or ``both`` (colocated, the default): prefill/decode
             disaggregation (:mod:`llmsim.pd`; vLLM's ``kv_role`` kv_producer /
             kv_consumer / kv_both).
@@ -1031,6 +1148,8 @@ class InstanceGroupConfig:
     overheads: Annotated[InstanceOf[StepOverheads] | None,
                          BeforeValidator(lambda v: v if v is None else _overheads_in(v))] = None
     placement: PlacementConfig | None = None
+    kv_offload: KVOffloadConfig | None = None
+    weight_offload: WeightOffloadConfig | None = None
     role: Annotated[PdRole, BeforeValidator(_enum_in(PdRole))] = PdRole.BOTH
     llmservingsim: _Unmodelled = None
 
@@ -1054,6 +1173,7 @@ class ResolvedGroup:
         node: the node it is placed on (None: no cluster).
         link: link description name its TP collectives use (None: by ``hardware.name``).
         gpus: per deployment, per DP rank, the GPU numbers on ``node`` (empty: unplaced).
+        kv_offload, weight_offload: the group's tier settings (None: none).
         role: prefill / decode / both (:mod:`llmsim.pd`).
     """
 
@@ -1070,124 +1190,14 @@ class ResolvedGroup:
     node: str | None = None
     link: str | None = None
     gpus: tuple[tuple[tuple[int, ...], ...], ...] = ()
+    kv_offload: KVOffloadConfig | None = None
+    weight_offload: WeightOffloadConfig | None = None
     role: PdRole = PdRole.BOTH
 
     @property
     def num_engines(self) -> int:
         """Engines (simulated instances) of the group: ``count x data_parallel_size``."""
         return self.count * self.parallel.data_parallel_size
-
-
-# ------------------------------------------------------------------------------ router
-@_config_errors("router.pd_decider")
-@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
-class PdDeciderConfig:
-    """llm-d's prefix-based P/D decider (:class:`llmsim.router.llmd.PrefixPdDecider`).
-
-    Attributes:
-        non_cached_tokens: disaggregate only when the prompt and its part not matched on
-            the chosen decode instance are both at least this long, tokens (llm-d
-            ``nonCachedTokens``; 16 in its shipped P/D config; 0: never disaggregate).
-    """
-
-    non_cached_tokens: Annotated[_Int, Field(
-        ge=0, le=2**31, description="a prompt length in tokens")] = _llmd.PD_NON_CACHED_TOKENS
-
-
-_LLMD_FIELDS = ("queue_weight", "kv_cache_utilization_weight", "prefix_cache_weight",
-                "load_aware_weight", "load_aware_threshold", "prefix_block_size",
-                "prefix_max_blocks", "prefix_lru_capacity_per_pod", "pd_decider")
-_PSTACK_FIELDS = {"qps_window_ns": (RouterPolicy.SESSION, RouterPolicy.PREFIX_AWARE,
-                                    RouterPolicy.KV_AWARE),
-                  "prefix_chunk_tokens": (RouterPolicy.PREFIX_AWARE,),
-                  "prefix_min_match_tokens": (RouterPolicy.PREFIX_AWARE,),
-                  "kv_aware_threshold_tokens": (RouterPolicy.KV_AWARE,)}
-_Weight = Annotated[_Float, Field(ge=0, le=1e6, description="a scorer weight")]
-_Tokens = Annotated[_Int, Field(ge=0, le=2**31, description="a prompt length in tokens")]
-
-
-def _router_in(value: Any) -> Any:
-    """``router: <policy>`` is ``router: {policy: <policy>}``."""
-    if isinstance(value, str | RouterPolicy):
-        return {"policy": _enum_in(RouterPolicy)(value)}
-    return value
-
-
-@_config_errors("router")
-@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
-class RouterConfig:
-    """The cluster router (:mod:`llmsim.router`; docs/cluster-semantics.md, "Routing
-    across instances"). Each figure's default is the real system's (sources in
-    :mod:`llmsim.router.llmd`, :mod:`llmsim.router.pstack`, :mod:`llmsim.router.scrape`).
-
-    Attributes:
-        policy: ``round_robin``, ``least_loaded``, ``vllm_dp``, ``llm_d`` (weighted
-            scorers + max-score picker), ``session``, ``prefix_aware``, ``kv_aware``
-            (production-stack).
-        scrape_interval_ns: the router reads instance metrics as last scraped this often,
-            ns; 0: live; None: the policy's default (llm_d: 50 ms; others: live, as
-            round robin and production-stack's routers read no engine metrics).
-        queue_weight, kv_cache_utilization_weight, prefix_cache_weight,
-            load_aware_weight: llm-d scorer weights (default: llm-d without a config
-            file, 2 / 2 / 3 / 0).
-        load_aware_threshold: waiting requests at which the load-aware score is 0 (128).
-        prefix_block_size: tokens per block of llm-d's approximate prefix index (16).
-        prefix_max_blocks: prompt blocks it hashes at most (256).
-        prefix_lru_capacity_per_pod: blocks it remembers per instance (31,250).
-        pd_decider: llm-d's prefix-based P/D decider (P/D roles only); None: every
-            request is disaggregated (llm-d's always-disaggregate decider).
-        seed: seed of the random tie-breaks (llm-d picker, prefix-aware choice).
-        qps_window_ns: production-stack request-stats window, ns (60 s).
-        prefix_chunk_tokens: prefix-aware chunk, tokens (32: 128 characters at 4 per
-            token).
-        prefix_min_match_tokens: prefix-aware minimum match, tokens (0).
-        kv_aware_threshold_tokens: kv-aware threshold, tokens (2000).
-
-    Raises:
-        ConfigError: a figure out of bounds, or one the policy does not read.
-    """
-
-    policy: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
-        RouterPolicy.ROUND_ROBIN
-    scrape_interval_ns: Annotated[_Int | None, Field(
-        ge=0, le=3_600_000_000_000, description="an hour between scrapes")] = None
-    queue_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(_llmd.Scorer.QUEUE, 0.0)
-    kv_cache_utilization_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(
-        _llmd.Scorer.KV_CACHE_UTILIZATION, 0.0)
-    prefix_cache_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(
-        _llmd.Scorer.PREFIX_CACHE, 0.0)
-    load_aware_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(_llmd.Scorer.LOAD_AWARE, 0.0)
-    load_aware_threshold: Annotated[_Int, Field(
-        ge=1, le=2**31, description="a queue length")] = _llmd.LOAD_AWARE_QUEUE_THRESHOLD
-    prefix_block_size: Annotated[_Int, Field(
-        ge=1, le=2**20, description="tokens per block")] = _llmd.PREFIX_BLOCK_SIZE_TOKENS
-    prefix_max_blocks: Annotated[_Int, Field(
-        ge=1, le=2**24, description="blocks hashed per request")] = _llmd.PREFIX_MAX_BLOCKS
-    prefix_lru_capacity_per_pod: Annotated[_Int, Field(
-        ge=1, le=2**26, description="router-side blocks in host memory")] = \
-        _llmd.PREFIX_LRU_CAPACITY_PER_POD
-    pd_decider: PdDeciderConfig | None = None
-    seed: Annotated[_Int, Field(ge=0, le=2**63 - 1, description="a 64-bit seed")] = 0
-    qps_window_ns: Annotated[_Int, Field(
-        ge=1, le=86_400_000_000_000, description="a day")] = _pstack.QPS_WINDOW_NS
-    prefix_chunk_tokens: Annotated[_Int, Field(
-        ge=1, le=2**20, description="tokens per chunk")] = _pstack.PREFIX_CHUNK_TOKENS
-    prefix_min_match_tokens: _Tokens = 0
-    kv_aware_threshold_tokens: _Tokens = _pstack.KV_AWARE_THRESHOLD_TOKENS
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        defaults = RouterConfig.__dataclass_fields__
-        for name in _LLMD_FIELDS:
-            if self.policy is not RouterPolicy.LLM_D and \
-                    getattr(self, name) != defaults[name].default:
-                raise _FieldError(name, f"only the llm_d policy reads {name} (policy is "
-                                        f"{self.policy.value})")
-        for name, policies in _PSTACK_FIELDS.items():
-            if self.policy not in policies and getattr(self, name) != defaults[name].default:
-                raise _FieldError(name, f"only the {'/'.join(p.value for p in policies)} "
-                                        f"policies read {name}")
-        return self
 
 
 # -------------------------------------------------------------------------- experiment
@@ -1215,8 +1225,7 @@ class Experiment:
         power: component power of every node (a node's own ``power`` replaces it);
             energy is reported from it and the GPUs' power files (docs/power.md).
         moe_routing: how MoE tokens pick experts where experts span ranks.
-        router: the cluster router (:class:`RouterConfig`; YAML: a policy name or a
-            mapping).
+        router: routing policy.
         check: invariant checking level (YAML ``check_invariants``).
         exact_steps: simulate every engine step one by one (no decode fast-forward,
             :mod:`llmsim.instance.fastforward`; the outputs are the same either way).
@@ -1252,14 +1261,18 @@ class Experiment:
     cluster: ClusterConfig | None = None
     power: PowerConfig = Field(default_factory=PowerConfig)
     moe_routing: MoeRoutingConfig = Field(default_factory=MoeRoutingConfig)
-    router: Annotated[RouterConfig, BeforeValidator(_router_in)] = Field(
-        default_factory=RouterConfig)
+    router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
+        RouterPolicy.ROUND_ROBIN
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
         default=CheckLevel.COUNTERS, validation_alias="check_invariants")
     exact_steps: _Bool = False
     output_dir: Path = _UNSET_PATH
     measured_path: Path | None = Field(default=None, validation_alias="measured")
     description: _Text = ""
+    memory_tiers: Annotated[tuple[MemoryTierConfig, ...], Field(
+        max_length=64, description="memory kinds below a GPU")] = ()
+    kv_offload: KVOffloadConfig | None = None
+    weight_offload: WeightOffloadConfig | None = None
     kv_transfer_config: KVTransferConfig | None = None
     pim: _Unmodelled = None
 
@@ -1331,6 +1344,7 @@ class Experiment:
                 raise _FieldError(where, (
                     f"{grp.num_engines} instances x {blocks} KV blocks exceeds "
                     f"{MAX_TOTAL_GPU_BLOCKS} blocks in all (~64 bytes of host memory each)"))
+        _check_tiers(self, groups)
         _check_pd(self, groups)
         if self.output_dir is _UNSET_PATH:
             object.__setattr__(self, "output_dir", Path(f"out/{self.name}"))
@@ -1351,6 +1365,7 @@ class Experiment:
                 name=self.name, field="", count=self.num_instances, hardware=self.hardware,
                 model_path=self.model_path, profile_path=self.profile_path,
                 cost_model=self.cost_model, engine=self.engine, overheads=self.overheads,
+                kv_offload=self.kv_offload, weight_offload=self.weight_offload,
                 parallel=self.engine.parallel_config()),)
         taken: dict[str, set[int]] = {}
         out = []
@@ -1378,7 +1393,8 @@ class Experiment:
                 model_path=g.model_path or self.model_path, profile_path=profile,
                 cost_model=g.cost_model or self.cost_model, engine=engine,
                 overheads=g.overheads or self.overheads, parallel=parallel, node=node,
-                link=link, gpus=gpus, role=g.role))
+                link=link, gpus=gpus, kv_offload=g.kv_offload or self.kv_offload,
+                weight_offload=g.weight_offload or self.weight_offload, role=g.role))
         return tuple(out)
 
 
@@ -1418,6 +1434,57 @@ def _check_pd(exp: Experiment, groups: tuple[ResolvedGroup, ...]) -> None:
         if g.node != first.node:
             raise _FieldError(f"{g.field}placement.node", "not supported yet: a KV transfer "
                               "across nodes (no inter-node network is modelled)")
+
+
+def _check_tiers(exp: Experiment, groups: tuple[ResolvedGroup, ...]) -> None:
+    """Tier names unique; ``kv_offload`` / ``weight_offload`` name known tiers and devices;
+    offloading needs prefix caching and is not modelled with MoE lock-step DP.
+
+    Raises:
+        _FieldError: naming the offending field.
+    """
+    tiers: dict[str, MemoryTierConfig] = {}
+    for i, t in enumerate(exp.memory_tiers):
+        if t.name in tiers or t.name.lower() == "gpu":
+            raise _FieldError(f"memory_tiers.{i}.name", f"tier {t.name!r} named twice (or "
+                              "'gpu', the GPU's own memory)")
+        tiers[t.name] = t
+    known = ", ".join(tiers) or "none defined in memory_tiers"
+    for k, grp in enumerate(groups):
+        own = exp.instance_groups[k] if exp.instance_groups else None
+        kv, w = grp.kv_offload, grp.weight_offload
+        kvf = f"{grp.field}kv_offload" if own and own.kv_offload else "kv_offload"
+        wf = f"{grp.field}weight_offload" if own and own.weight_offload else "weight_offload"
+        if (kv is not None or w is not None) and grp.parallel.data_parallel_size > 1 and \
+                grp.parallel.enable_expert_parallel:
+            raise _FieldError(kvf if kv is not None else wf, "not supported yet: KV or weight "
+                              "offload with MoE lock-step data parallelism")
+        if (kv is not None or w is not None) and grp.parallel.pipeline_parallel_size > 1:
+            raise _FieldError(kvf if kv is not None else wf, "not supported yet: KV or weight "
+                              "offload with pipeline parallelism (per-stage layers and bytes)")
+        if kv is not None:
+            for j, name in enumerate(kv.tiers):
+                if name not in tiers:
+                    raise _FieldError(f"{kvf}.tiers.{j}", f"unknown tier {name!r} (known: "
+                                      f"{known})")
+            if not grp.engine.enable_prefix_caching:
+                raise _FieldError(kvf, "KV offload needs engine.enable_prefix_caching (blocks "
+                                  "are found by their prefix hashes)")
+            size = kv.block_size
+            if size is not None and size % grp.engine.block_size:
+                raise _FieldError(f"{kvf}.block_size", f"{size} tokens is not a multiple of "
+                                  f"engine.block_size ({grp.engine.block_size})")
+        if w is not None:
+            for sub, loc in w.locations():
+                name, _sep, dev = loc.partition(":")
+                if name.lower() == "gpu" and not dev:
+                    continue
+                if name not in tiers:
+                    raise _FieldError(f"{wf}.{sub}", f"unknown location {loc!r} (known: gpu, "
+                                      f"{known})")
+                if dev and not (dev.isdigit() and int(dev) < tiers[name].num_devices):
+                    raise _FieldError(f"{wf}.{sub}", f"{loc!r}: tier {name!r} has devices "
+                                      f"0-{tiers[name].num_devices - 1}")
 
 
 def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: ParallelConfig,

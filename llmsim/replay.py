@@ -58,7 +58,7 @@ from llmsim.memory.host import (
 from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.model.config import ModelConfig, load_model_config
-from llmsim.router.base import Router, make_router, scrape_interval_ns
+from llmsim.router.base import Router, make_router
 from llmsim.router.dp import DeploymentRouter
 from llmsim.router.views import ReadOnlyRouter
 from llmsim.scheduler.scheduler import Scheduler
@@ -288,14 +288,8 @@ def build_router(experiment: Experiment, models: Sequence[ModelConfig] | None = 
             deployments.append(tuple(range(first, first + dp)))
             publishes.append(moe and dp > 1)
             first += dp
-    interval = scrape_interval_ns(experiment.router)
-    router: Router = DeploymentRouter(make_router(experiment.router, scraped=False),
-                                      deployments, publishes_counts=publishes)
-    if interval > 0:  # the scrape covers every engine; the deployments sum its snapshots
-        from llmsim.router.scrape import MetricsScraper, ScrapedRouter
-
-        router = ScrapedRouter(router, MetricsScraper(interval))
-    return ReadOnlyRouter(router)
+    return ReadOnlyRouter(DeploymentRouter(make_router(experiment.router), deployments,
+                                           publishes_counts=publishes))
 
 
 def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
@@ -549,10 +543,17 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         costs = [cost_model] * len(groups)
     costs = wrap_tp_expert_parallel(experiment, models, costs)
     capacities = [resolve_capacity(experiment, m, g) for g, m in zip(groups, models, strict=True)]
+    tiers = _tier_setup(experiment, models)
+    if tiers is not None:
+        capacities = tiers.adjust_capacities(capacities)
     validate_trace(trace, capacity_tokens=min(
         (c.num_gpu_blocks - 1) * g.engine.block_size for g, c in zip(groups, capacities,
                                                                       strict=True)))
-    instances = build_instances(experiment, costs, models, capacities)
+    if tiers is not None:
+        check_groups_memory(experiment, capacities)
+        instances = tiers.build_instances(costs, capacities)
+    else:
+        instances = build_instances(experiment, costs, models, capacities)
     capacity = capacities[0]
     from llmsim.power.build import build_accumulator
 
@@ -584,15 +585,14 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
                                              build_router(experiment, models), recorder,
                                              on_finished=on_finished, groups=lockstep)
     else:
-        sim = Simulation(
+        from llmsim.sim.tiered import TieredSimulation
+
+        sim = (Simulation if tiers is None else TieredSimulation)(
             trace.requests, instances,
             build_router(experiment) if pd_flow is None else pd_flow.arrival_router,
             recorder, on_finished=on_finished)
         if pd_flow is not None:
             pd_flow.install(sim)
-    from llmsim.router.scrape import install_routing
-
-    install_routing(sim, experiment.router, pd_flow)
     t0 = time.perf_counter()
     try:
         stats = sim.run()
@@ -600,6 +600,8 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         if bar is not None:
             bar.close()
     requests, itls, timeseries, steps = recorder.tables()
+    if tiers is not None:
+        requests = tiers.add_columns(requests)
     pd_summary = None
     if pd_flow is not None:
         requests, pd_summary = add_pd_columns(requests, pd_flow, recorder.first_token_ns)
@@ -615,6 +617,8 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     summary["fast_forward"] = _fast_forward_summary(fast_forward, instances, lockstep)
     if lockstep:
         summary["moe_dp"] = _lockstep_summary(lockstep)
+    if tiers is not None:
+        summary["kv_tiers"] = tiers.summary()
     communication = _communication_summary(experiment, costs, instances)
     if communication:
         summary["communication"] = communication
@@ -666,6 +670,27 @@ def _communication_summary(experiment: Experiment, costs: Sequence[CostModel],
         if report is not None:
             out.append(report)
     return out
+
+
+def _tier_setup(experiment: Experiment, models: Sequence[ModelConfig]) -> Any:
+    """The experiment's memory tiers (:mod:`llmsim.memory.tiers_setup`), or None when it
+    offloads nothing.
+
+    Raises:
+        ConfigError: a weight placement that does not fit (file, line, field).
+    """
+    from llmsim.memory.tiers_setup import TierSetup, tiers_enabled
+
+    if not tiers_enabled(experiment):
+        return None
+    try:
+        return TierSetup(experiment, models)
+    except ConfigError as exc:
+        if exc.path is not None or experiment.source is None:
+            raise
+        field = exc.field or "weight_offload"
+        raise ConfigError(exc.reason, path=experiment.source,
+                          line=_source_line(experiment, field), field=field) from None
 
 
 def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:

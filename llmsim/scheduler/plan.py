@@ -36,6 +36,8 @@ class BatchPlan:
         preempted: sequences preempted while scheduling this step.
         admitted: sequences moved from waiting to running in this step.
         scheduled_ns: simulated time at which ``schedule()`` ran.
+        offload: the step's lower-tier KV work (an
+            :class:`llmsim.kvcache.offload.OffloadStep`), None without KV offloading.
     """
 
     chunks: tuple[Chunk, ...]
@@ -45,6 +47,7 @@ class BatchPlan:
     preempted: tuple[SeqState, ...]
     admitted: tuple[SeqState, ...]
     scheduled_ns: int
+    offload: object | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -73,13 +73,17 @@ class SeqState:
             None for a local request; a producer (``do_remote_decode``) keeps its blocks
             when it finishes, a consumer (``do_remote_prefill``) gets its prompt's KV from
             a prefill instance. Cleared once the KV has arrived.
+        num_offloaded_blocks: leading offloaded blocks (lower-tier block size) already
+            stored or loaded (:mod:`llmsim.kvcache.offload`; 0 without offloading).
+        load_done_ns: while an asynchronous lower-tier load runs for the sequence (vLLM's
+            WAITING_FOR_REMOTE_KVS), when it completes, ns; -1 otherwise.
     """
 
     __slots__ = (
         "request", "index", "num_prompt", "max_output", "num_output", "num_placeholders",
         "num_computed", "blocks", "num_cached_blocks", "_hasher", "block_size", "status",
         "epoch", "num_preemptions", "prefix_hit_tokens", "first_scheduled_ns", "arrival_ns",
-        "fast_limit", "kv_params",
+        "fast_limit", "kv_params", "num_offloaded_blocks", "load_done_ns",
     )
 
     def __init__(self, request: Request, index: int, block_size: int, arrival_ns: int) -> None:
@@ -102,6 +106,8 @@ class SeqState:
         self.arrival_ns = arrival_ns
         self.fast_limit = -1
         self.kv_params: Any = None
+        self.num_offloaded_blocks = 0
+        self.load_done_ns = -1
 
     @property
     def hasher(self) -> BlockHasher:
