@@ -55,7 +55,11 @@ Schema (engine keys are vLLM's argument names)::
     moe_routing:                   # optional: how MoE tokens pick experts (llmsim.cluster.routing)
       policy: balanced             # or random, zipf (zipf_exponent), table (popularity_path)
       seed: 0
-    router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all)
+    router: round_robin            # or least_loaded, vllm_dp (vLLM DP balancer over all), llm_d,
+                                   # session, prefix_aware, kv_aware; or a mapping:
+    # router: {policy: llm_d, scrape_interval_ns: 50000000, queue_weight: 2,
+    #          kv_cache_utilization_weight: 2, prefix_cache_weight: 3, load_aware_weight: 0,
+    #          pd_decider: {non_cached_tokens: 16}}     # (RouterConfig; docs/cluster-semantics.md)
     check_invariants: counters     # off | counters | full
     output_dir: out/rtxpro6000-llama-3.1-8b
     measured: llmservingsim/measured/RTXPRO6000/Llama-3.1-8B   # optional, for validation
@@ -124,6 +128,8 @@ from llmsim.instance.step_time import StepOverheads
 from llmsim.kvcache.offload import OffloadBackend
 from llmsim.kvcache.tiers import PoolScope, TierKind, TierSpec
 from llmsim.pd.config import KVConnectorKind, PdRole
+from llmsim.router import llmd as _llmd
+from llmsim.router import pstack as _pstack
 from llmsim.router.base import RouterPolicy
 from llmsim.scheduler.config import SchedulerConfig
 from llmsim.trace.frame import TraceFrame
@@ -1200,6 +1206,118 @@ class ResolvedGroup:
         return self.count * self.parallel.data_parallel_size
 
 
+# ------------------------------------------------------------------------------ router
+@_config_errors("router.pd_decider")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class PdDeciderConfig:
+    """llm-d's prefix-based P/D decider (:class:`llmsim.router.llmd.PrefixPdDecider`).
+
+    Attributes:
+        non_cached_tokens: disaggregate only when the prompt and its part not matched on
+            the chosen decode instance are both at least this long, tokens (llm-d
+            ``nonCachedTokens``; 16 in its shipped P/D config; 0: never disaggregate).
+    """
+
+    non_cached_tokens: Annotated[_Int, Field(
+        ge=0, le=2**31, description="a prompt length in tokens")] = _llmd.PD_NON_CACHED_TOKENS
+
+
+_LLMD_FIELDS = ("queue_weight", "kv_cache_utilization_weight", "prefix_cache_weight",
+                "load_aware_weight", "load_aware_threshold", "prefix_block_size",
+                "prefix_max_blocks", "prefix_lru_capacity_per_pod", "pd_decider")
+_PSTACK_FIELDS = {"qps_window_ns": (RouterPolicy.SESSION, RouterPolicy.PREFIX_AWARE,
+                                    RouterPolicy.KV_AWARE),
+                  "prefix_chunk_tokens": (RouterPolicy.PREFIX_AWARE,),
+                  "prefix_min_match_tokens": (RouterPolicy.PREFIX_AWARE,),
+                  "kv_aware_threshold_tokens": (RouterPolicy.KV_AWARE,)}
+_Weight = Annotated[_Float, Field(ge=0, le=1e6, description="a scorer weight")]
+_Tokens = Annotated[_Int, Field(ge=0, le=2**31, description="a prompt length in tokens")]
+
+
+def _router_in(value: Any) -> Any:
+    """``router: <policy>`` is ``router: {policy: <policy>}``."""
+    if isinstance(value, str | RouterPolicy):
+        return {"policy": _enum_in(RouterPolicy)(value)}
+    return value
+
+
+@_config_errors("router")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class RouterConfig:
+    """The cluster router (:mod:`llmsim.router`; docs/cluster-semantics.md, "Routing
+    across instances"). Each figure's default is the real system's (sources in
+    :mod:`llmsim.router.llmd`, :mod:`llmsim.router.pstack`, :mod:`llmsim.router.scrape`).
+
+    Attributes:
+        policy: ``round_robin``, ``least_loaded``, ``vllm_dp``, ``llm_d`` (weighted
+            scorers + max-score picker), ``session``, ``prefix_aware``, ``kv_aware``
+            (production-stack).
+        scrape_interval_ns: the router reads instance metrics as last scraped this often,
+            ns; 0: live; None: the policy's default (llm_d: 50 ms; others: live, as
+            round robin and production-stack's routers read no engine metrics).
+        queue_weight, kv_cache_utilization_weight, prefix_cache_weight,
+            load_aware_weight: llm-d scorer weights (default: llm-d without a config
+            file, 2 / 2 / 3 / 0).
+        load_aware_threshold: waiting requests at which the load-aware score is 0 (128).
+        prefix_block_size: tokens per block of llm-d's approximate prefix index (16).
+        prefix_max_blocks: prompt blocks it hashes at most (256).
+        prefix_lru_capacity_per_pod: blocks it remembers per instance (31,250).
+        pd_decider: llm-d's prefix-based P/D decider (P/D roles only); None: every
+            request is disaggregated (llm-d's always-disaggregate decider).
+        seed: seed of the random tie-breaks (llm-d picker, prefix-aware choice).
+        qps_window_ns: production-stack request-stats window, ns (60 s).
+        prefix_chunk_tokens: prefix-aware chunk, tokens (32: 128 characters at 4 per
+            token).
+        prefix_min_match_tokens: prefix-aware minimum match, tokens (0).
+        kv_aware_threshold_tokens: kv-aware threshold, tokens (2000).
+
+    Raises:
+        ConfigError: a figure out of bounds, or one the policy does not read.
+    """
+
+    policy: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
+        RouterPolicy.ROUND_ROBIN
+    scrape_interval_ns: Annotated[_Int | None, Field(
+        ge=0, le=3_600_000_000_000, description="an hour between scrapes")] = None
+    queue_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(_llmd.Scorer.QUEUE, 0.0)
+    kv_cache_utilization_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(
+        _llmd.Scorer.KV_CACHE_UTILIZATION, 0.0)
+    prefix_cache_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(
+        _llmd.Scorer.PREFIX_CACHE, 0.0)
+    load_aware_weight: _Weight = _llmd.DEFAULT_SCORER_WEIGHTS.get(_llmd.Scorer.LOAD_AWARE, 0.0)
+    load_aware_threshold: Annotated[_Int, Field(
+        ge=1, le=2**31, description="a queue length")] = _llmd.LOAD_AWARE_QUEUE_THRESHOLD
+    prefix_block_size: Annotated[_Int, Field(
+        ge=1, le=2**20, description="tokens per block")] = _llmd.PREFIX_BLOCK_SIZE_TOKENS
+    prefix_max_blocks: Annotated[_Int, Field(
+        ge=1, le=2**24, description="blocks hashed per request")] = _llmd.PREFIX_MAX_BLOCKS
+    prefix_lru_capacity_per_pod: Annotated[_Int, Field(
+        ge=1, le=2**26, description="router-side blocks in host memory")] = \
+        _llmd.PREFIX_LRU_CAPACITY_PER_POD
+    pd_decider: PdDeciderConfig | None = None
+    seed: Annotated[_Int, Field(ge=0, le=2**63 - 1, description="a 64-bit seed")] = 0
+    qps_window_ns: Annotated[_Int, Field(
+        ge=1, le=86_400_000_000_000, description="a day")] = _pstack.QPS_WINDOW_NS
+    prefix_chunk_tokens: Annotated[_Int, Field(
+        ge=1, le=2**20, description="tokens per chunk")] = _pstack.PREFIX_CHUNK_TOKENS
+    prefix_min_match_tokens: _Tokens = 0
+    kv_aware_threshold_tokens: _Tokens = _pstack.KV_AWARE_THRESHOLD_TOKENS
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        defaults = RouterConfig.__dataclass_fields__
+        for name in _LLMD_FIELDS:
+            if self.policy is not RouterPolicy.LLM_D and \
+                    getattr(self, name) != defaults[name].default:
+                raise _FieldError(name, f"only the llm_d policy reads {name} (policy is "
+                                        f"{self.policy.value})")
+        for name, policies in _PSTACK_FIELDS.items():
+            if self.policy not in policies and getattr(self, name) != defaults[name].default:
+                raise _FieldError(name, f"only the {'/'.join(p.value for p in policies)} "
+                                        f"policies read {name}")
+        return self
+
+
 # -------------------------------------------------------------------------- experiment
 @_config_errors("")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
@@ -1225,7 +1343,8 @@ class Experiment:
         power: component power of every node (a node's own ``power`` replaces it);
             energy is reported from it and the GPUs' power files (docs/power.md).
         moe_routing: how MoE tokens pick experts where experts span ranks.
-        router: routing policy.
+        router: the cluster router (:class:`RouterConfig`; YAML: a policy name or a
+            mapping).
         check: invariant checking level (YAML ``check_invariants``).
         exact_steps: simulate every engine step one by one (no decode fast-forward,
             :mod:`llmsim.instance.fastforward`; the outputs are the same either way).
@@ -1261,8 +1380,8 @@ class Experiment:
     cluster: ClusterConfig | None = None
     power: PowerConfig = Field(default_factory=PowerConfig)
     moe_routing: MoeRoutingConfig = Field(default_factory=MoeRoutingConfig)
-    router: Annotated[RouterPolicy, BeforeValidator(_enum_in(RouterPolicy))] = \
-        RouterPolicy.ROUND_ROBIN
+    router: Annotated[RouterConfig, BeforeValidator(_router_in)] = Field(
+        default_factory=RouterConfig)
     check: Annotated[CheckLevel, BeforeValidator(_enum_in(CheckLevel))] = Field(
         default=CheckLevel.COUNTERS, validation_alias="check_invariants")
     exact_steps: _Bool = False

@@ -58,7 +58,7 @@ from llmsim.memory.host import (
 from llmsim.metrics.recorder import Recorder
 from llmsim.metrics.summary import summarize
 from llmsim.model.config import ModelConfig, load_model_config
-from llmsim.router.base import Router, make_router
+from llmsim.router.base import Router, make_router, scrape_interval_ns
 from llmsim.router.dp import DeploymentRouter
 from llmsim.router.views import ReadOnlyRouter
 from llmsim.scheduler.scheduler import Scheduler
@@ -288,8 +288,14 @@ def build_router(experiment: Experiment, models: Sequence[ModelConfig] | None = 
             deployments.append(tuple(range(first, first + dp)))
             publishes.append(moe and dp > 1)
             first += dp
-    return ReadOnlyRouter(DeploymentRouter(make_router(experiment.router), deployments,
-                                           publishes_counts=publishes))
+    interval = scrape_interval_ns(experiment.router)
+    router: Router = DeploymentRouter(make_router(experiment.router, scraped=False),
+                                      deployments, publishes_counts=publishes)
+    if interval > 0:  # the scrape covers every engine; the deployments sum its snapshots
+        from llmsim.router.scrape import MetricsScraper, ScrapedRouter
+
+        router = ScrapedRouter(router, MetricsScraper(interval))
+    return ReadOnlyRouter(router)
 
 
 def build_lockstep_groups(experiment: Experiment, models: Sequence[ModelConfig],
@@ -593,6 +599,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
             recorder, on_finished=on_finished)
         if pd_flow is not None:
             pd_flow.install(sim)
+    from llmsim.router.scrape import install_routing
+
+    install_routing(sim, experiment.router, pd_flow)
     t0 = time.perf_counter()
     try:
         stats = sim.run()
