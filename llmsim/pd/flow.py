@@ -282,7 +282,7 @@ class PdFlow:
         self.prefill_arrival_ns = [-1] * n
         self.prefill_first_token_ns = [-1] * n
         self.decode_arrival_ns = [-1] * n
-        self.kv_ready_ns = [-1] * n  # pull: reserved; push: last layer pushed
+        self.kv_ready_ns = [-1] * n  # pull: READs issued; push: first layer's KV ready
         self.kv_done_ns = [-1] * n
         self.kv_bytes = [0] * n
         self._decode_for: dict[str, int] = {}  # P2pNccl: decode instance chosen at arrival
@@ -292,8 +292,7 @@ class PdFlow:
     # ------------------------------------------------------------------ set-up
     def install(self, sim: Simulation) -> None:
         """Register the flow's event kinds and step hook, and give the instances their
-        connectors (the simulation's router must be :meth:`route_arrival`'s owner:
-        :attr:`arrival_router`)."""
+        connectors (the simulation must route arrivals with :attr:`arrival_router`)."""
         self._sim = sim
         self._pull_done = sim.register_event("kv_pull_done", KV_PULL_DONE_PRIORITY,
                                              self._on_pull_done)
@@ -375,8 +374,6 @@ class PdFlow:
     def _push_saver(self, src: int) -> Any:
         """The P2pNccl ``wait_for_save`` of prefill instance ``src``: queue each prefill
         chunk's layer-wise sends on the ports and end the step when they have."""
-        inst = self.instances[src]
-
         def kv_save(plan: BatchPlan, start_ns: int, end_ns: int) -> int:
             by_dst: dict[int, list[tuple[SeqState, int]]] = {}
             for seq, n_new, _c, _e, _ep in plan.chunks:
@@ -402,7 +399,6 @@ class PdFlow:
                 out = max(out, slot.end_ns)
             return out
 
-        _ = inst
         return kv_save
 
     # ------------------------------------------------------------- decode side
