@@ -110,7 +110,7 @@ class KVPull:
         dst: decode instance.
         num_tokens: tokens whose KV moves (the prompt minus the decode side's hits).
         nbytes: bytes through each port (:func:`llmsim.pd.links.kv_transfer_bytes`).
-        ready_ns: when it could start (blocks reserved / layer ready), ns.
+        ready_ns: when its READs were issued (the forward after the reservation), ns.
         start_ns: when it started (its ports free), ns.
         end_ns: when it ended, ns.
     """
@@ -457,7 +457,11 @@ class PdFlow:
 
     # ----------------------------------------------------------------- outputs
     def columns(self, first_token_ns: Sequence[int]) -> dict[str, np.ndarray]:
-        """Per-request P/D columns for ``requests.csv`` (seconds; NaN where unknown).
+        """Per-request P/D columns for ``requests.csv`` (seconds; NaN where unknown):
+        the instances, the prefill's (discarded) first token, the arrival at the decode
+        instance, the KV transfer from when it could start (NIXL: READs issued; P2pNccl:
+        the first layer's KV ready) to its end and its bytes per port, and each
+        instance's own TTFT.
 
         Args:
             first_token_ns: the client-visible first token times (the recorder's).
