@@ -572,6 +572,9 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     from llmsim.pd.build import add_pd_columns, build_pd_flow
 
     pd_flow = build_pd_flow(experiment, models, instances, len(trace.requests))
+    if pd_flow is not None and tiers is not None:  # (DP, hence MoE lock-step: refused at load)
+        raise ConfigError("not supported yet: prefill/decode roles with KV tiers",
+                          path=experiment.source, field="instance_groups")
     bar = None
     on_finished = None
     if progress:
