@@ -1,8 +1,8 @@
 """The Ray backend: a local Ray instance (2 CPUs, no dashboard) gives the serial rows.
 
-Bounded in time: small points (30 requests), the CLI run under a subprocess timeout, and
-an in-process run on a Ray instance the test starts itself (the backend then joins it and
-leaves it running)."""
+Bounded in time: small points (30 requests), the CLI runs under a subprocess timeout; an
+in-process run joins a Ray instance the test started (and leaves it running), and the CLI
+joins one by ``--address``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,29 @@ def test_ray_backend_joins_a_running_instance(ray_required, tmp_path, reference)
         pd.testing.assert_frame_equal(deterministic(res.table), deterministic(reference))
     finally:
         ray.shutdown()
+
+
+def test_ray_cli_joins_an_existing_cluster_by_address(ray_required, tmp_path, reference):
+    """``--address``: the CLI (another driver) joins the Ray cluster this test started and
+    takes its CPU count as the number of workers."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        out = subprocess.run([sys.executable, "-m", "llmsim", "sweep",
+                              str(write_sweep(tmp_path, GRID)), "--out", str(tmp_path / "o"),
+                              "--backend", "ray", "--address", address, "--no-plots"],
+                             capture_output=True, text=True, timeout=RAY_TIMEOUT_S)
+        assert ray.is_initialized()  # the CLI left the cluster running
+    finally:
+        ray.shutdown()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 points (4 run, 0 reused, 0 failed)" in out.stdout and "on ray x2" in out.stdout
+    assert "Connected to Ray cluster" in out.stderr
+    table = pd.read_parquet(tmp_path / "o" / "results" / "results.parquet")
+    pd.testing.assert_frame_equal(deterministic(table), deterministic(reference),
+                                  check_dtype=False)
 
 
 def test_ray_environment_error_is_the_llmsim_error(ray_required, tmp_path):
