@@ -294,6 +294,17 @@ def format_table(comp: Comparison) -> str:
                      f"simulated {_f(t.simulated, '{:.2f}')} ({_pct(t.error_pct)})")
     if comp.sim_wall_time_s is not None:
         lines.append(f"simulation wall time: {comp.sim_wall_time_s:.2f} s ({comp.sim_num_steps} steps)")
+    e = comp.sim_energy
+    if e is not None:
+        def fig(key: str, fmt: str) -> str:
+            x = e.get(key, "unavailable")
+            return x if isinstance(x, str) else _f(x, fmt)
+
+        lines.append(
+            f"energy (simulated; not measured by vLLM): {fig('energy_j', '{:.1f}')} J over "
+            f"{', '.join(e.get('covers', []))}, avg {fig('avg_power_w', '{:.1f}')} W, "
+            f"{fig('j_per_output_token', '{:.4f}')} J/output token"
+            if e.get("available") else f"energy unavailable: {e.get('reason', '')}")
     return "\n".join(lines)
 
 

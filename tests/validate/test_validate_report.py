@@ -142,8 +142,11 @@ def test_report_energy_section_and_power_plot(tmp_path):
     md = files.markdown.read_text()
     assert "## Energy (simulated" in md and "not covered (no source): cpu" in md
     assert "![power](power.png)" in md
+    assert "energy (simulated; not measured by vLLM): 100.0 J over gpu, avg 25.0 W, 0.2000 J/output token" in \
+        format_table(dataclasses.replace(comp, sim_energy=energy))
     off = {"available": False, "reason": "no sourced idle power for GPU 'X'"}
     files = write_report(dataclasses.replace(comp, sim_energy=off, sim_power=power.iloc[:0]), tmp_path / "b")
     assert not (tmp_path / "b" / "power.png").exists()
     assert "Energy unavailable: no sourced idle power for GPU 'X'" in files.markdown.read_text()
     assert json.loads(files.json.read_text())["energy"]["simulated"]["energy_j"] == "unavailable"
+    assert "energy unavailable: no sourced idle power" in format_table(dataclasses.replace(comp, sim_energy=off))
