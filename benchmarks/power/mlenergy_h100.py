@@ -2,7 +2,7 @@
 
 One command (from the repository root, with LLMSIM_DATA_DIR set)::
 
-    python benchmarks/power/mlenergy_h100.py [--model llama-3.1-8b|llama-3.1-70b]
+    python benchmarks/power/mlenergy_h100.py [--model llama-3.1-8b|llama-3.1-70b|all]
         [--input-tokens 512] [--sensitivity 128,2048] [--markdown FILE]
 
 Setting reproduced (ML.ENERGY ``configs/lm-arena-chat``, ml-energy/benchmark @ c1d6557):
@@ -172,28 +172,14 @@ def err(x: float, y: float) -> float:
     return 100.0 * (x - y) / y
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=sorted(MODELS), default="llama-3.1-8b")
-    ap.add_argument("--input-tokens", type=int, default=512,
-                    help="ASSUMED prompt length of every request (not published)")
-    ap.add_argument("--sensitivity", default="128,2048",
-                    help="other input lengths, run at the --sensitivity-seqs batch caps")
-    ap.add_argument("--sensitivity-seqs", default="8,64,512")
-    ap.add_argument("--max-num-seqs", default="8,16,32,64,96,128,192,256,384,512,768,1024,1536,2048",
-                    help="batch caps to run (those the published sweep has)")
-    ap.add_argument("--idle-w", type=float, default=70.0, help="ASSUMED H100 idle power, W")
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="default /tmp/power/h100-<model>-tp<gpus>.pb (built if absent)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
-    a = ap.parse_args()
-    tp = num_gpus(a.model)
-    profile = a.profile or Path(f"/tmp/power/h100-{a.model}-tp{tp}.pb")
-    build_profile(profile, a.model, tp)
-    rows, hist = measured(a.model)
+def table(a: argparse.Namespace, name: str) -> list[str]:
+    """Run one model's sweep, print its table; returns the markdown lines."""
+    tp = num_gpus(name)
+    profile = a.profile or Path(f"/tmp/power/h100-{name}-tp{tp}.pb")
+    build_profile(profile, name, tp)
+    rows, hist = measured(name)
     by = {int(r["max_num_seqs"]): r for r in rows}
-    head = (f"{tp} x H100 (TP {tp}), {MODELS[a.model][1]}, ML.ENERGY lm-arena-chat (vLLM "
+    head = (f"{tp} x H100 (TP {tp}), {MODELS[name][1]}, ML.ENERGY lm-arena-chat (vLLM "
             f"0.11.1); input tokens ASSUMED {a.input_tokens}; H100 idle power ASSUMED "
             f"{a.idle_w} W per GPU")
     md = [f"{head}.", "",
@@ -210,9 +196,9 @@ def main() -> None:
         if mns not in by:
             continue
         meas = by[mns]
-        out = output_lengths(hist, NUM_REQUESTS * repeats(a.model, mns), a.seed)
+        out = output_lengths(hist, NUM_REQUESTS * repeats(name, mns), a.seed)
         for isl in [a.input_tokens] + (sens if mns in sens_seqs else []):
-            s = simulate(a.model, mns, isl, out, profile, a.idle_w)
+            s = simulate(name, mns, isl, out, profile, a.idle_w)
             cells = []
             mcells = []
             for key, mkey, _, fmt in COLUMNS:
@@ -221,8 +207,34 @@ def main() -> None:
                 mcells.append(f"{fmt.format(x)} | {fmt.format(y)} | {err(x, y):+.1f}")
             print(f"{mns:5d} {isl:5d} |" + "|".join(cells), flush=True)
             md.append(f"| {mns} | {isl} | " + " | ".join(mcells) + " |")
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=[*sorted(MODELS), "all"], default="llama-3.1-8b",
+                    help="all: every model, one table each")
+    ap.add_argument("--input-tokens", type=int, default=512,
+                    help="ASSUMED prompt length of every request (not published)")
+    ap.add_argument("--sensitivity", default="128,2048",
+                    help="other input lengths, run at the --sensitivity-seqs batch caps")
+    ap.add_argument("--sensitivity-seqs", default="8,64,512")
+    ap.add_argument("--max-num-seqs", default="8,16,32,64,96,128,192,256,384,512,768,1024,"
+                    "1536,2048", help="batch caps to run (those the published sweep has)")
+    ap.add_argument("--idle-w", type=float, default=70.0, help="ASSUMED H100 idle power, W")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="default /tmp/power/h100-<model>-tp<gpus>.pb (built if absent)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table(s) here")
+    a = ap.parse_args()
+    if a.model == "all" and a.profile is not None:
+        ap.error("--profile names one model's profile; not with --model all")
+    md: list[str] = []
+    for name in sorted(MODELS) if a.model == "all" else [a.model]:
+        md += [*table(a, name), ""]
+        print()
     if a.markdown is not None:
-        a.markdown.write_text("\n".join(md) + "\n")
+        a.markdown.write_text("\n".join(md))
 
 
 if __name__ == "__main__":
