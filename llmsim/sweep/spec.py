@@ -265,10 +265,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def resolve_experiment_path(spec: Any, path: Path, lines: Mapping[str, int]) -> Any:
-    """``spec`` with ``experiment`` resolved against ``path``'s directory (must exist)."""
+    """``spec`` with ``experiment`` made absolute, relative to ``path``'s directory (must
+    exist)."""
     import dataclasses
 
-    exp = spec.experiment if spec.experiment.is_absolute() else path.parent / spec.experiment
+    # absolute: workers (a Ray cluster's) may run elsewhere, and the config hash holds the
+    # input paths resolved against it, so it must not depend on the working directory
+    exp = (spec.experiment if spec.experiment.is_absolute()
+           else path.parent / spec.experiment).absolute()
     if not exp.is_file():
         raise ConfigError(f"base experiment file not found: {exp}", path=path,
                           line=lines.get("experiment"), field="experiment")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,17 @@ def test_config_hash_covers_the_resolved_config_only():
     assert config_hash(a, None) != config_hash(a, {"ttft_s": 1.0})
     # the file lists sizes up to 256; vLLM's default for 64 seqs stops at 128
     assert config_hash(a, None) != config_hash(default_sizes, None)
+
+
+def test_config_hash_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"experiment: {os.path.relpath(BASE, tmp_path)}\n"
+                    "grid:\n  instances: [1, 2]\n")
+    here = [p.task.config_hash for p in plan_sweep(load_sweep(path))]
+    monkeypatch.chdir(tmp_path)
+    there = plan_sweep(load_sweep(path.name))
+    assert [p.task.config_hash for p in there] == here
+    assert Path(there[0].task.experiment).is_absolute()
 
 
 # ----------------------------------------------------------------------- SLO metrics
