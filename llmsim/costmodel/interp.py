@@ -107,6 +107,8 @@ class _Node:
     # coverage groups: (los, his, bit) boxes over the remaining axes; None = one group
     groups: list[tuple[tuple[float, ...], tuple[float, ...], int]] | None = None
     merged: dict[int, tuple[list[float], list[Any]]] | None = None
+    # float64 copies of keys and (leaf) kids for the vectorized lookups, built on first use
+    arrays: tuple[np.ndarray, np.ndarray | None] | None = None
 
 
 def _box(points: list[tuple[tuple[float, ...], float]], depth: int
@@ -232,12 +234,54 @@ def _eval_level(keys: list[float], kids: list[Any], leaf: bool, q: np.ndarray, r
     return out
 
 
+def _eval_leaf(node: _Node, x: np.ndarray, ex: np.ndarray) -> np.ndarray:
+    """:func:`_eval` of a leaf (last axis, no coverage groups) at every ``x``; ORs into
+    ``ex`` (same shape) whether each query left the grid. The scalar formulas, operation
+    for operation."""
+    arrays = node.arrays
+    if arrays is None:
+        arrays = node.arrays = (np.asarray(node.keys, dtype=np.float64),
+                                np.asarray(node.kids, dtype=np.float64))
+    karr, varr = arrays
+    if varr is None:
+        raise InvariantError("leaf grid node without values")
+    n = len(karr)
+    i = np.searchsorted(karr, x, side="left")
+    top = np.minimum(i, n - 1)
+    hit = (i < n) & (karr[top] == x)
+    out = varr[top]  # hits; below the grid (i == 0): the first value
+    below = (i == 0) & ~hit
+    above = i == n
+    if below.any() or above.any():
+        ex |= below | above
+    if n == 1:
+        return out
+    mid = ~(hit | below | above)
+    if mid.any():
+        lo = np.maximum(i - 1, 0)
+        y0, y1, x0, x1 = varr[lo], varr[top], karr[lo], karr[top]
+        with np.errstate(divide="ignore", invalid="ignore"):  # rows not mid: discarded
+            inner = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        out = np.where(mid, inner, out)
+    if above.any():
+        y0, y1, x0, x1 = varr[n - 2], varr[n - 1], karr[n - 2], karr[n - 1]
+        slope = (y1 - y0) / (x1 - x0)
+        slope = 0.0 if 0.0 > slope else slope  # Python's max(slope, 0.0)
+        out = np.where(above, y1 + slope * (x - x1), out)
+    return out
+
+
 def _eval_rows(node: _Node, q: np.ndarray, rows: np.ndarray, depth: int,
                ex: np.ndarray) -> np.ndarray:
     """:func:`_eval` for the queries ``q[rows]`` (float64, one row per query), vectorized;
     sets ``ex[row]`` for each query that left the grid. Bit-identical to :func:`_eval`:
     the same IEEE operations in the same order, per query."""
     if node.groups is None:
+        if node.leaf:
+            sub = np.zeros(len(rows), dtype=bool)
+            out = _eval_leaf(node, q[rows, depth], sub)
+            ex[rows[sub]] = True
+            return out
         return _eval_level(node.keys, node.kids, node.leaf, q, rows, depth, ex)
     mask = np.zeros(len(rows), dtype=np.int64)
     for los, his, bit in node.groups:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 from llmsim.errors import ConfigError, InvariantError, TraceFormatError
 from llmsim.instance.instance import Instance, StepRecord
 from llmsim.metrics.recorder import Gauges, Recorder
-from llmsim.router.base import Router
+from llmsim.router.base import RoundRobin, Router
 from llmsim.sim.events import EventKind, Handoff, HandoffOrder
 from llmsim.trace.record import Request
 
@@ -55,6 +56,9 @@ StepHook = Callable[[StepRecord, int], object]
 
 _END, _ARRIVAL, _HANDOFF, _START = (EventKind.STEP_END, EventKind.ARRIVAL, EventKind.HANDOFF,
                                     EventKind.STEP_START)
+
+_ROUTE_AHEAD_MAX = 256
+"""Most trace arrivals routed ahead of the loop (:meth:`Simulation._next_arrival_ns`)."""
 
 MAX_SIMULATED_NS = 10 * 365 * 86_400 * 1_000_000_000
 """Ceiling on the simulated clock, ns (10 years of 365 days, ~3.2e17 ns).
@@ -120,6 +124,13 @@ class Simulation:
         self._start_pending = [False] * len(instances)
         self._now_ns = 0  # the clock as extensions see it (set before they are called)
         self._root_ns: int | None = None  # the next trace arrival (set by _run)
+        # routing ahead (_next_arrival_ns): only for a router that reads no instance state
+        inner = getattr(router, "inner", router)
+        self._route_ahead = type(inner) is RoundRobin
+        self._ahead: list[deque[int]] = [deque() for _ in instances]  # arrival times
+        self._ahead_target: dict[int, int] = {}  # trace index -> instance routed ahead
+        self._ahead_pos = 0  # roots routed so far (ahead or not)
+        self._ahead_done = 0  # roots processed
         self._children: dict[int, list[int]] = {}
         self._roots: list[int] = []  # trace indices of the requests without a parent
 
@@ -246,6 +257,8 @@ class Simulation:
 
     def _run(self) -> SimStats:
         self._initial_events()
+        if self._children:  # session turns interleave with the trace's arrivals
+            self._route_ahead = False
         heap, recorder, instances = self._heap, self.recorder, self.instances
         requests, roots = self.requests, self._roots
         n_roots = len(roots)
@@ -337,20 +350,21 @@ class Simulation:
     def _start(self, inst_id: int, now_ns: int) -> None:
         inst = self.instances[inst_id]
         if inst.fast_forward and not self._step_hooks and self.recorder.accepts_decode_runs:
-            end_ns = inst.try_start_run(now_ns, self._ff_until(), self.recorder)
+            end_ns = inst.try_start_run(now_ns, self._ff_until(inst_id), self.recorder)
         else:
             end_ns = inst.try_start(now_ns)
         if end_ns is not None:
             self._push(end_ns, _END, inst_id)
 
-    def _ff_until(self) -> int:
-        """Latest time at which a fast-forwarded instance may have a skipped event
-        (:mod:`llmsim.instance.fastforward`), ns: before the next arrival and any event of
-        another kind than step end/start (they may look at the instance or change what it
-        schedules), and not past the open time-series tick (its gauges are read at the
+    def _ff_until(self, inst_id: int) -> int:
+        """Latest time at which fast-forwarded instance ``inst_id`` may have a skipped event
+        (:mod:`llmsim.instance.fastforward`), ns: before the next arrival (routed to it,
+        when the router reads no instance state, :meth:`_next_arrival_ns`) and any event
+        of another kind than step end/start (they may look at the instance or change what
+        it schedules), and not past the open time-series tick (its gauges are read at the
         first event after it)."""
         until = MAX_SIMULATED_NS
-        root = self._root_ns
+        root = self._next_arrival_ns(inst_id)
         if root is not None and root - 1 < until:
             until = root - 1
         tick = self.recorder.next_tick_ns
@@ -361,9 +375,43 @@ class Simulation:
                 until = t - 1
         return until
 
+    def _next_arrival_ns(self, inst_id: int) -> int | None:
+        """The next trace arrival that can reach instance ``inst_id``, ns (None: none).
+
+        With a router that reads no instance state (round robin) and no session turns
+        (whose releases would interleave with the trace's arrivals), the next arrivals are
+        routed ahead of time, in arrival order, exactly as they will be (the decision is
+        kept and used when the arrival is processed), so an instance is bounded only by
+        its own arrivals; otherwise by the next arrival of all.
+        """
+        if not self._route_ahead:
+            return self._root_ns
+        queue = self._ahead[inst_id]
+        roots, requests = self._roots, self.requests
+        while not queue and self._ahead_pos < len(roots):
+            if self._ahead_pos - self._ahead_done >= _ROUTE_AHEAD_MAX:
+                # none of the next arrivals goes there: bounded by the first unrouted one
+                return requests[roots[self._ahead_pos]].arrival_ns
+            index = roots[self._ahead_pos]
+            self._ahead_pos += 1
+            request = requests[index]
+            target = self.router.route(request, self.instances)
+            self._ahead_target[index] = target
+            self._ahead[target].append(request.arrival_ns)
+        return queue[0] if queue else None
+
     def _on_arrival(self, index: int, now_ns: int) -> None:
         request = self.requests[index]
-        inst_id = self.router.route(request, self.instances)
+        if not self._route_ahead:
+            inst_id = self.router.route(request, self.instances)
+        elif self._ahead_pos > self._ahead_done:  # routed ahead (in order: it is this one)
+            inst_id = self._ahead_target.pop(index)
+            self._ahead[inst_id].popleft()
+            self._ahead_done += 1
+        else:
+            inst_id = self.router.route(request, self.instances)
+            self._ahead_done += 1
+            self._ahead_pos = self._ahead_done
         self.instances[inst_id].enqueue(request, index, now_ns)
         self.recorder.on_release(index, inst_id, now_ns)
         self._request_start(inst_id, now_ns)

@@ -38,6 +38,12 @@ def test_grid_many_equals_scalar_lookups(data_path, bundle, tp):
         values, ex = grid.many(np.array(qs, dtype=np.float64))
         for q, v, e in zip(qs, values.tolist(), ex.tolist(), strict=True):
             assert grid(*q) == (v, e), q
+        if grid.ndim == 2:  # one first coordinate, many second ones
+            for x0 in (0, 1, 3, 7.5, 128, 200, 256, 100_000):
+                xs = np.array([q[1] for q in qs[:400]], dtype=np.float64)
+                values, ex = grid.many_at(x0, xs)
+                for x, v, e in zip(xs.tolist(), values.tolist(), ex.tolist(), strict=True):
+                    assert grid(x0, x) == (v, e), (x0, x)
 
 
 @pytest.mark.parametrize("bundle,tp", BUNDLES)
