@@ -179,3 +179,19 @@ def test_back_pressure_replay_with_full_invariant_checks(tmp_path: Path, data_pa
     assert (waited >= 0).all() and (waited > 0.05).sum() >= 10  # reservations waited
     assert res.summary["num_preemptions"] > 0
     assert (r["ttft_decode_instance_s"] >= r["kv_transfer_end_s"] - r["decode_arrival_s"]).all()
+
+
+def test_pd_with_kv_tiers_is_refused(tmp_path: Path) -> None:
+    from llmsim.replay import run
+
+    tiers = """\
+        memory_tiers:
+          - {name: cpu, kind: dram, capacity_bytes: 68719476736,
+             bandwidth_bytes_per_s: 64000000000, latency_ns: 0, shared: node}
+        kv_offload: {backend: native, tiers: [cpu], host_link_bandwidth_bytes_per_s: 64000000000}
+        """
+    p = _write(tmp_path, PD, tiers)
+    with pytest.raises(ConfigError, match="not supported yet: prefill/decode roles with KV "
+                       "tiers") as err:
+        run(load_experiment(p, {"trace.transforms": [{"sample": {"n": 3, "seed": 0}}]}))
+    assert str(err.value.path) == str(p) and err.value.field == "instance_groups"
