@@ -276,3 +276,32 @@ def test_vllm_bench_output_carries_energy(tmp_path: Path) -> None:
     obj = json.loads(out.read_text())
     assert obj["llmsim_energy"]["available"] and obj["llmsim_energy"]["energy_j"] > 0
     assert load_measured(out).num_requests == 300  # still a vLLM bench result to readers
+
+
+def test_free_gpus_of_a_cluster_node_draw_idle_power(tmp_path: Path) -> None:
+    """A node of 4 GPUs with one TP 1 instance placed on GPU 2: all four draw idle power
+    over the run, only GPU 2 more; node rows are the sum of its GPUs."""
+    import yaml
+
+    from llmsim.experiment import load_experiment
+    from llmsim.replay import run
+
+    raw = yaml.safe_load(Path("examples/rtxpro6000-llama-3.1-8b.yaml").read_text())
+    mem = raw["hardware"].pop("gpu_memory_bytes")
+    raw.pop("hardware")
+    raw.update({"name": "four-gpus", "output_dir": str(tmp_path / "o"),
+                "cluster": {"nodes": [{"name": "n0", "gpus": [
+                    {"hardware": "RTXPRO6000", "count": 4, "gpu_memory_bytes": mem}]}]},
+                "instance_groups": [{"name": "g", "placement": {"node": "n0", "gpus": [2]}}]})
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    res = run(load_experiment(p))
+    en = res.summary["energy"]
+    comp = en["nodes"]["n0"]["components_j"]
+    assert comp["gpu_idle"] == pytest.approx(4 * 35.0 * en["horizon_s"])
+    power = res.power
+    assert power is not None
+    g = power[power["scope"] == "gpu"]
+    assert set(g["name"]) == {f"n0/gpu{k}" for k in range(4)}
+    assert (g[g["name"] != "n0/gpu2"]["power_w"] == 35.0).all()
+    assert g[g["name"] == "n0/gpu2"]["power_w"].max() > 35.0
