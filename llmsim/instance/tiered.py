@@ -2,11 +2,10 @@
 
 :class:`TieredInstance` is :class:`~llmsim.instance.instance.Instance` with:
 
-* **weight offload**: ``weight_stream_ns`` (:mod:`llmsim.memory.weights`) added to every
-  step's GPU time: the layers placed in CPU or CXL memory are read over the host link on
-  every forward, on the critical path (vLLM's ``--cpu-offload-gb`` reads offloaded weights
-  from pinned host memory during the forward; LLMServingSim charges a memory load per
-  offloaded layer per step).
+* **weight offload** (``weight_stream_ns``, default 0): a constant added to every step's
+  GPU time. Replays price streamed weights in the cost model instead
+  (:class:`llmsim.memory.weights.StreamedWeightsCost`, so decode fast-forward applies);
+  this parameter serves code that builds instances itself.
 * **KV offload** (with an :class:`~llmsim.scheduler.offload.OffloadScheduler`), at the
   step's GPU start: the deferred native stores of the previous step are submitted, the
   step's native loads start (their completion times set on the sequences); LMCache's
@@ -16,7 +15,7 @@
   (vLLM runs connector-only steps while requests wait for KV).
 
 The :class:`StepRecord`'s ``gpu_ns`` includes these times. Used only when the experiment has
-``kv_offload`` or ``weight_offload``.
+``kv_offload`` (:mod:`llmsim.memory.tiers_setup`).
 """
 
 from __future__ import annotations

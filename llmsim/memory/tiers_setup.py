@@ -33,7 +33,7 @@ from llmsim.kvcache.manager import KVCacheManager
 from llmsim.kvcache.offload import LMCACHE_CHUNK_TOKENS, OffloadBackend, OffloadManager
 from llmsim.kvcache.tiers import PoolScope, TierPool
 from llmsim.memory.capacity import KVCapacity
-from llmsim.memory.weights import WeightPlacement, resolve_placement
+from llmsim.memory.weights import StreamedWeightsCost, WeightPlacement, resolve_placement
 from llmsim.model.config import ModelConfig
 from llmsim.scheduler.offload import OffloadScheduler
 from llmsim.scheduler.scheduler import Scheduler
@@ -147,20 +147,18 @@ class TierSetup:
                                              parallel=g.parallel)
                 else:
                     sched = Scheduler(e.scheduler_config(), kv, parallel=g.parallel)
+                placed = self._placements_by_group[gi][k]
+                if placed is not None and placed.stream_ns:
+                    cm = StreamedWeightsCost(costs[gi], placed.stream_ns)
                 step_time = StepTimeModel(cm, g.overheads,
                                           cudagraph_capture_sizes=e.cudagraph_capture_sizes,
                                           model=m, parallel=g.parallel)
-                placed = self._placements_by_group[gi][k]
                 self.managers.append(mgr)
                 self.placements.append(placed)
                 common: dict[str, Any] = dict(
                     instance_id=len(out), name=g.hardware.name, scheduler=sched,
                     step_time=step_time, async_scheduling=e.async_scheduling, check=exp.check)
-                if mgr is None and (placed is None or not placed.stream_ns):
-                    out.append(Instance(**common))
-                else:
-                    out.append(TieredInstance(
-                        weight_stream_ns=placed.stream_ns if placed else 0, **common))
+                out.append(Instance(**common) if mgr is None else TieredInstance(**common))
         self.instances = out
         return out
 

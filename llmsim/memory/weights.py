@@ -11,7 +11,9 @@ Cost (an assumption, stated: no prefetch, no overlap with compute): every step a
 offloaded layer, ``latency + layer bytes / bandwidth`` of its device, the bandwidth capped
 by the host link (:func:`llmsim.kvcache.tiers.transfer_ns`); layers are read one after the
 other. (LLMServingSim's CXL page says four devices "approximate 4 x 60 GB/s aggregate";
-with layers read in order, only one device is busy at a time here.)
+with layers read in order, only one device is busy at a time here.) The time enters the
+step through :class:`StreamedWeightsCost`, which wraps the instance's cost model (CUDA-graph
+padding and decode fast-forward see it as part of every step).
 
 Layer bytes, per TP rank (the parameter counts of :meth:`ModelConfig.num_params`):
 decoder layer ``attention + FFN (all experts) + 2 norms``, ``embedding = vocab x hidden``,
@@ -157,3 +159,64 @@ def _device(loc: str, pools: dict[str, TierPool], link_bw: int | None,
                           f"{pool.spec.num_devices - 1}", field=field)
     bw = pool.spec.bandwidth_bytes_per_s
     return pool, bw if link_bw is None else min(bw, link_bw)
+
+
+WEIGHT_STREAM_OP = "weight_stream"
+"""``StepCost.breakdown_ns`` key of the streamed weights' time."""
+
+
+class StreamedWeightsCost:
+    """A cost model whose every step also reads the offloaded weights: ``stream_ns`` added
+    to the inner model's duration (and breakdown, under :data:`WEIGHT_STREAM_OP`), for each
+    step of a priced decode run too, so decode fast-forward prices it like step by step.
+    Other attributes are the inner model's.
+
+    Args:
+        inner: the cost model of the instance.
+        stream_ns: what one step's weight reads cost, ns (:attr:`WeightPlacement.stream_ns`).
+    """
+
+    def __init__(self, inner: Any, stream_ns: int) -> None:
+        self.inner = inner
+        self.stream_ns = stream_ns
+
+    def step_cost(self, batch: Any) -> Any:
+        """The inner model's cost with the weight stream added."""
+        return _with_stream(self.inner.step_cost(batch), self.stream_ns)
+
+    def decode_run(self, batch: Any, k: int) -> Any:
+        """The inner model's decode-run price with the weight stream added to every step,
+        or None (no vectorized price)."""
+        price = getattr(self.inner, "decode_run", None)
+        run = price(batch, k) if price is not None else None
+        return None if run is None else _StreamedRun(run, self.stream_ns)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("inner", "stream_ns"):  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def _with_stream(cost: Any, stream_ns: int) -> Any:
+    import dataclasses
+
+    bd = dict(cost.breakdown_ns)
+    bd[WEIGHT_STREAM_OP] = bd.get(WEIGHT_STREAM_OP, 0) + stream_ns
+    return dataclasses.replace(cost, duration_ns=cost.duration_ns + stream_ns, breakdown_ns=bd)
+
+
+class _StreamedRun:
+    """A decode-run price with ``stream_ns`` added to every step."""
+
+    __slots__ = ("_run", "_stream", "duration_ns")
+
+    def __init__(self, run: Any, stream_ns: int) -> None:
+        self._run = run
+        self._stream = stream_ns
+        self.duration_ns = run.duration_ns + stream_ns
+
+    def cost_at(self, j: int) -> Any:
+        return _with_stream(self._run.cost_at(j), self._stream)
+
+    def count(self, m: int) -> None:
+        self._run.count(m)

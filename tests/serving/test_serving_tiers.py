@@ -229,6 +229,18 @@ def test_weight_offload_step_time():
     step = 10 * MS + expect
     assert [t for t, what in rec.log if what.startswith("step")] == [
         ms(step), ms(2 * step), ms(3 * step)]
+    # replays put the stream in the cost model: a plain instance, the same steps
+    from serving_helpers import make_instance, simulate
+
+    from llmsim.memory.weights import WEIGHT_STREAM_OP, StreamedWeightsCost
+
+    cost = StreamedWeightsCost(const_cost(), placed.stream_ns)
+    assert cost.step_cost(None).breakdown_ns == {WEIGHT_STREAM_OP: expect}
+    assert cost.decode_run(None, 4) is None          # the fake has no vectorized price
+    plain = make_instance(cost=cost)
+    rec2, _sim = simulate([make_request("A", prompt=8, output=3)], plain)
+    assert [t for t, what in rec2.log if what.startswith("step")] == [
+        ms(step), ms(2 * step), ms(3 * step)]
 
 
 BASE = {"model": "m.json", "cost_model": "grpc://127.0.0.1:1",
