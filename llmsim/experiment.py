@@ -127,7 +127,7 @@ from llmsim.instance.instance import CheckLevel
 from llmsim.instance.step_time import StepOverheads
 from llmsim.kvcache.offload import OffloadBackend
 from llmsim.kvcache.tiers import PoolScope, TierKind, TierSpec
-from llmsim.pd.config import KVConnectorKind, PdRole
+from llmsim.pd.config import KVConnectorKind, LinkSharing, PdRole
 from llmsim.router import llmd as _llmd
 from llmsim.router import pstack as _pstack
 from llmsim.router.base import RouterPolicy
@@ -960,11 +960,15 @@ class KVTransferConfig:
         link: link description (a ``llmsim/hardware/data/`` name) whose sourced
             ``p2p_bandwidth_bytes_per_s`` / ``p2p_latency_ns`` price the transfers;
             default: the node's link, else the prefill group's hardware.
+        link_sharing: how concurrent transfers share an instance's ports: ``serialize``
+            (first come first served, the default) or ``fair_share`` (NIXL only).
     """
 
     kv_connector: Annotated[KVConnectorKind, BeforeValidator(_enum_in(KVConnectorKind))] = \
         KVConnectorKind.NIXL
     link: _Name | None = None
+    link_sharing: Annotated[LinkSharing, BeforeValidator(_enum_in(LinkSharing))] = \
+        LinkSharing.SERIALIZE
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -973,6 +977,10 @@ class KVTransferConfig:
                 object.__setattr__(self, "link", _link_name(self.link))
             except PydanticCustomError as exc:
                 raise _FieldError("link", str(exc)) from None
+        if (self.link_sharing is LinkSharing.FAIR_SHARE
+                and self.kv_connector is not KVConnectorKind.NIXL):
+            raise _FieldError("link_sharing", "not supported yet: fair_share with "
+                              f"{self.kv_connector.value} (layer-wise pushes are serialized)")
         return self
 
 

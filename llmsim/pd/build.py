@@ -76,7 +76,8 @@ def build_pd_flow(experiment: Experiment, models: Sequence[ModelConfig],
                   kv_bytes_per_token=kv_bytes_per_token, num_layers=model.num_hidden_layers,
                   prefill_router=ReadOnlyRouter(make_router(experiment.router)),
                   decode_router=ReadOnlyRouter(make_router(experiment.router)),
-                  num_requests=num_requests, keep_log=keep_log)
+                  num_requests=num_requests, keep_log=keep_log,
+                  link_sharing=cfg.link_sharing)
 
 
 def add_pd_columns(requests: pd.DataFrame, flow: PdFlow, first_token_ns: Sequence[int]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["KV_ROLE_OF", "KVConnectorKind", "PdRole"]
+__all__ = ["KV_ROLE_OF", "KVConnectorKind", "LinkSharing", "PdRole"]
 
 
 class PdRole(StrEnum):
@@ -46,3 +46,15 @@ class KVConnectorKind(StrEnum):
 
     NIXL = "NixlConnector"
     P2P_NCCL = "P2pNcclConnector"
+
+
+class LinkSharing(StrEnum):
+    """How concurrent KV transfers share an instance's ports (:mod:`llmsim.pd.links`).
+
+    ``serialize`` (default): first come first served, one transfer per port at a time.
+    ``fair_share``: every transfer in flight gets ``bandwidth / n`` of its busier port
+    (``n`` transfers on it), re-divided whenever one starts or ends (NIXL pulls only).
+    """
+
+    SERIALIZE = "serialize"
+    FAIR_SHARE = "fair_share"

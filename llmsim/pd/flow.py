@@ -56,11 +56,11 @@ from typing import Any
 
 import numpy as np
 
-from llmsim.errors import InvariantError
+from llmsim.errors import ConfigError, InvariantError
 from llmsim.instance.handoff import HandoffDescriptor
 from llmsim.instance.instance import Instance, StepRecord
-from llmsim.pd.config import KVConnectorKind, PdRole
-from llmsim.pd.links import KVLink, LinkPorts, kv_transfer_bytes
+from llmsim.pd.config import KVConnectorKind, LinkSharing, PdRole
+from llmsim.pd.links import FairSharePorts, KVLink, LinkPorts, kv_transfer_bytes
 from llmsim.router.base import InstanceView, Router
 from llmsim.scheduler.plan import BatchPlan
 from llmsim.scheduler.state import SeqState
@@ -74,6 +74,10 @@ NS_PER_S = 1_000_000_000
 KV_PULL_DONE_PRIORITY = 5
 """A pull ending at ``t`` is handled after the step ends of ``t`` and before arrivals, so
 the blocks it frees and the request it promotes are seen by every step starting at ``t``."""
+
+KV_LINK_START_PRIORITY, KV_LINK_UPDATE_PRIORITY = 3, 4
+"""Fair sharing (``link_sharing: fair_share``): a pull's bytes start flowing, and the
+shares are re-divided when one's bytes are through; both before a pull ends at ``t``."""
 
 PD_FORWARD_PRIORITY = 15
 """The proxy forwarding a request to its decode instance: after arrivals, before
@@ -246,6 +250,8 @@ class PdFlow:
         prefill_router, decode_router: policies over each pool (global ids returned).
         num_requests: requests of the trace (rows of :meth:`columns`).
         keep_log: keep a ``(time_ns, event)`` log of every request's path (tests).
+        link_sharing: how concurrent transfers share the ports (:mod:`llmsim.pd.links`;
+            ``fair_share`` for NIXL pulls only).
         decide: the proxy's P/D decision per request (llm-d's ``pd-decider`` plug point):
             False sends the request straight to a decode instance, which serves it whole
             (its own prefill); None disaggregates every request (vLLM's toy proxy).
@@ -258,7 +264,8 @@ class PdFlow:
                  connector: KVConnectorKind, link: KVLink,
                  kv_bytes_per_token: Any, num_layers: int, prefill_router: Router,
                  decode_router: Router, num_requests: int, keep_log: bool = False,
-                 decide: Callable[[Request], bool] | None = None) -> None:
+                 decide: Callable[[Request], bool] | None = None,
+                 link_sharing: LinkSharing = LinkSharing.SERIALIZE) -> None:
         self.instances = instances
         self.roles = tuple(roles)
         self.prefill_ids = tuple(i for i, r in enumerate(roles) if r is PdRole.PREFILL)
@@ -272,6 +279,15 @@ class PdFlow:
         self.prefill_router = PoolRouter(prefill_router, self.prefill_ids)
         self.decode_router = PoolRouter(decode_router, self.decode_ids)
         self.ports = LinkPorts(len(instances))
+        self.link_sharing = link_sharing
+        self.shared: FairSharePorts | None = None
+        if link_sharing is LinkSharing.FAIR_SHARE:
+            if connector is not KVConnectorKind.NIXL:
+                raise ConfigError("not supported yet: link_sharing fair_share with "
+                                  f"{connector.value} (layer-wise pushes are serialized)",
+                                  field="kv_transfer_config.link_sharing")
+            self.shared = FairSharePorts(len(instances), link)
+        self._sharing: dict[int, tuple[SeqState, int, int, int, int]] = {}
         self.transfers: list[KVPull] = []
         self.keep_log = keep_log
         self.decide = decide
@@ -287,7 +303,7 @@ class PdFlow:
         self.kv_bytes = [0] * n
         self._decode_for: dict[str, int] = {}  # P2pNccl: decode instance chosen at arrival
         self._sim: Simulation | None = None
-        self._pull_done = self._forward = -1
+        self._pull_done = self._forward = self._link_start = self._link_update = -1
 
     # ------------------------------------------------------------------ set-up
     def install(self, sim: Simulation) -> None:
@@ -298,6 +314,12 @@ class PdFlow:
                                              self._on_pull_done)
         self._forward = sim.register_event("pd_forward", PD_FORWARD_PRIORITY,
                                            self._on_forward)
+        if self.shared is not None:
+            self._link_start = sim.register_event("kv_link_start", KV_LINK_START_PRIORITY,
+                                                  self._on_link_start)
+            self._link_update = sim.register_event("kv_link_update",
+                                                   KV_LINK_UPDATE_PRIORITY,
+                                                   self._on_link_update)
         sim.add_step_hook(self._on_step)
         for inst in self.instances:  # every step's record and launch matters
             inst.fast_forward = False
@@ -434,15 +456,56 @@ class PdFlow:
         src = seq.kv_params.src
         bs = self.instances[dst].scheduler.config.block_size
         nbytes = kv_transfer_bytes(n_ext, self.kv_bytes_per_token(src, dst), block_size=bs)
+        i = seq.index
+        self.kv_ready_ns[i] = now_ns
+        self.kv_bytes[i] = nbytes
+        if self.shared is not None:  # its bytes join the shared ports at now_ns
+            self._sharing[i] = (seq, src, dst, n_ext, nbytes)
+            sim.schedule(now_ns, self._link_start, (i, now_ns))
+            return
         slot = self.ports.reserve(src, dst, now_ns, self.link.duration_ns(nbytes))
         pull = KVPull(index=seq.index, src=src, dst=dst, num_tokens=n_ext, nbytes=nbytes,
                       ready_ns=now_ns, start_ns=slot.start_ns, end_ns=slot.end_ns)
         self.transfers.append(pull)
-        i = seq.index
-        self.kv_ready_ns[i] = now_ns
-        self.kv_bytes[i] = nbytes
         self._note(slot.start_ns, f"pull start {seq.request_id} {nbytes} B")
         sim.schedule(slot.end_ns, self._pull_done, pull)
+
+    def _on_link_start(self, payload: tuple[int, int], now_ns: int) -> None:
+        """Fair sharing: a pull's bytes start; the shares change."""
+        shared, sim = self.shared, self._sim
+        if shared is None or sim is None:
+            raise InvariantError("fair-share event without fair sharing")
+        i, _ready = payload
+        seq, src, dst, _n, nbytes = self._sharing[i]
+        shared.add(i, src, dst, nbytes, now_ns)
+        self._note(now_ns, f"pull start {seq.request_id} {nbytes} B")
+        self._schedule_link_update()
+
+    def _schedule_link_update(self) -> None:
+        shared, sim = self.shared, self._sim
+        if shared is None or sim is None:
+            raise InvariantError("fair-share event without fair sharing")
+        t = shared.next_event_ns()
+        if t is not None:
+            sim.schedule(t, self._link_update, shared.version)
+
+    def _on_link_update(self, version: int, now_ns: int) -> None:
+        """Fair sharing: the pulls whose bytes are through end ``latency`` later; the
+        rest are re-shared. An update for an older state is stale and ignored."""
+        shared, sim = self.shared, self._sim
+        if shared is None or sim is None:
+            raise InvariantError("fair-share event without fair sharing")
+        if version != shared.version:
+            return
+        lat = int(-(-self.link.latency_ns // 1))
+        for i in shared.advance(now_ns):
+            seq, src, dst, n_ext, nbytes = self._sharing.pop(i)
+            pull = KVPull(index=i, src=src, dst=dst, num_tokens=n_ext, nbytes=nbytes,
+                          ready_ns=self.kv_ready_ns[i], start_ns=self.kv_ready_ns[i],
+                          end_ns=now_ns + lat)
+            self.transfers.append(pull)
+            sim.schedule(now_ns + lat, self._pull_done, pull)
+        self._schedule_link_update()
 
     def _on_pull_done(self, pull: KVPull, now_ns: int) -> None:
         sim = self._sim
@@ -494,12 +557,16 @@ class PdFlow:
             "prefill_instances": list(self.prefill_ids),
             "decode_instances": list(self.decode_ids),
             "link": self.link.source,
-            "link_contention": "serialized FCFS per instance port (llmsim.pd.links)",
+            "link_contention": (
+                "serialized FCFS per instance port (llmsim.pd.links)"
+                if self.shared is None else
+                "fair share of the busier port's bandwidth (llmsim.pd.links)"),
             "ttft_prefill_instance_s": distribution(columns["ttft_prefill_instance_s"]),
             "ttft_decode_instance_s": distribution(columns["ttft_decode_instance_s"]),
             "kv_transfer_s": distribution(wait),
             "kv_transfer_bytes_total": int(columns["kv_transfer_bytes"].sum()),
-            "num_transfers": self.ports.num_transfers,
-            "num_transfers_queued": self.ports.num_queued,
+            "num_transfers": (self.ports if self.shared is None else self.shared).num_transfers,
+            "num_transfers_queued": (self.ports if self.shared is None else self.shared
+                                     ).num_queued,
             "proxy_overhead": "not modelled (0 ns per hop)",
         }

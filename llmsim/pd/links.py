@@ -15,6 +15,12 @@ transfer its end time when it is issued (one event each, never rescheduled), and
 what a queue of NIXL READs on one port does when each saturates the link. Fair sharing
 would end the earlier transfers of a burst later and the later ones earlier.
 
+The alternative, ``link_sharing: fair_share`` (:class:`FairSharePorts`, NIXL pulls only):
+every transfer whose bytes are in flight gets ``bandwidth / n`` of the busier of its two
+ports (``n`` transfers using it; a simple bottleneck split, not a max-min fair allocation
+over the whole topology), re-divided whenever a transfer's bytes start or end; its fixed
+``latency`` is added after its bytes are through and holds no bandwidth.
+
 Bytes of a transfer (:func:`kv_transfer_bytes`): the KV of the moved tokens on one rank of
 the side with fewer TP ranks (that side's ports carry everything): ``tokens x`` the model's
 KV bytes per token at ``min(tp_prefill, tp_decode)``, in whole KV blocks for a pull (NIXL
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from llmsim.errors import ConfigError
 from llmsim.hardware.links import LinkSpec
 
-__all__ = ["KVLink", "LinkPorts", "TransferSlot", "kv_transfer_bytes"]
+__all__ = ["FairSharePorts", "KVLink", "LinkPorts", "TransferSlot", "kv_transfer_bytes"]
 
 NS_PER_S = 1_000_000_000
 
@@ -154,3 +160,78 @@ class LinkPorts:
         if free > start_ns + compute_ns // n:
             self.num_queued += 1
         return TransferSlot(ready_ns=start_ns + compute_ns // n, start_ns=first, end_ns=end)
+
+
+class FairSharePorts:
+    """Transfers sharing the ports' bandwidth (module doc, ``fair_share``).
+
+    The owner calls :meth:`add` when a transfer starts and :meth:`next_event_ns` for when
+    the next one's bytes are through, then :meth:`advance` at that time, which returns the
+    transfers whose bytes are through (they end ``link.latency_ns`` later). Every change
+    bumps :attr:`version`, so an event scheduled for an older state can be told stale.
+
+    Args:
+        num_instances: instances of the simulation.
+        link: bandwidth and latency.
+    """
+
+    __slots__ = ("link", "version", "_active", "_last_ns", "_egress", "_ingress",
+                 "busy_ns", "num_transfers", "num_queued")
+
+    def __init__(self, num_instances: int, link: KVLink) -> None:
+        self.link = link
+        self.version = 0
+        self._active: dict[int, list[float]] = {}  # key -> [src, dst, remaining bytes]
+        self._last_ns = 0
+        self._egress = [0] * num_instances
+        self._ingress = [0] * num_instances
+        self.busy_ns = 0  # not tracked per port under sharing (reported as 0)
+        self.num_transfers = 0
+        self.num_queued = 0  # transfers that started while their ports were in use
+
+    def _rate(self, src: int, dst: int) -> float:
+        """Bytes per ns of one transfer ``src -> dst`` now."""
+        n = max(self._egress[src], self._ingress[dst])
+        return self.link.bandwidth_bytes_per_s / NS_PER_S / n
+
+    def _progress(self, now_ns: int) -> None:
+        dt = now_ns - self._last_ns
+        if dt > 0:
+            for entry in self._active.values():
+                entry[2] -= self._rate(int(entry[0]), int(entry[1])) * dt
+        self._last_ns = now_ns
+
+    def add(self, key: int, src: int, dst: int, nbytes: int, now_ns: int) -> None:
+        """A transfer's bytes start flowing at ``now_ns``."""
+        self._progress(now_ns)
+        if self._egress[src] or self._ingress[dst]:
+            self.num_queued += 1
+        self._active[key] = [float(src), float(dst), float(nbytes)]
+        self._egress[src] += 1
+        self._ingress[dst] += 1
+        self.num_transfers += 1
+        self.version += 1
+
+    def next_event_ns(self) -> int | None:
+        """When the next transfer's bytes are through at the current rates (ns, rounded
+        up), or None when none is in flight."""
+        best: float | None = None
+        for src, dst, rem in self._active.values():
+            t = self._last_ns + max(0.0, rem) / self._rate(int(src), int(dst))
+            if best is None or t < best:
+                best = t
+        return None if best is None else int(-(-best // 1))
+
+    def advance(self, now_ns: int) -> list[int]:
+        """Progress every transfer to ``now_ns``; those whose bytes are through (within
+        a ns of their rate) leave the ports and are returned (keys, insertion order)."""
+        self._progress(now_ns)
+        done = [k for k, (src, dst, rem) in self._active.items()
+                if rem <= self._rate(int(src), int(dst))]
+        for k in done:
+            src, dst, _rem = self._active.pop(k)
+            self._egress[int(src)] -= 1
+            self._ingress[int(dst)] -= 1
+        if done:
+            self.version += 1
+        return done

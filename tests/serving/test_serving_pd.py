@@ -253,10 +253,15 @@ def test_random_pd_runs_finish_and_conserve_blocks(data):
                            num_blocks=data.draw(st.integers(9, 24)), max_num_seqs=4,
                            async_scheduling=data.draw(st.booleans()))
              for i in range(len(roles))]
+    from llmsim.pd import LinkSharing
+
+    sharing = (data.draw(st.sampled_from(list(LinkSharing)))
+               if connector is KVConnectorKind.NIXL else LinkSharing.SERIALIZE)
     flow = PdFlow(insts, roles, connector=connector,
                   link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
                   kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=4,
-                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=n)
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=n,
+                  link_sharing=sharing)
     rec = LogRecorder(reqs, keep_steps=True)
     sim = Simulation(reqs, insts, flow.arrival_router, rec)
     flow.install(sim)
@@ -266,3 +271,29 @@ def test_random_pd_runs_finish_and_conserve_blocks(data):
     for inst in insts:
         s = inst.scheduler
         assert s.kv.pool.num_used == 0 and not s.kv_held and not s.remote_kv_waiting
+
+
+def test_fair_share_splits_a_decode_port_between_concurrent_pulls():
+    from llmsim.pd import LinkSharing
+
+    reqs = [make_request("A", prompt=8, output=2), make_request("B", prompt=8, output=2),
+            make_request("C", arrival_ms=0.004, prompt=4, output=2)]
+    insts = [make_instance(instance_id=i, block_size=BS) for i in range(4)]
+    flow = PdFlow(insts, [PdRole.PREFILL, PdRole.PREFILL, PdRole.PREFILL, PdRole.DECODE],
+                  connector=KVConnectorKind.NIXL,
+                  link=KVLink(bandwidth_bytes_per_s=BW, latency_ns=LAT, source="test"),
+                  kv_bytes_per_token=lambda s, d: PER_TOKEN, num_layers=4,
+                  prefill_router=RoundRobin(), decode_router=RoundRobin(), num_requests=3,
+                  link_sharing=LinkSharing.FAIR_SHARE)
+    rec = LogRecorder(reqs, keep_steps=True)
+    sim = Simulation(reqs, insts, flow.arrival_router, rec)
+    flow.install(sim)
+    sim.run()
+    ends = {t.index: t.end_ns for t in flow.transfers}
+    # A, B (8,000 B each) reach D at 10 ms; C (4,000 B) at 10.004 ms. 1 GB/s = 1 B/ns:
+    # 10.000-10.004 ms: A, B at 1/2 B/ns (2,000 B each sent); then A, B, C at 1/3 B/ns:
+    # C's 4,000 B take 12,000 ns -> 10.016 ms (A, B have 2,000 B left); then A, B at 1/2:
+    # 4,000 ns more -> 10.020 ms. Each pull ends 1 ms (latency) after its bytes.
+    assert ends == {0: STEP + 20_000 + LAT, 1: STEP + 20_000 + LAT, 2: STEP + 16_000 + LAT}
+    assert flow.shared is not None and flow.shared.num_queued == 2
+    assert rec.num_finished == 3
