@@ -565,6 +565,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
     energy, energy_reason, energy_gpus = build_accumulator(experiment, models, capacities,
                                                            len(trace.requests))
+    if energy is not None and tiers is not None:
+        from llmsim.power.build import attach_weight_streams
+
+        attach_weight_streams(energy, tiers)
     recorder = Recorder(trace.requests, keep_steps=keep_steps, energy=energy)
     fast_forward = not (exact_steps or getattr(experiment, "exact_steps", False))
     for inst in instances:  # subclasses (KV tiers) override the step methods: step by step
@@ -640,6 +644,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
         from llmsim.power.build import charge_pd_transfers
 
         charge_pd_transfers(energy, pd_flow)
+    if energy is not None and tiers is not None:
+        from llmsim.power.build import charge_kv_offload
+
+        charge_kv_offload(energy, tiers)
     power, summary["energy"] = _energy_outputs(energy, energy_reason, energy_gpus, requests)
     logger.info("replayed %d requests in %d steps, %.3f s wall", len(trace), stats.num_steps, wall)
     return ReplayResult(requests=requests, itls_s=itls, timeseries=timeseries, steps=steps,
