@@ -247,6 +247,25 @@ def test_environment_errors_stop_the_sweep_and_are_not_recorded(tmp_path, backen
     assert not (tmp_path / "out" / "results").exists()
 
 
+def test_worker_cache_changes_no_result():
+    """Points run after others (reused trace and cost model) equal fresh replays."""
+    import llmsim
+    from llmsim.sweep import point
+
+    common = {"engine.cudagraph_capture_sizes": None,
+              "trace.transforms": [{"truncate": {"max_requests": 20}}]}
+    order = [{"engine.max_num_seqs": 8}, {"engine.max_num_seqs": 64, "instances": 2},
+             {"engine.max_num_seqs": 8, "router": "least_loaded", "instances": 2}]
+    point._TRACES.clear()
+    point._COST_MODELS.clear()
+    records = [point.run_point(point.PointTask(config_hash="x", experiment=str(BASE),
+                                               overrides={**common, **o})) for o in order]
+    assert len(point._COST_MODELS) == 2 and len(point._TRACES) == 1  # reused
+    for o, record in zip(order, records, strict=True):
+        fresh = point.point_metrics(llmsim.run(load_experiment(BASE, {**common, **o})))
+        assert record["metrics"] == fresh
+
+
 def test_foreign_output_directory_is_refused(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
