@@ -377,8 +377,9 @@ class EngineConfig:
         all2all_backend: vLLM's ``--all2all-backend`` (MoE dispatch / combine across DP
             ranks); only the 0.19 default ``allgather_reducescatter`` is modelled, the other
             values vLLM accepts are refused at replay time where they would matter.
-        enable_chunked_prefill: split prompts over steps (vLLM V1's default); false, where
-            vLLM schedules a prompt whole or not at all, is refused (not supported yet).
+        enable_chunked_prefill: split prompts over steps (vLLM V1's default); false: a
+            waiting request is admitted whole or admission stops for the step
+            (:class:`llmsim.scheduler.config.SchedulerConfig`).
     """
 
     tensor_parallel_size: Annotated[_Int, Field(
@@ -421,9 +422,6 @@ class EngineConfig:
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
-        if not self.enable_chunked_prefill:
-            raise _FieldError("enable_chunked_prefill", "not supported yet: prefill without "
-                              "chunking (vLLM then schedules a prompt whole or not at all)")
         budget = self.max_num_batched_tokens
         if budget < self.block_size:
             raise _FieldError("max_num_batched_tokens",
@@ -454,7 +452,8 @@ class EngineConfig:
             max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
             block_size=self.block_size, enable_prefix_caching=self.enable_prefix_caching,
             reserve_full_isl=self.scheduler_reserve_full_isl,
-            long_prefill_token_threshold=self.long_prefill_token_threshold)
+            long_prefill_token_threshold=self.long_prefill_token_threshold,
+            enable_chunked_prefill=self.enable_chunked_prefill)
 
 
 _OVERHEAD_DEFAULTS = StepOverheads()

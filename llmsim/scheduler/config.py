@@ -22,6 +22,11 @@ class SchedulerConfig:
             RTX4090 run).
         long_prefill_token_threshold: cap on one request's chunk per step, 0 = none
             (``long_prefill_token_threshold``).
+        enable_chunked_prefill: admit a waiting request with part of its prompt when the
+            step's budget is short (``enable_chunked_prefill``, vLLM V1's default); false:
+            a waiting request whose tokens (after the threshold cap) exceed the remaining
+            budget stops admission for the step (vLLM 0.19 ``Scheduler.schedule``, waiting
+            loop: "If chunked_prefill is disabled, we can stop the scheduling here").
     """
 
     max_num_seqs: int = 256
@@ -30,6 +35,7 @@ class SchedulerConfig:
     enable_prefix_caching: bool = True
     reserve_full_isl: bool = True
     long_prefill_token_threshold: int = 0
+    enable_chunked_prefill: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):

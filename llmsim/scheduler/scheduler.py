@@ -51,7 +51,7 @@ from typing import Any
 
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig
 from llmsim.costmodel.base import PrefillChunk, StepBatch
-from llmsim.errors import InvariantError
+from llmsim.errors import ConfigError, InvariantError
 from llmsim.kvcache.manager import KVCacheManager
 from llmsim.scheduler.config import SchedulerConfig
 from llmsim.scheduler.plan import BatchPlan, Chunk, StepOutput
@@ -345,6 +345,15 @@ class Scheduler:
             if cap and num_new > cap:
                 num_new = cap
             if num_new > budget:
+                if not cfg.enable_chunked_prefill:
+                    if num_new > cfg.max_num_batched_tokens:
+                        raise ConfigError(
+                            f"request {seq.request_id} needs {num_new} tokens in one step but "
+                            f"max_num_batched_tokens is {cfg.max_num_batched_tokens} with "
+                            "enable_chunked_prefill false (vLLM refuses to start when "
+                            "max_num_batched_tokens < max_model_len)",
+                            field="engine.max_num_batched_tokens")
+                    break  # vLLM: without chunked prefill, admission stops here
                 num_new = budget
             if cfg.reserve_full_isl and (
                     kv.blocks_needed(seq, n_tokens, hits) > kv.pool.num_free_blocks):

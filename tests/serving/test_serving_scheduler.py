@@ -148,3 +148,38 @@ def test_invariant_violation_names_request_and_step():
     seq.blocks.append(seq.blocks[0])  # corrupt: one block too many, referenced twice
     with pytest.raises(InvariantError, match=r"step 7.*request Z"):
         sch.check_invariants(full=True, step=7)
+
+
+def _chunked_off(**kw):
+    from dataclasses import replace
+
+    inst = make_instance(**kw)
+    sched = inst.scheduler
+    sched.config = replace(sched.config, enable_chunked_prefill=False)
+    return inst
+
+
+def test_without_chunked_prefill_a_prompt_is_admitted_whole_or_waits():
+    # budget 16: A (8) is admitted, B (12) does not fit the 8 left and waits (vLLM stops
+    # admission there, so C (4) behind it waits too); with chunked prefill B would get 8
+    inst = _chunked_off(budget=16)
+    reqs = [make_request("A", prompt=8, output=2), make_request("B", prompt=12, output=2),
+            make_request("C", prompt=4, output=1)]
+    rec, _ = simulate(reqs, inst)
+    assert rec.log == [
+        (10, "step A+8*"), (20, "step A+1* B+12*"), (20, "finish A"),
+        (30, "step B+1* C+4*"), (30, "finish B"), (30, "finish C"),
+    ]
+    on = make_instance(budget=16)
+    rec_on, _ = simulate([make_request("A", prompt=8, output=2),
+                          make_request("B", prompt=12, output=2),
+                          make_request("C", prompt=4, output=1)], on)
+    assert rec_on.log[0] == (10, "step A+8* B+8")
+
+
+def test_without_chunked_prefill_a_prompt_above_the_budget_is_refused():
+    from llmsim.errors import ConfigError
+
+    inst = _chunked_off(budget=16)
+    with pytest.raises(ConfigError, match="enable_chunked_prefill false"):
+        simulate([make_request("A", prompt=40, output=2)], inst)

@@ -303,8 +303,8 @@ FIELDS: tuple[FieldRule, ...] = (
               "(not supported yet)"),
     FieldRule("nodes[].instances[].enable_chunked_prefill", "mapped",
               "instance_groups[i].engine.enable_chunked_prefill",
-              "vLLM's name; true is vLLM V1's default and llmsim's behaviour, false " +
-              _UNMODELLED),
+              "vLLM's name; true is vLLM V1's default; false: a waiting request is admitted "
+              "whole or admission stops for the step, as vLLM's scheduler does"),
     FieldRule("nodes[].instances[].enable_prefix_caching", "mapped",
               "instance_groups[i].engine.enable_prefix_caching",
               "LLMServingSim's and vLLM's default: true"),
@@ -1185,9 +1185,6 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
                             where=f"instance_groups.{gi}.engine")
     if found is not None:
         conv.unsupported.append((found[0], found[1].removeprefix("not supported yet: ")))
-    if engine.get("enable_chunked_prefill") is False:
-        conv.unsupported.append((f"instance_groups.{gi}.engine.enable_chunked_prefill",
-                                 "prefill without chunking"))
     return group
 
 
