@@ -1,5 +1,5 @@
-"""``llmsim search capacity SEARCH.yaml [--out DIR] [--backend local|ray|serial]
-[--workers N] [--address ADDR]``: the highest request rate (or the fewest instances) that
+"""``llmsim search capacity SEARCH.yaml [--out DIR] [--set KEY=VALUE ...]
+[--backend local|ray|serial] [--workers N] [--address ADDR]``: the highest request rate (or the fewest instances) that
 meets an SLO, by bisection over sweep points (:mod:`llmsim.sweep.search`)."""
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace) -> int:
+    from llmsim.cli.sweep import with_overrides
     from llmsim.sweep.search import SearchGoal, load_search, run_search
 
-    spec = load_search(args.search)
+    spec = with_overrides(load_search(args.search), args.overrides)
     res = run_search(spec, out_dir=args.out, backend=args.backend, workers=args.workers,
                      address=args.address, plots=not args.no_plots)
     n = len(res.evaluations)

@@ -1,14 +1,18 @@
-"""``llmsim sweep SWEEP.yaml [--out DIR] [--backend local|ray|serial] [--workers N]
-[--address ADDR] [--no-plots]``: run a grid or list of overrides over one experiment and
+"""``llmsim sweep SWEEP.yaml [--out DIR] [--set KEY=VALUE ...] [--backend local|ray|serial]
+[--workers N] [--address ADDR] [--no-plots]``: run a grid or list of overrides over one experiment and
 write one results table (:mod:`llmsim.sweep`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--workers``, ``--address`` (shared with ``llmsim search``)."""
+    """``--set``, ``--backend``, ``--workers``, ``--address`` (shared with ``llmsim search``)."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of every point, after the file's set: (as replay --set; "
+                   "repeatable)")
     p.add_argument("--backend", choices=("local", "ray", "serial"), default="local",
                    help="local: a process pool on this machine (default); ray: Ray tasks on a "
                    "local Ray instance or the cluster at --address; serial: in this process")
@@ -16,6 +20,18 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                    help="parallel workers (default: the CPUs available)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="an existing Ray cluster (ray://host:10001, host:6379 or auto)")
+
+
+def with_overrides(spec: Any, overrides: list[str]) -> Any:
+    """``spec`` with ``--set`` values added to its ``set:`` (the command line wins)."""
+    if not overrides:
+        return spec
+    import dataclasses
+
+    from llmsim.experiment import parse_override
+
+    return dataclasses.replace(spec, common={**spec.common,
+                                             **dict(parse_override(o) for o in overrides)})
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
 
     from llmsim.sweep import load_sweep, run_sweep
 
-    spec = load_sweep(args.sweep)
+    spec = with_overrides(load_sweep(args.sweep), args.overrides)
     done = [0]
 
     def progress(task: object, record: dict[str, object]) -> None:

@@ -278,15 +278,18 @@ def test_foreign_output_directory_is_refused(tmp_path):
 
 def test_cli_sweep(tmp_path):
     path = write_sweep(tmp_path, "grid:\n  router: [round_robin, least_loaded]\n"
-                       "  instances: [2]\n", n_requests=10)
+                       "  instances: [2]\n", n_requests=50)
     out = subprocess.run([sys.executable, "-m", "llmsim", "sweep", str(path), "--out",
-                          str(tmp_path / "o"), "--backend", "serial", "--no-plots"],
+                          str(tmp_path / "o"), "--backend", "serial", "--no-plots",
+                          "--set", "trace.transforms=[{truncate: {max_requests: 10}}]"],
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "LLMSIM_NO_CACHE": "0"})
     assert out.returncode == 0, out.stderr
     assert "2 points (2 run, 0 reused, 0 failed)" in out.stdout
     info = json.loads((tmp_path / "o" / "results" / "sweep.json").read_text())
     assert info["axes"] == ["router", "instances"] and info["num_points"] == 2
+    table = pd.read_csv(tmp_path / "o" / "results" / "results.csv")
+    assert (table["num_requests"] == 10).all()  # --set replaced the file's truncation
     bad = write_sweep(tmp_path, "grid:\n  routr: [x]\n", name="bad.yaml")
     out = subprocess.run([sys.executable, "-m", "llmsim", "sweep", str(bad)],
                          capture_output=True, text=True, timeout=300)
