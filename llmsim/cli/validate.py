@@ -84,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = dict(parse_override(s) for s in args.set)
     done = validate_experiment(args.experiment, args.measured, out_dir=args.out, overrides=overrides,
                                progress=args.progress, bands=args.bands or 0,
-                               sensitivity=bool(args.sensitivity), seed=args.seed,
-                               keep_steps=bool(args.trace_events))
+                               sensitivity=bool(args.sensitivity), seed=args.seed)
     print(format_table(done.comparison))
     if done.uncertainty is not None:
         print(format_uncertainty(done.uncertainty))

@@ -126,7 +126,6 @@ def validate_experiment(
     bands: int = 0,
     sensitivity: bool = False,
     seed: int = 0,
-    keep_steps: bool = False,
 ) -> ValidationRun:
     """Replay an experiment and compare it with a measured run.
 
@@ -139,7 +138,6 @@ def validate_experiment(
         overrides: dotted experiment overrides (``{"overheads.cpu_step_ns": 0}``).
         progress: progress bar during the replay.
         bands: Monte Carlo replays for the 90% bands (0: none; :mod:`llmsim.validate.uncertainty`).
-        keep_steps: keep the replay's per-step log (``result.steps``, e.g. for a timeline).
         sensitivity: also run the one-at-a-time sensitivity replays.
         seed: seed of the Monte Carlo replays.
 
@@ -167,7 +165,9 @@ def validate_experiment(
     engine = engine_notes(experiment, run.engine)
     for note in engine:
         logger.warning(note)
-    result = replay(experiment, trace=trace, progress=progress, keep_steps=keep_steps)
+    # The step log is always kept: the comparison reads each request's engine pick-up (first
+    # schedule() after its arrival) from it when the measured run counts from the engine queue.
+    result = replay(experiment, trace=trace, progress=progress, keep_steps=True)
     comparison = compare(run, result, name=getattr(experiment, "name", ""), notes=[*notes, *engine])
     uncertainty = None
     if bands or sensitivity:

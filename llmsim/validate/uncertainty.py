@@ -380,7 +380,7 @@ def estimate_uncertainty(
     measured_ms = {row.key: row.measured_ms for row in comparison.latency}
 
     def metrics(exp: Any, cost_model: Any) -> dict[str, float]:
-        result = replay(exp, trace=trace, cost_model=cost_model, model=model)
+        result = replay(exp, trace=trace, cost_model=cost_model, model=model, keep_steps=True)
         return _values_ms(compare(measured, result, name=getattr(exp, "name", "")))
 
     values: dict[str, list[float]] = {k: [] for k in _METRIC_KEYS}

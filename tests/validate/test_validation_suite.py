@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -60,14 +59,13 @@ def test_shipped_suite_covers_every_measured_run_in_the_data(data_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_suite_from_one_command_in_under_a_minute(data_path, tmp_path, capsys):
+def test_suite_from_one_command(data_path, tmp_path, capsys):
     data_path("llmservingsim/measured/RTX4090/Llama-3.1-8B")
     out = tmp_path / "suite"
-    t0 = time.perf_counter()
+    # Its wall time is a speed figure, printed by benchmarks/validate (not asserted here).
     code = main(["validate", "--suite", str(SUITE), "--out", str(out)])
-    took = time.perf_counter() - t0
     printed = capsys.readouterr().out
-    assert code == 0 and took < 60.0, took
+    assert code == 0
     data = json.loads((out / "suite.json").read_text())
     assert data["schema"] == "llmsim.validation-suite/1" and len(data["runs"]) == 2
     for row in data["runs"]:
