@@ -12,14 +12,16 @@ What llmsim models today (anything else is refused with "not supported yet: ..."
 * PP of any size with vLLM 0.19's default asynchronous scheduling (docs/cluster-semantics.md,
   "Pipeline parallelism"): the layers are split by :func:`pp_layer_split` (vLLM's
   ``get_pp_indices``); every stage needs at least one layer, and the cost model must be the
-  profile one; PP without async scheduling, and PP with MoE DP, are refused;
+  profile one; PP without async scheduling is refused. PP composes with MoE DP and EP
+  (vLLM 0.19 has no restriction there): each stage's MoE layers run over that stage's
+  ``dp x tp`` ranks (``initialize_model_parallel``: EP groups per PP stage); the stages run
+  one after the other, so a step's MoE cost is every stage's together (all layers);
 * dense DP: ``data_parallel_size`` independent engines behind vLLM's DP load balancer
   (:class:`llmsim.router.dp.DPLoadBalancer`);
 * MoE DP: lock-step ranks (:mod:`llmsim.sim.lockstep`) at any TP, experts split over the
   ``dp x tp`` ranks with ``enable_expert_parallel`` or TP-sharded over them without it; EP
   over the TP ranks of one engine (DP 1); :mod:`llmsim.cluster.moe_dp` (and its
-  ``check_moe_layout`` for the all-to-all backend and architecture); EP with PP > 1 is
-  refused.
+  ``check_moe_layout`` for the all-to-all backend and architecture); with PP > 1 too.
 """
 
 from __future__ import annotations
@@ -155,16 +157,10 @@ def check_supported(parallel: ParallelConfig, *, is_moe: bool, where: str = "eng
             return (f"{where}.pipeline_parallel_size",
                     f"not supported yet: pipeline parallelism with cost model {cost_model!r} "
                     "(the bridge protocol has no PP send/recv)")
-        if is_moe and parallel.data_parallel_size > 1:
-            return (f"{where}.pipeline_parallel_size",
-                    "not supported yet: pipeline parallelism with MoE data parallelism")
     if parallel.enable_expert_parallel and not is_moe:
         return (f"{where}.enable_expert_parallel",
                 "not supported yet: expert parallelism on a dense model (it has no experts)")
-    if (parallel.enable_expert_parallel and parallel.expert_parallel_size > 1
-            and parallel.pipeline_parallel_size > 1):
-        return (f"{where}.pipeline_parallel_size",
-                "not supported yet: pipeline parallelism with expert parallelism")
-    # MoE DP (with or without EP) and EP over TP ranks: llmsim.cluster.moe_dp
+    # MoE DP (with or without EP) and EP over TP ranks, with or without PP (each stage's
+    # EP group is its dp x tp ranks, vLLM initialize_model_parallel): llmsim.cluster.moe_dp
     # (check_moe_layout refuses the all2all backends and architectures it does not model)
     return None

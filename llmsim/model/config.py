@@ -149,11 +149,17 @@ class ModelConfig:
                         + experts * self.dtype_bytes // spread)
             return self.num_params() * self.dtype_bytes // tp
         h = self.hidden_size
-        params = self.stage_layers(parallel, stage) * self.layer_params()
+        layers = self.stage_layers(parallel, stage)
+        params = layers * self.layer_params()
         if stage == 0:
             params += self.vocab_size * h
         if stage == pp - 1:
             params += self.vocab_size * h + h
+        spread = self._expert_ranks(parallel)
+        if spread > tp:  # the stage's routed experts over its EP group (dp x tp ranks)
+            experts = layers * self.num_experts * 3 * h * self.moe_intermediate_size
+            return ((params - experts) * self.dtype_bytes // tp
+                    + experts * self.dtype_bytes // spread)
         return params * self.dtype_bytes // tp
 
 

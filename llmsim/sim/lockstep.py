@@ -121,6 +121,8 @@ class LockstepGroup:
         ns = st._checked_ns(cost.duration_ns, "the step", batch)
         if run_tokens > tokens:
             ns += st._padding_ns(batch, cost, tokens, run_tokens)
+        # the rank's own TP / PP collectives ran at the group's padded count (report)
+        st.count_comm_steps(run_tokens, batch.num_sampled)
         if self.ep is not None:  # what the group's MoE pricing replaces (EpPricer)
             ns -= self.ep.rank_adjust_ns(run_tokens)
         return int(ns), cost

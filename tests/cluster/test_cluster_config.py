@@ -133,10 +133,10 @@ def test_parallel_config_sizes_and_refusals() -> None:
     for layout in (ParallelConfig(data_parallel_size=2), ep,
                    ParallelConfig(tensor_parallel_size=2, enable_expert_parallel=True)):
         assert check_supported(layout, is_moe=True) is None  # llmsim.cluster.moe_dp
+    assert check_supported(ParallelConfig(tensor_parallel_size=2, pipeline_parallel_size=2,
+                                          enable_expert_parallel=True), is_moe=True) is None
     for layout, moe, field in [
         (ParallelConfig(enable_expert_parallel=True), False, "engine.enable_expert_parallel"),
-        (ParallelConfig(tensor_parallel_size=2, pipeline_parallel_size=2,
-                        enable_expert_parallel=True), True, "engine.pipeline_parallel_size"),
     ]:
         found = check_supported(layout, is_moe=moe)
         assert found is not None and found[0] == field
