@@ -439,3 +439,56 @@ def test_node_pools_follow_the_cluster_nodes(exp_dir):
     assert a[0]["cpu"] is a[1]["cpu"] and a[0]["cpu"] is not b[0]["cpu"]
     assert a[0]["cpu"].label == "cpu@n0" and b[0]["cpu"].label == "cpu@n1"
     assert a[0]["cxl"] is b[0]["cxl"] and a[0]["cxl"].label == "cxl"
+
+
+_PREFIXES = [tuple(range(1000 * k, 1000 * k + 24)) for k in range(3)]
+
+
+@st.composite
+def _workload(draw):
+    n = draw(st.integers(1, 8))
+    reqs = []
+    for i in range(n):
+        base = _PREFIXES[draw(st.integers(0, len(_PREFIXES) - 1))]
+        cut = draw(st.integers(1, len(base)))
+        tail = draw(st.integers(0, 12))
+        ids = base[:cut] + tuple(50_000 + 100 * i + j for j in range(tail))
+        reqs.append(make_request(f"r{i}", arrival_ms=draw(st.integers(0, 80)), prompt=len(ids),
+                                 output=draw(st.integers(1, 6)), ids=ids))
+    reqs.sort(key=lambda r: r.arrival_ns)
+    return reqs
+
+
+@settings(max_examples=60, deadline=None)
+@given(reqs=_workload(), backend=st.sampled_from(list(OffloadBackend)),
+       factor=st.integers(1, 3), cpu_entries=st.integers(0, 12), blocks=st.integers(10, 24),
+       async_sched=st.booleans(), two=st.booleans())
+def test_offload_property_every_request_finishes(reqs, backend, factor, cpu_entries, blocks,
+                                                  async_sched, two):
+    """Random prompts sharing prefixes, both backends, offload blocks of 1-3 GPU blocks, a
+    tiny CPU pool spilling to CXL, small GPU pools, sync/async scheduling, one or two
+    engines on shared pools, full invariant checks every step: every request finishes with
+    its tokens, and no GPU block is held at the end."""
+    bt = BS * factor
+    cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=8 * bt * BPT,
+                            bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT), "cxl")
+    cpu = TierPool(cpu_spec(capacity_bytes=cpu_entries * bt * BPT), "cpu", lower=cxl)
+    insts = []
+    for i in range(2 if two else 1):
+        inst = tiered((cpu, cxl), backend=backend, block_tokens=bt, num_blocks=blocks,
+                      instance_id=i)
+        inst.async_scheduling = async_sched
+        insts.append(inst)
+    rec = run_sim(reqs, insts)
+    assert rec.num_finished == len(reqs)
+    for i, r in enumerate(reqs):
+        assert rec.finish_ns[i] >= rec.first_token_ns[i] >= r.arrival_ns
+    for inst in insts:
+        sched = inst.scheduler
+        assert not sched.loading and not sched.running and not sched.waiting
+        assert sched.kv.pool.num_used == 0
+        mgr = sched.offload
+        hits = sum(sum(h) for h in mgr.request_hits.values())
+        assert hits <= sum(mgr.hit_tokens)
+    for pool in (cpu, cxl):
+        assert pool.used_bytes == sum(pool.entries.values()) <= pool.capacity_bytes
