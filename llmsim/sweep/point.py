@@ -27,7 +27,11 @@ Metrics (all from :class:`~llmsim.replay.ReplayResult`; seconds unless the name 
 ``num_requests``, ``num_finished``, ``num_preemptions``, ``num_steps``, ``duration_s``
 (first arrival to last finish), ``{ttft,tpot,itl,e2e}_{mean,p50,p99}_s`` (numpy linear
 percentiles, :func:`llmsim.metrics.summary.distribution`), ``throughput_requests_per_s``,
-``output_tokens_per_s``, ``total_tokens_per_s``; with an SLO: ``slo_attainment`` (fraction
+``output_tokens_per_s``, ``total_tokens_per_s``; energy (the replay's ``summary["energy"]``,
+docs/power.md): ``energy_j`` (total, J), ``avg_power_w`` (energy / horizon, W),
+``j_per_output_token`` (all energy / output tokens, J), ``tokens_per_j`` ((input + output)
+tokens / J), NaN where unavailable with the reason in ``energy_unavailable_reason`` (None
+when every figure is there); with an SLO: ``slo_attainment`` (fraction
 of all requests that finished and meet every bound), ``goodput_requests_per_s`` (good
 requests / ``duration_s``: vLLM bench's ``request_goodput``), ``ttft_p<q>_s`` /
 ``tpot_p<q>_s`` for the SLO percentiles, and ``slo_met`` (attainment >= the goal and every
@@ -63,18 +67,20 @@ if TYPE_CHECKING:
     from llmsim.experiment import Experiment
     from llmsim.replay import ReplayResult
 
-__all__ = ["ROW_SCHEMA", "PointTask", "config_hash", "experiment_config", "point_metrics",
-           "run_point", "slo_metrics"]
+__all__ = ["ROW_SCHEMA", "PointTask", "config_hash", "energy_metrics", "experiment_config",
+           "point_metrics", "run_point", "slo_metrics"]
 
 ENVIRONMENT_ERRORS = (DataNotFoundError, MissingDataError, CostModelUnavailable, DownloadError)
 """Errors that depend on where a point runs, not on its config: never recorded."""
 
-ROW_SCHEMA = "llmsim.sweep.point/1"
+ROW_SCHEMA = "llmsim.sweep.point/2"
 """Version of a point record's layout (part of the config hash)."""
 
 _NOT_HASHED = frozenset({"name", "source", "output_dir", "description", "measured_path"})
 _LATENCIES = ("ttft", "tpot", "itl", "e2e")
 _STATS = ("mean", "p50", "p99")
+_ENERGY = ("energy_j", "avg_power_w", "j_per_output_token", "tokens_per_j")
+"""Energy columns of a row: ``summary["energy"]`` keys of the same name (docs/power.md)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +160,38 @@ def point_metrics(result: ReplayResult) -> dict[str, Any]:
     row["throughput_requests_per_s"] = t["requests_per_s"]
     row["output_tokens_per_s"] = t["output_tokens_per_s"]
     row["total_tokens_per_s"] = t["total_tokens_per_s"]
+    row.update(energy_metrics(s.get("energy")))
     return row
+
+
+def energy_metrics(energy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The energy columns of a row from a replay's ``summary["energy"]``.
+
+    Args:
+        energy: the summary entry (docs/power.md "Outputs"): floats, or the string
+            ``"unavailable"`` for a figure with no power source (``available`` false, its
+            ``reason`` saying why) or a zero denominator (no output tokens, zero horizon).
+
+    Returns:
+        ``energy_j`` (J), ``avg_power_w`` (W), ``j_per_output_token`` (J), ``tokens_per_j``
+        (1/J): floats, None (NaN in the table) where unavailable; ``energy_unavailable_reason``:
+        None when all four are there, else the summary's reason or the figures missing.
+    """
+    if not energy:
+        return {**dict.fromkeys(_ENERGY), "energy_unavailable_reason": "no energy entry in the "
+                "replay's summary"}
+    out: dict[str, Any] = {}
+    for key in _ENERGY:
+        v = energy.get(key)
+        out[key] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    missing = [k for k in _ENERGY if out[k] is None]
+    reason = None
+    if not energy.get("available", False):
+        reason = str(energy.get("reason") or "energy unavailable")
+    elif missing:
+        reason = f"{', '.join(missing)} unavailable (no output tokens, or a zero horizon)"
+    out["energy_unavailable_reason"] = reason
+    return out
 
 
 def _percentile_key(metric: str, q: float) -> str:
