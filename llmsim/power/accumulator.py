@@ -195,13 +195,18 @@ class EnergyAccumulator:
         self._standby_left_ns = [0] * n_inst
         self._last_kv = [0.0] * n_inst
         self._gpu_bins: list[dict[int, float]] = [{} for _ in range(n_inst)]
-        self._node_bins: list[dict[int, float]] = [{} for _ in self.nodes]
-        self._energy = [dict.fromkeys(GPU_COMPONENTS + NODE_COMPONENTS, 0.0) for _ in self.nodes]
+        # energy sums are kept per instance and merged in instance order when read: each
+        # instance sees its steps in the same order whether they were simulated one by one or
+        # fast-forwarded (llmsim.instance.fastforward), which interleaves instances
+        # differently; float sums must not depend on that interleaving
+        self._node_bins_i: list[dict[int, float]] = [{} for _ in range(n_inst)]
+        self._energy_i = [dict.fromkeys(GPU_COMPONENTS + NODE_COMPONENTS, 0.0)
+                          for _ in range(n_inst)]
         self._moved_bytes = [{"dram": 0, "cxl": 0, "link": 0, "disk": 0} for _ in self.nodes]
         self._streams: list[list[tuple[str, int]]] = [[] for _ in range(n_inst)]
         self.shares = [0.0] * num_requests
-        self.step_j = 0.0
-        self.prefill_j = 0.0
+        self._step_j = [0.0] * n_inst
+        self._prefill_j = [0.0] * n_inst
         self.sources = {"profile": 0, "constant": 0, "power_state": 0}
         self.num_dummy_passes = 0
         self.horizon_ns: int | None = None
@@ -231,7 +236,7 @@ class EnergyAccumulator:
         n = min(max(0, until_ns - a), left)
         self._standby_left_ns[i] = left - n
         j = len(ip.gpus) * (gp.standby_w - gp.idle_w) * n / NS_PER_S
-        self._energy[ip.node]["gpu_standby"] += j
+        self._energy_i[i]["gpu_standby"] += j
         _spread(self._gpu_bins[i], a, a + n, j, self.tick_ns)
 
     def _run(self, i: int, start_ns: int, end_ns: int, gpu_ns: int, tokens: int,
@@ -256,7 +261,7 @@ class EnergyAccumulator:
             kernel_j = g * act * busy_s
             self.sources[gp.law] += 1
         extra = kernel_j - g * gp.idle_w * busy_s
-        e = self._energy[ip.node]
+        e = self._energy_i[i]
         e["gpu_active"] += extra
         bins = self._gpu_bins[i]
         _spread(bins, start_ns, start_ns + busy, extra, self.tick_ns)
@@ -274,7 +279,7 @@ class EnergyAccumulator:
             cpu_j = node.cpu_busy_w * busy_s
             e["cpu"] += cpu_j
             node_j += cpu_j
-            _spread(self._node_bins[ip.node], start_ns, start_ns + busy, cpu_j, self.tick_ns)
+            _spread(self._node_bins_i[i], start_ns, start_ns + busy, cpu_j, self.tick_ns)
         link_bytes = tokens * ip.link_bytes_per_token + sampled * ip.link_bytes_per_sample
         if link_bytes:
             self._moved_bytes[ip.node]["link"] += int(link_bytes)
@@ -282,7 +287,7 @@ class EnergyAccumulator:
                 link_j = link_bytes * 8.0 * node.link_pj_per_bit * PJ
                 e["link"] += link_j
                 node_j += link_j
-                _spread(self._node_bins[ip.node], start_ns, end_ns, link_j, self.tick_ns)
+                _spread(self._node_bins_i[i], start_ns, end_ns, link_j, self.tick_ns)
         for kind, nbytes in self._streams[i]:
             node_j += self.on_transfer(i, kind, nbytes, start_ns, end_ns)
         self._last_end[i] = end_ns
@@ -298,9 +303,10 @@ class EnergyAccumulator:
         step_j = self._run(rec.instance_id, rec.start_ns, rec.end_ns, rec.gpu_ns, tokens,
                            rec.kv_usage, cost.energy_j, cost.duration_ns,
                            len(rec.output.emitted))
-        self.step_j += step_j
+        i = rec.instance_id
+        self._step_j[i] += step_j
         if tokens:
-            self.prefill_j += step_j * pre / tokens
+            self._prefill_j[i] += step_j * pre / tokens
         chunks = plan.chunks
         tot = 0
         for c in chunks:
@@ -336,13 +342,17 @@ class EnergyAccumulator:
         out = [self._run(instance_id, int(a), int(b), int(g), n, float(kv), m, int(g), n)
                for a, b, g, kv, m in zip(start_ns.tolist(), end_ns.tolist(), gpu_ns.tolist(),
                                          kv_usage.tolist(), meas, strict=True)]
-        total = float(sum(out))
-        self.step_j += total
+        # the additions of on_step, step by step and per sequence in the same order (float
+        # addition is not associative: a run's total added once would differ in the last bits)
+        for e in out:
+            self._step_j[instance_id] += e
         if n:
-            f = total / n
             sh = self.shares
-            for i in seq_indices:
-                sh[i] += f
+            acc = np.array([sh[i] for i in seq_indices], dtype=np.float64)
+            for e in out:
+                acc += e / n  # on_step: f = step_j / tokens, times 1 token per sequence
+            for i, v in zip(seq_indices, acc.tolist(), strict=True):
+                sh[i] = v
         return out
 
     def on_dummy(self, instance_id: int, start_ns: int, end_ns: int, gpu_ns: int) -> None:
@@ -388,8 +398,9 @@ class EnergyAccumulator:
         if pj is None or not nbytes:
             return 0.0
         j = nbytes * 8.0 * pj * PJ
-        self._energy[k]["dram" if kind == "cxl" and node.cxl_pj_per_bit is None else kind] += j
-        _spread(self._node_bins[k], start_ns, end_ns, j, self.tick_ns)
+        e = self._energy_i[instance_id]
+        e["dram" if kind == "cxl" and node.cxl_pj_per_bit is None else kind] += j
+        _spread(self._node_bins_i[instance_id], start_ns, end_ns, j, self.tick_ns)
         return j
 
     def on_pim(self, instance_id: int, start_ns: int, busy_ns: int) -> None:
@@ -401,8 +412,8 @@ class EnergyAccumulator:
             self._moved_bytes[k]["pim_ns"] += int(busy_ns)
             return
         j = w * busy_ns / NS_PER_S
-        self._energy[k]["pim"] += j
-        _spread(self._node_bins[k], start_ns, start_ns + busy_ns, j, self.tick_ns)
+        self._energy_i[instance_id]["pim"] += j
+        _spread(self._node_bins_i[instance_id], start_ns, start_ns + busy_ns, j, self.tick_ns)
 
     def finish(self, end_ns: int) -> None:
         """Close the accounting at ``end_ns`` (the replay's end; at least the last step's)."""
@@ -433,6 +444,36 @@ class EnergyAccumulator:
             out.append(miss)
         return out
 
+    @property
+    def step_j(self) -> float:
+        """Energy of every step so far, J (instance sums added in instance order)."""
+        return float(sum(self._step_j))
+
+    @property
+    def prefill_j(self) -> float:
+        """The prefill tokens' share of :attr:`step_j`, J."""
+        return float(sum(self._prefill_j))
+
+    @property
+    def _energy(self) -> list[dict[str, float]]:
+        """Per node, component -> energy of its instances' steps and transfers, J."""
+        out = [dict.fromkeys(GPU_COMPONENTS + NODE_COMPONENTS, 0.0) for _ in self.nodes]
+        for ip, e in zip(self.instances, self._energy_i, strict=True):
+            acc = out[ip.node]
+            for c, v in e.items():
+                acc[c] += v
+        return out
+
+    @property
+    def _node_bins(self) -> list[dict[int, float]]:
+        """Per node, tick -> node-level energy (CPU, links, transfers) of its instances, J."""
+        out: list[dict[int, float]] = [{} for _ in self.nodes]
+        for ip, bins in zip(self.instances, self._node_bins_i, strict=True):
+            acc = out[ip.node]
+            for t, v in bins.items():
+                acc[t] = acc.get(t, 0.0) + v
+        return out
+
     def node_energy(self) -> list[dict[str, float]]:
         """Per node, component -> energy over ``[0, horizon]``, J (available ones only)."""
         if self.horizon_ns is None:
@@ -440,8 +481,9 @@ class EnergyAccumulator:
         h_s = self.horizon_ns / NS_PER_S
         miss = self._unavailable()
         out = []
+        energy = self._energy
         for k, node in enumerate(self.nodes):
-            e = dict(self._energy[k])
+            e = dict(energy[k])
             e["gpu_idle"] = h_s * sum(w for w, n in zip(self.gpu_idle_w, self.gpu_node,
                                                         strict=True) if n == k)
             for comp, w in node.constant_w.items():
@@ -468,7 +510,8 @@ class EnergyAccumulator:
             raise RuntimeError("finish() first")
         tick = self.tick_ns
         n_ticks = max(1, -(-self.horizon_ns // tick))
-        busy = sorted(set().union(*self._gpu_bins, *self._node_bins))
+        node_bins = self._node_bins
+        busy = sorted(set().union(*self._gpu_bins, *node_bins))
         ticks: list[int] = []
         prev = 0
         for k in [*busy, n_ticks + 1]:
@@ -486,7 +529,7 @@ class EnergyAccumulator:
         miss = self._unavailable()
         for k, node in enumerate(self.nodes):
             node_w[k] += sum(w for c, w in node.constant_w.items() if c not in miss[k])
-            node_w[k] += _on_ticks(self._node_bins[k], ks) / span_s
+            node_w[k] += _on_ticks(node_bins[k], ks) / span_s
         gpu_w = np.tile(np.asarray(self.gpu_idle_w, dtype=np.float64)[:, None], (1, len(ks)))
         for i, ip in enumerate(self.instances):
             dyn = _on_ticks(self._gpu_bins[i], ks) / span_s
