@@ -1,8 +1,8 @@
-"""ML.ENERGY v3 validation: simulated vs measured H100 power (Llama-3.1-8B / 70B-Instruct).
+"""ML.ENERGY v3 validation: simulated vs measured H100 power (Llama-3.1-8B / 70B-Instruct, Qwen3-8B).
 
 One command (from the repository root, with LLMSIM_DATA_DIR set)::
 
-    python benchmarks/power/mlenergy_h100.py [--model llama-3.1-8b|llama-3.1-70b|all]
+    python benchmarks/power/mlenergy_h100.py [--model llama-3.1-8b|llama-3.1-70b|qwen3-8b|all]
         [--input-tokens 512] [--sensitivity 128,2048] [--markdown FILE]
 
 Setting reproduced (ML.ENERGY ``configs/lm-arena-chat``, ml-energy/benchmark @ c1d6557):
@@ -60,14 +60,20 @@ DATA = Path(os.environ.get("LLMSIM_DATA_DIR", "/work/shared/data"))
 MLE = DATA / "ml-energy"
 H100_MEMORY_BYTES = 85899345920  # aiconfigurator systems/h100_sxm.yaml gpu.mem_capacity
 NUM_REQUESTS = 1024  # configs/lm-arena-chat/benchmark.yaml workload_defaults.num_requests
+REPO = Path(__file__).resolve().parents[2]
 MODELS = {  # name -> (llmsim model config, ML.ENERGY model id)
-    "llama-3.1-8b": ("Llama-3.1-8B.json", "meta-llama/Llama-3.1-8B-Instruct"),
-    "llama-3.1-70b": ("Llama-3.1-70B.json", "meta-llama/Llama-3.1-70B-Instruct"),
+    "llama-3.1-8b": (DATA / "llmservingsim/configs/model/meta-llama/Llama-3.1-8B.json",
+                     "meta-llama/Llama-3.1-8B-Instruct"),
+    "llama-3.1-70b": (DATA / "llmservingsim/configs/model/meta-llama/Llama-3.1-70B.json",
+                      "meta-llama/Llama-3.1-70B-Instruct"),
+    # not in the data directory: the architecture facts of the HF config.json, with their
+    # source, in examples/models/ (README there)
+    "qwen3-8b": (REPO / "examples/models/Qwen/Qwen3-8B.json", "Qwen/Qwen3-8B"),
 }
 
 
 def model_path(name: str) -> Path:
-    return DATA / "llmservingsim/configs/model/meta-llama" / MODELS[name][0]
+    return MODELS[name][0]
 
 
 def num_gpus(name: str) -> int:
