@@ -238,3 +238,79 @@ def test_router_config_defaults_and_refusals() -> None:
         RouterConfig(policy=RouterPolicy.LLM_D, kv_aware_threshold_tokens=5)
     with pytest.raises(ConfigError, match="unknown"):
         RouterConfig(policy="nope")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- shared-prefix workload
+def _shared_prefix_hits(router) -> tuple[int, int]:
+    """8 groups of 6 consecutive requests sharing a 256-token prefix each (+16 own tokens), 10 ms
+    apart, on 4 instances: ``(prefix hit tokens, query tokens)`` over all instances."""
+    reqs = []
+    for k in range(48):
+        g = k // 6  # a group's requests in a row: round robin spreads them
+        ids = tuple(range(10_000 * (g + 1), 10_000 * (g + 1) + 256)) + tuple(
+            range(900_000 + 100 * k, 900_000 + 100 * k + 16))
+        reqs.append(make_request(f"q{k}", arrival_ms=10 * k, prompt=272, output=4, ids=ids))
+    insts = [make_instance(instance_id=i, block_size=16, num_blocks=512, budget=512,
+                           max_num_seqs=16) for i in range(4)]
+    rec = LogRecorder(reqs, keep_steps=True)
+    sim = Simulation(reqs, insts, router, rec)
+    install_routing(sim)
+    sim.run()
+    return (sum(i.scheduler.kv.hit_tokens for i in insts),
+            sum(i.scheduler.kv.query_tokens for i in insts))
+
+
+def test_prefix_routing_raises_prefix_hits_over_round_robin() -> None:
+    rr_hit, q = _shared_prefix_hits(RoundRobin())
+    llmd_hit, q2 = _shared_prefix_hits(make_router(RouterConfig(policy=RouterPolicy.LLM_D)))
+    pa_hit, q3 = _shared_prefix_hits(make_router(RouterConfig(
+        policy=RouterPolicy.PREFIX_AWARE)))
+    assert q == q2 == q3 == 48 * 272
+    # round robin: 8 prefixes x 4 instances computed once each (first sight misses),
+    # the other 48 - 32 = 16 requests hit 256 tokens; a prefix router computes each
+    # prefix once: 40 requests hit
+    assert rr_hit == 16 * 256
+    assert pa_hit == 40 * 256
+    assert llmd_hit > rr_hit
+
+
+# ------------------------------------------------------- P/D decider, end to end
+def test_pd_decider_on_the_pd_example() -> None:
+    """llm-d's decider on the P/D example (1 prefill + 1 decode instance, 300 ShareGPT
+    requests): a request shorter than the threshold, or whose non-matched part on the
+    decode instance is, runs there locally (no prefill instance, no KV transfer); the
+    rest are disaggregated. Threshold 0 disables P/D."""
+    import dataclasses
+    from pathlib import Path
+
+    from llmsim.experiment import PdDeciderConfig, load_experiment
+    from llmsim.replay import run
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "rtxpro6000-llama-3.1-8b-pd.yaml"
+    exp = load_experiment(path)
+    t = 200
+    res = run(dataclasses.replace(exp, router=RouterConfig(
+        policy=RouterPolicy.LLM_D, pd_decider=PdDeciderConfig(non_cached_tokens=t))))
+    q = res.requests
+    local = q["prefill_instance_id"] < 0
+    assert (q.loc[q["input_tokens"] < t, "prefill_instance_id"] < 0).all()
+    assert (q.loc[local, "instance_id"] == 1).all()
+    assert (q.loc[local, "kv_transfer_bytes"] == 0).all()
+    assert (q.loc[~local, "input_tokens"] >= t).all()
+    assert (q.loc[~local, "kv_transfer_bytes"] > 0).all()
+    # the long local ones are repeated prompts: most of them hit on the decode instance
+    long_local = local & (q["input_tokens"] >= t)
+    assert long_local.any()
+    assert (q.loc[long_local, "input_tokens"] - q.loc[long_local, "prefix_hit_tokens"]
+            < t).all()
+    assert res.summary["pd"]["num_transfers"] == int((~local).sum())
+    off = run(dataclasses.replace(exp, router=RouterConfig(
+        policy=RouterPolicy.LLM_D, pd_decider=PdDeciderConfig(non_cached_tokens=0))))
+    assert (off.requests["prefill_instance_id"] < 0).all()
+    assert off.summary["pd"]["num_transfers"] == 0
+    single = load_experiment(path.parent / "rtxpro6000-llama-3.1-8b.yaml")
+    with pytest.raises(ConfigError, match="needs prefill/decode instance roles"):
+        run(dataclasses.replace(single, router=RouterConfig(
+            policy=RouterPolicy.LLM_D, pd_decider=PdDeciderConfig())))
+    with pytest.raises(ConfigError, match="only the llm_d policy reads pd_decider"):
+        RouterConfig(policy=RouterPolicy.SESSION, pd_decider=PdDeciderConfig())
