@@ -19,6 +19,11 @@ CUDA-graph padded twin of a batch with a new token count (learned from the padde
 the step-time model asks for). Guesses never change a result, only which queries are asked
 when; they depend on the batches alone, so RPC counts are deterministic too.
 
+Decode fast-forward: :meth:`BridgeCostModel.decode_run` prices a whole decode stretch (the
+same sequences, every KV length one longer per step) with its attention queries in one
+request, so a fast-forwarded replay over the bridge equals the in-process one step for step
+and needs no request per decode step (:mod:`llmsim.instance.fastforward`).
+
 Transport: a ``CostStream`` kept open for the run when the server offers it (one message per
 step that needs the server; the server answers the needed queries first and prices the
 guesses while the simulation goes on), else one unary ``CostBatch`` per such step.
@@ -51,6 +56,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
 
 from llmsim.bridge.cache import PersistentCache
 from llmsim.bridge.queries import (
@@ -326,6 +333,53 @@ class BridgeCostModel:
         if len(self._step_memo) < self.options.step_memo_size:
             self._step_memo[batch] = cost
         return cost
+
+    def decode_run(self, batch: StepBatch, k: int) -> BridgeDecodeRun | None:
+        """Price ``k`` decode-only steps at once, the ``j``-th (0-based) being ``batch`` with
+        every KV length ``j`` longer, each exactly as :meth:`step_cost` prices it (the
+        decode fast-forward, :meth:`llmsim.instance.step_time.StepTimeModel.decode_run_gpu_ns`).
+
+        Along such a stretch only attention's query changes (same token and sequence
+        counts: :meth:`StepPlanner.decode_run_attention_keys`), so the ``k`` attention keys
+        the server does not know yet go in **one** request (instead of one per step that
+        misses), and each step is composed as :meth:`_step_cost_fast` composes it.
+
+        Returns:
+            The price, or ``None`` (the caller prices step by step) when ``batch`` has a
+            prefill chunk or no decode, when the shape's operators cannot be composed by
+            the fast path, or when the server answered one of the stretch's queries with an
+            error (step by step then raises it at the step that needs it).
+
+        Raises:
+            CostModelUnavailable: the server failed or timed out.
+        """
+        lens = batch.decode_context_lens
+        if batch.prefills or not lens or k <= 0:
+            return None
+        shape = self._planner.shape(batch.tp, batch.num_tokens, batch.num_sampled)
+        if shape.attention_at < 0:
+            return None
+        partial = self._partials.get(shape)
+        if partial is None:
+            try:
+                self._answers(batch, [op.key for op in shape.ops])
+            except BridgeQueryError:
+                return None
+            self._remember_partial(shape, self._memo[batch.tp])
+            partial = self._partials.get(shape)
+            if partial is None:
+                return None
+        n, total, hi, lo = len(lens), sum(lens), max(lens), min(lens)
+        detail = tuple(sorted(lens)) if self._planner.per_decode else ()
+        name, reps = shape.attention_name, shape.attention_reps
+        keys: list[QueryKey] = [
+            ("attention", name, reps, (), n, total + n * j, hi + j, lo + j,
+             tuple(x + j for x in detail) if detail else ()) for j in range(k)]
+        try:
+            memo = self._answers(batch, keys)
+        except BridgeQueryError:
+            return None
+        return BridgeDecodeRun(self, shape, partial, [memo[key] for key in keys])
 
     def _step_cost_full(self, batch: StepBatch, shape: StepShape) -> StepCost:
         """Price every operator of ``batch``; remember the shape's part for later steps."""
@@ -652,6 +706,50 @@ class BridgeCostModel:
         self.close()
 
 
+class BridgeDecodeRun:
+    """The price of a decode stretch (:meth:`BridgeCostModel.decode_run`).
+
+    Attributes:
+        duration_ns: kernel time per step, ns (int64, shape ``(k,)``): the shape's
+            non-attention total plus attention rounded half up, as
+            :meth:`BridgeCostModel._step_cost_fast` composes one step.
+    """
+
+    __slots__ = ("_model", "_partial", "_name", "_att_ns", "_att_energy_j", "duration_ns")
+
+    def __init__(self, model: BridgeCostModel, shape: StepShape, partial: _Partial,
+                 answers: list[Answer]) -> None:
+        self._model = model
+        self._partial = partial
+        self._name = shape.attention_name
+        self._att_ns = [int(latency_ns + 0.5) for latency_ns, _ in answers]
+        self._att_energy_j = [energy_j for _, energy_j in answers]
+        self.duration_ns = np.asarray(self._att_ns, dtype=np.int64) + partial.static_ns
+
+    def cost_at(self, j: int) -> StepCost:
+        """The :class:`StepCost` :meth:`BridgeCostModel.step_cost` returns for step ``j``."""
+        partial = self._partial
+        breakdown = dict(partial.before_ns)
+        breakdown[self._name] = self._att_ns[j]
+        breakdown.update(partial.after_ns)
+        energy_j = partial.energy_before_j
+        if energy_j is not None:
+            att_energy_j = self._att_energy_j[j]
+            energy_j = None if att_energy_j is None else energy_j + att_energy_j
+            for e in partial.energies_after_j:
+                if energy_j is None or e is None:
+                    energy_j = None
+                    break
+                energy_j += e
+        return StepCost(duration_ns=int(self.duration_ns[j]), breakdown_ns=breakdown,
+                        energy_j=energy_j)
+
+    def count(self, m: int) -> None:
+        """Count the first ``m`` steps as run (:attr:`BridgeStats.steps`)."""
+        if m > 0:
+            self._model.stats.steps += m
+
+
 def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
     """Parse ``grpc://HOST:PORT[?option=value&...]``.
 
@@ -746,6 +844,7 @@ def from_context(spec: str, context: CostModelContext) -> BridgeCostModel:
 __all__ = [
     "KIND_OF_CLASS",
     "BridgeCostModel",
+    "BridgeDecodeRun",
     "BridgeOptions",
     "BridgeQueryError",
     "BridgeStats",
