@@ -236,7 +236,6 @@ _Text = Annotated[str, Strict(), Field(max_length=_MAX_TEXT_CHARS)]
 _NOT_MODELLED = {
     "pim": "PIM attention offload (LLMServingSim's cpu_mem.pim_config)",
     "llmservingsim": "an LLMServingSim layout with no vLLM counterpart",
-    "spans": "one group's DP ranks on several nodes",
 }
 """Placeholder keys (field name -> feature) that ``llmsim cluster import`` writes for
 features not modelled yet: any value but null is refused with "not supported yet:
@@ -863,6 +862,38 @@ class GpuConfig:
         description="4 TiB is 14x the largest single accelerator (288 GB, B300)")] = None
 
 
+MAX_NETWORK_BANDWIDTH_BYTES_PER_S = 10**13
+"""Largest inter-node bandwidth per GPU, bytes/s (10 TB/s): 50x one 800 Gb/s NIC
+(1e11 B/s), the fastest shipped; above every scale-out fabric."""
+
+
+@_config_errors("cluster.nodes.network")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class NetworkConfig:
+    """A node's inter-node network (scale-out NICs), as one GPU sees it.
+
+    Prices the collectives of a group whose ranks sit on several nodes
+    (:class:`llmsim.costmodel.collectives.HierarchicalCollectives`).
+
+    Attributes:
+        bandwidth_bytes_per_s: inter-node bandwidth of one GPU, one direction, bytes/s
+            (AIConfigurator systems ``inter_node_bw``, "Byte/s per GPU, single direction";
+            an ASTRA-Sim / LLMServingSim ``link_bw`` of the outer topology dimension is per
+            NPU too).
+        latency_ns: fixed cost of one inter-node collective step, ns.
+        source: where the two figures come from (file, datasheet); reported with every
+            collective they price.
+    """
+
+    bandwidth_bytes_per_s: Annotated[_Float, Field(
+        gt=0, le=MAX_NETWORK_BANDWIDTH_BYTES_PER_S,
+        description="10 TB/s per GPU is 50x the fastest shipped NIC")]
+    latency_ns: Annotated[_Float, Field(
+        ge=0, le=MAX_STEP_COST_NS,
+        description="a step costs at most llmsim.costmodel.base.MAX_STEP_COST_NS")] = 0.0
+    source: _Text | None = None
+
+
 @_config_errors("cluster.nodes")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class NodeConfig:
@@ -876,7 +907,9 @@ class NodeConfig:
             ``llmsim/hardware/data/`` (bandwidth, latency, P2P, measured tables; each value
             with its source). Default: the file named by the GPUs' hardware. The TP
             collectives of instances on this node are priced with it.
-        network: inter-node NICs; any value is refused (not supported yet).
+        network: inter-node network of this node's GPUs (:class:`NetworkConfig`); needed
+            where a group's ranks on this node communicate with ranks on another node
+            (MoE DP / EP groups placed with ``placement.spans``). None: none described.
         power: this node's component power (replaces the experiment's ``power`` whole);
             None: the experiment's.
     """
@@ -885,7 +918,7 @@ class NodeConfig:
     gpus: Annotated[tuple[GpuConfig, ...], Field(max_length=MAX_GPUS_PER_NODE,
                                                  description="one entry per GPU type")]
     link: _Name | None = None
-    network: Any = None
+    network: NetworkConfig | None = None
     power: PowerConfig | None = None
 
     @model_validator(mode="after")
@@ -898,9 +931,6 @@ class NodeConfig:
         if len(kinds) > 1:
             raise _FieldError("gpus", "not supported yet: GPUs of different types in one "
                               f"node ({', '.join(g.hardware for g in self.gpus)})")
-        if self.network is not None:
-            raise _FieldError("network", "not supported yet: inter-node networks (instances "
-                              "span one node each; nothing crosses nodes)")
         if self.num_gpus > MAX_GPUS_PER_NODE:
             raise _FieldError("gpus", f"{self.num_gpus} GPUs in one node exceeds "
                               f"{MAX_GPUS_PER_NODE}")
@@ -1103,6 +1133,23 @@ class WeightOffloadConfig:
         return out
 
 
+@_config_errors("instance_groups.placement.spans")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class SpanConfig:
+    """DP ranks of a group on a further node.
+
+    Attributes:
+        node: the node's name.
+        gpus: GPU numbers on that node, a whole number of DP ranks' ``tp x pp`` GPUs each,
+            in order; None: as many as the group's other nodes hold, the first free ones.
+    """
+
+    node: _Name
+    gpus: Annotated[tuple[Annotated[_Int, Field(ge=0)], ...] | None, Field(
+        max_length=MAX_GPUS_PER_NODE, description="a node holds at most this many GPUs"),
+        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = None
+
+
 @_config_errors("instance_groups.placement")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
 class PlacementConfig:
@@ -1113,14 +1160,20 @@ class PlacementConfig:
         gpus: GPU numbers on that node, ``count x data_parallel_size x
             tensor_parallel_size`` of them, taken in order (instance 0's DP rank 0 first);
             None: the node's first free GPUs, in order.
-        spans: placeholder (``_NOT_MODELLED``): DP ranks on further nodes.
+        spans: further nodes the group's DP ranks continue on (:class:`SpanConfig`, in
+            rank order after those on ``node``); each DP rank's ``tp x pp`` GPUs stay on
+            one node. Collectives across the ranks then cross nodes and are priced with the
+            nodes' ``network`` (docs/cluster-semantics.md, "Inter-node networks").
     """
 
     node: _Name
     gpus: Annotated[tuple[Annotated[_Int, Field(ge=0)], ...] | None, Field(
         max_length=MAX_GPUS_PER_NODE, description="a node holds at most this many GPUs"),
         BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = None
-    spans: _Unmodelled = None
+    spans: Annotated[tuple[SpanConfig, ...], Field(
+        max_length=MAX_NODES, description="a cluster holds at most this many nodes"),
+        BeforeValidator(lambda v: () if v is None else tuple(v) if isinstance(v, list)
+                        else v)] = ()
 
 
 @_config_errors("instance_groups")
@@ -1185,7 +1238,12 @@ class ResolvedGroup:
         parallel: the engine's parallel layout.
         node: the node it is placed on (None: no cluster).
         link: link description name its TP collectives use (None: by ``hardware.name``).
-        gpus: per deployment, per DP rank, the GPU numbers on ``node`` (empty: unplaced).
+        gpus: per deployment, per DP rank, the GPU numbers on ``node`` (empty: unplaced);
+            on the rank's node of ``rank_nodes`` where the group spans nodes.
+        rank_nodes: per deployment, per DP rank, the node it runs on, where the placement
+            ``spans`` further nodes (empty: every rank on ``node``).
+        networks: per node of ``rank_nodes`` (in order of first use), its ``network``
+            (None: not described); empty without spans.
         kv_offload, weight_offload: the group's tier settings (None: none).
         role: prefill / decode / both (:mod:`llmsim.pd`).
     """
@@ -1206,6 +1264,20 @@ class ResolvedGroup:
     kv_offload: KVOffloadConfig | None = None
     weight_offload: WeightOffloadConfig | None = None
     role: PdRole = PdRole.BOTH
+    rank_nodes: tuple[tuple[str, ...], ...] = ()
+    networks: tuple[tuple[str, NetworkConfig | None], ...] = ()
+
+    @property
+    def num_nodes(self) -> int:
+        """Nodes one deployment's DP ranks run on (1 without spans)."""
+        return max(1, len(self.networks))
+
+    def node_of(self, engine: int) -> str | None:
+        """The node engine ``engine`` (``count x dp`` order) runs on."""
+        if not self.rank_nodes:
+            return self.node
+        dp = self.parallel.data_parallel_size
+        return self.rank_nodes[engine // dp][engine % dp]
 
     @property
     def num_engines(self) -> int:
@@ -1502,7 +1574,22 @@ class Experiment:
             hardware = g.hardware
             node = link = None
             gpus: tuple[tuple[tuple[int, ...], ...], ...] = ()
-            if g.placement is not None and self.cluster is not None:
+            rank_nodes: tuple[tuple[str, ...], ...] = ()
+            networks: tuple[tuple[str, NetworkConfig | None], ...] = ()
+            if g.placement is not None and self.cluster is not None and g.placement.spans:
+                node_cfg, gpus, rank_nodes = _place_spanning(self.cluster, g, parallel,
+                                                             taken, f)
+                networks = tuple((n, _network_of(self.cluster, n))
+                                 for n in dict.fromkeys(rank_nodes[0]))
+                node, link = node_cfg.name, node_cfg.link
+                gpu = node_cfg.gpus[0]
+                if hardware is None:
+                    hardware = HardwareConfig(name=gpu.hardware,
+                                              gpu_memory_bytes=gpu.gpu_memory_bytes)
+                elif hardware.name.lower() != gpu.hardware.lower():
+                    raise _FieldError(f"{f}hardware.name", (
+                        f"{hardware.name!r} but node {node!r} has {gpu.hardware!r} GPUs"))
+            elif g.placement is not None and self.cluster is not None:
                 node_cfg, gpus = _place(self.cluster, g, parallel, taken, f)
                 node, link = node_cfg.name, node_cfg.link
                 gpu = node_cfg.gpus[0]
@@ -1520,7 +1607,8 @@ class Experiment:
                 cost_model=g.cost_model or self.cost_model, engine=engine,
                 overheads=g.overheads or self.overheads, parallel=parallel, node=node,
                 link=link, gpus=gpus, kv_offload=g.kv_offload or self.kv_offload,
-                weight_offload=g.weight_offload or self.weight_offload, role=g.role))
+                weight_offload=g.weight_offload or self.weight_offload, role=g.role,
+                rank_nodes=rank_nodes, networks=networks))
         return tuple(out)
 
 
@@ -1659,6 +1747,70 @@ def _place(cluster: ClusterConfig, group: InstanceGroupConfig, parallel: Paralle
     engines = [tuple(ids[k:k + per_engine]) for k in range(0, need, per_engine)]
     dp = parallel.data_parallel_size
     return node, tuple(tuple(engines[k:k + dp]) for k in range(0, len(engines), dp))
+
+
+def _network_of(cluster: ClusterConfig, name: str) -> NetworkConfig | None:
+    node = cluster.node(name)
+    return None if node is None else node.network
+
+
+def _place_spanning(cluster: ClusterConfig, group: InstanceGroupConfig,
+                    parallel: ParallelConfig, taken: dict[str, set[int]], f: str
+                    ) -> tuple[NodeConfig, tuple[tuple[tuple[int, ...], ...], ...],
+                               tuple[tuple[str, ...], ...]]:
+    """GPU numbers and nodes of the DP ranks of a group whose placement ``spans`` further
+    nodes (updates ``taken``): the ranks split evenly over the nodes, in order (``node``
+    first, then ``spans``), each rank's ``tp x pp`` GPUs on one node, one GPU type.
+
+    Raises:
+        _FieldError: ``count`` > 1, DP ranks that do not split evenly over the nodes, a node
+            named twice or unknown, GPUs that do not fit (as :func:`_place`), another GPU
+            type than the group's first node.
+    """
+    placement = group.placement
+    assert placement is not None
+    if group.count != 1:
+        raise _FieldError(f"{f}count", "not supported yet: placement.spans with count > 1 "
+                          "(give each deployment its own group)")
+    wanted = [(placement.node, placement.gpus, f"{f}placement")] + [
+        (sp.node, sp.gpus, f"{f}placement.spans.{i}") for i, sp in enumerate(placement.spans)]
+    names = [w[0] for w in wanted]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _FieldError(f"{f}placement.spans", f"node {twice[0]!r} named twice")
+    dp = parallel.data_parallel_size
+    if dp % len(wanted):
+        raise _FieldError(f"{f}placement.spans", (
+            f"data_parallel_size {dp} does not split evenly over {len(wanted)} nodes (the "
+            "DP ranks are spread evenly, in order)"))
+    per_node = dp // len(wanted)
+    first: NodeConfig | None = None
+    ranks: list[tuple[int, ...]] = []
+    rank_nodes: list[str] = []
+    for name, gpus, where in wanted:
+        sub = InstanceGroupConfig(
+            name=group.name, count=1, engine=group.engine,
+            placement=PlacementConfig(node=name, gpus=gpus))
+        layout = ParallelConfig(
+            tensor_parallel_size=parallel.tensor_parallel_size,
+            pipeline_parallel_size=parallel.pipeline_parallel_size,
+            data_parallel_size=per_node,
+            enable_expert_parallel=parallel.enable_expert_parallel)
+        try:
+            node, engines = _place(cluster, sub, layout, taken, "")
+        except _FieldError as exc:  # blame the span's own keys
+            raise _FieldError(where + exc.field.removeprefix("placement"),
+                              f"{exc} (its share: {per_node} of the {dp} DP ranks)") from None
+        if first is None:
+            first = node
+        elif node.gpus[0].hardware.lower() != first.gpus[0].hardware.lower():
+            raise _FieldError(f"{where}.node", (
+                f"node {node.name!r} has {node.gpus[0].hardware!r} GPUs, node "
+                f"{first.name!r} {first.gpus[0].hardware!r}: one group runs one GPU type"))
+        ranks.extend(engines[0])
+        rank_nodes.extend([node.name] * per_node)
+    assert first is not None
+    return first, (tuple(ranks),), (tuple(rank_nodes),)
 
 
 _EXPERIMENT = TypeAdapter(Experiment)

@@ -38,7 +38,12 @@ from llmsim.cluster.moe_dp import EpPricer, EpStepCostModel, MoeMode, check_moe_
 from llmsim.cluster.parallel import SINGLE_GPU, ParallelConfig, check_supported
 from llmsim.cluster.routing import ExpertRouting, load_popularity
 from llmsim.costmodel.base import CostModel
-from llmsim.costmodel.collectives import CollectivesModel, NcclModel, table_values
+from llmsim.costmodel.collectives import (
+    CollectivesModel,
+    HierarchicalCollectives,
+    NcclModel,
+    table_values,
+)
 from llmsim.costmodel.interp import GridND
 from llmsim.costmodel.profile_model import ProfileCostModel
 from llmsim.costmodel.registry import find_collective_tables, find_link_spec_for
@@ -384,7 +389,11 @@ def build_moe_pricer(experiment: Experiment, g: ResolvedGroup, m: ModelConfig,
         link_spec, framework_version=cm.profile.provenance.framework_version))
     analytic = NcclModel.from_link(link_spec) if link_spec is not None else cm.link
     ranks = dp * tp if mode is MoeMode.EP_SEQUENCE_PARALLEL else dp
-    comm = CollectivesModel(ranks=ranks, tables=tables, link=link_spec, analytic=analytic)
+    comm = CollectivesModel(ranks=ranks // g.num_nodes, tables=tables, link=link_spec,
+                            analytic=analytic)
+    if g.num_nodes > 1 and ranks > 1:  # placement.spans: the group crosses nodes
+        comm = HierarchicalCollectives(intra=comm, inter=_network_model(experiment, g),
+                                       nodes=g.num_nodes, ranks_per_node=ranks // g.num_nodes)
     tp_comm = cm.tp_tables(par).comm if tp > 1 else None
     full_grid, name = grid, "moe"
     if par.enable_expert_parallel:  # a measured per-EP-rank table (AIConfigurator import)
@@ -396,6 +405,32 @@ def build_moe_pricer(experiment: Experiment, g: ResolvedGroup, m: ModelConfig,
                     routing=moe_routing(experiment, m), tp_comm=tp_comm,
                     tp_graph_max_tokens=cm.cudagraph_max_tokens, full_grid=full_grid,
                     expert_table=f"tp1/{name}")
+
+
+def _network_model(experiment: Experiment, g: ResolvedGroup) -> NcclModel:
+    """The inter-node stage of a spanning group's collectives: the slowest of its nodes'
+    networks (lowest bandwidth per GPU, then highest latency), with its source.
+
+    Raises:
+        ConfigError: a node of the group without ``network`` (file, line, field).
+    """
+    cluster = experiment.cluster
+    assert cluster is not None
+    for name, net in g.networks:
+        if net is None:
+            k = next(i for i, n in enumerate(cluster.nodes) if n.name == name)
+            field = f"cluster.nodes.{k}.network"
+            raise ConfigError(f"group {g.name!r} runs DP ranks on node {name!r} and on other "
+                              "nodes, and its MoE layers communicate across them: the node "
+                              "needs a network (bandwidth_bytes_per_s, latency_ns, source)",
+                              path=experiment.source, field=field,
+                              line=_source_line(experiment, field))
+    name, net = min(((n, x) for n, x in g.networks if x is not None),
+                    key=lambda kv: (kv[1].bandwidth_bytes_per_s, -kv[1].latency_ns))
+    label = (f"network {name}: {net.bandwidth_bytes_per_s:.4g} B/s per GPU, "
+             f"{net.latency_ns:g} ns; {net.source or 'source not given'}")
+    return NcclModel(latency_ns=net.latency_ns,
+                     bus_bandwidth_bytes_per_s=net.bandwidth_bytes_per_s, label=label)
 
 
 def _moe_ep_grid(cm: ProfileCostModel, ep: int) -> GridND | None:
@@ -789,6 +824,7 @@ def _settings(experiment: Experiment, trace: Trace, capacity: KVCapacity,
             {"name": g.name, "count": g.count, "hardware": g.hardware.name,
              "model": g.model_path.name, "node": g.node, "gpus": [list(map(list, d))
                                                                   for d in g.gpus],
+             **({"rank_nodes": [list(r) for r in g.rank_nodes]} if g.rank_nodes else {}),
              "tensor_parallel_size": g.parallel.tensor_parallel_size,
              "data_parallel_size": g.parallel.data_parallel_size,
              "num_gpu_blocks": c.num_gpu_blocks, "max_num_seqs": g.engine.max_num_seqs}

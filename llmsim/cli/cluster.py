@@ -10,6 +10,7 @@ and prints whether it would run or the first "not supported yet" it stops at.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -80,6 +81,8 @@ def run_import(args: argparse.Namespace) -> int:
             status = "  [stops at: " + "; ".join(
                 what for _, what in result.unsupported + result.data_gaps) + "]"
         print(f"{result.source.name} -> {target}{status}")
+        for text in result.warnings:
+            print(f"warning: {result.source.name}: {text}", file=sys.stderr)
     return 0
 
 

@@ -386,6 +386,92 @@ class CollectivesModel:
         return text + ", nccl above"
 
 
+class HierarchicalCollectives(CollectivesModel):
+    """The collectives of a group spread over several nodes: ``nodes`` nodes of
+    ``ranks_per_node`` GPUs each, the node-local part on the node's link, the part between
+    nodes on the inter-node network.
+
+    **Model** (hierarchical, two dimensions): ASTRA-Sim's multi-dimensional collectives
+    (Rashidi et al., "ASTRA-SIM: Enabling SW/HW Co-Design Exploration for Distributed DL
+    Training Platforms", ISPASS 2020, hierarchical all-reduce: reduce-scatter on the
+    first dimension, all-reduce on the next, all-gather back), which LLMServingSim runs on
+    its per-dimension ``link_bw`` / ``link_latency``. With ``S`` the full tensor, ``g``
+    ranks per node and ``N`` nodes:
+
+    * all-gather: inter-node all-gather of ``S / g`` over ``N`` (the ``g`` GPUs of a node
+      at once, each on its own share of the network), then intra-node all-gather of
+      ``S`` over ``g``;
+    * reduce-scatter: intra-node reduce-scatter of ``S`` over ``g``, then inter-node
+      reduce-scatter of ``S / g`` over ``N``;
+    * all-reduce: intra reduce-scatter (``S``, ``g``) + inter all-reduce (``S / g``,
+      ``N``) + intra all-gather (``S``, ``g``);
+    * send/recv (one pair on two nodes) and all-to-all: the bottleneck link, i.e. the
+      inter-node model at the whole size (all-to-all over ``N x g`` ranks).
+
+    The intra-node stages are priced by the node's :class:`CollectivesModel` (measured
+    tables first); the inter-node stages by an :class:`NcclModel` whose bus bandwidth is
+    the network bandwidth of one GPU and whose latency is the network's (nccl-tests'
+    bus factors). The stages run one after the other (no overlap: an assumption; NCCL's
+    multi-node rings pipeline chunks, which this bounds from above).
+
+    Args:
+        intra: collectives of one node's ``ranks_per_node`` GPUs.
+        inter: the inter-node model (its ``source`` names the network and its source).
+        nodes: nodes the group spans (>= 2).
+        ranks_per_node: group ranks on each node (>= 1).
+    """
+
+    def __init__(self, *, intra: CollectivesModel, inter: NcclModel, nodes: int,
+                 ranks_per_node: int) -> None:
+        super().__init__(ranks=nodes * ranks_per_node, link=intra.link, analytic=inter)
+        self.intra = intra
+        self.inter = inter
+        self.nodes = nodes
+        self.ranks_per_node = ranks_per_node
+
+    def price(self, collective: Collective, nbytes: int, *,
+              cuda_graph: bool = True) -> PricedCollective:
+        """One ``collective`` of ``nbytes`` bytes (full tensor) over the whole group."""
+        g, n = self.ranks_per_node, self.nodes
+        impl = AllReduceImpl.NCCL.value  # vLLM's custom all-reduce is single-node only
+        if nbytes <= 0:
+            return PricedCollective(duration_ns=0.0, source="none", impl=impl)
+        share = nbytes / g
+        parts: list[PricedCollective] = []
+        if collective is Collective.ALL_GATHER:
+            inter_ns = self.inter.time_ns(Collective.ALL_GATHER, share, n)
+            parts.append(self.intra.price(Collective.ALL_GATHER, nbytes, cuda_graph=cuda_graph))
+        elif collective is Collective.REDUCE_SCATTER:
+            inter_ns = self.inter.time_ns(Collective.REDUCE_SCATTER, share, n)
+            parts.append(self.intra.price(Collective.REDUCE_SCATTER, nbytes,
+                                          cuda_graph=cuda_graph))
+        elif collective is Collective.ALL_REDUCE:
+            inter_ns = self.inter.time_ns(Collective.ALL_REDUCE, share, n)
+            parts.append(self.intra.price(Collective.REDUCE_SCATTER, nbytes,
+                                          cuda_graph=cuda_graph))
+            parts.append(self.intra.price(Collective.ALL_GATHER, nbytes,
+                                          cuda_graph=cuda_graph))
+        else:  # send/recv, all-to-all: the slower path sets it
+            ranks = 2 if collective is Collective.SEND_RECV else self.ranks
+            inter_ns = self.inter.time_ns(collective, nbytes, ranks)
+        intra = "+".join(dict.fromkeys(p.source for p in parts if p.source != "none"))
+        source = f"hierarchical[{self.nodes}x{g}](inter:{self.inter.source}" + (
+            f", intra:{intra})" if intra else ")")
+        return PricedCollective(duration_ns=inter_ns + sum(p.duration_ns for p in parts),
+                                source=source, impl=impl,
+                                extrapolated=any(p.extrapolated for p in parts))
+
+    def coverage(self, collective: Collective, cuda_graph: bool = True) -> str:
+        """What prices ``collective`` (for logs and reports)."""
+        return (f"hierarchical over {self.nodes} nodes x {self.ranks_per_node}: inter "
+                f"{self.inter.source}, intra {self.intra.coverage(collective, cuda_graph)}")
+
+    def rule_summary(self) -> str:
+        """The implementation rule, in words."""
+        return (f"{self.nodes} nodes x {self.ranks_per_node} GPUs: NCCL across nodes "
+                f"({self.inter.source})")
+
+
 def link_groups(specs: Mapping[int, CollectivesModel]) -> str:
     """One line per group size: its rule (for logs)."""
     return "; ".join(f"tp{n}: {m.rule_summary()}" for n, m in sorted(specs.items()))

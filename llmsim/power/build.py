@@ -208,13 +208,14 @@ def build_accumulator(experiment: Experiment, models: Sequence[ModelConfig],
             per_tok, per_sample = _link_bytes(m, g.parallel.tensor_parallel_size)
             dp = g.parallel.data_parallel_size
             for e in range(g.num_engines):
-                if cluster is not None and g.node is not None:
-                    k = next(i for i, n in enumerate(cluster.nodes) if n.name == g.node)
+                node_name = g.node_of(e)  # the engine's node (placement.spans)
+                if cluster is not None and node_name is not None:
+                    k = next(i for i, n in enumerate(cluster.nodes) if n.name == node_name)
                     n = cluster.nodes[k]
                     cfg = n.power if n.power is not None else experiment.power
                     where = f"cluster.nodes.{k}.power" if n.power is not None else "power"
                     gp = gpu_of(g.hardware.name, cfg, where, k)
-                    own = tuple(offset[g.node] + x for x in g.gpus[e // dp][e % dp])
+                    own = tuple(offset[node_name] + x for x in g.gpus[e // dp][e % dp])
                 else:
                     k = 0
                     gp = gpu_of(g.hardware.name, experiment.power, "power", 0)

@@ -353,11 +353,16 @@ def test_moe_ep_and_dp_follow_vllm(configs: Path) -> None:
     (g,) = dp_ep["instance_groups"]
     e = _eff(dp_ep, g, "engine")
     assert e["data_parallel_size"] == 2 and e["enable_expert_parallel"]
-    # ep_size 2 over dp 2 x tp 2 = 4 ranks: no vLLM layout, written to the placeholder
+    # ep_size 2 over dp 2 x tp 2 = 4 ranks: no vLLM layout; the closest one vLLM runs (EP
+    # over all dp x tp ranks), with a warning naming the difference, in the header too
     odd = import_config(configs / "single_node_moe_dp_tp_instance.json")
     (g,) = odd.experiment["instance_groups"]
-    assert g["llmservingsim"] == {"ep_size": 2}
-    assert "enable_expert_parallel" not in _eff(odd.experiment, g, "engine")
+    assert "llmservingsim" not in g and odd.runnable
+    assert _eff(odd.experiment, g, "engine")["enable_expert_parallel"] is True
+    (warning,) = odd.warnings
+    assert warning.startswith("nodes.0.instances.0.ep_size: ep_size 2 over dp x tp = 4 ranks")
+    assert "EP 4" in warning and "over 2 EP ranks" in warning
+    assert "# WARNING: not LLMServingSim's layout" in odd.text
     # a MoE model without ep_size at tp 1: ep 1, experts not expert-parallel
     multi = import_config(configs / "single_node_moe_multi_instance.json").experiment
     assert all("enable_expert_parallel" not in _eff(multi, g, "engine")
@@ -461,8 +466,40 @@ def test_cross_node_dp_group_writes_the_inter_node_link(configs: Path) -> None:
     e = _eff(exp, g, "engine")
     assert e["data_parallel_size"] == 2 and e["enable_expert_parallel"]
     for node in exp["cluster"]["nodes"]:  # the outer topology dimension: between nodes
-        assert node["network"] == {"bandwidth_bytes_per_s": raw["link_bw"][1] * GIB_BYTES,
-                                   "latency_ns": raw["link_latency"][1]}
+        net = dict(node["network"])
+        assert net.pop("source").startswith(
+            "LLMServingSim dual_node_moe_dp_ep_intra_inter_instance.json: link_bw[1] = 16 GB/s")
+        assert net == {"bandwidth_bytes_per_s": raw["link_bw"][1] * GIB_BYTES,
+                       "latency_ns": raw["link_latency"][1]}
+
+
+@pytest.mark.parametrize("name", [
+    "dual_node_moe_dp_ep_intra_inter_instance", "single_node_moe_dp_pp_instance",
+    "single_node_moe_dp_tp_pp_instance", "single_node_moe_pp_instance",
+    "single_node_moe_dp_tp_instance"])
+def test_moe_layouts_vllm_runs_import_and_replay(name: str, configs: Path, tmp_path: Path,
+                                                 data_path) -> None:
+    """Inter-node DP+EP, PP with MoE DP / EP, and LLMServingSim's EP-degree layout (as
+    vLLM's closest): nothing refused, a short replay end to end in lock-step."""
+    data_path("llmservingsim/profiles/RTXPRO6000/Qwen/Qwen3-30B-A3B-Instruct-2507/bf16")
+    imported = import_config(configs / f"{name}.json")
+    assert imported.runnable, (imported.unsupported, imported.data_gaps)
+    out = write_imported(imported, tmp_path / f"{name}.yaml")
+    assert first_refusal(out) is None
+    cut = {"trace.transforms": [{"truncate": {"max_requests": REPLAY_REQUESTS}}]}
+    result = run(load_experiment(out, overrides=cut))
+    assert result.summary["num_finished"] == REPLAY_REQUESTS
+    (g,) = imported.experiment["instance_groups"]
+    engine = _eff(imported.experiment, g, "engine")
+    assert engine["enable_expert_parallel"] is True
+    if engine.get("data_parallel_size", 1) > 1:
+        assert result.summary["moe_dp"]["group_steps"] > 0
+    if engine.get("pipeline_parallel_size", 1) > 1:
+        ops = {op for grp in result.summary["communication"] for op in grp["collectives"]}
+        assert "pp_send_recv" in ops
+    crossing = any("hierarchical" in k
+                   for k in result.summary.get("moe_dp", {}).get("ep_collective_sources", {}))
+    assert crossing == name.startswith("dual_node")
 
 
 def test_data_gaps_are_named(configs: Path) -> None:

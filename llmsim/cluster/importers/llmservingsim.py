@@ -152,8 +152,8 @@ FIELDS: tuple[FieldRule, ...] = (
               "must equal the number of `nodes` entries"),
     FieldRule("link_bw", "mapped", "cluster.nodes[n].network.bandwidth_bytes_per_s",
               "GB/s (2^30 B/s) per ASTRA-Sim topology dimension (a scalar: every dimension); "
-              "the outermost dimension becomes the inter-node network where a DP group spans "
-              "nodes (" + _UNMODELLED + "); otherwise ignored", _LINK_WHY),
+              "the outermost dimension becomes the inter-node network (per GPU, one "
+              "direction) where a DP group spans nodes; otherwise ignored", _LINK_WHY),
     FieldRule("link_latency", "mapped", "cluster.nodes[n].network.latency_ns",
               "ns, per topology dimension; used as `link_bw` is", _LINK_WHY),
     FieldRule("nodes", "section", "cluster.nodes", "one llmsim node per entry, named n<i>"),
@@ -275,14 +275,16 @@ FIELDS: tuple[FieldRule, ...] = (
     FieldRule("nodes[].instances[].ep_size", "mapped",
               "instance_groups[i].engine.enable_expert_parallel",
               "MoE: true when ep_size = dp x tp (vLLM's EP group: every DP x TP rank of a "
-              "pipeline stage), false at 1; any other degree has no vLLM counterpart and is "
-              "written to instance_groups[i].llmservingsim.ep_size (" + _UNMODELLED + "); "
+              "pipeline stage), false at 1; any other degree has no vLLM counterpart: "
+              "imported as vLLM's EP over dp x tp (enable_expert_parallel true) with a "
+              "WARNING in the header and on the command line naming the difference; "
               "dense: > 1 is written as enable_expert_parallel true"),
     FieldRule("nodes[].instances[].dp_group", "mapped",
               "instance_groups[i].engine.data_parallel_size",
               "members of one dp_group: one group of data_parallel_size = their number; "
-              "members on other nodes go to instance_groups[i].placement.spans "
-              "(" + _UNMODELLED + "). LLMServingSim runs a dense DP group in lock-step; "
+              "members on other nodes go to instance_groups[i].placement.spans (their "
+              "collectives cross the nodes' network). LLMServingSim runs a dense DP group in "
+              "lock-step; "
               "vLLM (and llmsim) run dense DP ranks as independent engines"),
     FieldRule("nodes[].instances[].pd_type", "mapped", "instance_groups[i].role",
               "prefill | decode (" + _UNMODELLED + "); null: no key (the instance does both)"),
@@ -371,6 +373,9 @@ class ImportedConfig:
             with "not supported yet" at the time of the import.
         data_gaps: ``(llmsim key, what)`` of inputs the data does not hold (a profile
             bundle, or its table at the instance's TP degree): the run stops there.
+        warnings: layouts LLMServingSim describes that vLLM cannot run, imported as the
+            closest vLLM layout (each says what differs); also at the top of the YAML and
+            printed by the CLI.
     """
 
     source: Path
@@ -379,6 +384,7 @@ class ImportedConfig:
     ignored: tuple[tuple[str, Any, str], ...]
     unsupported: tuple[tuple[str, str], ...]
     data_gaps: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def runnable(self) -> bool:
@@ -639,6 +645,7 @@ class _Converter:
         self.profiles: dict[str, str] = {}
         self.cli_defaults = False
         self.differences: list[str] = []
+        self.warnings: list[str] = []
 
     def ignore(self, field: str, value: Any) -> None:
         rule = _RULES[_pattern(_parts(field))]
@@ -923,7 +930,7 @@ def import_config(path: str | Path, *, trace: str | None = None, router: str | N
     return ImportedConfig(source=doc.path, experiment=exp,
                           text=_render(doc.path, exp, conv),
                           ignored=tuple(conv.ignored), unsupported=tuple(conv.unsupported),
-                          data_gaps=tuple(conv.data_gaps))
+                          data_gaps=tuple(conv.data_gaps), warnings=tuple(conv.warnings))
 
 
 def _dp_groups(doc: _Json, instances: Sequence[_Instance]) -> list[list[_Instance]]:
@@ -985,10 +992,13 @@ def _experiment(doc: _Json, conv: _Converter, instances: list[_Instance],
         if len(kinds) == 1:
             node["link"] = next(iter(kinds))
         if spans_nodes:
-            node["network"] = {"bandwidth_bytes_per_s": _bytes(link[0][-1]),
-                               "latency_ns": _whole(link[1][-1])}
-            conv.unsupported.append((f"cluster.nodes.{n}.network",
-                                     "a data-parallel group across nodes (inter-node network)"))
+            node["network"] = {
+                "bandwidth_bytes_per_s": _bytes(link[0][-1]),
+                "latency_ns": _whole(link[1][-1]),
+                "source": (f"LLMServingSim {doc.path.name}: link_bw[{len(link[0]) - 1}] = "
+                           f"{link[0][-1]:g} GB/s (2^30 B/s, ASTRA-Sim), link_latency"
+                           f"[{len(link[1]) - 1}] = {link[1][-1]:g} ns, the outer topology "
+                           "dimension (between nodes), per NPU")}
         cpu = node_cpu[n]
         if cpu["pim_device"] is not None:
             pim.append({"node": f"n{n}", "device": cpu["pim_device"],
@@ -1134,10 +1144,20 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
         if first.ep == ranks and ranks > 1:
             engine["enable_expert_parallel"] = True
         elif first.ep != 1:
-            extra["ep_size"] = first.ep
-            conv.unsupported.append((f"instance_groups.{gi}.llmservingsim.ep_size", (
-                f"expert parallelism over {first.ep} of the dp x tp = {ranks} ranks (vLLM's "
-                "EP group is every DP x TP rank of a pipeline stage)")))
+            # no vLLM layout: the closest one vLLM runs, loudly (docs/cluster-semantics.md,
+            # "Importing LLMServingSim configs")
+            engine["enable_expert_parallel"] = True
+            experts = first.model.num_experts
+            conv.warnings.append(
+                f"{first.where}.ep_size: ep_size {first.ep} over dp x tp = {ranks} ranks has "
+                "no vLLM layout (vLLM's expert-parallel group is every DP x TP rank of a "
+                f"pipeline stage, EP = dp x tp; it has no EP-degree setting). Imported as "
+                f"the closest layout vLLM runs: enable_expert_parallel true, EP {ranks}: "
+                f"each GPU holds {experts // ranks} whole experts ({experts}/{ranks}) and "
+                f"the MoE dispatch/combine run over all {ranks} ranks, where LLMServingSim "
+                f"splits the {experts} experts over {first.ep} EP ranks. Expert bytes per "
+                "GPU are the same when ep_size x expert-TP = dp x tp; the per-rank expert "
+                "kernels and the collectives' group size differ")
     elif first.ep > 1:
         engine["enable_expert_parallel"] = True
     given = conv.profiles.get(f"{first.hardware}/{first.model.name}".lower(),
@@ -1164,8 +1184,6 @@ def _group(doc: _Json, conv: _Converter, members: Sequence[_Instance], gi: int
     away = [m for m in members if m.node != first.node]
     if away:
         placement["spans"] = [{"node": f"n{m.node}", "gpus": m.gpus} for m in away]
-        conv.unsupported.append((f"instance_groups.{gi}.placement.spans",
-                                 "one group's DP ranks on several nodes"))
     group["placement"] = placement
     if first.role is not None:
         group["role"] = first.role
@@ -1304,6 +1322,9 @@ def _render(source: Path, exp: Mapping[str, Any], conv: _Converter) -> str:
               ["# Engine settings the JSON leaves out keep llmsim's defaults, which are vLLM",
                "# 0.19's (LLMServingSim takes them from its command line;",
                "# --llmservingsim-defaults writes those)."])
+    for text in conv.warnings:
+        lines.append("# WARNING: not LLMServingSim's layout (vLLM cannot run it):")
+        lines += [f"#   {part}" for part in textwrap.wrap(text, 86, break_on_hyphens=False)]
     if unsupported:
         lines.append("# Not modelled yet (the run stops with 'not supported yet'):")
         lines += [f"#   {key}: {what}" for key, what in unsupported]
