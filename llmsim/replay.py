@@ -764,6 +764,7 @@ def _lockstep_summary(groups: Sequence[LockstepGroup]) -> dict[str, Any]:
             "ep_collective_sources": sources,
             "moe_modes": sorted({g.ep.mode.value for g in groups if g.ep}),
             "ep_expert_tables": sorted({g.ep.expert_table for g in groups if g.ep}),
+            "ep_expert_lookup": sorted({g.ep.expert_lookup for g in groups if g.ep}),
             "ep_communication_ms_per_group_step": comm_ns / steps / 1e6 if steps else 0.0,
             "ep_slowest_experts_ms_per_group_step": (
                 sum(g.ep_expert_ns for g in groups) / steps / 1e6 if steps else 0.0),

@@ -35,19 +35,45 @@ with ``base = E // ep``, ``rem = E % ep``, ``local_r = base + (1 if r < rem else
 
 Per-rank expert time, from the profile's ``moe`` table ``(tokens, active experts) -> ns`` per
 layer (TP1 table under EP: whole experts on a rank), by routing policy
-(:mod:`llmsim.cluster.routing`):
+(:mod:`llmsim.cluster.routing`). Each EP rank's kernel sees all ``T`` dispatched tokens but
+computes only the (token, expert) assignments routed to its local experts, so which
+``tokens`` a rank is looked up at depends on what the table measured (:class:`GridTokens`;
+docs/cluster-semantics.md, "Expert time of an EP rank"):
 
-* ``balanced``: every EP rank at ``(T, local_r x (1 - (1 - k/E)^T))`` (expected distinct
-  local experts under uniform top-k, capped at ``T k``), what llmsim priced before routing
-  policies existed;
-* a drawn policy: ``A_r`` assignments and ``a_r`` distinct experts hit on rank ``r``; the
-  rank is looked up at ``(ep A_r / k, a_r)``. **Assumption**: the table's token axis counts
-  tokens of ``k`` assignments each; ``ep A_r / k`` equals ``T`` when the rank gets exactly
-  its even share (``A_r = T k / ep``), so a drawn policy agrees with ``balanced`` at an even
-  split and a rank's token rows scale with its share of the assignments. (Under ``balanced``
-  a rank is looked up at all ``T`` tokens although its kernel computes only ``T k local_r /
-  E`` assignments: the table then counts ``ep`` times the rows of a rank's real work. This
-  is the convention of the TP1 model above, kept; docs/cluster-semantics.md says so.)
+* What vLLM 0.19 computes on an EP rank (unquantized bf16, Triton fused MoE, the default
+  unquantized backend, assumed selected: the profile records no backend;
+  ``vllm/model_executor/layers/fused_moe/fused_moe.py`` ``TritonExperts.apply``,
+  ``moe_align_block_size.py``, the Triton ``fused_moe_kernel``): ``moe_align_block_size``
+  sorts all ``T k`` assignments by *global* expert and pads each expert to
+  ``BLOCK_SIZE_M`` (``ignore_invalid_experts`` False there), then maps every block's expert
+  through ``expert_map`` (non-local experts -> -1); both expert GEMMs launch over all blocks,
+  and a block of expert -1 only writes zeros to its output rows and returns (no K loop, no
+  weight load). The activation runs over all ``T k`` rows of ``intermediate_cache1`` and
+  ``moe_sum`` over ``[T, k, hidden]``. So the GEMM work (FLOPs, expert weights read) is the
+  rank's local assignments ``A_r`` over its ``a_r`` distinct local experts; what stays
+  proportional to all ``T`` are memory passes (zero rows of the masked blocks, the
+  activation and the top-k sum over all ``T k`` rows, the alignment of ``T k`` ids). The
+  router GEMM runs on each DP rank's own ``T_r`` tokens before dispatch (its logits are
+  all-gathered with the hidden states, ``dispatch_router_logits``).
+* :attr:`GridTokens.LOCAL_ASSIGNMENTS` (the profile's ``moe`` table: LLMServingSim's
+  profiler times ``Qwen3MoeSparseMoeBlock``, gate + fused experts, at TP 1 with all ``E``
+  experts local, no ``expert_map``, ``T`` tokens of ``k`` forced assignments each cycled over
+  ``activated_experts`` experts, eager; ``profiler/core/categories.py`` ``ExpertCategory``,
+  ``profiler/core/hooks/moe_hook.py`` at LLMServingSim 5daddb2; AIConfigurator's
+  ``moe_ep_size = 1`` rows likewise run every assignment): a rank is looked up at
+  ``(A_r / k, a_r)``, the table row whose kernel computes exactly ``A_r`` assignments over
+  ``a_r`` experts. ``balanced``: ``A_r = T k local_r / E``, so ``(T local_r / E,
+  local_r (1 - (1 - k/E)^T))`` (``T / ep`` tokens under an even placement); a drawn policy:
+  its ``A_r`` and ``a_r``. **Assumption**: the memory passes over the ``T k (1 - local_r /
+  E)`` masked rows are not in that row and are not priced; the table row at all ``T``
+  tokens (the rule before this one) bounds the rank's time from above (it also computes the
+  masked GEMMs), this rule from below.
+* :attr:`GridTokens.DISPATCHED` (a measured per-EP-rank table ``moe_ep<N>``, imported from
+  AIConfigurator: its collector runs vLLM's ``FusedMoE`` on one rank with rank 0's
+  ``expert_map`` at ``num_tokens`` tokens, ``collector/vllm/collect_moe.py`` at
+  aiconfigurator 095f58a5, so the masked passes are in it): ``balanced`` at ``(T, a_r)``; a
+  drawn policy at ``(ep A_r / k, a_r)`` (``T`` at an even split, the rank's token rows
+  scaled with its share of the assignments; an assumption).
 
 The slowest rank's experts set each layer (the ranks wait for each other in the combine).
 Collectives are priced by :class:`llmsim.costmodel.collectives.CollectivesModel` (measured
@@ -73,9 +99,10 @@ from llmsim.costmodel.collectives import Collective, CollectivesModel
 from llmsim.errors import ConfigError
 from llmsim.model.config import ModelConfig
 
-__all__ = ["ALL2ALL_BACKENDS", "MODELLED_ALL2ALL_BACKEND", "All2AllBackend", "EpCollective",
-           "EpLayerCost", "EpPricer", "EpStepCostModel", "ExpertPlacement", "MoeMode", "check_moe_layout",
-           "expected_local_active", "expert_owners", "expert_ranges", "moe_mode"]
+__all__ = ["ALL2ALL_BACKENDS", "EXPERT_LOOKUP_RULES", "MODELLED_ALL2ALL_BACKEND", "All2AllBackend",
+           "EpCollective", "EpLayerCost", "EpPricer", "EpStepCostModel", "ExpertPlacement",
+           "GridTokens", "MoeMode", "check_moe_layout", "expected_local_active", "expert_owners",
+           "expert_ranges", "moe_mode"]
 
 class All2AllBackend(StrEnum):
     """The ``--all2all-backend`` values vLLM 0.19 accepts (``vllm/config/parallel.py``;
@@ -113,6 +140,28 @@ class ExpertPlacement(StrEnum):
 
     LINEAR = "linear"
     ROUND_ROBIN = "round_robin"
+
+
+class GridTokens(StrEnum):
+    """What the ``tokens`` axis of the table an EP rank is priced from counts (module
+    docstring): so which token count a rank is looked up at."""
+
+    LOCAL_ASSIGNMENTS = "local_assignments"
+    """Every assignment of the row ran (all experts local): a rank at its local
+    assignments / top-k."""
+    DISPATCHED = "dispatched"
+    """Measured on one EP rank with the other ranks' experts masked: a rank at all tokens
+    after dispatch."""
+
+
+EXPERT_LOOKUP_RULES = {
+    GridTokens.LOCAL_ASSIGNMENTS: "tokens = local assignments / top_k, active = distinct "
+                                  "local experts hit",
+    GridTokens.DISPATCHED: "tokens = all tokens after dispatch, active = distinct local "
+                           "experts hit",
+}
+"""How an EP rank is looked up, per :class:`GridTokens` (reported in
+``summary["moe_dp"]["ep_expert_lookup"]``)."""
 
 
 class MoeMode(StrEnum):
@@ -286,9 +335,16 @@ class EpPricer:
             ``moe_grid`` is another (a measured per-EP-rank table, ``moe_ep<N>``): what
             :meth:`full_moe_ns` reads; None: ``moe_grid``.
         expert_table: name of the table ``moe_grid`` is (for reports).
+        grid_tokens: what ``moe_grid``'s tokens axis counts (:class:`GridTokens`); None:
+            :attr:`GridTokens.DISPATCHED` when ``full_grid`` is given and is not
+            ``moe_grid`` (a measured ``moe_ep<N>`` table), else
+            :attr:`GridTokens.LOCAL_ASSIGNMENTS`. Unused under TP-sharded experts.
 
     Attributes:
         mode: the MoE layout (:class:`MoeMode`).
+        grid_tokens: the resolved ``grid_tokens``.
+        expert_lookup: how an EP rank is looked up (:data:`EXPERT_LOOKUP_RULES`; under
+            TP-sharded experts: every rank at all tokens).
         sources: ``(collective role, source)`` -> calls priced so.
         extrapolated: steps whose expert lookup left the measured grid.
 
@@ -302,7 +358,7 @@ class EpPricer:
                  routing: ExpertRouting | None = None,
                  tp_comm: CollectivesModel | None = None,
                  tp_graph_max_tokens: int | None = None, full_grid: MoeGrid | None = None,
-                 expert_table: str = "moe") -> None:
+                 expert_table: str = "moe", grid_tokens: GridTokens | None = None) -> None:
         if parallel is None:
             parallel = ParallelConfig(data_parallel_size=ep_size, enable_expert_parallel=True)
         mode = moe_mode(parallel)
@@ -314,6 +370,13 @@ class EpPricer:
         self.moe_grid = moe_grid
         self.full_grid = full_grid or moe_grid
         self.expert_table = expert_table
+        if grid_tokens is None:
+            grid_tokens = (GridTokens.DISPATCHED if full_grid is not None
+                           and full_grid is not moe_grid else GridTokens.LOCAL_ASSIGNMENTS)
+        self.grid_tokens = grid_tokens
+        self.expert_lookup = (
+            "tp-sharded experts: every rank at all tokens, all active experts"
+            if mode is MoeMode.TP_SHARDED_OVER_DP else EXPERT_LOOKUP_RULES[grid_tokens])
         self.model = model
         self.comm = comm
         self.tp_comm = tp_comm
@@ -431,13 +494,18 @@ class EpPricer:
             else:
                 active = float(np.count_nonzero(counts))
             return [float(total)] * ranks, [active] * ranks
+        local_rows = self.grid_tokens is GridTokens.LOCAL_ASSIGNMENTS
         if counts is None:
-            return ([float(total)] * self.ep_size,
-                    [expected_local_active(e, k, n, total) for n in self.local])
+            local_active = [expected_local_active(e, k, n, total) for n in self.local]
+            if local_rows:  # expected local assignments T k local_r / E, over k
+                return [total * n / e for n in self.local], local_active
+            return [float(total)] * self.ep_size, local_active
         assignments = np.bincount(self.owners, weights=counts, minlength=self.ep_size)
         hit = np.bincount(self.owners, weights=counts > 0, minlength=self.ep_size)
         ep = self.ep_size
-        return ([float(a) * ep / k for a in assignments], [float(h) for h in hit])
+        rows = ([float(a) / k for a in assignments] if local_rows
+                else [float(a) * ep / k for a in assignments])
+        return rows, [float(h) for h in hit]
 
     def _collectives(self, run: tuple[int, ...], total: int, graph: bool
                      ) -> tuple[EpCollective, ...]:

@@ -67,7 +67,9 @@ def test_uneven_split_makes_the_first_rank_the_slowest() -> None:
     p = _pricer(5, 2)
     cost = p.price(1000, cuda_graph=True)  # every expert hit (1000 tokens, top-2 of 5)
     layers = 3
-    assert cost.expert_ns == ((3000 + 1000) * layers, (2000 + 1000) * layers)
+    # rank r at its expected local assignments / top-k = 1000 x local_r / 5 token rows
+    assert cost.rank_tokens == (600.0, 400.0)
+    assert cost.expert_ns == ((3000 + 600) * layers, (2000 + 400) * layers)
     assert cost.total_ns == max(cost.expert_ns) + cost.dispatch_ns + cost.combine_ns
     even = _pricer(4, 2).price(1000, cuda_graph=True)
     assert even.expert_ns[0] == even.expert_ns[1]
@@ -121,6 +123,8 @@ def test_dp2_ep_example_replays_in_lockstep(data_path) -> None:
     moe_dp = result.summary["moe_dp"]
     assert moe_dp["group_steps"] >= steps.groupby("start_s").ngroups
     assert moe_dp["dummy_passes"] >= 31  # the wave lasts up to 31 steps past the last token
+    assert moe_dp["ep_expert_lookup"] == [
+        "tokens = local assignments / top_k, active = distinct local experts hit"]
     sources = moe_dp["ep_collective_sources"]
     assert set(sources) == {"ep_dispatch all_gather: analytic:nccl(RTXPRO6000)",
                             "ep_combine reduce_scatter: analytic:nccl(RTXPRO6000)"}

@@ -103,24 +103,26 @@ def test_all2all_backend_and_architecture_refusals() -> None:
 # ------------------------------------------------------------------ EP rank imbalance
 def test_skewed_routing_makes_the_hot_rank_set_the_layer() -> None:
     tokens = 1000
-    # balanced: both ranks at (T, expected local active) = (1000, 2 (1 - (1/2)^1000)) = 2
+    # balanced: both ranks at (expected local assignments / k, expected local active)
+    # = (1000 x 2/4, 2 (1 - (1/2)^1000)) = (500, 2)
     bal = _pricer(DP2_EP).price(tokens, cuda_graph=True)
     local = expected_local_active(4, 2, 2, tokens)
-    assert bal.expert_ns == (int((1000 * local + tokens) * LAYERS + 0.5),) * 2
+    assert bal.rank_tokens == (500.0, 500.0)
+    assert bal.expert_ns == (int((1000 * local + 500) * LAYERS + 0.5),) * 2
     # a popularity table sending every token to experts 0 and 1 (rank 0 under linear
-    # placement): rank 0 gets all 2T assignments -> looked up at ep x A / k = 2 x 2000 / 2
-    # = 2000 token rows and 2 active experts; rank 1 gets nothing
+    # placement): rank 0 gets all 2T assignments -> looked up at A / k = 2000 / 2 = 1000
+    # token rows and 2 active experts; rank 1 gets nothing
     hot = _routing("table", popularity=(0.5, 0.5, 0.0, 0.0))
     skew = _pricer(DP2_EP, routing=hot).price(tokens, cuda_graph=True, key=7)
-    assert skew.rank_tokens == (2000.0, 0.0) and skew.rank_active == (2.0, 0.0)
-    assert skew.expert_ns == ((1000 * 2 + 2000) * LAYERS, 0)
+    assert skew.rank_tokens == (1000.0, 0.0) and skew.rank_active == (2.0, 0.0)
+    assert skew.expert_ns == ((1000 * 2 + 1000) * LAYERS, 0)
     assert skew.total_ns - bal.total_ns == max(skew.expert_ns) - max(bal.expert_ns) == (
-        (4000 - 3000) * LAYERS)
+        (3000 - 2500) * LAYERS)
     # round-robin placement spreads the two hot experts over both ranks: even again
     rr = _pricer(DP2_EP, routing=hot, placement=ExpertPlacement.ROUND_ROBIN).price(
         tokens, cuda_graph=True, key=7)
-    assert rr.rank_tokens == (1000.0, 1000.0) and rr.rank_active == (1.0, 1.0)
-    assert rr.expert_ns == ((1000 + 1000) * LAYERS,) * 2
+    assert rr.rank_tokens == (500.0, 500.0) and rr.rank_active == (1.0, 1.0)
+    assert rr.expert_ns == ((1000 + 500) * LAYERS,) * 2
 
 
 def test_steep_zipf_routing_concentrates_on_the_first_experts() -> None:
@@ -130,9 +132,9 @@ def test_steep_zipf_routing_concentrates_on_the_first_experts() -> None:
     assert counts.tolist() == [500, 500, 0, 0, 0, 0, 0, 0]
     cost = _pricer(ParallelConfig(data_parallel_size=4, enable_expert_parallel=True), 8,
                    routing=r).price(500, cuda_graph=True, key=0)
-    # EP4, linear: rank 0 owns experts 0-1 -> all 1000 assignments: 4 x 1000 / 2 rows
-    assert cost.rank_tokens == (2000.0, 0.0, 0.0, 0.0)
-    assert cost.expert_ns == ((2000 + 2000) * LAYERS, 0, 0, 0)
+    # EP4, linear: rank 0 owns experts 0-1 -> all 1000 assignments: 1000 / 2 rows
+    assert cost.rank_tokens == (500.0, 0.0, 0.0, 0.0)
+    assert cost.expert_ns == ((2000 + 500) * LAYERS, 0, 0, 0)
 
 
 def test_random_routing_is_seeded_and_each_token_picks_k_distinct_experts() -> None:
@@ -150,14 +152,16 @@ def test_random_routing_is_seeded_and_each_token_picks_k_distinct_experts() -> N
 
 
 def test_drawn_uniform_routing_agrees_with_balanced_on_average() -> None:
-    # 64 draws of 2,000 tokens over 8 experts on EP2: the mean lookup rows per rank is T
+    # 64 draws of 2,000 tokens over 8 experts on EP2: the mean lookup rows per rank is
+    # balanced's T local_r / E = 1000
     p = _pricer(DP2_EP, 8, routing=_routing("random", seed=1))
+    assert _pricer(DP2_EP, 8).price(2000, cuda_graph=True).rank_tokens == (1000.0, 1000.0)
     rows = np.array([p.price(2000, cuda_graph=True, key=k).rank_tokens for k in range(64)])
-    assert rows.sum(axis=1).tolist() == [4000.0] * 64  # ep x T k / k in all
-    # rank 0's rows: one draw's std is ~29 (hypergeometric, 2 of 8 experts with 4 local,
-    # 2000 tokens), so the mean of 64 draws is within 4 std (14.6) of T
-    assert abs(rows[:, 0].mean() - 2000) < 14.6
-    assert rows[:, 0].std() > 10  # the draws do vary
+    assert rows.sum(axis=1).tolist() == [2000.0] * 64  # T k / k in all
+    # rank 0's rows: one draw's std is ~14.6 (hypergeometric, 2 of 8 experts with 4 local,
+    # 2000 tokens, over k = 2), so the mean of 64 draws is within 4 std (7.3) of 1000
+    assert abs(rows[:, 0].mean() - 1000) < 7.3
+    assert rows[:, 0].std() > 5  # the draws do vary
 
 
 def test_popularity_table_file(tmp_path: Path) -> None:
@@ -216,8 +220,9 @@ def test_sequence_parallel_ep_collectives() -> None:
     link = LinkModel()
     assert cost.tp_gather_ns == int(link.time_ns(Collective.ALL_GATHER, 8 * h * 2, 2) * LAYERS
                                     + 0.5)
-    # 4 EP ranks of 2 experts each, all at the 14 dispatched rows
-    assert cost.expert_ns == (int((1000 * expected_local_active(8, 2, 2, 14) + 14) * LAYERS
+    # 4 EP ranks of 2 experts each, at their expected local assignments / k = 14 x 2 / 8
+    assert cost.rank_tokens == (3.5,) * 4
+    assert cost.expert_ns == (int((1000 * expected_local_active(8, 2, 2, 14) + 3.5) * LAYERS
                                   + 0.5),) * 4
     # the rank's own TP cost model has neither the experts nor their TP all-reduce
     assert p.rank_adjust_ns(8) == 0
@@ -253,7 +258,8 @@ def test_tp_only_ep_adds_the_slowest_tp_ranks_experts() -> None:
     cm = EpStepCostModel(_Flat(), p)
     batch = StepBatch(decode_context_lens=(10,) * 3, parallel=tp2)
     cost = cm.step_cost(batch)
-    moe = int((1000 * expected_local_active(4, 2, 2, 3) + 3) * LAYERS + 0.5)
+    # each TP rank's 2 of 4 experts: 3 x 2 / 4 = 1.5 token rows of local assignments
+    moe = int((1000 * expected_local_active(4, 2, 2, 3) + 1.5) * LAYERS + 0.5)
     assert cost.breakdown_ns == {"dense": 15000, "moe": moe}
     assert cost.duration_ns == 15000 + moe
     # no dispatch or combine: the one TP all-reduce stays in the TP cost model

@@ -103,7 +103,8 @@ def _ep_ns(run: tuple[int, int], active: tuple[float, ...] | None = None,
     total = sum(chunks)
     if active is None:
         active = (expected_local_active(EXPERTS, TOP_K, 1, total),) * 4
-        rows = (float(total),) * 4
+        # balanced: each EP rank's expected local assignments / k = T x 1 local / E
+        rows = (total * 1 / EXPERTS,) * 4
     assert rows is not None
     experts = max(int((100 * US * a + US * t) * LAYERS + 0.5) if a > 0 else 0
                   for a, t in zip(active, rows, strict=True))
@@ -171,7 +172,7 @@ def test_skewed_routing_makes_the_slowest_rank_set_the_group_step() -> None:
     reqs = [_req("r0", 0, 8, 2, 100), _req("r1", 0, 8, 2, 900)]
     bal, _ = _run(reqs)
     # popularity table: every token picks experts 0 and 1 -> EP rank 0 (expert 0) and
-    # rank 1 (expert 1) get T assignments each (rows = ep x T / k = 2T), ranks 2, 3 none
+    # rank 1 (expert 1) get T assignments each (rows = T / k), ranks 2, 3 none
     hot = ExpertRouting(policy=RoutingPolicy.TABLE, seed=0, zipf_exponent=None,
                         popularity=(0.5, 0.5, 0.0, 0.0))
     skew, _ = _run(reqs, routing=hot)
@@ -179,14 +180,16 @@ def test_skewed_routing_makes_the_slowest_rank_set_the_group_step() -> None:
     b0, s0 = bal.log[0], skew.log[0]
     assert b0.tokens == s0.tokens == (8, 8)
     assert s0.ep is not None and s0.ep.rank_active == (1.0, 1.0, 0.0, 0.0)
-    assert s0.ep.rank_tokens == (32.0, 32.0, 0.0, 0.0)
+    assert s0.ep.rank_tokens == (8.0, 8.0, 0.0, 0.0)
+    assert b0.ep is not None and b0.ep.rank_tokens == (4.0,) * 4
     assert b0.end_ns - b0.start_ns == 8 * MS + _ep_ns((8, 8))
     assert s0.end_ns - s0.start_ns == 8 * MS + _ep_ns((8, 8), (1.0, 1.0, 0.0, 0.0),
-                                                      (32.0, 32.0, 0.0, 0.0))
-    # balanced: 4 ranks of 1 expert each, ~1 active at 16 rows; skewed: the hot ranks see
-    # twice the rows (32) with one active expert: the skewed step is longer by 16 us/layer
+                                                      (8.0, 8.0, 0.0, 0.0))
+    # balanced: 4 ranks of 1 expert each, ~1 active at 16 x 2 / 4 / 2 = 4 rows; skewed:
+    # the hot ranks get twice the assignments (8 rows) with one active expert: the skewed
+    # step is longer by 4 us/layer (+ the last fraction of an active expert)
     assert (s0.end_ns - s0.start_ns) - (b0.end_ns - b0.start_ns) == pytest.approx(
-        (32 - 16) * US * LAYERS + (100 * US * (1 - expected_local_active(4, 2, 1, 16))) * LAYERS,
+        (8 - 4) * US * LAYERS + (100 * US * (1 - expected_local_active(4, 2, 1, 16))) * LAYERS,
         abs=2)
 
 
