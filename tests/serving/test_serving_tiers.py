@@ -470,6 +470,8 @@ def test_offload_property_every_request_finishes(reqs, backend, factor, cpu_entr
     engines on shared pools, full invariant checks every step: every request finishes with
     its tokens, and no GPU block is held at the end."""
     bt = BS * factor
+    need = max(-(-(r.input_tokens + r.output_tokens) // BS) for r in reqs)
+    blocks = max(blocks, need + 1)  # every request fits (replay refuses one that does not)
     cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=8 * bt * BPT,
                             bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT), "cxl")
     cpu = TierPool(cpu_spec(capacity_bytes=cpu_entries * bt * BPT), "cpu", lower=cxl)
