@@ -446,14 +446,14 @@ _PREFIXES = [tuple(range(1000 * k, 1000 * k + 24)) for k in range(3)]
 
 @st.composite
 def _workload(draw):
-    n = draw(st.integers(1, 8))
+    n = draw(st.integers(1, 12))
     reqs = []
     for i in range(n):
         base = _PREFIXES[draw(st.integers(0, len(_PREFIXES) - 1))]
         cut = draw(st.integers(1, len(base)))
-        tail = draw(st.integers(0, 12))
+        tail = draw(st.integers(0, 24))
         ids = base[:cut] + tuple(50_000 + 100 * i + j for j in range(tail))
-        reqs.append(make_request(f"r{i}", arrival_ms=draw(st.integers(0, 80)), prompt=len(ids),
+        reqs.append(make_request(f"r{i}", arrival_ms=draw(st.integers(0, 400)), prompt=len(ids),
                                  output=draw(st.integers(1, 6)), ids=ids))
     reqs.sort(key=lambda r: r.arrival_ns)
     return reqs
@@ -461,7 +461,7 @@ def _workload(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(reqs=_workload(), backend=st.sampled_from(list(OffloadBackend)),
-       factor=st.integers(1, 3), cpu_entries=st.integers(0, 12), blocks=st.integers(10, 24),
+       factor=st.integers(1, 3), cpu_entries=st.integers(0, 12), blocks=st.integers(2, 16),
        async_sched=st.booleans(), two=st.booleans())
 def test_offload_property_every_request_finishes(reqs, backend, factor, cpu_entries, blocks,
                                                   async_sched, two):
