@@ -136,7 +136,8 @@ def validate(experiment: Experiment | str | Path,
 
     trace = experiment_trace(exp)  # refuse another model / workload before the replay
     notes = check_match(run_m, workload_of(exp, trace)) + engine_notes(exp, run_m.engine)
-    result = replay(exp, trace=trace, progress=progress)
+    # the comparison reads each request's engine pick-up from the step log
+    result = replay(exp, trace=trace, progress=progress, keep_steps=True)
     comparison = compare(run_m, result, name=exp.name, notes=notes)
     files = write_report(comparison, out_dir) if out_dir is not None else None
     return ValidationRun(comparison=comparison, result=result, files=files)

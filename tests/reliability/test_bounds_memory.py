@@ -94,7 +94,8 @@ def test_too_many_instances_names_instances(eight_gib):
 
 
 def test_gpu_memory_of_1e30_bytes_gives_a_huge_count_that_the_check_refuses(eight_gib):
-    model = SimpleNamespace(kv_bytes_per_token=lambda tp: 131072, weight_bytes=lambda tp: 16 * GIB,
+    model = SimpleNamespace(kv_bytes_per_token=lambda parallel, stage=None: 131072,
+                            weight_bytes=lambda parallel, stage=None: 16 * GIB,
                             hidden_size=4096, head_dim=128, num_attention_heads=32,
                             num_key_value_heads=8, is_moe=False, intermediate_size=14336,
                             dtype_bytes=2, vocab_size=128256, moe_intermediate_size=0,
