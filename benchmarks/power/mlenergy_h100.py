@@ -25,9 +25,10 @@ Measured figures and their definitions (ml-energy/benchmark
 The simulated side takes the same window and definitions on the replay: the GPU energy is
 the replay's own (per-step ``energy_j`` of the online accumulator, docs/power.md) plus idle
 power over the window's uncovered time. Input lengths are not published: the run assumes
-``--input-tokens`` for every request and reports the sensitivity. The H100 power file has no
-sourced idle power; ``--idle-w`` supplies it as a stated ASSUMPTION (default 70 W), set as
-the experiment's ``power.gpu.H100.idle_w``. The profile is built from the AIConfigurator H100
+``--input-tokens`` for every request and reports the sensitivity. H100 idle power is the power
+file's (``llmsim/power/data/h100.yaml``: 121.7 W with a CUDA context, arXiv:2605.23918);
+``--idle-w`` replaces it with a stated ASSUMPTION, set as the experiment's
+``power.gpu.H100.idle_w``. The profile is built from the AIConfigurator H100
 database (``llmsim profile import aiconfigurator``).
 """
 
@@ -53,6 +54,7 @@ from llmsim.experiment import (
     PowerConfig,
     TraceConfig,
 )
+from llmsim.power.spec import find_power_spec
 from llmsim.replay import run
 from llmsim.trace.record import Request, Trace
 
@@ -112,6 +114,14 @@ def build_profile(path: Path, name: str, tp: int) -> None:
                    check=True)
 
 
+def file_idle_w() -> float:
+    """The H100 power file's sourced idle power, W."""
+    spec = find_power_spec("H100")
+    if spec is None or spec.idle_w.value is None:
+        raise SystemExit("llmsim/power/data/h100.yaml has no idle_w: pass --idle-w (an assumption)")
+    return float(spec.idle_w.value)
+
+
 def output_lengths(hist: dict[str, list[float]], n: int, seed: int) -> np.ndarray:
     bins, counts = np.asarray(hist["bins"]), np.asarray(hist["counts"], dtype=float)
     rng = np.random.default_rng(seed)
@@ -133,11 +143,13 @@ def window_energy_j(steps: pd.DataFrame, t0: float, t1: float, idle_w: float) ->
 
 
 def simulate(name: str, mns: int, input_tokens: int, out_len: np.ndarray, profile: Path,
-             idle_w: float) -> dict[str, float]:
+             idle_w: float | None) -> dict[str, float]:
     reqs = tuple(Request(request_id=str(i), arrival_ns=0, input_tokens=input_tokens,
                          output_tokens=int(o)) for i, o in enumerate(out_len))
     trace = Trace(requests=reqs, name="mlenergy")
-    power = PowerConfig(gpu={"H100": GpuPowerConfig(idle_w=idle_w)})
+    power = PowerConfig(gpu={"H100": GpuPowerConfig(idle_w=idle_w)}) if idle_w is not None \
+        else PowerConfig()
+    idle_w = idle_w if idle_w is not None else file_idle_w()
     tp = num_gpus(name)
     exp = Experiment(model=model_path(name), profile=profile, name=f"mlenergy-{mns}",
                      hardware=HardwareConfig(name="H100", gpu_memory_bytes=H100_MEMORY_BYTES),
@@ -185,9 +197,10 @@ def table(a: argparse.Namespace, name: str) -> list[str]:
     build_profile(profile, name, tp)
     rows, hist = measured(name)
     by = {int(r["max_num_seqs"]): r for r in rows}
+    idle = (f"H100 idle power ASSUMED {a.idle_w} W per GPU" if a.idle_w is not None else
+            f"H100 idle power {file_idle_w()} W per GPU (power file: arXiv:2605.23918)")
     head = (f"{tp} x H100 (TP {tp}), {MODELS[name][1]}, ML.ENERGY lm-arena-chat (vLLM "
-            f"0.11.1); input tokens ASSUMED {a.input_tokens}; H100 idle power ASSUMED "
-            f"{a.idle_w} W per GPU")
+            f"0.11.1); input tokens ASSUMED {a.input_tokens}; {idle}")
     md = [f"{head}.", "",
           "| max_num_seqs | input tok | " + " | ".join(
               f"{c[2]} sim | {c[2]} meas | err %" for c in COLUMNS) + " |",
@@ -227,7 +240,8 @@ def main() -> None:
     ap.add_argument("--sensitivity-seqs", default="8,64,512")
     ap.add_argument("--max-num-seqs", default="8,16,32,64,96,128,192,256,384,512,768,1024,"
                     "1536,2048", help="batch caps to run (those the published sweep has)")
-    ap.add_argument("--idle-w", type=float, default=70.0, help="ASSUMED H100 idle power, W")
+    ap.add_argument("--idle-w", type=float, default=None,
+                    help="ASSUMED H100 idle power, W (default: the power file's sourced value)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="default /tmp/power/h100-<model>-tp<gpus>.pb (built if absent)")
     ap.add_argument("--seed", type=int, default=0)

@@ -140,12 +140,25 @@ def test_unset_components_are_not_covered() -> None:
     assert s["energy_j"] == pytest.approx(s["gpu_energy_j"])
 
 
-def test_gpu_without_a_source_is_unavailable() -> None:
-    gp, why = resolve_gpu("H100", PowerConfig(), "power")
-    assert gp is None and "power.gpu.H100.idle_w" in why
-    gp, why = resolve_gpu("H100", PowerConfig(gpu={"h100": {"idle_w": 70.0}}), "power")
+def test_gpu_without_a_source_is_unavailable(tmp_path: Any, monkeypatch: Any) -> None:
+    from llmsim.power import build, spec
+
+    # a power file whose idle power has no source (every shipped file has one now)
+    (tmp_path / "x100.yaml").write_text(
+        "name: X100\npower_limit_w: {value: 700.0, source: a datasheet}\n"
+        "idle_w: {value: null, source: no source states it}\n"
+        "peak_bf16_flops_per_s: {value: 1.0e+15, source: a datasheet}\n"
+        "memory_bandwidth_bytes_per_s: {value: 3.0e+12, source: a datasheet}\n")
+    monkeypatch.setattr(build, "find_power_spec",
+                        lambda hw: spec.find_power_spec(hw, tmp_path))
+    gp, why = resolve_gpu("X100", PowerConfig(), "power")
+    assert gp is None and "power.gpu.X100.idle_w" in why
+    gp, why = resolve_gpu("X100", PowerConfig(gpu={"x100": {"idle_w": 70.0}}), "power")
     assert gp is not None and gp.idle_w == 70.0 and gp.power_limit_w == 700.0
-    assert ("idle_w", 70.0, "experiment power.gpu.H100.idle_w") in gp.sources
+    assert ("idle_w", 70.0, "experiment power.gpu.X100.idle_w") in gp.sources
+    monkeypatch.undo()
+    gp, why = resolve_gpu("H100", PowerConfig(), "power")
+    assert gp is not None and gp.idle_w == 121.7, why
     gp, why = resolve_gpu("NoSuchGPU", PowerConfig(), "power")
     assert gp is None and "no power file" in why
 

@@ -102,18 +102,28 @@ def test_profile_measured_energy_takes_precedence() -> None:
     assert tr.total_j == pytest.approx(1.5 + modelled)
 
 
+UNSOURCED_IDLE = ("name: X100\naliases: [x100_sxm]\n"
+                  "power_limit_w: {value: 700.0, source: a datasheet}\n"
+                  "idle_w: {value: null, source: no source states it}\n"
+                  "peak_bf16_flops_per_s: {value: 1.0e+15, source: a datasheet}\n"
+                  "memory_bandwidth_bytes_per_s: {value: 3.0e+12, source: a datasheet}\n")
+
+
 def test_unavailable_without_source(tmp_path: Path) -> None:
     h100 = find_power_spec("h100_sxm")
     assert h100 is not None and h100.name == "H100"
-    assert h100.missing() == ("idle_w",)
+    assert h100.missing() == () and "arXiv:2605.23918" in h100.idle_w.source
+    (tmp_path / "x100.yaml").write_text(UNSOURCED_IDLE)
+    x100 = find_power_spec("x100_sxm", tmp_path)
+    assert x100 is not None and x100.missing() == ("idle_w",)
     with pytest.raises(ConfigError, match="idle_w"):
-        power_trace(_steps([(0.0, 0.01, 10.0, 0, 1)]), h100, SHAPE, num_instances=1)
+        power_trace(_steps([(0.0, 0.01, 10.0, 0, 1)]), x100, SHAPE, num_instances=1)
     assert find_power_spec("no-such-gpu") is None
     bad = tmp_path / "x.yaml"
     bad.write_text("name: X\npower_limit_w: {value: 700}\n")
     with pytest.raises(ConfigError, match="power_limit_w"):
         load_power_spec_file(bad)
-    assumed = h100.with_assumption("idle_w", 80.0, "stated by the caller")
+    assumed = x100.with_assumption("idle_w", 80.0, "stated by the caller")
     assert assumed.missing() == () and assumed.idle_w.source.startswith("ASSUMPTION")
 
 
