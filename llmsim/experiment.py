@@ -234,7 +234,6 @@ _Name = Annotated[str, Strict(), Field(min_length=1, max_length=_MAX_NAME_CHARS)
 _Text = Annotated[str, Strict(), Field(max_length=_MAX_TEXT_CHARS)]
 
 _NOT_MODELLED = {
-    "pim": "PIM attention offload (LLMServingSim's cpu_mem.pim_config)",
     "llmservingsim": "an LLMServingSim layout with no vLLM counterpart",
 }
 """Placeholder keys (field name -> feature) that ``llmsim cluster import`` writes for
@@ -1285,6 +1284,40 @@ class ResolvedGroup:
         return self.count * self.parallel.data_parallel_size
 
 
+# --------------------------------------------------------------------------------- PIM
+def _pim_device_in(value: Any) -> Any:
+    from llmsim.pim.model import PIM_DEVICES
+
+    if isinstance(value, str) and value not in PIM_DEVICES:
+        raise PydanticCustomError("pim", "unknown PIM device {value} (known: {known})",
+                                  {"value": _short(value), "known": ", ".join(PIM_DEVICES)})
+    return value
+
+
+@_config_errors("pim")
+@dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
+class PimConfig:
+    """A node's PIM memory (LLMServingSim ``cpu_mem.pim_config``; :mod:`llmsim.pim.model`,
+    a model without a measured validation): the decode attention of the groups on
+    ``node`` runs on its channels.
+
+    Attributes:
+        node: the cluster node (``cluster.nodes[i].name``; any node without a cluster).
+        device: the device config (LLMServingSim ``configs/pim/<device>.ini``:
+            DDR4_8GB_3200_pim, HBM2_1GB_2000_pim, LPDDR4X_2GB_4266_pim,
+            LPDDR5_2GB_6400_pim).
+        capacity_bytes: the PIM memory's size (LLMServingSim ``cpu_mem.mem_size``); one
+            channel per device channel capacity (one DIMM).
+        sub_batch_interleaving: overlap two sub-batches' GPU work and PIM attention
+            (LLMServingSim ``--enable-sub-batch-interleaving``, off by default).
+    """
+
+    node: _Name
+    device: Annotated[_Name, AfterValidator(_pim_device_in)]
+    capacity_bytes: Annotated[_Int, Field(ge=1, le=2**50, description="a petabyte")]
+    sub_batch_interleaving: _Bool = False
+
+
 # ------------------------------------------------------------------------------ router
 @_config_errors("router.pd_decider")
 @dataclass(frozen=True, slots=True, kw_only=True, config=_CONFIG)
@@ -1434,7 +1467,8 @@ class Experiment:
         description: free text.
         kv_transfer_config: how P/D instances move KV (None: NixlConnector over the
             node's link, when some group has a prefill or decode role).
-        pim: placeholder (``_NOT_MODELLED``): refused unless null.
+        pim: PIM devices whose channels run decode attention (:class:`PimConfig`;
+            :mod:`llmsim.pim.model`, a model without a measured validation).
 
     Raises:
         ConfigError: on construction, a missing, unknown or invalid field (dotted name).
@@ -1472,7 +1506,8 @@ class Experiment:
     kv_offload: KVOffloadConfig | None = None
     weight_offload: WeightOffloadConfig | None = None
     kv_transfer_config: KVTransferConfig | None = None
-    pim: _Unmodelled = None
+    pim: Annotated[tuple[PimConfig, ...], Field(
+        max_length=64, description="one PIM memory per node")] = ()
 
     @field_validator("model_path", "profile_path", mode="before")
     @classmethod

@@ -583,6 +583,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     else:
         costs = [cost_model] * len(groups)
     costs = wrap_tp_expert_parallel(experiment, models, costs)
+    if experiment.pim:  # decode attention on PIM devices (llmsim.pim)
+        from llmsim.pim.build import wrap_pim
+
+        costs = wrap_pim(experiment, models, costs)
     capacities = [resolve_capacity(experiment, m, g) for g, m in zip(groups, models, strict=True)]
     tiers = _tier_setup(experiment, models)
     if tiers is not None:

@@ -1062,9 +1062,8 @@ def _experiment(doc: _Json, conv: _Converter, instances: list[_Instance],
     _inherit(out_groups, exp, nodes)
     if tiers:
         exp["memory_tiers"] = tiers
-    if pim:
+    if pim:  # decode attention on the PIM channels (llmsim.pim)
         exp["pim"] = pim
-        conv.unsupported.append(("pim", "PIM attention offload"))
     if any("role" in g for g in out_groups):
         # LLMServingSim moves the prompt's KV from the prefill to the decode instance once
         # the prefill ends; vLLM's NixlConnector (the decode side pulls after the prefill)
