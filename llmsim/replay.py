@@ -553,7 +553,8 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     """Replay ``experiment`` (or ``trace`` / ``cost_model`` in place of its own).
 
     Args:
-        keep_steps: keep the per-step log (``ReplayResult.steps``; None otherwise).
+        keep_steps: keep the per-step log (``ReplayResult.steps``; None otherwise); it turns
+            decode fast-forward off (the log is written step by step).
         exact_steps: simulate every engine step one by one, as does the experiment's
             ``exact_steps: true``; by default decode stretches are fast-forwarded
             (:mod:`llmsim.instance.fastforward`), with identical outputs.
@@ -609,7 +610,11 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
 
         attach_weight_streams(energy, tiers)
     recorder = Recorder(trace.requests, keep_steps=keep_steps, energy=energy)
-    fast_forward = not (exact_steps or getattr(experiment, "exact_steps", False))
+    # A kept step log is written by exact stepping: a fast-forwarded step's queue gauges
+    # (``waiting``) can miss a request routed to the instance mid-stretch (a session turn
+    # released by another instance), although every token time is identical
+    # (tests/serving/test_fastforward_equal.py).
+    fast_forward = not (exact_steps or keep_steps or getattr(experiment, "exact_steps", False))
     for inst in instances:  # subclasses (KV tiers) override the step methods: step by step
         inst.fast_forward = fast_forward and type(inst) is Instance
     from llmsim.pd.build import add_pd_columns, build_pd_flow

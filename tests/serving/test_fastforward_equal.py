@@ -1,4 +1,4 @@
-"""Decode fast-forward changes nothing: requests.csv, timeseries.csv and steps.csv (and the
+"""Decode fast-forward changes nothing: requests.csv, timeseries.csv and the summary (a kept step log is written step by step, so it turns fast-forward off; the
 summary, but for its ``fast_forward`` block) are byte-identical to ``--exact-steps``, on the
 two measured runs (the RTX4090 one preempts), a prefix-caching Mooncake window, the Azure
 conv hour on 4 instances (slow) and randomized small traces (hypothesis) that cover async
@@ -39,8 +39,11 @@ def assert_same(exp: Experiment, *, min_runs: int = 1, **kw) -> dict:
     """Replay ``exp`` both ways; every output equal; returns the fast-forward summary."""
     if exp.trace.requests is not None:
         kw.setdefault("trace", exp.trace.requests)
-    ff = run(exp, keep_steps=True, **kw)
-    exact = run(exp, keep_steps=True, exact_steps=True, **kw)
+    ff = run(exp, **kw)
+    exact = run(exp, exact_steps=True, **kw)
+    logged = run(exp, keep_steps=True, **kw)  # a kept step log turns fast-forward off
+    assert not logged.summary["fast_forward"]["enabled"]
+    assert _files(logged)["requests.csv"] == _files(exact)["requests.csv"]
     a, b = _files(ff), _files(exact)
     assert a.keys() == b.keys()
     for name in a:
