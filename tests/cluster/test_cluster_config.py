@@ -111,7 +111,7 @@ def test_shorthand_is_one_group(tmp_path: Path) -> None:
      + "instance_groups:\n  - {name: a, placement: {node: n0}}\n", "cluster.nodes.0.gpus",
      "gpus:", "not supported yet: GPUs of different types"),
     (NODES + "      network: {nic: cx7}\ninstance_groups:\n  - {name: a, placement: {node: n0}}\n",
-     "cluster.nodes.0.network", "network:", "not supported yet: inter-node"),
+     "cluster.nodes.0.network.bandwidth_bytes_per_s", "network:", "missing"),
     (NODES + "      link: NoSuchLink\ninstance_groups:\n  - {name: a, placement: {node: n0}}\n",
      "cluster.nodes.0.link", "link: NoSuchLink", "no link description"),
 ])
