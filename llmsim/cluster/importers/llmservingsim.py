@@ -271,7 +271,7 @@ FIELDS: tuple[FieldRule, ...] = (
               "inferred from num_npus // pp_size when missing, else 1"),
     FieldRule("nodes[].instances[].pp_size", "mapped",
               "instance_groups[i].engine.pipeline_parallel_size",
-              "default 1; > 1 " + _UNMODELLED),
+              "default 1; > 1: vLLM 0.19's async PP, with MoE DP and EP too"),
     FieldRule("nodes[].instances[].ep_size", "mapped",
               "instance_groups[i].engine.enable_expert_parallel",
               "MoE: true when ep_size = dp x tp (vLLM's EP group: every DP x TP rank of a "
