@@ -119,6 +119,11 @@ class BridgeOptions:
         max_lookahead_steps: the horizon doubles, up to this, each time the steps ran
             exactly as guessed to its end.
         stream: use the server's ``CostStream`` when it offers one.
+        split_guesses: a streamed request with guesses asks for two answers (the needed
+            queries first, the guesses after, priced while the simulation goes on); False
+            asks for one answer with all of them (one message fewer each way per request:
+            cheaper with a fast server such as the profile server, whose guesses take less
+            than a message; keep True for a slow simulator). Results are the same.
 
     Raises:
         ConfigError: a negative count, or a horizon above ``MAX_LOOKAHEAD_STEPS``.
@@ -130,6 +135,7 @@ class BridgeOptions:
     lookahead_steps: int = 8
     max_lookahead_steps: int = 64
     stream: bool = True
+    split_guesses: bool = True
 
     def __post_init__(self) -> None:
         check_count(self.step_memo_size, field="step_memo_size", low=0, high=2**62)
@@ -609,7 +615,8 @@ class BridgeCostModel:
         self._guesses.update((tp, k) for k in far)
         if self._stream is not None:
             self._pending[tp].update(keys)
-            self._stream.send(queries, len(needed) + len(near), tag=(tp, keys))
+            self._stream.send(queries, len(needed) + len(near) if self.options.split_guesses
+                              else 0, tag=(tp, keys))
         else:
             self._store(tp, keys, self._transport.cost_batch(queries))
 
@@ -758,7 +765,8 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
     fragment) may appear. Options: ``deadline_s``, ``connect_timeout_s`` (seconds, see
     :class:`~llmsim.bridge.transport.TransportOptions` for the ranges), ``retries``,
     ``cache`` (SQLite path), ``lookahead`` (first guess horizon, steps; 0 = no guesses),
-    ``max_lookahead`` (steps), ``stream`` (``0`` forces unary ``CostBatch`` calls).
+    ``max_lookahead`` (steps), ``stream`` (``0`` forces unary ``CostBatch`` calls),
+    ``split_guesses`` (``0``: one streamed answer per request, guesses included).
 
     Raises:
         ConfigError: (field ``cost_model``) not such a spec, or a bad option value.
@@ -814,18 +822,21 @@ def parse_spec(spec: str) -> tuple[str, BridgeOptions]:
         option = "max_lookahead"
         if option in params:
             options = replace(options, max_lookahead_steps=int(params.pop(option)))
-        option = "stream"
-        if option in params:
-            flag = params.pop(option).lower()
-            if flag not in ("0", "1", "true", "false"):
-                raise ValueError(f"{flag!r} (use 0 or 1)")
-            options = replace(options, stream=flag in ("1", "true"))
+        for option in ("stream", "split_guesses"):
+            if option in params:
+                flag = params.pop(option).lower()
+                if flag not in ("0", "1", "true", "false"):
+                    raise ValueError(f"{flag!r} (use 0 or 1)")
+                on = flag in ("1", "true")
+                options = (replace(options, stream=on) if option == "stream"
+                           else replace(options, split_guesses=on))
     except (ValueError, ConfigError) as exc:
         why = exc.reason if isinstance(exc, ConfigError) else str(exc)
         raise bad(f"bad option {option}: {why}") from None
     if params:
         raise bad(f"unknown option(s) {', '.join(params)} (have deadline_s, "
-                  "connect_timeout_s, retries, cache, lookahead, max_lookahead, stream)")
+                  "connect_timeout_s, retries, cache, lookahead, max_lookahead, stream, "
+                  "split_guesses)")
     return target, replace(options, transport=transport)
 
 

@@ -129,3 +129,51 @@ def test_replay_over_the_bridge_fast_forwards_and_equals_exact_steps(data_path):
         pd.testing.assert_frame_equal(got.timeseries, ref.timeseries, check_exact=True)
         assert all(np.array_equal(a, b) for a, b in zip(got.itls_s, ref.itls_s, strict=True))
         assert got.num_steps == ref.num_steps
+
+
+def test_parse_spec_split_guesses():
+    from llmsim.bridge.client import parse_spec
+    from llmsim.errors import ConfigError
+
+    assert parse_spec("grpc://127.0.0.1:5")[1].split_guesses is True
+    assert parse_spec("grpc://127.0.0.1:5?split_guesses=0")[1].split_guesses is False
+    with pytest.raises(ConfigError, match="split_guesses"):
+        parse_spec("grpc://127.0.0.1:5?split_guesses=maybe")
+
+
+@pytest.mark.realdata
+def test_one_answer_per_request_changes_no_result(data_path, monkeypatch):
+    """split_guesses=False (guesses answered with the needed queries, one message) asks the
+    same requests, receives fewer answer messages and gives the same replay."""
+    from llmsim import replay
+    from llmsim.bridge import BridgeOptions, transport
+    from llmsim.experiment import load_experiment
+
+    data_path(PROFILE)
+    exp = load_experiment(REPO / "examples" / "rtxpro6000-llama-3.1-8b.yaml")
+    model = load_model_config(exp.model_path)
+    received = [0]
+    recv = transport.CostStream.recv
+
+    def counting_recv(self):
+        received[0] += 1
+        return recv(self)
+
+    monkeypatch.setattr(transport.CostStream, "recv", counting_recv)
+    running = serve(ProfileCoster.from_path(exp.profile_path, model=model))
+    got = {}
+    try:
+        for split in (True, False):
+            received[0] = 0
+            with BridgeCostModel(running.target, model=model,
+                                 options=BridgeOptions(split_guesses=split)) as bridge:
+                result = replay.run(exp, cost_model=bridge)
+                got[split] = (result, bridge.stats, received[0])
+    finally:
+        running.stop(0)
+    (a, sa, na), (b, sb, nb) = got[True], got[False]
+    pd.testing.assert_frame_equal(a.requests, b.requests, check_exact=True)
+    assert sa.streamed and sb.streamed
+    assert (sa.rpcs, sa.queries_sent, sa.speculative_sent) == (sb.rpcs, sb.queries_sent,
+                                                                sb.speculative_sent)
+    assert nb == sb.rpcs < na   # one answer per request instead of two for most
