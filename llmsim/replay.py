@@ -606,9 +606,10 @@ def run(experiment: Experiment, *, trace: Trace | None = None,
     energy, energy_reason, energy_gpus = build_accumulator(experiment, models, capacities,
                                                            len(trace.requests))
     if energy is not None and tiers is not None:
-        from llmsim.power.build import attach_weight_streams
+        from llmsim.power.build import attach_kv_offload, attach_weight_streams
 
         attach_weight_streams(energy, tiers)
+        attach_kv_offload(tiers)
     recorder = Recorder(trace.requests, keep_steps=keep_steps, energy=energy)
     # A kept step log is written by exact stepping: a fast-forwarded step's queue gauges
     # (``waiting``) can miss a request routed to the instance mid-stretch (a session turn

@@ -16,8 +16,8 @@ Deliberate differences from vLLM 0.19:
   token sampled in the previous step; vLLM with async scheduling caches at most up to the
   tokens whose ids are known, so the block completed by a placeholder token is cached one
   step later there.
-* No KV-cache events, no CPU offloading, no ``num_lookahead_tokens`` (no speculative
-  decoding).
+* No KV-cache events, no ``num_lookahead_tokens`` (no speculative
+  decoding). Offloading to lower tiers is :mod:`llmsim.kvcache.offload`.
 
 A *sequence* here is any object with the attributes ``blocks`` (list of block ids),
 ``num_computed`` (tokens whose KV is computed or scheduled), ``num_cached_blocks`` (leading

@@ -140,6 +140,9 @@ class OffloadManager:
         self.request_hits: dict[int, tuple[int, ...]] = {}  # trace index -> tokens per pool
         self.request_gpu_hits: dict[int, int] = {}
         self.log: list[tuple[int, str]] | None = None  # (ns, event) when a test sets a list
+        # (is_store, pool index, bytes of all ranks, start ns, end ns) of every timed copy
+        # (async loads, stores) when the energy accumulator sets a list (power/build.py)
+        self.copies: list[tuple[bool, int, int, int, int]] | None = None
 
     # ------------------------------------------------------------------ timing
     def bandwidth(self, pool: TierPool) -> int:
@@ -241,6 +244,9 @@ class OffloadManager:
         ns = self.load_ns(load)
         self.load_ns_total += ns
         self._load_free_ns = start + ns
+        if self.copies is not None:
+            for p, _tokens, nbytes in load.parts:
+                self.copies.append((False, p, nbytes * self.tp, start, start + ns))
         if self.log is not None:
             self.log.append((start, f"load start {load.num_tokens} tokens"))
             self.log.append((start + ns, f"load done {load.num_tokens} tokens"))
@@ -298,6 +304,8 @@ class OffloadManager:
         nbytes = self.entry_bytes
         for key in keys:
             pool.put_later(key, nbytes, done)
+        if self.copies is not None:
+            self.copies.append((True, 0, len(keys) * nbytes, done - ns, done))
         if self.log is not None:
             self.log.append((done - ns, f"store start {len(keys)} blocks"))
             self.log.append((done, f"store done {len(keys)} blocks"))

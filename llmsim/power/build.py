@@ -253,21 +253,44 @@ def attach_weight_streams(acc: EnergyAccumulator, tiers: Any) -> None:
             acc.add_stream(inst.instance_id, kind, per_rank * ranks)
 
 
+def attach_kv_offload(tiers: Any) -> None:
+    """Have every KV offload manager (``kv_offload``) keep the times of its copies
+    (:attr:`llmsim.kvcache.offload.OffloadManager.copies`), so that
+    :func:`charge_kv_offload` charges them when they run. Call before the replay."""
+    for mgr in tiers.managers:
+        if mgr is not None:
+            mgr.copies = []
+
+
 def charge_kv_offload(acc: EnergyAccumulator, tiers: Any) -> None:
-    """KV blocks loaded from and stored to the tiers (``kv_offload``), charged once at the
-    end over the whole replay (the offload managers keep totals, not per-step bytes: the
-    power series spreads them evenly; the totals are exact). Stores go to the first tier
-    of the spill order."""
+    """KV blocks loaded from and stored to the tiers (``kv_offload``), charged after the
+    replay. Copies whose times the manager kept (:func:`attach_kv_offload`: vLLM-native
+    asynchronous loads, every store) are charged over their own ``[start, end]``; the rest
+    of each total (LMCache's blocking loads, priced inside the step, and anything recorded
+    without a timed copy) over the whole replay, so the power series spreads it evenly. The
+    totals are the managers' exact byte counts either way. Stores go to the first tier of
+    the spill order."""
     horizon = acc.horizon_ns or 0
     for inst, mgr in zip(tiers.instances, tiers.managers, strict=True):
         if mgr is None:
             continue
-        for pool, nbytes in zip(mgr.pools, mgr.load_bytes, strict=True):
-            acc.on_transfer(inst.instance_id, str(pool.spec.kind.value), int(nbytes), 0,
-                            horizon)
-        if mgr.pools and mgr.store_bytes:
-            acc.on_transfer(inst.instance_id, str(mgr.pools[0].spec.kind.value),
-                            int(mgr.store_bytes), 0, horizon)
+        iid = inst.instance_id
+        kinds = [str(pool.spec.kind.value) for pool in mgr.pools]
+        loads = [int(b) for b in mgr.load_bytes]
+        stores = int(mgr.store_bytes)
+        for is_store, p, nbytes, a, b in mgr.copies or ():
+            if is_store:
+                nbytes = min(nbytes, stores)
+                stores -= nbytes
+            else:
+                nbytes = min(nbytes, loads[p])
+                loads[p] -= nbytes
+            if nbytes:
+                acc.on_transfer(iid, kinds[p], nbytes, max(0, a), max(0, a, b))
+        for kind, nbytes in zip(kinds, loads, strict=True):
+            acc.on_transfer(iid, kind, nbytes, 0, horizon)
+        if kinds and stores:
+            acc.on_transfer(iid, kinds[0], stores, 0, horizon)
 
 
 def charge_pd_transfers(acc: EnergyAccumulator, flow: Any) -> None:
