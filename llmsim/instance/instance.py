@@ -246,11 +246,7 @@ class Instance:
         if prepared is None:
             return None
         plan, cpu_ns, start_ns = prepared
-        try:
-            gpu_ns, cost = self.step_time.gpu_ns(plan)
-        except CostModelUnavailable as exc:
-            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
-                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
+        gpu_ns, cost = self.price_step(plan, start_ns)
         end_ns = start_ns + gpu_ns
         if self.kv_connector_step is not None:  # P/D: start_load_kv, wait_for_save
             end_ns = self.kv_connector_step(plan, start_ns, end_ns)
@@ -274,17 +270,26 @@ class Instance:
         if prepared is None:
             return None
         plan, cpu_ns, start_ns = prepared
-        try:
-            gpu_ns, cost = self.step_time.gpu_ns(plan)
-        except CostModelUnavailable as exc:
-            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
-                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
+        gpu_ns, cost = self.price_step(plan, start_ns)
         end_ns = start_decode_run(self, plan, cpu_ns=cpu_ns, start_ns=start_ns, gpu_ns=gpu_ns,
                                   cost=cost, now_ns=now_ns, until_ns=until_ns, sink=sink)
         if end_ns is not None:
             return end_ns
         return self.launch_step(plan, cpu_ns=cpu_ns, start_ns=start_ns, gpu_ns=gpu_ns,
                                 cost=cost)
+
+    def price_step(self, plan: BatchPlan, start_ns: int) -> tuple[int, StepCost]:
+        """GPU time (ns) and cost of ``plan`` from the step-time model.
+
+        Raises:
+            CostModelUnavailable: the cost model failed or priced the step outside
+                ``[0, MAX_STEP_COST_NS]`` (the message names this instance and the step).
+        """
+        try:
+            return self.step_time.gpu_ns(plan)
+        except CostModelUnavailable as exc:
+            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
+                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
 
     def prepare_step(self, now_ns: int) -> tuple[BatchPlan, int, int] | None:
         """Lock-step half of :meth:`try_start` (MoE DP, :mod:`llmsim.sim.lockstep`): take or

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from llmsim.errors import CostModelUnavailable
 from llmsim.instance.instance import Instance, StepRecord
 from llmsim.kvcache.offload import OffloadStep
 from llmsim.kvcache.tiers import Key
@@ -72,11 +71,7 @@ class TieredInstance(Instance):
                 self._deferred = ()
             return None
         plan, cpu_ns, start_ns = prepared
-        try:
-            gpu_ns, cost = self.step_time.gpu_ns(plan)
-        except CostModelUnavailable as exc:
-            raise CostModelUnavailable(f"instance {self.instance_id} ({self.name}), step "
-                                       f"{self.num_steps} at {start_ns} ns: {exc}") from exc
+        gpu_ns, cost = self.price_step(plan, start_ns)
         gpu_ns += self.weight_stream_ns
         if off is not None and plan.offload is not None:
             gpu_ns += self._start_copies(off, cast(OffloadStep, plan.offload), start_ns, gpu_ns)
