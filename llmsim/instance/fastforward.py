@@ -24,9 +24,11 @@ of the loop. ``S`` is the largest value such that
   (step, then running order), through the KV manager's own ``append_slot``;
 * every intermediate step end (``end(L_1) .. end(L_S)``, where step-by-step simulation
   would deliver outputs and schedule) is at or before ``until_ns``: the loop passes the
-  time before the next arrival, the end of the open time-series tick and the next event
-  of any other kind, so no arrival, gauge sample or hand-off can see the instance between
-  two of its skipped events.
+  time before the next arrival, the end of the open time-series tick, the next event
+  of any other kind and, with session turns, the earliest step end of another instance
+  plus the trace's shortest think time (a turn released later arrives no earlier), so no
+  arrival, gauge sample or hand-off can see the instance between two of its skipped
+  events.
 
 Not fast-forwarded (step by step, each refusal counted in :class:`FastForwardStats` by
 reason and reported in ``summary.json``): a phase-2 admission that could run (waiting

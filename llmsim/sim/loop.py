@@ -132,6 +132,7 @@ class Simulation:
         self._ahead_pos = 0  # roots routed so far (ahead or not)
         self._ahead_done = 0  # roots processed
         self._children: dict[int, list[int]] = {}
+        self._min_think_ns = 0  # shortest think time of a session turn (_ff_until)
         self._roots: list[int] = []  # trace indices of the requests without a parent
 
     def _push(self, time_ns: int, kind: int, payload: Any) -> None:
@@ -259,6 +260,9 @@ class Simulation:
         self._initial_events()
         if self._children:  # session turns interleave with the trace's arrivals
             self._route_ahead = False
+            requests_ = self.requests
+            self._min_think_ns = min(max(0, requests_[c].think_time_ns)
+                                     for kids in self._children.values() for c in kids)
         heap, recorder, instances = self._heap, self.recorder, self.instances
         requests, roots = self.requests, self._roots
         n_roots = len(roots)
@@ -362,7 +366,13 @@ class Simulation:
         when the router reads no instance state, :meth:`_next_arrival_ns`) and any event
         of another kind than step end/start (they may look at the instance or change what
         it schedules), and not past the open time-series tick (its gauges are read at the
-        first event after it)."""
+        first event after it).
+
+        With session turns, a turn is released when its parent finishes, at the end of a
+        step of another instance (nothing finishes inside a stretch), and arrives
+        ``think_time_ns`` or more after it: so the stretch also ends before the earliest
+        step end or start of the other instances plus the shortest think time of the
+        trace (a lower bound on any turn released later, wherever it is routed)."""
         until = MAX_SIMULATED_NS
         root = self._next_arrival_ns(inst_id)
         if root is not None and root - 1 < until:
@@ -370,9 +380,14 @@ class Simulation:
         tick = self.recorder.next_tick_ns
         if tick < until:
             until = tick
-        for t, kind, _s, _p in self._heap:
-            if kind != _END and kind != _START and t - 1 < until:
-                until = t - 1
+        turns = bool(self._children)
+        think = self._min_think_ns - 1
+        for t, kind, _s, p in self._heap:
+            if kind != _END and kind != _START:
+                if t - 1 < until:
+                    until = t - 1
+            elif turns and p != inst_id and t + think < until:
+                until = t + think
         return until
 
     def _next_arrival_ns(self, inst_id: int) -> int | None:
