@@ -212,3 +212,24 @@ def test_cache_keeps_at_most_max_files_newest_first(tmp_path):
     assert cache_dir / f"{pio.bundle_cache_key(bundle)}.pb" in left
     assert set(left) - {cache_dir / f"{pio.bundle_cache_key(bundle)}.pb"} == set(
         old[-(pio.CACHE_MAX_FILES - 1):])  # the newest stale ones survive
+
+
+def test_cache_read_refreshes_the_entry_so_eviction_is_least_recently_used(tmp_path):
+    cache_dir = pio.profile_cache_dir()
+    bundle = write_bundle(tmp_path)
+    fresh_load(bundle)  # written now
+    mine = cache_dir / f"{pio.bundle_cache_key(bundle)}.pb"
+    ns = 1_000_000 * 10**9  # make it the oldest entry
+    os.utime(mine, ns=(ns, ns))
+    fresh_load(bundle)  # read from the cache: refreshed
+    assert mine.stat().st_mtime_ns > ns
+    for i in range(pio.CACHE_MAX_FILES - 1):  # fill the cache with entries written before
+        f = cache_dir / f"{i:064x}.pb"
+        f.write_bytes(b"stale")
+        t = (1_000_100 + i) * 10**9
+        os.utime(f, ns=(t, t))
+    other = write_bundle(tmp_path / "other")  # another place: another key
+    fresh_load(other)  # a write evicts the least recently used: the oldest stale one
+    left = cache_files()
+    assert mine in left and len(left) == pio.CACHE_MAX_FILES
+    assert cache_dir / f"{0:064x}.pb" not in left

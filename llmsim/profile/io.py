@@ -55,7 +55,7 @@ NO_CACHE_ENV = "LLMSIM_NO_CACHE"
 
 CACHE_MAX_FILES = 32
 """Most entries kept in the on-disk cache (~3 MB each for the published bundles); the
-least recently written go first. Every edit of the importer's code starts new keys."""
+least recently used (written or read) go first. Every edit of the importer's code starts new keys."""
 
 CACHE_MAGIC = b"llmsim.profile-cache/1\n"
 """First bytes of an on-disk cache file; the SHA-256 of the payload follows (32 bytes)."""
@@ -459,11 +459,16 @@ def _read_cached(path: Path) -> pb.Profile | None:
     except (DecodeError, ProfileError) as exc:
         logger.warning("%s: profile cache file refused (%s); rebuilding it", path, exc)
         return None
+    try:  # a read refreshes the entry: eviction (_write_cached) drops the least recently used
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache still serves; it just evicts by write time
     return profile
 
 
 def _write_cached(path: Path, data: bytes) -> None:
-    """Store serialized profile ``data`` at ``path``, then drop the oldest entries beyond
+    """Store serialized profile ``data`` at ``path``, then drop the least recently used
+    entries (oldest write or read, :func:`_read_cached` refreshes the time) beyond
     :data:`CACHE_MAX_FILES`; failure only logs (the cache is optional: a read-only or full
     cache directory leaves imports uncached)."""
     try:
