@@ -221,7 +221,23 @@ class Instance:
 
     # ------------------------------------------------------------------- steps
     def _schedule(self, now_ns: int) -> BatchPlan | None:
-        plan = self.scheduler.schedule(now_ns)
+        """The scheduler's next step, ``None`` when there is none.
+
+        A ``schedule()`` that preempted and scheduled nothing is called again at once:
+        vLLM's engine loop (``EngineCore.step``) runs the empty step and calls
+        ``schedule()`` again while requests remain, and that call's waiting phase admits
+        what the preemption made room for (the empty step's CPU time is not modelled,
+        0 ns). Otherwise the instance would sit idle with the preempted sequences
+        waiting and no event to wake it: with P/D the blocks of the consumers whose KV
+        arrived stay held, a deadlock. Each repeat follows a preemption, which takes a
+        sequence out of ``running``, so this ends.
+        """
+        sched = self.scheduler
+        while True:
+            n_preempted = sched.num_preemptions
+            plan = sched.schedule(now_ns)
+            if plan is not None or sched.num_preemptions == n_preempted:
+                break
         if plan is not None and self.check is CheckLevel.FULL:
             self.scheduler.check_invariants(full=True, step=self.num_steps)
         return plan

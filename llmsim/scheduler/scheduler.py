@@ -8,8 +8,9 @@ decodes under one token budget. ``schedule()`` runs in phases:
    chunk for a partly computed prompt). When its blocks cannot be allocated, the tail of the
    running list (the most recently admitted) is preempted by recomputation: its blocks are
    freed (their cached hashes stay valid until reused), ``num_computed`` resets to 0 and it
-   goes to the *front* of the waiting queue; the allocation is retried. If the victim is
-   the sequence being scheduled, scheduling of running sequences stops.
+   goes to the *front* of the waiting queue (behind P/D consumers whose KV arrived, which
+   vLLM keeps in ``skipped_waiting``, served first under FCFS); the allocation is retried.
+   If the victim is the sequence being scheduled, scheduling of running sequences stops.
 2. **Waiting** (:meth:`Scheduler._schedule_waiting`), only when phase 1 preempted nothing:
    strictly FCFS, while budget remains and fewer than ``max_num_seqs`` run, the head of the
    queue gets its prefix-cache hits (capped so one token is computed) and
@@ -29,6 +30,9 @@ Deliberate differences from vLLM 0.19:
   as ``epoch``: outputs of a step scheduled before its sequence was preempted are dropped.
 * A sequence whose remaining tokens are all in flight (``num_output + num_placeholders ==
   max_output``) is not scheduled again (vLLM skips it likewise under async scheduling).
+* A ``schedule()`` that preempted and scheduled nothing is followed at once by another
+  (vLLM's engine loop runs an empty step and calls ``schedule()`` again; the empty step's
+  CPU time is not modelled): :meth:`llmsim.instance.Instance._schedule`.
 * Prefix-cache statistics count one lookup per admission (vLLM counts every lookup).
 * Identical content computed concurrently by two sequences is cached once (see
   :mod:`llmsim.kvcache.block_pool`); hashes are 64-bit Python tuple hashes, not sha256.
@@ -153,7 +157,8 @@ class Scheduler:
 
         Returns:
             The step, or ``None`` when nothing can be scheduled (possibly after
-            preempting: the preempted sequences are then back in ``waiting``).
+            preempting: the preempted sequences are then back in ``waiting``, and the
+            instance calls again at once, :meth:`llmsim.instance.Instance._schedule`).
         """
         step = _StepBuilder()
         preempted: list[SeqState] = []
@@ -303,12 +308,29 @@ class Scheduler:
         seq.epoch += 1
 
     def _preempt(self, seq: SeqState) -> None:
-        """Preempt ``seq`` by recomputation: free its blocks, send it to the queue front."""
+        """Preempt ``seq`` by recomputation: free its blocks, send it to the queue front,
+        behind the P/D consumers whose KV arrived (vLLM 0.19 ``_preempt_request`` prepends
+        to ``waiting``, while those consumers sit in ``skipped_waiting``, which FCFS
+        ``_select_waiting_queue_for_scheduling`` serves first). Ahead of them, a preempted
+        request that cannot get its blocks back would stop admission while they hold
+        theirs: a deadlock.
+        """
         self._drop_kv_state(seq)
         seq.num_preemptions += 1
         seq.status = _WAITING
-        self.waiting.appendleft(seq)
+        self.waiting.insert(self._num_arrived_consumers(), seq)
         self.num_preemptions += 1
+
+    def _num_arrived_consumers(self) -> int:
+        """Length of the run of P/D consumers with their KV arrived at the front of
+        ``waiting`` (vLLM's ``skipped_waiting`` promoted to WAITING; :meth:`promote_remote`
+        keeps them there). O(that run)."""
+        pos = 0
+        for other in self.waiting:
+            if other.kv_params is None or not other.kv_params.arrived:
+                break
+            pos += 1
+        return pos
 
     def remove(self, seq: SeqState) -> None:
         """Take ``seq`` out of this scheduler (a hand-off to another instance): drop it from
@@ -463,12 +485,7 @@ class Scheduler:
         seq.num_computed = seq.num_tokens - 1
         seq.kv_params.arrived = True
         seq.status = _WAITING
-        pos = 0
-        for other in self.waiting:
-            if other.kv_params is None or not other.kv_params.arrived:
-                break
-            pos += 1
-        self.waiting.insert(pos, seq)
+        self.waiting.insert(self._num_arrived_consumers(), seq)
         return seq
 
     def release_kv(self, index: int) -> None:

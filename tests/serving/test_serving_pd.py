@@ -234,6 +234,29 @@ def test_pull_is_issued_when_the_reserving_step_is_launched():
     assert rec.first_token_ns[0] == a_first
 
 
+def test_preempted_request_waits_behind_consumers_whose_kv_arrived():
+    # D holds 3 usable blocks: A (1 block) and B (2) reserved at 10 ms, B's KV arrives at
+    # 12.012 ms while A's first-token step runs. At 21.004 ms A's decode needs a second
+    # block: A preempts itself and nothing is scheduled. vLLM's engine calls schedule()
+    # again at once; A is back in `waiting` while B, in `skipped_waiting`, is served first
+    # (B holds its blocks: ahead of it, A, which cannot get 2 blocks back, stalled D for
+    # good: a deadlock, shrunk from the randomized test below). The empty pass that
+    # preempted A has no step record: the preemption shows in the scheduler's count.
+    reqs = [make_request("A", prompt=4, output=2), make_request("B", prompt=8, output=1)]
+    flow, rec, sim, (_p, d) = _run(reqs, [PdRole.PREFILL, PdRole.DECODE], decode_blocks=4)
+    sim.run()
+    pull_a = STEP + _xfer_ns(BS * PER_TOKEN)
+    pull_b = pull_a + _xfer_ns(2 * BS * PER_TOKEN)
+    assert (pull_b, "pull done B") in flow.log and pull_b < pull_a + STEP
+    a_first = pull_a + STEP
+    assert [x for x in rec.log if x[0] >= a_first / MS + STEP / MS] == [
+        ((a_first + STEP) / MS, "step B+1*"), ((a_first + STEP) / MS, "finish B"),
+        ((a_first + 2 * STEP) / MS, "step A+1*"), ((a_first + 2 * STEP) / MS, "finish A")]
+    assert rec.first_token_ns == [a_first, a_first + STEP]
+    assert rec.finish_ns == [a_first + 2 * STEP, a_first + STEP]
+    assert d.scheduler.kv.pool.num_used == 0 and d.scheduler.num_preemptions == 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_random_pd_runs_finish_and_conserve_blocks(data):
