@@ -23,13 +23,26 @@ Admission of a waiting sequence without computed tokens (phase 2, FCFS as in the
 Every planned step carries an :class:`~llmsim.kvcache.offload.OffloadStep`: the loads to
 start, the blocking load time and the blocks to store (``OffloadManager.store_keys``).
 
+Loaded sequences stay ahead of preempted ones: vLLM keeps a WAITING_FOR_REMOTE_KVS request
+in ``skipped_waiting``, which FCFS admission serves before ``waiting``, where a preempted
+request is prepended (``Scheduler._select_waiting_queue_for_scheduling``,
+``_preempt_request``, vLLM 0.19 ``v1/core/sched/scheduler.py``); a preemption victim is
+therefore queued behind the loaded sequences at the waiting front. Otherwise the victim, first
+in line, could wait for the GPU blocks a loaded sequence behind it holds, forever.
+
 Deliberate differences: vLLM promotes a loaded request when its waiting loop reaches it;
 here promotion happens before phase 2 of the first ``schedule()`` after the report. (A
-sequence in :attr:`loading` counts as waiting in the instance's gauges, as in vLLM.)
+sequence in :attr:`loading` counts as waiting in the instance's gauges, as in vLLM.) When a
+``schedule()`` preempts and then schedules nothing (the blocks it needs are held by loading
+or loaded sequences, never the case without offloading), vLLM runs an empty engine step and
+schedules again, now admitting waiting requests; here ``schedule()`` retries at once, at the
+same time (the empty step's CPU time, ~0.1 ms, is not charged), and the retried step's plan
+lists the preemptions of both calls.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from llmsim.errors import InvariantError
@@ -65,6 +78,7 @@ class OffloadScheduler(Scheduler):
         self.reported_ns = -1
         self._loads: list[tuple[SeqState, TierLoad]] = []
         self._sync_load_ns = 0
+        self._victims: list[SeqState] = []
 
     def has_unfinished(self) -> bool:
         """True while any sequence waits, loads or runs."""
@@ -84,7 +98,17 @@ class OffloadScheduler(Scheduler):
             self._promote()
         self._loads = []
         self._sync_load_ns = 0
+        self._victims = []
         plan = super().schedule(now_ns)
+        while plan is None and self._victims and self.waiting:
+            # a preemption that left nothing to run skipped phase 2; vLLM's engine runs an
+            # empty step and its next schedule() admits from the waiting queues (module doc)
+            victims = len(self._victims)
+            plan = super().schedule(now_ns)
+            if len(self._victims) == victims:
+                break
+        if plan is not None and len(self._victims) > len(plan.preempted):
+            plan.preempted = tuple(self._victims)
         loads = tuple(self._loads)
         if plan is None:
             for seq, load in loads:  # a step without tokens still starts the copies
@@ -185,6 +209,28 @@ class OffloadScheduler(Scheduler):
         self.loading.append(seq)
         self._loads.append((seq, load))
         return True
+
+    def _preempt(self, seq: SeqState) -> None:
+        """:meth:`Scheduler._preempt`, but behind the loaded sequences at the waiting front.
+
+        A loaded sequence is vLLM's WAITING_FOR_REMOTE_KVS request promoted in
+        ``skipped_waiting``, which FCFS admission serves before ``waiting``
+        (``Scheduler._select_waiting_queue_for_scheduling``: ``self.skipped_waiting or
+        self.waiting``), while a preempted request is prepended to ``waiting``
+        (``_preempt_request``). Putting the victim in front of a loaded sequence would let
+        it wait, first in line, for the GPU blocks that sequence holds: a deadlock.
+        """
+        super()._preempt(seq)
+        self._victims.append(seq)
+        waiting = self.waiting
+        num_loaded = 0
+        for s in itertools.islice(waiting, 1, None):
+            if not s.blocks:
+                break
+            num_loaded += 1
+        if num_loaded:
+            waiting.popleft()
+            waiting.insert(num_loaded, seq)
 
     # ------------------------------------------------------------ hand-offs
     def remove(self, seq: SeqState) -> None:

@@ -494,3 +494,28 @@ def test_offload_property_every_request_finishes(reqs, backend, factor, cpu_entr
         assert hits <= sum(mgr.hit_tokens)
     for pool in (cpu, cxl):
         assert pool.used_bytes == sum(pool.entries.values()) <= pool.capacity_bytes
+
+
+def test_preempted_request_queues_behind_loaded_request():
+    """Shrunk from the property test above (deadlocked): r4's native load reserves 2 of the 8
+    GPU blocks; r1, the only running request, then needs a 7th block and preempts itself.
+    vLLM serves the loaded request (``skipped_waiting``) before the preempted one (prepended
+    to ``waiting``), and the empty step's successor admits it: r4 finishes, frees its blocks,
+    and r1 is admitted again. Before, r1 went in front of r4 and waited for r4's blocks, and
+    the ``schedule()`` that preempted (phase 2 skipped) left the instance idle for good."""
+    reqs = [make_request("r0", prompt=9, output=1, ids=(*range(8), 50_000)),
+            make_request("r1", prompt=23, output=3, ids=(0, *range(50_100, 50_122))),
+            make_request("r2", prompt=1, output=1, ids=(0,)),
+            make_request("r3", prompt=1, output=1, ids=(0,)),
+            make_request("r4", prompt=8, output=1, ids=tuple(range(8)))]
+    cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=8 * BS * BPT,
+                            bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT), "cxl")
+    cpu = TierPool(cpu_spec(capacity_bytes=BS * BPT), "cpu", lower=cxl)
+    inst = tiered((cpu, cxl), num_blocks=9)
+    rec = run_sim(reqs, [inst])
+    assert rec.num_finished == len(reqs)
+    sched = inst.scheduler
+    assert sched.num_preemptions == 1
+    assert [e for _t, e in rec.log if e.startswith("preempt")] == ["preempt r1"]
+    assert rec.finish_ns[4] < rec.finish_ns[1]  # the loaded r4 ran before the preempted r1
+    assert sched.kv.pool.num_used == 0
