@@ -71,10 +71,13 @@ class TierLoad:
         num_tokens: tokens credited beyond the GPU hit (capped so one token is computed).
         parts: per pool index (spill order), ``(pool index, credited tokens, bytes)`` read
             from it; bytes are one TP rank's share of the whole blocks copied.
+        keys: the offloaded blocks copied, in order (native: a request whose hit includes
+            a block being loaded for another waits, vLLM's ``_blocks_being_loaded``).
     """
 
     num_tokens: int
     parts: tuple[tuple[int, int, int], ...]  # (pool index, tokens, bytes per rank)
+    keys: tuple[Key, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -220,7 +223,7 @@ class OffloadManager:
         for key, p in zip(keys, found, strict=True):
             pools[p].touch(key)
         parts = tuple((p, acc[0], acc[1]) for p, acc in sorted(per_pool.items()))
-        return TierLoad(num_tokens=credited, parts=parts)
+        return TierLoad(num_tokens=credited, parts=parts, keys=tuple(keys))
 
     def record(self, index: int, gpu_hit_tokens: int, load: TierLoad | None, *,
                first: bool) -> None:

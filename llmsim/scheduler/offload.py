@@ -17,6 +17,11 @@ Admission of a waiting sequence without computed tokens (phase 2, FCFS as in the
   completion has reported it (:attr:`reported_ns`), the next ``schedule()`` registers the
   loaded blocks in the prefix cache and puts the sequence back at the front of the waiting
   queue with its computed tokens; it is then admitted like a sequence with computed KV.
+  A sequence whose hit includes a block being loaded for another waits in the queue and is
+  retried at the next ``schedule()`` (vLLM's ``OffloadingConnectorScheduler`` returns None
+  from ``get_num_new_matched_tokens`` while a hit block is in ``_blocks_being_loaded``, and
+  the scheduler skips the request); admission continues past it. Once promoted, the loaded
+  blocks are a GPU prefix hit for it.
 * **LMCache** (synchronous load): admitted in this step with the loaded tokens counted as
   computed; the step's ``OffloadStep.sync_load_ns`` sums the blocking copies.
 
@@ -48,6 +53,7 @@ from typing import Any
 from llmsim.errors import InvariantError
 from llmsim.kvcache.manager import KVCacheManager
 from llmsim.kvcache.offload import OffloadManager, OffloadStep, TierLoad
+from llmsim.kvcache.tiers import Key
 from llmsim.scheduler.config import SchedulerConfig
 from llmsim.scheduler.plan import BatchPlan
 from llmsim.scheduler.scheduler import Scheduler, _StepBuilder
@@ -79,6 +85,7 @@ class OffloadScheduler(Scheduler):
         self._loads: list[tuple[SeqState, TierLoad]] = []
         self._sync_load_ns = 0
         self._victims: list[SeqState] = []
+        self._being_loaded: dict[int, tuple[Key, ...]] = {}  # seq index -> keys it loads
 
     def has_unfinished(self) -> bool:
         """True while any sequence waits, loads or runs."""
@@ -127,6 +134,7 @@ class OffloadScheduler(Scheduler):
         self.loading = [s for s in self.loading if s not in done]
         kv = self.kv
         for seq in reversed(done):
+            self._being_loaded.pop(seq.index, None)
             kv.cache_blocks(seq, seq.num_computed)
             seq.load_done_ns = -1
             self.waiting.appendleft(seq)
@@ -140,6 +148,9 @@ class OffloadScheduler(Scheduler):
         bs = cfg.block_size
         waiting, running = self.waiting, self.running
         cap = cfg.long_prefill_token_threshold
+        skipped: list[SeqState] = []
+        loading_keys = (set().union(*self._being_loaded.values())
+                        if self._being_loaded else None)
         while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
             seq = waiting[0]
             n_tokens = seq.num_prompt + seq.num_output
@@ -155,8 +166,12 @@ class OffloadScheduler(Scheduler):
                 load = off.lookup(seq, num_hit)
                 base = num_hit
                 if load is not None and off.is_async:
+                    if loading_keys and not loading_keys.isdisjoint(load.keys):
+                        skipped.append(waiting.popleft())  # retried at the next schedule()
+                        continue
                     if not self._start_load(seq, hits, num_hit, load, n_tokens, first):
                         break
+                    loading_keys = (loading_keys or set()) | set(load.keys)
                     continue
             ext = load.num_tokens if load is not None else 0
             num_new = n_tokens - base - ext
@@ -188,6 +203,8 @@ class OffloadScheduler(Scheduler):
             self._after_chunk(seq, emits)
             admitted.append(seq)
             budget -= num_new
+        if skipped:
+            waiting.extendleft(reversed(skipped))
 
     def _start_load(self, seq: SeqState, hits: list[int], num_hit: int, load: TierLoad,
                     n_tokens: int, first: bool) -> bool:
@@ -207,6 +224,7 @@ class OffloadScheduler(Scheduler):
                                        seq.num_computed // self.offload.block_tokens)
         seq.load_done_ns = 0  # set when the copy is issued
         self.loading.append(seq)
+        self._being_loaded[seq.index] = load.keys
         self._loads.append((seq, load))
         return True
 
@@ -238,6 +256,7 @@ class OffloadScheduler(Scheduler):
         if seq in self.loading:
             self.loading.remove(seq)
             seq.load_done_ns = -1
+            self._being_loaded.pop(seq.index, None)
         super().remove(seq)
 
     # ------------------------------------------------------------ invariants

@@ -519,3 +519,25 @@ def test_preempted_request_queues_behind_loaded_request():
     assert [e for _t, e in rec.log if e.startswith("preempt")] == ["preempt r1"]
     assert rec.finish_ns[4] < rec.finish_ns[1]  # the loaded r4 ran before the preempted r1
     assert sched.kv.pool.num_used == 0
+
+
+def test_request_waits_while_its_hit_blocks_load_for_another():
+    """Found by the property test above with more examples (deadlocked): r5 and r1 share the
+    offloaded block (0, 1, 2, 3). vLLM's offloading scheduler delays a request whose hit
+    includes a block being loaded for another (``_blocks_being_loaded``: lookup returns None,
+    the request is skipped and retried): r1 waits, then hits r5's loaded block on the GPU.
+    Before, both loaded it, each held 1 of the 2 GPU blocks and needed a second: a deadlock."""
+    reqs = [make_request("r0", prompt=4, output=1, ids=(0, 1, 2, 3)),
+            *(make_request(f"r{i}", prompt=1, output=1, ids=(0,)) for i in (2, 3, 4)),
+            make_request("r5", prompt=5, output=1, ids=(0, 1, 2, 3, 50_500)),
+            make_request("r1", arrival_ms=1, prompt=5, output=1, ids=(0, 1, 2, 3, 50_100))]
+    cxl = TierPool(TierSpec(name="cxl", kind=TierKind.CXL, capacity_bytes=8 * BS * BPT,
+                            bandwidth_bytes_per_s=CXL_BW, latency_ns=CXL_LAT), "cxl")
+    cpu = TierPool(cpu_spec(capacity_bytes=BS * BPT), "cpu", lower=cxl)
+    log: list = []
+    inst = tiered((cpu, cxl), num_blocks=3, log=log)
+    rec = run_sim(reqs, [inst])
+    assert rec.num_finished == len(reqs)
+    assert [e for _t, e in log if e.startswith("load start")] == ["load start 4 tokens"]
+    assert rec.finish_ns[4] < rec.finish_ns[5]
+    assert inst.scheduler.kv.pool.num_used == 0
