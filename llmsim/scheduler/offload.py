@@ -39,10 +39,11 @@ Deliberate differences: vLLM promotes a loaded request when its waiting loop rea
 here promotion happens before phase 2 of the first ``schedule()`` after the report. (A
 sequence in :attr:`loading` counts as waiting in the instance's gauges, as in vLLM.) When a
 ``schedule()`` preempts and then schedules nothing (the blocks it needs are held by loading
-or loaded sequences, never the case without offloading), vLLM runs an empty engine step and
-schedules again, now admitting waiting requests; here ``schedule()`` retries at once, at the
-same time (the empty step's CPU time, ~0.1 ms, is not charged), and the retried step's plan
-lists the preemptions of both calls.
+or loaded sequences), vLLM runs an empty engine step and schedules again, now admitting
+waiting requests; here ``schedule()`` retries at once, at the same time (the empty step's CPU
+time is not charged), and the retried step's plan lists the preemptions and loads of both
+calls. (:meth:`llmsim.instance.Instance._schedule` repeats such a call for every scheduler;
+for this one the repeat inside ``schedule()`` has already run, so one plan carries both.)
 """
 
 from __future__ import annotations
